@@ -1,0 +1,130 @@
+"""Heatmap decoding: argmax, then DARK (distribution-aware) sub-pixel refinement.
+
+Pure tensor functions; the math only, no model plumbing. The algorithm is the one the
+reference uses (mmpose's "unbiased" post-processing): blur each heatmap with an 11x11
+Gaussian (zero border), rescale it to keep its maximum, take the log, and move the argmax by
+one Newton step of the second-order Taylor expansion at the peak.
+
+Only each peak's 15x15 neighbourhood is needed for that step (9 blurred values within 2 px
+of the peak, each needing an 11x11 window), so the blur is evaluated on those patches only,
+not on all K maps. The max-rescale multiplies the blurred map by a constant, which the log
+turns into an additive constant that every finite difference cancels, so it is skipped.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["gaussian_kernel1d", "argmax_heatmaps", "dark_refine", "decode_heatmaps"]
+
+
+def gaussian_kernel1d(kernel: int, device=None, dtype=torch.float32) -> torch.Tensor:
+    """OpenCV's default Gaussian for an odd ``kernel`` size (sigma from the size), sums to 1.
+
+    Returns:
+        (kernel,) tensor.
+    """
+    if kernel % 2 != 1 or kernel < 3:
+        raise ValueError(f"blur kernel must be an odd size >= 3, got {kernel}")
+    sigma = 0.3 * ((kernel - 1) * 0.5 - 1) + 0.8  # cv2.getGaussianKernel with sigma <= 0
+    x = torch.arange(kernel, device=device, dtype=dtype) - (kernel - 1) / 2
+    g = torch.exp(-(x * x) / (2 * sigma * sigma))
+    return g / g.sum()
+
+
+def argmax_heatmaps(heatmaps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Integer peak of each map.
+
+    Args:
+        heatmaps: (N, K, h, w).
+
+    Returns:
+        coords (N, K, 2) float x, y in heatmap pixels (-1 where the map's max is <= 0, as the
+        reference marks a missing peak), scores (N, K) = each map's maximum.
+    """
+    n, k, h, w = heatmaps.shape
+    flat = heatmaps.reshape(n, k, h * w)
+    scores, idx = flat.max(dim=2)
+    coords = torch.stack([idx % w, idx // w], dim=-1).to(heatmaps.dtype if heatmaps.is_floating_point() else torch.float32)
+    coords = torch.where((scores > 0).unsqueeze(-1), coords, torch.full_like(coords, -1.0))
+    return coords, scores
+
+
+def _taylor_dtype(device: torch.device) -> torch.dtype:
+    # The Newton step divides by a Hessian determinant that can be small; float64 keeps it
+    # stable where the device has it (MPS does not).
+    return torch.float32 if device.type == "mps" else torch.float64
+
+
+def dark_refine(heatmaps: torch.Tensor, coords: torch.Tensor, kernel: int = 11) -> torch.Tensor:
+    """DARK refinement of integer peaks.
+
+    Args:
+        heatmaps: (N, K, h, w) raw heatmaps.
+        coords: (N, K, 2) integer-valued peaks from :func:`argmax_heatmaps` (-1 = no peak).
+        kernel: odd Gaussian size of the modulation blur.
+
+    Returns:
+        (N, K, 2) refined coords in heatmap pixels (unchanged where the peak lies within 2 px of
+        the border, has no peak, or the Hessian is singular — the reference's rules).
+    """
+    n, k, h, w = heatmaps.shape
+    r = (kernel - 1) // 2
+    pr = r + 2  # patch radius: blurred values are needed up to 2 px from the peak
+    ps = 2 * pr + 1
+    dt = _taylor_dtype(heatmaps.device)
+
+    px = coords[..., 0].long()
+    py = coords[..., 1].long()
+    # Reference condition: 1 < px < w - 2 and 1 < py < h - 2 (also rejects the -1 marker).
+    ok = (px > 1) & (px < w - 2) & (py > 1) & (py < h - 2)
+
+    # Each peak's patch, zeros outside the map (the reference blurs a zero-bordered copy).
+    # Gathered from the raw maps so only N*K*15*15 values are touched, not all of them.
+    off = torch.arange(-pr, pr + 1, device=heatmaps.device)
+    rows = py.unsqueeze(-1) + off  # (N, K, ps)
+    cols = px.unsqueeze(-1) + off
+    inside = ((rows >= 0) & (rows < h)).unsqueeze(-1) & ((cols >= 0) & (cols < w)).unsqueeze(-2)
+    idx = rows.clamp(0, h - 1).unsqueeze(-1) * w + cols.clamp(0, w - 1).unsqueeze(-2)
+    patch = torch.gather(heatmaps.reshape(n, k, h * w), 2, idx.reshape(n, k, ps * ps)).reshape(n, k, ps, ps)
+    patch = torch.where(inside, patch, torch.zeros_like(patch)).to(dt).reshape(n * k, 1, ps, ps)
+
+    g = gaussian_kernel1d(kernel, device=heatmaps.device, dtype=dt)
+    blurred = F.conv2d(patch, g.view(1, 1, 1, -1))
+    blurred = F.conv2d(blurred, g.view(1, 1, -1, 1)).reshape(n, k, 5, 5)
+    lg = torch.log(blurred.clamp_min(1e-10))
+
+    c = 2  # peak position inside the 5x5 block
+    dx = 0.5 * (lg[..., c, c + 1] - lg[..., c, c - 1])
+    dy = 0.5 * (lg[..., c + 1, c] - lg[..., c - 1, c])
+    dxx = 0.25 * (lg[..., c, c + 2] - 2 * lg[..., c, c] + lg[..., c, c - 2])
+    dyy = 0.25 * (lg[..., c + 2, c] - 2 * lg[..., c, c] + lg[..., c - 2, c])
+    dxy = 0.25 * (lg[..., c + 1, c + 1] - lg[..., c - 1, c + 1] - lg[..., c + 1, c - 1] + lg[..., c - 1, c - 1])
+    det = dxx * dyy - dxy * dxy
+    ok = ok & (det != 0)
+    safe = torch.where(ok, det, torch.ones_like(det))
+    # offset = -H^-1 @ grad, with the 2x2 inverse written out.
+    ox = -(dyy * dx - dxy * dy) / safe
+    oy = -(-dxy * dx + dxx * dy) / safe
+    offset = torch.stack([ox, oy], dim=-1)
+    offset = torch.where(ok.unsqueeze(-1), offset, torch.zeros_like(offset))
+    return (coords.to(dt) + offset).to(coords.dtype)
+
+
+def decode_heatmaps(heatmaps: torch.Tensor, kernel: int = 11, dark: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Keypoints from heatmaps: argmax, then DARK when ``dark``.
+
+    Args:
+        heatmaps: (N, K, h, w), any float dtype (computed in float32).
+
+    Returns:
+        coords (N, K, 2) x, y in heatmap pixels (float32), scores (N, K) (float32).
+    """
+    if heatmaps.dim() != 4:
+        raise ValueError(f"heatmaps must be (N, K, h, w), got shape {tuple(heatmaps.shape)}")
+    hm = heatmaps.float()
+    coords, scores = argmax_heatmaps(hm)
+    if dark:
+        coords = dark_refine(hm, coords, kernel)
+    return coords, scores

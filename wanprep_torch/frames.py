@@ -1,0 +1,154 @@
+"""Input frames: validation, layout and chunking. Knows nothing of models.
+
+Accepted: (T, H, W, 3) (ComfyUI IMAGE, float in [0, 1]), (T, 3, H, W), or one (H, W, 3)
+frame; float (16/32/64-bit, bfloat16) in [0, 1] or uint8 0-255; any device. The canonical view
+is (T, 3, H, W) in the input's dtype: for channels-last input it is a permuted view (no copy),
+which is also the memory format torch resizes fastest on the CPU.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Iterator
+
+import torch
+
+__all__ = ["MIN_SIDE", "FrameBatch", "as_tchw", "check_finite", "iter_chunks", "to_float01"]
+
+MIN_SIDE = 16
+_FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def as_tchw(frames: torch.Tensor, finite: bool = True) -> torch.Tensor:
+    """Validate frames and return a (T, 3, H, W) view in the input's dtype and device.
+
+    ``finite=False`` skips the NaN/inf scan (a pass over the data) for callers that scan each
+    chunk as they go with :func:`check_finite`.
+
+    Raises:
+        TypeError: not a tensor, or an unsupported dtype.
+        ValueError: empty video, wrong rank or channel count, frames under 16 px, NaN or inf.
+    """
+    if not isinstance(frames, torch.Tensor):
+        raise TypeError(f"frames must be a torch.Tensor, got {type(frames).__name__}")
+    if frames.dtype not in _FLOATS and frames.dtype != torch.uint8:
+        raise TypeError(f"frames must be float in [0, 1] or uint8 0-255, got dtype {frames.dtype}")
+    if frames.dim() == 3:
+        frames = frames.unsqueeze(0)
+    if frames.dim() != 4:
+        raise ValueError(
+            f"frames must be (T, H, W, 3), (T, 3, H, W) or one (H, W, 3) frame; got {frames.dim()}-D shape {tuple(frames.shape)}"
+        )
+    if frames.shape[0] == 0:
+        raise ValueError("empty video: no frames")
+    if frames.shape[-1] == 3:
+        view = frames.permute(0, 3, 1, 2)
+    elif frames.shape[1] == 3:
+        view = frames
+    else:
+        raise ValueError(
+            f"frames must have 3 (RGB) channels, last (T, H, W, 3) or second (T, 3, H, W); got shape {tuple(frames.shape)}"
+        )
+    h, w = view.shape[-2:]
+    if h < MIN_SIDE or w < MIN_SIDE:
+        raise ValueError(f"frames are {w}x{h} px; at least {MIN_SIDE}x{MIN_SIDE} is needed")
+    if finite:
+        check_finite(view)
+    return view
+
+
+def check_finite(frames: torch.Tensor, first_index: int = 0) -> None:
+    """Raise ValueError naming the first frame with NaN or inf values.
+
+    One float32 sum per frame finds them (NaN and inf propagate); only a bad video pays for
+    the exact per-element scan.
+    """
+    if not frames.is_floating_point():
+        return
+    sums = frames.sum(dim=(1, 2, 3), dtype=torch.float32)
+    if bool(torch.isfinite(sums).all()):
+        return
+    bad = ~torch.isfinite(frames).flatten(1).all(dim=1)
+    if not bool(bad.any()):
+        raise ValueError("frames hold values too large to be in [0, 1]")
+    i = int(torch.nonzero(bad)[0])
+    kind = "NaN" if bool(torch.isnan(frames[i]).any()) else "inf"
+    raise ValueError(f"frame {first_index + i} contains {kind} values")
+
+
+def to_float01(frames: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """(T, 3, H, W) in [0, 1] as ``dtype``; uint8 is scaled by 1/255. Keeps the memory format."""
+    if frames.dtype == torch.uint8:
+        return frames.to(dtype).mul_(1.0 / 255.0)
+    return frames.to(dtype)
+
+
+def iter_chunks(video, chunk_size: int) -> Iterator[torch.Tensor]:
+    """Yield (T, 3, H, W) views of at most ``chunk_size`` frames from a tensor or an iterable of
+    tensor chunks (each validated as it comes; all chunks must share frame size and device)."""
+    if isinstance(video, torch.Tensor):
+        view = as_tchw(video, finite=False)
+        for s in range(0, view.shape[0], chunk_size):
+            check_finite(view[s : s + chunk_size], s)
+            yield view[s : s + chunk_size]
+        return
+    if isinstance(video, (str, bytes)) or not isinstance(video, Iterable):
+        raise TypeError(f"video must be a torch.Tensor or an iterable of tensors, got {type(video).__name__}")
+    size = None
+    any_frames = False
+    done = 0
+    for i, chunk in enumerate(video):
+        try:
+            view = as_tchw(chunk, finite=False)
+            check_finite(view, done)
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f"chunk {i}: {exc}") from None
+        if size is None:
+            size = (tuple(view.shape[-2:]), view.device)
+        elif (tuple(view.shape[-2:]), view.device) != size:
+            raise ValueError(
+                f"chunk {i}: frames are {tuple(view.shape[-2:])} on {view.device}, earlier chunks {size[0]} on {size[1]}"
+            )
+        any_frames = True
+        done += view.shape[0]
+        for s in range(0, view.shape[0], chunk_size):
+            yield view[s : s + chunk_size]
+    if not any_frames:
+        raise ValueError("empty video: the iterable yielded no frames")
+
+
+class FrameBatch:
+    """A group of (n, 3, H, W) frames and the conversions the stages need, each made once.
+
+    On the CPU torch resizes uint8 channels-last images several times faster than float ones,
+    so the detector's resize and the face crops read :meth:`uint8`; the pose crop needs exact
+    float samples and reads :meth:`float01`.
+    """
+
+    def __init__(self, view: torch.Tensor):
+        self.view = view
+        self._u8 = None
+        self._f32 = None
+
+    def __len__(self) -> int:
+        return self.view.shape[0]
+
+    @property
+    def hw(self) -> tuple[int, int]:
+        return int(self.view.shape[-2]), int(self.view.shape[-1])
+
+    def uint8(self) -> torch.Tensor:
+        """(n, 3, H, W) uint8, channels-last memory; float input is rounded to 1/255 steps."""
+        if self._u8 is None:
+            v = self.view
+            if v.dtype == torch.uint8:
+                u8 = v
+            else:
+                u8 = v.float().mul(255.0).add_(0.5).clamp_(0, 255).to(torch.uint8)
+            self._u8 = u8.contiguous(memory_format=torch.channels_last)
+        return self._u8
+
+    def float01(self) -> torch.Tensor:
+        """(n, 3, H, W) float32 in [0, 1] (the input itself when it already is float32)."""
+        if self._f32 is None:
+            self._f32 = to_float01(self.view)
+        return self._f32

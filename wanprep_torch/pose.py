@@ -1,0 +1,129 @@
+"""Pose model pre/post-processing: box -> window, affine crop, normalisation, heatmaps -> frame.
+
+Conventions (the ones ViTPose was trained with, mmpose's non-UDP pipeline, which the
+reference node decodes with):
+- a box becomes a window of aspect 192:256 (w:h), 1.25x the box's fitted size, centred on it;
+- crop pixel index u samples the frame at x = x0 + u * s (pixel-index coordinates, bilinear,
+  zeros outside the frame), with x0 the window's left edge and s = window_w / 192;
+- heatmap pixel v is crop pixel 4 v, so a decoded heatmap x maps back to x0 + x * window_w / 48.
+The reference rounds the window to whole pixels before an OpenCV resize; here the placement is
+exact and sub-pixel.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .codec import decode_heatmaps
+
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "box_to_center_window",
+    "crop_windows",
+    "heatmap_to_frame",
+    "decode_pose",
+]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def box_to_center_window(
+    boxes: torch.Tensor, input_hw: tuple[int, int] = (256, 192), padding: float = 1.25
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pose window of each box.
+
+    size = max(w * H_in / W_in, h); window = (padding * size * W_in / H_in, padding * size).
+
+    Args:
+        boxes: (N, >=4) x1, y1, x2, y2 in frame pixels.
+
+    Returns:
+        center (N, 2) x, y and window (N, 2) width, height, in frame pixels.
+    """
+    ih, iw = input_hw
+    b = boxes[:, :4].float()
+    center = (b[:, :2] + b[:, 2:4]) * 0.5
+    wh = b[:, 2:4] - b[:, :2]
+    size = torch.maximum(wh[:, 0] * (ih / iw), wh[:, 1]) * padding
+    window = torch.stack([size * (iw / ih), size], dim=-1)
+    return center, window
+
+
+def _sample_grid(
+    center: torch.Tensor, window: torch.Tensor, out_hw: tuple[int, int], frame_hw: tuple[int, int]
+) -> torch.Tensor:
+    """grid_sample grid (N, oh, ow, 2) for x = x0 + u * s, in align_corners=False units."""
+    oh, ow = out_hw
+    fh, fw = frame_hw
+    dev = center.device
+    s = window / torch.tensor([ow, oh], device=dev, dtype=window.dtype)  # (N, 2) px per crop px
+    x0 = center - window * 0.5
+    u = torch.arange(ow, device=dev, dtype=window.dtype)
+    v = torch.arange(oh, device=dev, dtype=window.dtype)
+    xs = x0[:, :1] + u * s[:, :1]  # (N, ow) frame x of each crop column
+    ys = x0[:, 1:] + v * s[:, 1:]  # (N, oh)
+    # Pixel index i has its centre at (2 i + 1) / size - 1 in grid_sample's normalised units.
+    xn = (2 * xs + 1) / fw - 1
+    yn = (2 * ys + 1) / fh - 1
+    n = center.shape[0]
+    return torch.stack([xn[:, None, :].expand(n, oh, ow), yn[:, :, None].expand(n, oh, ow)], dim=-1)
+
+
+def crop_windows(
+    frames: torch.Tensor,
+    center: torch.Tensor,
+    window: torch.Tensor,
+    out_hw: tuple[int, int] = (256, 192),
+    frame_index: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Bilinear crop of each window to ``out_hw``, zeros outside the frame.
+
+    Args:
+        frames: (T, C, H, W) float (any memory format).
+        center, window: (N, 2) from :func:`box_to_center_window`.
+        frame_index: (N,) frame of each window; default ``arange(N)`` (then N == T).
+
+    Returns:
+        (N, C, oh, ow) in the frames' dtype and value range.
+    """
+    if not frames.is_floating_point():
+        raise TypeError("crop_windows needs float frames")
+    src = frames if frame_index is None else frames.index_select(0, frame_index)
+    grid = _sample_grid(center.to(torch.float32), window.to(torch.float32), out_hw, frames.shape[-2:])
+    return F.grid_sample(src, grid.to(src.dtype), mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def heatmap_to_frame(
+    coords: torch.Tensor, center: torch.Tensor, window: torch.Tensor, heatmap_hw: tuple[int, int]
+) -> torch.Tensor:
+    """Heatmap pixels -> frame pixels: x = x0 + x_hm * window_w / heatmap_w.
+
+    Args:
+        coords: (N, K, 2); center, window: (N, 2).
+
+    Returns:
+        (N, K, 2) frame pixels.
+    """
+    hh, hw = heatmap_hw
+    scale = window / torch.tensor([hw, hh], device=window.device, dtype=window.dtype)
+    x0 = center - window * 0.5
+    return coords * scale[:, None, :] + x0[:, None, :]
+
+
+def decode_pose(
+    heatmaps: torch.Tensor, center: torch.Tensor, window: torch.Tensor, kernel: int = 11, dark: bool = True
+) -> torch.Tensor:
+    """Heatmaps -> keypoints in frame pixels.
+
+    Args:
+        heatmaps: (N, K, h, w); center, window: (N, 2).
+
+    Returns:
+        (N, K, 3) x, y, score (float32).
+    """
+    coords, scores = decode_heatmaps(heatmaps, kernel=kernel, dark=dark)
+    xy = heatmap_to_frame(coords, center.float(), window.float(), heatmaps.shape[-2:])
+    return torch.cat([xy, scores.unsqueeze(-1)], dim=-1)

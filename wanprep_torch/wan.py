@@ -1,0 +1,230 @@
+"""The Wan output layout: pose metas, face boxes and crops, SAM2 key-frame points.
+
+Everything here works on keypoints already in frame pixels, (T, 133, 3) x, y, score, in the
+COCO-wholebody order; nothing here knows about ONNX.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "BODY_A",
+    "BODY_B",
+    "FACE_ROWS",
+    "LEFT_HAND_ROWS",
+    "RIGHT_HAND_ROWS",
+    "KEY_POINT_BODY_ROWS",
+    "wan_body",
+    "pose_metas",
+    "face_boxes",
+    "resolve_face_boxes",
+    "fallback_face_box",
+    "crop_resize",
+    "key_frame_points",
+    "key_frame_indices",
+]
+
+# Wan's 20 body rows: row i is the mean of 133-rows A[i] and B[i] (row 1, the neck, is the
+# shoulders' midpoint; rows 18, 19 the feet from the big and small toes).
+BODY_A = (0, 6, 6, 8, 10, 5, 7, 9, 12, 14, 16, 11, 13, 15, 2, 1, 4, 3, 17, 20)
+BODY_B = (0, 5, 6, 8, 10, 5, 7, 9, 12, 14, 16, 11, 13, 15, 2, 1, 4, 3, 18, 21)
+FACE_ROWS = slice(22, 91)  # 69 rows; consumers use rows 1..68 (the 68 face points)
+LEFT_HAND_ROWS = slice(91, 112)
+RIGHT_HAND_ROWS = slice(112, 133)
+# SAM2 prompt points: nose, neck, both shoulders, both hips, both knees (Wan body rows).
+KEY_POINT_BODY_ROWS = (0, 1, 2, 5, 8, 11, 10, 13)
+
+
+def wan_body(keypoints: torch.Tensor) -> torch.Tensor:
+    """133 wholebody rows -> Wan's 20 body rows.
+
+    Args:
+        keypoints: (T, 133, C).
+
+    Returns:
+        (T, 20, C).
+    """
+    a = torch.as_tensor(BODY_A, device=keypoints.device)
+    b = torch.as_tensor(BODY_B, device=keypoints.device)
+    return (keypoints.index_select(1, a) + keypoints.index_select(1, b)) * 0.5
+
+
+def pose_metas(keypoints: torch.Tensor, width: int, height: int, last_body: np.ndarray | None = None) -> tuple[list[dict], np.ndarray | None]:
+    """Wan pose metas (normalised x/W, y/H, score as float32 arrays on the host).
+
+    When every body row has a negative x or y, the previous frame's body rows are reused, as
+    the reference does; ``last_body`` carries that state across chunks.
+
+    Args:
+        keypoints: (T, 133, 3) in frame pixels.
+
+    Returns:
+        (list of T dicts, the last body rows for the next chunk).
+    """
+    kp = keypoints.detach().float().clone()
+    kp[..., 0] /= width
+    kp[..., 1] /= height
+    body = wan_body(kp).cpu().numpy()
+    kp_np = kp.cpu().numpy()
+    metas = []
+    for t in range(kp_np.shape[0]):
+        b = body[t]
+        if last_body is not None and b[:, :2].min(axis=1).max() < 0:
+            b = last_body
+        last_body = b
+        metas.append(
+            {
+                "width": int(width),
+                "height": int(height),
+                "keypoints_body": b.copy(),
+                "keypoints_left_hand": kp_np[t, LEFT_HAND_ROWS].copy(),
+                "keypoints_right_hand": kp_np[t, RIGHT_HAND_ROWS].copy(),
+                "keypoints_face": kp_np[t, FACE_ROWS].copy(),
+            }
+        )
+    return metas, last_body
+
+
+def face_boxes(
+    keypoints: torch.Tensor, width: int, height: int, scale: float = 1.3, min_score: float = 0.3
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Face box of each frame from its 68 face points (the reference's expansion rule).
+
+    w, h = the points' extent; area' = scale*w*h; w' = sqrt(area'*w/h), h' = sqrt(area'*h/w);
+    the box grows by (w'-w)/2 on each side and by 3*(h'-h)/4 above, (h'-h)/4 below, is clipped
+    to the frame and truncated to int.
+
+    Args:
+        keypoints: (T, 133, 3) in frame pixels.
+
+    Returns:
+        boxes (T, 4) int64 x1, y1, x2, y2 and valid (T,) bool: the face is visible (mean
+        face-point score >= ``min_score``) and the clipped box is not empty. Invalid rows hold
+        zeros, never NaN.
+    """
+    face = keypoints[:, 23:91].float()  # the 68 face points (Wan face rows 1..68)
+    xy = face[..., :2]
+    lo = xy.amin(dim=1)
+    hi = xy.amax(dim=1)
+    wh = hi - lo
+    w, h = wh[:, 0], wh[:, 1]
+    valid = (face[..., 2].mean(dim=1) >= min_score) & (w > 0) & (h > 0) & torch.isfinite(xy).all(dim=(1, 2))
+    ws = torch.where(valid, w, torch.ones_like(w))
+    hs = torch.where(valid, h, torch.ones_like(h))
+    area = ws * hs * scale
+    new_w = torch.sqrt(area * ws / hs)
+    new_h = torch.sqrt(area * hs / ws)
+    dw = (new_w - ws) / 2
+    dh = (new_h - hs) / 4
+    x1 = (lo[:, 0] - dw).clamp(min=0)
+    x2 = torch.minimum(hi[:, 0] + dw, torch.full_like(dw, float(width)))
+    y1 = (lo[:, 1] - 3 * dh).clamp(min=0)
+    y2 = torch.minimum(hi[:, 1] + dh, torch.full_like(dh, float(height)))
+    boxes = torch.stack([x1, y1, x2, y2], dim=-1)
+    boxes = torch.where(valid.unsqueeze(-1), boxes, torch.zeros_like(boxes)).trunc().long()
+    valid = valid & (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+    return boxes, valid
+
+
+def fallback_face_box(width: int, height: int) -> tuple[int, int, int, int]:
+    """A centred square of 0.3*min(H, W) whose top is at 0.1*H: where no face was ever seen."""
+    side = max(int(0.3 * min(width, height)), 1)
+    x1 = max((width - side) // 2, 0)
+    y1 = int(0.1 * height)
+    return x1, y1, min(x1 + side, width), min(y1 + side, height)
+
+
+def pad_box(box: tuple[int, int, int, int], padding: int, width: int, height: int) -> tuple[int, int, int, int]:
+    """Grow a box by ``padding`` px on each side, clipped to the frame."""
+    x1, y1, x2, y2 = box
+    return max(x1 - padding, 0), max(y1 - padding, 0), min(x2 + padding, width), min(y2 + padding, height)
+
+
+def resolve_face_boxes(
+    boxes: torch.Tensor,
+    valid: torch.Tensor,
+    width: int,
+    height: int,
+    padding: int = 0,
+    last_good: tuple[int, int, int, int] | None = None,
+    first_good: tuple[int, int, int, int] | None = None,
+) -> tuple[list[tuple[int, int, int, int]], list[bool], tuple[int, int, int, int] | None]:
+    """Replace invalid face boxes: the last good box, leading frames the first good one, else the
+    fallback square; then apply ``padding``.
+
+    ``last_good`` carries state from an earlier chunk; ``first_good`` lets a caller that buffers
+    leading faceless frames hand in the first good box found later.
+
+    Returns:
+        (T boxes as int tuples, T held flags, the last good box for the next chunk).
+    """
+    b = boxes.cpu().tolist()
+    v = valid.cpu().tolist()
+    if first_good is None:
+        first_good = next((tuple(bb) for bb, ok in zip(b, v) if ok), None)
+    out, held = [], []
+    for bb, ok in zip(b, v):
+        if ok:
+            last_good = tuple(bb)
+            box = last_good
+        else:
+            box = last_good or first_good or fallback_face_box(width, height)
+        out.append(pad_box(box, padding, width, height) if padding else tuple(box))
+        held.append(not ok)
+    return out, held, last_good
+
+
+def crop_resize(frames: torch.Tensor, boxes: list[tuple[int, int, int, int]], size: int = 512) -> torch.Tensor:
+    """Crop each frame's integer box and resize it to size x size: bilinear with half-pixel
+    centres and the box's edge pixels repeated, as OpenCV's resize of the sub-image.
+
+    Args:
+        frames: (T, C, H, W) float, or uint8 (then resized in uint8, which torch does several
+            times faster on the CPU for channels-last memory; results round to integers).
+        boxes: T (x1, y1, x2, y2), non-empty, inside the frame.
+
+    Returns:
+        (T, size, size, C) in the frames' dtype.
+    """
+    t, c = frames.shape[:2]
+    out = torch.empty((t, size, size, c), dtype=frames.dtype, device=frames.device)
+    for i, (x1, y1, x2, y2) in enumerate(boxes):
+        # Boxes differ in size, so one interpolate per face; T small kernels are cheap next
+        # to the models.
+        sub = frames[i : i + 1, :, y1:y2, x1:x2]
+        face = F.interpolate(sub, size=(size, size), mode="bilinear", align_corners=False, antialias=False)
+        out[i] = face[0].permute(1, 2, 0)
+    return out
+
+
+def key_frame_indices(num_frames: int, count: int = 4) -> list[int]:
+    """``count`` evenly spaced frame indices (one when the video is shorter than ``count``)."""
+    if num_frames < count:
+        return [0]
+    return [int(round(i * (num_frames - 1) / (count - 1))) for i in range(count)]
+
+
+def key_frame_points(keypoints: torch.Tensor, min_score: float = 0.3) -> list[dict]:
+    """SAM2 prompt points of one frame: Wan body rows 0,1,2,5,8,11,10,13 in pixels, leaving out
+    points scored under ``min_score`` (or not finite).
+
+    Args:
+        keypoints: (133, 3) in frame pixels.
+    """
+    body = wan_body(keypoints.unsqueeze(0).float())[0].cpu().tolist()
+    pts = []
+    for r in KEY_POINT_BODY_ROWS:
+        x, y, s = body[r]
+        if s >= min_score and math.isfinite(x) and math.isfinite(y):
+            pts.append({"x": int(x), "y": int(y)})
+    return pts
+
+
+def points_json(points: list[dict]) -> str:
+    return json.dumps(points)
