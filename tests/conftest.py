@@ -1,0 +1,32 @@
+import os
+
+import pytest
+import torch
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session")
+def models(tmp_path_factory):
+    """The analytic test models (built once per test session, or taken from WANPREP_TEST_MODELS)."""
+    from wanprep_torch.testkit import build_test_models
+
+    where = os.environ.get("WANPREP_TEST_MODELS") or tmp_path_factory.mktemp("models")
+    return build_test_models(where)
+
+
+@pytest.fixture(scope="session")
+def clip():
+    """12 frames of slow motion at 832x480 with ground truth; the face hidden on frames 5-7."""
+    from wanprep_torch.testkit import make_clip
+
+    return make_clip(12, motion="slow", face_hidden=range(5, 8), seed=1)
+
+
+@pytest.fixture(scope="session")
+def run_default(models, clip):
+    """The pipeline's result on ``clip`` with default settings (shared by several tests)."""
+    from wanprep_torch import Preprocessor
+
+    pre = Preprocessor(models["det"], models["pose"], progress=False)
+    return pre(clip.frames)
