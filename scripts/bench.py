@@ -1,0 +1,147 @@
+#!/usr/bin/env python
+"""Benchmark: the whole pipeline vs model-only time on the same frames and batches.
+
+Model-only = the pipeline's own ONNX sessions (same IO binding, same batch size) run on
+pre-made inputs, with no pre/post-processing. Runs alternate pipeline / model-only and the
+best of ``--repeats`` is kept, so both see the same machine state. Prints markdown tables of
+ratios measured in this one run.
+
+    python scripts/bench.py                       # tiny analytic models + YOLOv10m/ViTPose-B stand-ins
+    python scripts/bench.py --suite tiny          # only the tiny models (seconds)
+    python scripts/bench.py --frames 16 --batch auto --dtype float
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib.util
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from wanprep_torch import Preprocessor  # noqa: E402
+from wanprep_torch.runtime import physical_cores  # noqa: E402
+
+SHARED_YOLO = ROOT.parent / "shared" / "models" / "yolov10m-standin.onnx"
+
+
+def _load_script(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def make_frames(n: int, dtype: str, seed: int = 0) -> torch.Tensor:
+    """832x480 frames in ComfyUI layout: the synthetic person on a noisy background."""
+    from wanprep_torch.testkit import make_clip
+
+    clip = make_clip(n, motion="slow", seed=seed)
+    g = torch.Generator().manual_seed(seed)
+    x = (clip.frames + 0.1 * torch.rand(clip.frames.shape, generator=g)).clamp_(0, 1)
+    if dtype == "uint8":
+        return (x * 255).round().to(torch.uint8)
+    return x
+
+
+def model_only(pre: Preprocessor, n: int) -> float:
+    """Seconds for both models on n pre-made inputs at the pipeline's batch size."""
+    dh, dw = pre.det_hw
+    ph, pw = pre.pose_hw
+    det_in = torch.rand(n, 3, dh, dw)
+    pose_in = torch.randn(n, 3, ph, pw)
+    mb = pre.batch_size
+    t0 = time.perf_counter()
+    for s in range(0, n, mb):
+        pre.det.run(det_in[s : s + mb], batch_size=mb)
+        pre.pose.run(pose_in[s : s + mb], batch_size=mb)
+    return time.perf_counter() - t0
+
+
+def bench_pair(name: str, det: Path, pose: Path, frames: torch.Tensor, batch, repeats: int, threads: int | None) -> dict:
+    pre = Preprocessor(det, pose, batch_size=batch, intra_op_threads=threads, progress=False)
+    n = frames.shape[0]
+    pre(frames[: min(n, 2)])  # warm-up: ORT's first run allocates
+    model_only(pre, min(n, 2))
+    pipe_t, model_t, timings = [], [], None
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        res = pre(frames)
+        pipe_t.append(time.perf_counter() - t0)
+        model_t.append(model_only(pre, n))
+        if timings is None or res.timings["total"]["s"] < timings["total"]["s"]:
+            timings = res.timings
+    p, m = min(pipe_t), min(model_t)
+    stages = {k: v["ms_per_frame"] for k, v in timings.items() if isinstance(v, dict)}
+    return {
+        "name": name,
+        "frames": n,
+        "batch": pre.batch_size,
+        "pipeline_fps": n / p,
+        "model_fps": n / m,
+        "ratio": p / m,
+        "non_model_ms": stages.get("non_model", float("nan")),
+        "overhead_ms": 1000 * (p - m) / n,
+        "stages": stages,
+        "spread": (max(pipe_t) / p - 1) * 100 if repeats > 1 else 0.0,
+    }
+
+
+def print_tables(rows: list[dict], args) -> None:
+    now = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
+    print(f"\n## Pipeline vs model-only ({now}, {platform.machine()}, {physical_cores()} cores, "
+          f"torch {torch.__version__}, onnxruntime {__import__('onnxruntime').__version__})")
+    print(f"command: `python scripts/bench.py {' '.join(sys.argv[1:])}`; input {args.dtype} (T,H,W,3) 832x480\n")
+    print("| models | frames | batch | pipeline fps | model-only fps | pipeline / model-only | non-model ms/frame (stage timers) | wall overhead ms/frame |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['name']} | {r['frames']} | {r['batch']} | {r['pipeline_fps']:.2f} | {r['model_fps']:.2f} | "
+              f"{r['ratio']:.3f} | {r['non_model_ms']:.2f} | {r['overhead_ms']:.2f} |")
+    stages = ["detect_pre", "detect_model", "detect_post", "pose_pre", "pose_model", "pose_post", "wan"]
+    print("\n| models | " + " | ".join(stages) + " |")
+    print("|---|" + "---|" * len(stages))
+    for r in rows:
+        print(f"| {r['name']} | " + " | ".join(f"{r['stages'].get(s, 0):.2f}" for s in stages) + " |")
+    print("\n(ms per frame; the best of the repeats)")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--suite", choices=["all", "tiny", "standin"], default="all")
+    ap.add_argument("--frames", type=int, default=16)
+    ap.add_argument("--batch", default="auto", help="'auto' or an int")
+    ap.add_argument("--dtype", choices=["float", "uint8"], default="float")
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads")
+    ap.add_argument("--models-dir", type=Path, default=ROOT / "bench_models")
+    ap.add_argument("--yolo", type=Path, default=SHARED_YOLO)
+    args = ap.parse_args(argv)
+    batch = args.batch if args.batch == "auto" else int(args.batch)
+    torch.set_num_threads(physical_cores())
+    frames = make_frames(args.frames, args.dtype)
+    rows = []
+    if args.suite in ("all", "tiny"):
+        from wanprep_torch.testkit import build_test_models
+
+        tm = build_test_models(args.models_dir / "tiny")
+        rows.append(bench_pair("tiny analytic det + pose", tm["det"], tm["pose"], frames, batch, args.repeats, args.threads))
+    if args.suite in ("all", "standin"):
+        if not args.yolo.exists():
+            print(f"skipping stand-ins: {args.yolo} not found", file=sys.stderr)
+        else:
+            vit = _load_script("make_standins").build_vitpose_standin("b", args.models_dir / "vitpose-b-standin.onnx")
+            rows.append(bench_pair("YOLOv10m + ViTPose-B stand-ins", args.yolo, vit, frames, batch, args.repeats, args.threads))
+    print_tables(rows, args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
