@@ -93,7 +93,19 @@ def dark_refine(heatmaps: torch.Tensor, coords: torch.Tensor, kernel: int = 11) 
     g = gaussian_kernel1d(kernel, device=heatmaps.device, dtype=dt)
     blurred = F.conv2d(patch, g.view(1, 1, 1, -1))
     blurred = F.conv2d(blurred, g.view(1, 1, -1, 1)).reshape(n, k, 5, 5)
-    lg = torch.log(blurred.clamp_min(1e-10))
+    # The reference rescales each blurred map by max(raw) / max(blurred) before the 1e-10 log
+    # floor. A blur never raises the maximum, so that factor is >= 1 for a positive peak, and
+    # where every tap is already above the floor the factor only adds a constant to the log
+    # that the differences cancel. Maps with a tap at the floor (weak peaks on a negative
+    # background) need the real factor: blur those maps whole.
+    floor = 1e-10
+    need = ok & (blurred <= floor).flatten(2).any(dim=2)
+    if bool(need.any()):
+        sel = heatmaps[need].to(dt).unsqueeze(1)  # (M, 1, h, w)
+        full = F.conv2d(F.conv2d(sel, g.view(1, 1, 1, -1), padding=(0, r)), g.view(1, 1, -1, 1), padding=(r, 0))
+        factor = sel.flatten(1).amax(dim=1) / full.flatten(1).amax(dim=1)
+        blurred[need] = blurred[need] * factor.view(-1, 1, 1)
+    lg = torch.log(blurred.clamp_min(floor))
 
     c = 2  # peak position inside the 5x5 block
     dx = 0.5 * (lg[..., c, c + 1] - lg[..., c, c - 1])
