@@ -25,8 +25,8 @@ def clip():
 
 @pytest.fixture(scope="session")
 def run_default(models, clip):
-    """The pipeline's result on ``clip`` with default settings (shared by several tests)."""
+    """The full pipeline's result on ``clip`` (gate off; shared by several tests)."""
     from wanprep_torch import Preprocessor
 
-    pre = Preprocessor(models["det"], models["pose"], progress=False)
+    pre = Preprocessor(models["det"], models["pose"], progress=False, gate="off")
     return pre(clip.frames)

@@ -1,4 +1,8 @@
-"""End-to-end behaviour of the Preprocessor on synthetic scenes with ground truth."""
+"""End-to-end behaviour of the Preprocessor on synthetic scenes with ground truth.
+
+These run with the gate off (every frame through both models, the reference's behaviour);
+tests/test_gate.py covers frame skipping.
+"""
 
 import json
 import math
@@ -16,6 +20,7 @@ from wanprep_torch.runtime import OrtModel
 
 def make(models, det="det", pose="pose", **kw):
     kw.setdefault("progress", False)
+    kw.setdefault("gate", "off")
     return Preprocessor(models[det], models[pose], **kw)
 
 

@@ -13,7 +13,19 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-__all__ = ["DetectConfig", "resize_for_detector", "decode_detections", "box_iou", "nms", "select_person", "detect_boxes"]
+__all__ = [
+    "DetectConfig",
+    "resize_for_detector",
+    "decode_detections",
+    "box_iou",
+    "nms",
+    "select_person",
+    "detect_candidates",
+    "full_frame_box",
+    "usable",
+    "count_others",
+    "detect_boxes",
+]
 
 
 @dataclass(frozen=True)
@@ -85,12 +97,16 @@ def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torc
     return order[keep.bool()]
 
 
-def decode_detections(output: torch.Tensor, cfg: DetectConfig = DetectConfig()) -> list[torch.Tensor]:
-    """Raw detector output -> person boxes per frame (in the detector input's pixels).
+def decode_detections(
+    output: torch.Tensor, cfg: DetectConfig = DetectConfig(), box_scale: tuple[float, float] = (1.0, 1.0)
+) -> list[torch.Tensor]:
+    """Raw detector output -> person boxes per frame.
 
     Args:
         output: (N, R, 6) YOLOv10 end-to-end rows (x1, y1, x2, y2, score, class), or
             (N, 4 + C, A) YOLOv8-style (cx, cy, w, h, class scores) per anchor.
+        box_scale: (sx, sy) applied to the boxes before NMS: frame W / input w and H / h give
+            frame pixels, where the reference runs NMS and the selection rule.
 
     Returns:
         N tensors (M, 5) x1, y1, x2, y2, score after the score threshold and NMS.
@@ -109,6 +125,9 @@ def decode_detections(output: torch.Tensor, cfg: DetectConfig = DetectConfig()) 
         person = scores >= cfg.score_threshold
     else:
         raise ValueError(f"unrecognised detector output shape {tuple(out.shape)}")
+    sx, sy = box_scale
+    if (sx, sy) != (1.0, 1.0):
+        boxes = boxes * torch.tensor([sx, sy, sx, sy], device=boxes.device, dtype=boxes.dtype)
     result = []
     for i in range(out.shape[0]):
         m = person[i]
@@ -142,10 +161,44 @@ def select_person(dets: torch.Tensor, cfg: DetectConfig = DetectConfig()) -> tup
     return dets[idx], max(others, 0)
 
 
+def detect_candidates(
+    output: torch.Tensor, frame_hw: tuple[int, int], input_hw: tuple[int, int], cfg: DetectConfig = DetectConfig()
+) -> list[torch.Tensor]:
+    """Person boxes per frame in frame pixels (not clipped, as the reference), after NMS.
+
+    The boxes are a few hundred numbers a frame, so they are decoded on the host.
+    """
+    fh, fw = frame_hw
+    ih, iw = input_hw
+    return decode_detections(output.detach().to("cpu"), cfg, box_scale=(fw / iw, fh / ih))
+
+
+def full_frame_box(frame_hw: tuple[int, int]) -> torch.Tensor:
+    """The fallback box (0, 0, W, H) with score -1."""
+    fh, fw = frame_hw
+    return torch.tensor([0.0, 0.0, float(fw), float(fh), -1.0])
+
+
+def usable(box: torch.Tensor | None, cfg: DetectConfig) -> bool:
+    """A chosen box is used when both sides reach ``min_box_side`` px."""
+    return box is not None and min(float(box[2] - box[0]), float(box[3] - box[1])) >= cfg.min_box_side
+
+
+def count_others(dets: torch.Tensor, chosen: torch.Tensor, cfg: DetectConfig) -> int:
+    """Persons other than ``chosen`` covering more than ``other_person_area`` of its area."""
+    if dets.shape[0] == 0:
+        return 0
+    area = (dets[:, 2] - dets[:, 0]).clamp(min=0) * (dets[:, 3] - dets[:, 1]).clamp(min=0)
+    a = float((chosen[2] - chosen[0]).clamp(min=0) * (chosen[3] - chosen[1]).clamp(min=0))
+    same = (dets[:, :4] == chosen[:4]).all(dim=1)
+    return int(((area > cfg.other_person_area * a) & ~same).sum())
+
+
 def detect_boxes(
     output: torch.Tensor, frame_hw: tuple[int, int], input_hw: tuple[int, int], cfg: DetectConfig = DetectConfig()
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Detector output -> one person box per frame, in frame pixels, with the full-frame fallback.
+    """Detector output -> one person box per frame (the largest-box rule), in frame pixels,
+    with the full-frame fallback.
 
     Args:
         output: raw detector output for N frames.
@@ -155,21 +208,14 @@ def detect_boxes(
         boxes (N, 5) x1, y1, x2, y2, score (score -1 for the full-frame fallback) on the host,
         and others (N,) int64: other persons counted in each frame.
     """
-    fh, fw = frame_hw
-    ih, iw = input_hw
-    # The boxes are a few hundred numbers a frame: decode them on the host.
-    dets = decode_detections(output.detach().to("cpu"), cfg)
-    scale = torch.tensor([fw / iw, fh / ih, fw / iw, fh / ih])
+    dets = detect_candidates(output, frame_hw, input_hw, cfg)
     boxes = torch.empty(len(dets), 5)
     others = torch.zeros(len(dets), dtype=torch.long)
     for i, d in enumerate(dets):
         chosen, n_other = select_person(d, cfg)
-        if chosen is not None:
-            b = chosen[:4] * scale  # not clipped to the frame, as the reference
-            if min(float(b[2] - b[0]), float(b[3] - b[1])) >= cfg.min_box_side:
-                boxes[i, :4] = b
-                boxes[i, 4] = chosen[4]
-                others[i] = n_other
-                continue
-        boxes[i] = torch.tensor([0.0, 0.0, float(fw), float(fh), -1.0])
+        if usable(chosen, cfg):
+            boxes[i] = chosen
+            others[i] = n_other
+        else:
+            boxes[i] = full_frame_box(frame_hw)
     return boxes, others

@@ -14,10 +14,12 @@ from typing import Callable, Iterable
 import torch
 
 from . import wan
-from .detect import DetectConfig, detect_boxes, resize_for_detector
+from .detect import DetectConfig, detect_boxes, detect_candidates, resize_for_detector
+from .gate import Scheduler, interpolate, resolve_gate, signatures
 from .frames import FrameBatch, as_tchw, iter_chunks
 from .pose import IMAGENET_MEAN, IMAGENET_STD, box_to_center_window, crop_windows, decode_pose
 from .runtime import ModelError, OrtModel, resolve_batch_size, run_in_batches
+from .track import SubjectTracker
 
 __all__ = ["Preprocessor", "Result"]
 
@@ -42,6 +44,9 @@ class Result:
     key_frame_points: str  # JSON [{"x", "y"}, ...] on frame 0
     key_frames: list  # [{"frame": i, "points": [...]}, ...] for up to 4 key frames
     other_persons: torch.Tensor  # (T,) int: other people larger than 0.1x the chosen box
+    det_ran: torch.Tensor  # (T,) bool: the detector ran on this frame
+    pose_ran: torch.Tensor  # (T,) bool: the pose model ran (False: keypoints interpolated)
+    gate_distance: torch.Tensor  # (T,) float: estimated motion (px) since the last processed frame
     width: int
     height: int
     timings: dict = field(default_factory=dict)
@@ -63,6 +68,9 @@ class Result:
             "key_frame_points": json.loads(self.key_frame_points),
             "key_frames": self.key_frames,
             "other_persons": self.other_persons.cpu().tolist(),
+            "det_ran": self.det_ran.cpu().tolist(),
+            "pose_ran": self.pose_ran.cpu().tolist(),
+            "gate_distance": [round(v, 4) for v in self.gate_distance.cpu().tolist()],
             "providers": self.providers,
             "timings": self.timings,
         }
@@ -146,6 +154,9 @@ class Preprocessor:
         chunk_size: frames processed per step; memory grows with this, not with the video.
         progress: show tqdm bars; progress_callback(stage, done, total) is called as frames finish.
         dark: DARK sub-pixel decoding (True, as the reference) or plain argmax.
+        gate: frame skipping: "safe" (default), "fast", "off" (every frame through both models,
+            the reference's behaviour bit for bit), a GateConfig, or a dict of GateConfig fields
+            (with an optional "preset").
     """
 
     def __init__(
@@ -166,6 +177,7 @@ class Preprocessor:
         progress: bool = True,
         progress_callback: Callable | None = None,
         dark: bool = True,
+        gate="safe",
     ):
         self.device = torch.device(device)
         if self.device.type == "cuda" and not torch.cuda.is_available():
@@ -188,6 +200,7 @@ class Preprocessor:
         self.progress = progress
         self.progress_callback = progress_callback
         self.dark = dark
+        self.gate = resolve_gate(gate)
         ih, iw = self.det.input_hw
         self.det_hw = (ih or 640, iw or 640)
         ph, pw = self.pose.input_hw
@@ -204,25 +217,31 @@ class Preprocessor:
         # uint8 channels-last resizes fastest on the CPU; on a GPU float costs nothing extra.
         return fb.uint8() if self.device.type == "cpu" else fb.float01()
 
-    def _infer(self, fb: FrameBatch, timer: _Timer) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Detector + pose model on a group of frames -> keypoints (n,133,3), boxes (n,5), others (n,)."""
-        mb = min(self.batch_size, len(fb))
+    def _run_detector(self, fb: FrameBatch, timer: _Timer) -> torch.Tensor:
+        """Raw detector output for a group of frames."""
         with timer("detect_pre"):
             det_in = resize_for_detector(self._resize_source(fb), self.det_hw)
         with timer("detect_model"):
-            det_out = self.det.run(det_in, batch_size=mb)
-        with timer("detect_post"):
-            boxes, others = detect_boxes(det_out, fb.hw, self.det_hw, self.det_cfg)
-            boxes = boxes.to(self.device)
+            return self.det.run(det_in, batch_size=min(self.batch_size, len(fb)))
+
+    def _run_pose(self, fb: FrameBatch, boxes: torch.Tensor, timer: _Timer) -> torch.Tensor:
+        """Keypoints (n, 133, 3) in frame pixels for one box (n, 5) per frame."""
         with timer("pose_pre"):
-            center, window = box_to_center_window(boxes, self.pose_hw)
+            center, window = box_to_center_window(boxes.to(self.device), self.pose_hw)
             crops = crop_windows(fb.float01(), center, window, self.pose_hw)
             pose_in = (crops - self._mean).mul_(self._inv_std)
         with timer("pose_model"):
-            heatmaps = self.pose.run(pose_in, batch_size=mb)
+            heatmaps = self.pose.run(pose_in, batch_size=min(self.batch_size, len(fb)))
         with timer("pose_post"):
-            kps = decode_pose(heatmaps, center, window, dark=self.dark)
-        return kps, boxes, others
+            return decode_pose(heatmaps, center, window, dark=self.dark)
+
+    def _infer(self, fb: FrameBatch, timer: _Timer) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Detector (largest-box rule per frame) + pose model -> keypoints, boxes (n,5), others (n,)."""
+        det_out = self._run_detector(fb, timer)
+        with timer("detect_post"):
+            boxes, others = detect_boxes(det_out, fb.hw, self.det_hw, self.det_cfg)
+        kps = self._run_pose(fb, boxes, timer)
+        return kps, boxes.to(self.device), others
 
     def _work_batch(self) -> int:
         return max(self.batch_size, _CPU_WORK_BATCH) if self.device.type == "cpu" else self.batch_size
@@ -241,12 +260,20 @@ class Preprocessor:
         timer = _Timer(self.device)
         prog = _Progress(self.progress, self.progress_callback, total)
         acc = _Accumulator(self, timer)
+        gated = _GatedRun(self, acc, timer, prog) if self.gate.enabled else None
         try:
             for chunk in iter_chunks(video, self.chunk_size):
                 if chunk.device != self.device:
                     raise ValueError(f"frames are on {chunk.device} but the Preprocessor runs on {self.device}")
-                self._process_chunk(chunk, acc, timer, prog)
+                if gated is not None:
+                    gated.feed(chunk)
+                else:
+                    self._process_chunk(chunk, acc, timer, prog)
+            if gated is not None:
+                gated.finish()
         except (ValueError, TypeError) as exc:
+            if gated is not None and gated.pending:
+                gated.finish()  # frames already read are not lost
             if acc.frames:
                 exc.partial_result = acc.finish()
             raise
@@ -264,10 +291,202 @@ class Preprocessor:
                 acc.add(fb, kps, boxes, others)
             prog.update("wan", e - s)
 
-        def shrink(b: int) -> None:
-            self.batch_size = min(self.batch_size, b)
+        run_in_batches(chunk.shape[0], self._work_batch(), step, on_oom=self._shrink)
 
-        run_in_batches(chunk.shape[0], self._work_batch(), step, on_oom=shrink)
+    def _shrink(self, batch: int) -> None:
+        self.batch_size = min(self.batch_size, batch)
+
+
+class _GatedRun:
+    """Frame skipping for one video: schedules frames, tracks the subject, runs the models on
+    the scheduled frames and interpolates the others (emitted in order to the accumulator).
+
+    Skipped frames wait (as views) until the next processed frame; the gate's ``max_gap``
+    bounds that wait, so memory stays independent of the video's length.
+    """
+
+    def __init__(self, pre: Preprocessor, acc: "_Accumulator", timer: _Timer, prog: _Progress):
+        self.pre, self.acc, self.timer, self.prog = pre, acc, timer, prog
+        self.cfg = pre.gate
+        self.scheduler: Scheduler | None = None
+        self.tracker: SubjectTracker | None = None
+        self.pending: list[tuple[torch.Tensor, int, float]] = []  # (chunk, local index, distance)
+        self.last = None  # (global index, kps (133,3), box (5,), others) of the last processed frame
+        self.index = 0
+
+    def feed(self, chunk: torch.Tensor) -> None:
+        n = chunk.shape[0]
+        if self.scheduler is None:
+            h, w = chunk.shape[-2:]
+            self.scheduler = Scheduler(self.cfg, int(w))
+            self.tracker = SubjectTracker(self.cfg, self.pre.det_cfg, (int(h), int(w)))
+        with self.timer("gate"):
+            sig = signatures(chunk, self.cfg.signature_width)
+        # Plan frames until a model batch of frames to process is collected, run it, emit, and
+        # go on: the motion is measured in the subject's newest box.
+        i = 0
+        while i < n:
+            start, todo, plan = i, [], []
+            with self.timer("gate"):
+                while i < n and len(todo) < self.pre.batch_size:
+                    region = None if self.last is None else self.last[2][:4].tolist()
+                    step = self.scheduler.step(sig[i], region)
+                    plan.append(step)
+                    if step[0]:
+                        todo.append(i)
+                    i += 1
+            # A cut, or motion too fast to track, makes the detector run.
+            force = [plan[j - start][1] or plan[j - start][2] >= self.cfg.track_max_px for j in todo]
+            results = self._infer_frames(chunk, todo, force, [plan[j - start][1] for j in todo])
+            for j, (process, cut, dist) in enumerate(plan, start):
+                if process:
+                    self._emit_processed(chunk, j, results[j], dist, cut=cut)
+                else:
+                    self.pending.append((chunk, j, dist))
+        self.index += n
+
+    def finish(self) -> None:
+        """End of the video: the last frame is always processed, then the rest interpolated."""
+        if not self.pending:
+            return
+        chunk, i, dist = self.pending.pop()
+        base = self.index - chunk.shape[0]  # the last fed chunk
+        res = self._infer_frames(chunk, [i], [dist >= self.cfg.track_max_px], [False])[i]
+        self._emit_processed(chunk, i, res, dist, index=base + i)
+
+    # -- inference on the scheduled frames ----------------------------------------------------
+    def _infer_frames(self, chunk: torch.Tensor, todo: list[int], force: list[bool], cuts: list[bool]) -> dict:
+        """Keypoints for the scheduled frames of a chunk: {local index: (kps, box, others, det_ran)}.
+
+        ``force``: run the detector on that frame; ``cuts``: also choose the subject afresh.
+        """
+        out: dict = {}
+        if not todo:
+            return out
+
+        def step(s: int, e: int) -> None:
+            idx = todo[s:e]
+            out.update(self._infer_tracked(chunk, idx, force[s:e], cuts[s:e]))
+
+        # Batches of the model's size: tracking wants the freshest keypoints for the next box.
+        run_in_batches(len(todo), self.pre.batch_size, step, on_oom=self.pre._shrink)
+        return out
+
+    def _infer_tracked(self, chunk: torch.Tensor, idx: list[int], force: list[bool], cuts: list[bool]) -> dict:
+        pre, tr, timer = self.pre, self.tracker, self.timer
+        fb = _gather(chunk, idx)
+        n = len(idx)
+        boxes: list = [None] * n
+        others = [0] * n
+        det = [False] * n
+        # Plan the boxes in order: detect at cuts, every det_every frames, and where no tracked
+        # box exists (or it left the frame); else reuse the newest box: the one from the last
+        # keypoints, or this group's latest detection (filled in below).
+        tracked = tr.tracked_box()
+        for j in range(n):
+            if cuts[j]:
+                tr.reset()
+                tracked = None
+            if force[j] or tracked is None or tr.since_det + 1 >= self.cfg.det_every:
+                det[j] = True
+                tr.since_det = 0
+                tracked = _FROM_DETECTION
+            else:
+                tr.skip_detection()
+                boxes[j] = None if tracked is _FROM_DETECTION else tracked
+        self._detect_into(fb, [j for j in range(n) if det[j]], boxes, others)
+        last = None
+        for j in range(n):
+            if det[j]:
+                last = boxes[j]
+            elif boxes[j] is None:
+                boxes[j] = last
+        box_t = torch.stack(boxes)
+        kps = pre._run_pose(fb, box_t, timer)
+        # Tracking failed (weak keypoints): detect and run the pose model again on those frames.
+        body = kps[:, :17, 2].mean(dim=1).cpu()
+        redo = [j for j in range(n) if not det[j] and float(body[j]) < self.cfg.track_min_score]
+        if redo:
+            self._detect_into(_gather(fb.view, redo), None, boxes, others, targets=redo)
+            for j in redo:
+                det[j] = True
+            sub = torch.stack([boxes[j] for j in redo])
+            kps[redo] = pre._run_pose(_gather(fb.view, redo), sub, timer)
+            box_t = torch.stack(boxes)
+        tr.observe(kps[-1])
+        box_dev = box_t.to(pre.device)
+        return {i: (kps[j], box_dev[j], others[j], det[j]) for j, i in enumerate(idx)}
+
+    def _detect_into(self, fb: FrameBatch, sel, boxes: list, others: list, targets: list | None = None) -> None:
+        """Run the detector on frames ``sel`` of ``fb`` (or all of it, writing to ``targets``) and
+        choose each frame's subject box in order."""
+        targets = targets if targets is not None else sel
+        if not targets:
+            return
+        sub = fb if sel is None else _gather(fb.view, sel)
+        raw = self.pre._run_detector(sub, self.timer)
+        with self.timer("detect_post"):
+            cands = detect_candidates(raw, sub.hw, self.pre.det_hw, self.pre.det_cfg)
+            for j, d in zip(targets, cands):
+                boxes[j], others[j] = self.tracker.choose(d)
+
+    # -- emission in frame order ----------------------------------------------------------------
+    def _emit_processed(
+        self, chunk: torch.Tensor, i: int, res, dist: float, index: int | None = None, cut: bool = False
+    ) -> None:
+        g = self.index + i if index is None else index
+        kps, box, others, det_ran = res
+        items = []
+        if self.pending:
+            g0, k0, b0, o0 = self.last
+            gs = [g0 + 1 + k for k in range(len(self.pending))]
+            # Frames waiting before a cut resembled the frame before them, not the new scene:
+            # they hold its values instead of blending across the cut.
+            k1, b1 = (k0, b0) if cut else (kps, box)
+            with self.timer("gate"):
+                ks = interpolate(k0, k1, g0, g, gs)
+                bs = interpolate(b0, b1, g0, g, gs)
+            for (c, li, d), k, b in zip(self.pending, ks, bs):
+                items.append((c, li, k, b, o0, False, False, d))
+            self.pending.clear()
+        items.append((chunk, i, kps, box, others, det_ran, True, dist))
+        self.last = (g, kps, box, others)
+        for seg in _segments(items):
+            c, a, b = seg[0][0], seg[0][1], seg[-1][1] + 1
+            with self.timer("wan"):
+                self.acc.add(
+                    FrameBatch(c[a:b]),
+                    torch.stack([it[2] for it in seg]),
+                    torch.stack([it[3] for it in seg]),
+                    torch.tensor([it[4] for it in seg]),
+                    det_ran=[it[5] for it in seg],
+                    pose_ran=[it[6] for it in seg],
+                    distance=[it[7] for it in seg],
+                )
+            # Skipped frames count as done for every stage once they are interpolated.
+            for stage in self.prog.STAGES:
+                self.prog.update(stage, b - a)
+
+
+_FROM_DETECTION = object()  # planning marker: the box comes from this group's latest detection
+
+
+def _gather(frames: torch.Tensor, idx: list[int]) -> FrameBatch:
+    """A FrameBatch of the given frames: a view when they are consecutive, else a copy."""
+    if idx == list(range(idx[0], idx[-1] + 1)):
+        return FrameBatch(frames[idx[0] : idx[-1] + 1])
+    return FrameBatch(frames[torch.tensor(idx, device=frames.device)])
+
+
+def _segments(items: list) -> list[list]:
+    """Split emission items into runs of consecutive frames of the same chunk."""
+    runs: list[list] = []
+    for it in items:
+        if runs and runs[-1][-1][0] is it[0] and runs[-1][-1][1] + 1 == it[1]:
+            runs[-1].append(it)
+        else:
+            runs.append([it])
+    return runs
 
 
 def _check_detector(m: OrtModel) -> None:
@@ -305,6 +524,9 @@ class _Accumulator:
         self.face_chunks: list[torch.Tensor] = []
         self.face_boxes: list = []
         self.face_held: list[bool] = []
+        self.det_ran: list[bool] = []
+        self.pose_ran: list[bool] = []
+        self.distance: list[float] = []
         self.last_body = None
         self.last_good = None
         self.first_good = None
@@ -313,7 +535,16 @@ class _Accumulator:
         self.pending: list[int] = []
         self.width = self.height = None
 
-    def add(self, fb: FrameBatch, kps: torch.Tensor, boxes: torch.Tensor, others: torch.Tensor) -> None:
+    def add(
+        self,
+        fb: FrameBatch,
+        kps: torch.Tensor,
+        boxes: torch.Tensor,
+        others: torch.Tensor,
+        det_ran: list | None = None,
+        pose_ran: list | None = None,
+        distance: list | None = None,
+    ) -> None:
         # State changes only after the face crops succeed, so an out-of-memory retry of this
         # group starts from the same state.
         pre = self.pre
@@ -341,7 +572,11 @@ class _Accumulator:
         self.metas.extend(metas)
         self.face_boxes.extend(resolved)
         self.face_held.extend(held)
-        self.frames += len(fb)
+        n = len(fb)
+        self.det_ran.extend(det_ran if det_ran is not None else [True] * n)
+        self.pose_ran.extend(pose_ran if pose_ran is not None else [True] * n)
+        self.distance.extend(distance if distance is not None else [0.0] * n)
+        self.frames += n
 
     def _crop_faces(self, fb: FrameBatch, boxes: list) -> torch.Tensor:
         pre = self.pre
@@ -394,6 +629,9 @@ class _Accumulator:
             key_frame_points=json.dumps(key_points),
             key_frames=key_frames,
             other_persons=torch.cat(self.others).to(dev),
+            det_ran=torch.tensor(self.det_ran, dtype=torch.bool, device=dev),
+            pose_ran=torch.tensor(self.pose_ran, dtype=torch.bool, device=dev),
+            gate_distance=torch.tensor(self.distance, dtype=torch.float32, device=dev),
             width=self.width,
             height=self.height,
             timings=self.timer.report(self.frames),

@@ -1,0 +1,15 @@
+"""Test kit: synthetic colour-coded people with ground-truth keypoints, and small analytic ONNX
+models (detector + wholebody pose) that find them. Used by the tests and the offline demo."""
+
+from .models import build_test_models, default_cache_dir
+from .scene import KEYPOINT_CODES, SyntheticClip, make_clip, make_two_person_clip, render_frame
+
+__all__ = [
+    "make_clip",
+    "make_two_person_clip",
+    "render_frame",
+    "SyntheticClip",
+    "KEYPOINT_CODES",
+    "build_test_models",
+    "default_cache_dir",
+]

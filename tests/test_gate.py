@@ -1,0 +1,185 @@
+"""Frame skipping: the similarity gate, interpolation, detector skipping and subject tracking."""
+
+import dataclasses
+import weakref
+
+import pytest
+import torch
+
+from wanprep_torch import Preprocessor
+from wanprep_torch.gate import PRESETS, GateConfig, Scheduler, correlation, interpolate, motion_distance, resolve_gate, signatures
+from wanprep_torch.testkit import make_clip, make_two_person_clip
+
+
+def run(models, frames, gate, det="det", **kw):
+    return Preprocessor(models[det], models["pose"], progress=False, gate=gate, **kw)(frames)
+
+
+@pytest.fixture(scope="module")
+def slow():
+    return make_clip(24, motion="slow", seed=0, background=True)
+
+
+@pytest.fixture(scope="module")
+def slow_off(models, slow):
+    return run(models, slow.frames, "off")
+
+
+# -- configuration --------------------------------------------------------------------------
+
+
+def test_presets_and_overrides():
+    assert resolve_gate("off").enabled is False
+    assert resolve_gate("safe") == PRESETS["safe"] and resolve_gate("fast").max_gap > resolve_gate("safe").max_gap
+    cfg = resolve_gate({"preset": "fast", "max_gap": 3})
+    assert cfg.max_gap == 3 and cfg.det_every == PRESETS["fast"].det_every
+    assert resolve_gate(cfg) is cfg
+    with pytest.raises(ValueError, match="unknown gate preset"):
+        resolve_gate("turbo")
+    with pytest.raises(ValueError, match="unknown gate fields.*max_gapp"):
+        resolve_gate({"max_gapp": 3})
+    with pytest.raises(ValueError, match="max_gap"):
+        GateConfig(max_gap=0)
+    with pytest.raises(TypeError):
+        resolve_gate(3)
+
+
+# -- the pure parts -------------------------------------------------------------------------
+
+
+def test_motion_distance_estimates_pixels():
+    """A shifted textured image: the estimate tracks the shift in frame pixels."""
+    g = torch.Generator().manual_seed(0)
+    base = torch.nn.functional.interpolate(torch.rand(1, 3, 30, 52, generator=g), size=(480, 832), mode="bicubic")
+    base = base.clamp(0, 1)
+    ref = signatures(base)[0]
+    est = []
+    for shift in (2, 4, 8):
+        moved = torch.roll(base, shifts=shift, dims=3)
+        est.append(motion_distance(ref, signatures(moved)[0], 832))
+    assert est[0] < est[1] < est[2]
+    for shift, e in zip((2, 4, 8), est):
+        assert 0.5 * shift < e < 2.0 * shift, (shift, e)
+    assert motion_distance(ref, ref, 832) == 0.0
+
+
+def test_correlation_marks_cuts():
+    g = torch.Generator().manual_seed(1)
+    a, b = torch.rand(36, 64, generator=g), torch.rand(36, 64, generator=g)
+    assert correlation(a, a) == pytest.approx(1.0)
+    assert correlation(a, a * 0.5 + 0.2) == pytest.approx(1.0, abs=1e-5)  # blind to brightness/contrast
+    assert abs(correlation(a, b)) < 0.2
+
+
+def test_scheduler_bounds():
+    cfg = dataclasses.replace(PRESETS["safe"], max_gap=4)
+    s = Scheduler(cfg, 832)
+    still = torch.full((36, 64), 0.5)
+    still[10:20, 10:30] = 0.9
+    flags = [s.step(still)[0] for _ in range(12)]
+    assert flags == [True, False, False, False] * 3  # first frame, then one every max_gap
+    other = torch.rand(36, 64, generator=torch.Generator().manual_seed(2))
+    process, cut, _ = s.step(other)
+    assert process and cut
+
+
+def test_interpolate_is_linear():
+    a, b = torch.tensor([0.0, 10.0]), torch.tensor([4.0, 2.0])
+    out = interpolate(a, b, 10, 14, [11, 12, 13])
+    assert torch.allclose(out, torch.tensor([[1.0, 8.0], [2.0, 6.0], [3.0, 4.0]]))
+
+
+# -- the pipeline with the gate ---------------------------------------------------------------
+
+
+def test_off_is_the_full_pipeline_bit_for_bit(models, slow, slow_off):
+    assert slow_off.pose_ran.all() and slow_off.det_ran.all()
+    pre = Preprocessor(models["det"], models["pose"], progress=False, gate="off")
+    single = torch.cat([pre(slow.frames[i : i + 1]).keypoints for i in range(0, 24, 5)])
+    assert torch.equal(single, slow_off.keypoints[0:24:5])
+    assert torch.equal(slow_off.gate_distance, torch.zeros(24))
+
+
+def test_safe_stays_within_a_pixel_of_off_on_slow_motion(models, slow, slow_off):
+    res = run(models, slow.frames, "safe")
+    err = (res.keypoints[..., :2] - slow_off.keypoints[..., :2]).norm(dim=-1)[slow.visible]
+    assert err.mean() < 1.0, f"mean {err.mean():.3f} px"
+    ran = int(res.pose_ran.sum())
+    assert ran < 24 * 0.6, f"the gate skipped too little: {ran}/24"
+    assert res.pose_ran[0] and res.pose_ran[-1], "first and last frames are processed"
+    assert int(res.det_ran.sum()) < ran, "the detector is skipped on some processed frames"
+    assert not res.det_ran[~res.pose_ran].any()
+    # Interpolated frames are marked, with boxes, faces and metas like any other frame.
+    assert res.face_images.shape[0] == 24 and len(res.pose_metas) == 24
+    assert (res.gate_distance[1:] > 0).any()
+
+
+def test_held_segment_runs_pose_once_per_max_gap(models):
+    clip = make_clip(16, motion="hold", seed=3, background=True)
+    for preset in ("safe", "fast"):
+        res = run(models, clip.frames, preset)
+        gap = resolve_gate(preset).max_gap
+        ran = res.pose_ran.int()
+        for s in range(0, 16 - gap + 1):
+            assert int(ran[s : s + gap].sum()) <= 2  # at most 1 per max_gap, plus the forced last frame
+        assert int(ran.sum()) <= 16 // gap + 2
+        err = (res.keypoints[..., :2] - clip.keypoints).norm(dim=-1)[clip.visible]
+        assert err.mean() < 0.5
+
+
+def test_cut_forces_detection_and_pose(models):
+    clip = make_clip(16, motion="cut", seed=0, background=True)
+    res = run(models, clip.frames, "fast")
+    assert res.pose_ran[8] and res.det_ran[8], "the cut frame runs both models"
+    err = (res.keypoints[..., :2] - clip.keypoints).norm(dim=-1)[clip.visible]
+    assert err.max() < 2.0, "no frame blends the two scenes"
+
+
+def test_fast_motion_processes_every_frame(models):
+    clip = make_clip(10, motion="fast", seed=0, background=True)
+    res = run(models, clip.frames, "safe")
+    assert res.pose_ran.all()
+    err = (res.keypoints[..., :2] - clip.keypoints).norm(dim=-1)[clip.visible]
+    assert err.mean() < 0.5
+
+
+def test_streaming_gate_matches_tensor_and_releases_chunks(models, slow):
+    whole = run(models, slow.frames, "safe")
+    refs = []
+
+    def gen():
+        for i in range(0, 24, 5):
+            c = slow.frames[i : i + 5].clone()
+            refs.append(weakref.ref(c))
+            yield c
+            del c
+
+    streamed = run(models, gen(), "safe", chunk_size=3)
+    assert torch.equal(streamed.pose_ran, whole.pose_ran)
+    assert torch.allclose(streamed.keypoints, whole.keypoints, atol=1e-4)
+    assert streamed.face_bboxes == whole.face_bboxes
+    assert all(r() is None for r in refs), "the gate keeps no finished chunk alive"
+
+
+def test_subject_is_kept_when_a_bigger_person_appears(models):
+    clip, other = make_two_person_clip(14, big_frames=range(4, 9))
+    on = run(models, clip.frames, "safe", det="det_two")
+    err = (on.keypoints[..., :2] - clip.keypoints).norm(dim=-1).mean(dim=1)
+    assert err.max() < 2.0, f"the subject switched: per-frame error {err.tolist()}"
+    assert (on.other_persons[:4] >= 1).all()
+    # The per-frame largest-box rule ("off") jumps to the bigger person: the behaviour tracking fixes.
+    off = run(models, clip.frames, "off", det="det_two")
+    jumped = (off.keypoints[4:9, :, :2] - other[4:9]).norm(dim=-1).mean(dim=1)
+    assert (jumped < 2.0).all()
+
+
+def test_progress_reaches_every_frame_with_skipping(models, slow):
+    calls = []
+    Preprocessor(
+        models["det"], models["pose"], progress=False, gate="safe",
+        progress_callback=lambda stage, done, total: calls.append((stage, done, total)),
+    )(slow.frames[:9])
+    for stage in ("detect", "pose", "wan"):
+        assert [c for c in calls if c[0] == stage][-1] == (stage, 9, 9)
+    done = [c[1] for c in calls if c[0] == "wan"]
+    assert done == sorted(done)

@@ -1,0 +1,107 @@
+"""Subject tracking: boxes from the last keypoints, and staying with the same person.
+
+Holds the only cross-frame state of detection (besides the ONNX sessions). Host tensors only:
+boxes and keypoints are a handful of numbers a frame.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .detect import DetectConfig, box_iou, count_others, full_frame_box, select_person, usable
+from .gate import GateConfig
+
+__all__ = ["keypoint_box", "SubjectTracker"]
+
+
+def keypoint_box(kps: torch.Tensor, min_score: float, padding: float) -> torch.Tensor | None:
+    """The extent of the confident keypoints, grown by ``padding`` of its size on each side.
+
+    Args:
+        kps: (133, 3) in frame pixels.
+
+    Returns:
+        (4,) x1, y1, x2, y2, or None with fewer than two confident points.
+    """
+    good = kps[:, 2] >= min_score
+    if int(good.sum()) < 2:
+        return None
+    xy = kps[good, :2]
+    lo, hi = xy.amin(dim=0), xy.amax(dim=0)
+    pad = (hi - lo) * padding
+    return torch.cat([lo - pad, hi + pad])
+
+
+class SubjectTracker:
+    """Which box the pose model crops on each processed frame.
+
+    - ``tracked_box``: the box from the last keypoints, None when the detector must run (no
+      keypoints yet, or the box leaves the frame); ``since_det`` counts processed frames since
+      the last detection, for the caller's ``det_every`` rule.
+    - ``choose``: among the detections, the box overlapping the subject's last box (when
+      ``subject`` tracking is on); the largest-box rule at the start, after a cut, or after the
+      subject has been missing for more than ``subject_grace`` processed frames (its last box is
+      held meanwhile, and the detector runs on every processed frame until it is found).
+    - ``observe``: after the pose model, the confident keypoints give the next tracked box.
+    """
+
+    def __init__(self, gate: GateConfig, det: DetectConfig, frame_hw: tuple[int, int]):
+        self.gate = gate
+        self.det = det
+        self.frame_hw = frame_hw
+        self.box: torch.Tensor | None = None  # (5,) last box used, with its detection score
+        self.tracked: torch.Tensor | None = None  # (4,) box from the last keypoints
+        self.since_det = 0
+        self.lost = 0
+
+    def reset(self) -> None:
+        """A scene cut: choose the subject afresh."""
+        self.box = self.tracked = None
+        self.lost = 0
+
+    def tracked_box(self) -> torch.Tensor | None:
+        """(5,) the box from the last keypoints (score of the last detection), when it is inside
+        the frame; None means the detector must run."""
+        if self.tracked is None or self.box is None or self.lost:
+            return None  # no keypoints yet, or the subject is missing: detect every frame
+        fh, fw = self.frame_hw
+        x1, y1, x2, y2 = self.tracked.tolist()
+        if x1 < 0 or y1 < 0 or x2 > fw or y2 > fh or not usable(self.tracked, self.det):
+            return None  # leaving the frame: re-detect
+        return torch.cat([self.tracked, self.box[4:5]])
+
+    def choose(self, dets: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """The subject's box among this frame's detections (M, 5) in frame pixels.
+
+        Returns:
+            ((5,) box, other persons counted).
+        """
+        self.since_det = 0
+        ref = self.tracked if self.tracked is not None else (self.box[:4] if self.box is not None else None)
+        if self.gate.subject and ref is not None:
+            if dets.shape[0]:
+                iou = box_iou(dets[:, :4], ref[None])[:, 0]
+                best = int(torch.argmax(iou))
+                if float(iou[best]) >= self.gate.subject_min_iou and usable(dets[best], self.det):
+                    self.lost = 0
+                    return self._use(dets[best]), count_others(dets, dets[best], self.det)
+            self.lost += 1
+            if self.lost <= self.gate.subject_grace and self.box is not None:
+                held = torch.cat([ref, self.box[4:5]])
+                return self._use(held), count_others(dets, held, self.det)
+        self.lost = 0
+        chosen, others = select_person(dets, self.det)
+        if usable(chosen, self.det):
+            return self._use(chosen), others
+        return self._use(full_frame_box(self.frame_hw)), 0
+
+    def _use(self, box: torch.Tensor) -> torch.Tensor:
+        self.box = box.clone()
+        return self.box
+
+    def skip_detection(self) -> None:
+        self.since_det += 1
+
+    def observe(self, kps: torch.Tensor) -> None:
+        """Keypoints of the latest processed frame (133, 3)."""
+        self.tracked = keypoint_box(kps.detach().float().cpu(), self.gate.track_kp_score, self.gate.track_padding)
