@@ -1,13 +1,46 @@
-"""Command line: `wanprep demo` (also `python -m wanprep_torch demo`)."""
+"""Command line (also `python -m wanprep_torch ...`):
+
+    wanprep run VIDEO --det DET.onnx --pose POSE.onnx --out DIR [--width W] [--height H]
+                [--gate off|safe|fast] [--device cpu|cuda] [--fp16] [--batch auto|N]
+                [--chunk 64] [--face-padding 0] [--no-progress]
+    wanprep demo [--out demo_out] [--frames 24] ...
+
+`run` writes DIR/pose.mp4, DIR/face.mp4, DIR/poses.json and DIR/timings.txt. User errors
+(missing or undecodable video, missing or wrong model files, bad frames) print one line on
+stderr and exit with status 2.
+"""
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import inspect
 import json
 import sys
+import time
+from fractions import Fraction
 from pathlib import Path
 
-__all__ = ["main", "format_timings", "run_demo"]
+__all__ = [
+    "main",
+    "format_timings",
+    "run_demo",
+    "run_video",
+    "CliError",
+    "supports_gate",
+    "resize_frames",
+    "target_size",
+    "VideoReader",
+    "write_video",
+    "prepare_fp16_models",
+]
+
+GATE_PRESETS = ("off", "safe", "fast")
+GATE_REPORT_FIELDS = ("det_ran", "pose_ran", "gate_distance")
+
+
+class CliError(Exception):
+    """A user-facing problem: printed as one line, exit status 2."""
 
 
 def format_timings(timings: dict) -> str:
@@ -91,6 +124,380 @@ def run_demo(out_dir: Path, frames: int = 24, device: str = "cpu", models_dir: P
     return summary
 
 
+# ----------------------------------------------------------------------------- wanprep run
+
+
+def supports_gate() -> bool:
+    """Whether this build's Preprocessor takes ``gate=`` (frame skipping presets)."""
+    from .pipeline import Preprocessor
+
+    try:
+        return "gate" in inspect.signature(Preprocessor).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def target_size(src_hw: tuple[int, int], width: int | None, height: int | None) -> tuple[int, int]:
+    """(H, W) to process at: the source size, both given, or one given with the aspect kept."""
+    sh, sw = src_hw
+    if width is None and height is None:
+        return sh, sw
+    if width is not None and height is not None:
+        return int(height), int(width)
+    if width is not None:
+        return max(int(round(sh * width / sw)), 1), int(width)
+    return int(height), max(int(round(sw * height / sh)), 1)
+
+
+def resize_frames(frames, hw: tuple[int, int]):
+    """Bilinear resize of (n, H, W, 3) frames to ``hw`` on their device, same dtype and layout.
+
+    Antialiased when shrinking (plain bilinear aliases badly at 2x and more). uint8 stays uint8
+    on the CPU, where torch resizes it fastest; elsewhere it goes through float.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    h, w = int(hw[0]), int(hw[1])
+    if tuple(frames.shape[1:3]) == (h, w):
+        return frames
+    shrink = h < frames.shape[1] or w < frames.shape[2]
+    x = frames.permute(0, 3, 1, 2)  # channels-last view, no copy
+    u8_native = frames.dtype == torch.uint8 and frames.device.type == "cpu"
+    if frames.dtype == torch.uint8 and not u8_native:
+        x = x.float()
+    y = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False, antialias=shrink)
+    if frames.dtype == torch.uint8 and not u8_native:
+        y = y.round_().clamp_(0, 255).to(torch.uint8)
+    return y.permute(0, 2, 3, 1).contiguous()
+
+
+class VideoReader:
+    """A video file opened with PyAV, decoded in chunks (never the whole video in memory).
+
+    Raises CliError when the file is missing, not a media file, or has no video stream.
+    """
+
+    def __init__(self, path):
+        try:
+            import av
+        except ImportError:
+            raise CliError("reading videos needs PyAV: pip install av (or wanprep_torch[video])") from None
+        self._av = av
+        self.path = Path(path)
+        if not self.path.exists():
+            raise CliError(f"video not found: {self.path}")
+        if self.path.is_dir():
+            raise CliError(f"video path is a folder, not a file: {self.path}")
+        try:
+            self.container = av.open(str(self.path), mode="r")
+        except (av.FFmpegError, UnicodeDecodeError, OSError) as exc:
+            reason = getattr(exc, "strerror", None) or _one_line(exc)
+            raise CliError(f"cannot decode {self.path}: not a readable video ({reason})") from None
+        if not self.container.streams.video:
+            self.container.close()
+            raise CliError(f"cannot decode {self.path}: it has no video stream")
+        self.stream = self.container.streams.video[0]
+        self.stream.thread_type = "AUTO"  # frame + slice threads: decoding keeps pace with the models
+        ctx = self.stream.codec_context
+        self.width, self.height = int(ctx.width), int(ctx.height)
+        rate = self.stream.average_rate or self.stream.guessed_rate or self.stream.base_rate
+        self.fps = Fraction(rate) if rate else Fraction(25)
+        self.frames = int(self.stream.frames or 0) or None  # container's count; 0 when unknown
+        self.decode_seconds = 0.0
+
+    def chunks(self, chunk: int, device="cpu", size: tuple[int, int] | None = None, bar=None):
+        """Yield (n, H, W, 3) uint8 tensors of ``chunk`` frames on ``device``, resized to ``size``."""
+        import numpy as np
+        import torch
+
+        av = self._av
+        buf: list = []
+        it = self.container.decode(self.stream)
+        while True:
+            t0 = time.perf_counter()
+            try:
+                frame = next(it, None)
+                if frame is not None:
+                    buf.append(frame.to_ndarray(format="rgb24"))
+            except av.FFmpegError as exc:
+                raise CliError(f"cannot decode {self.path}: {_one_line(exc)}") from None
+            done = frame is None
+            out = None
+            if buf and (done or len(buf) == chunk):
+                if len({a.shape for a in buf}) != 1:
+                    raise CliError(f"cannot decode {self.path}: the frame size changes mid-video")
+                out = torch.from_numpy(np.stack(buf)).to(device)
+                if size is not None:
+                    out = resize_frames(out, size)
+                if bar is not None:
+                    bar.update(len(buf))
+                buf = []
+            self.decode_seconds += time.perf_counter() - t0
+            if out is not None:
+                yield out
+            if done:
+                return
+
+    def close(self) -> None:
+        self.container.close()
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _even(n: int) -> int:
+    return n + (n % 2)
+
+
+def write_video(path, chunks, fps, crf: int = 18) -> int:
+    """Encode (n, H, W, 3) uint8 chunks as H.264 yuv420p at ``fps``; returns the frame count.
+
+    yuv420p needs even sides: odd ones are padded with one black row / column.
+    """
+    import av
+    import torch
+    import torch.nn.functional as F
+
+    codec = "libx264" if "libx264" in av.codecs_available else "h264"
+    fps = Fraction(fps).limit_denominator(1_000_000)
+    n = 0
+    with av.open(str(path), mode="w") as container:
+        stream = None
+        for chunk in chunks:
+            chunk = chunk.to("cpu")
+            if chunk.dtype != torch.uint8:
+                chunk = chunk.float().mul(255.0).round_().clamp_(0, 255).to(torch.uint8)
+            h, w = chunk.shape[1], chunk.shape[2]
+            if stream is None:
+                stream = container.add_stream(codec, rate=fps)
+                stream.width, stream.height = _even(w), _even(h)
+                stream.pix_fmt = "yuv420p"
+                stream.options = {"crf": str(crf)} if codec == "libx264" else {}
+            if (h, w) != (stream.height, stream.width):
+                chunk = F.pad(chunk.permute(0, 3, 1, 2), (0, stream.width - w, 0, stream.height - h)).permute(0, 2, 3, 1)
+            arr = chunk.contiguous().numpy()
+            for i in range(arr.shape[0]):
+                frame = av.VideoFrame.from_ndarray(arr[i], format="rgb24")
+                frame.pts = n
+                frame.time_base = 1 / fps
+                for packet in stream.encode(frame):
+                    container.mux(packet)
+                n += 1
+        if stream is not None:
+            for packet in stream.encode():
+                container.mux(packet)
+    return n
+
+
+def _check_model_file(path: Path, role: str) -> None:
+    from .runtime import ModelError
+
+    if not path.exists():
+        raise ModelError(f"{role} model file not found: {path}")
+    if not path.is_file():
+        raise ModelError(f"{role} model path is not a file: {path}")
+
+
+def prepare_fp16_models(paths: dict, cache_dir: Path, log=print) -> dict:
+    """FP16 copies of float32 models, converted once into ``cache_dir`` (FP16 files pass as is).
+
+    Inputs and outputs become float16 too (keep_io_types=False); the pipeline feeds them
+    float16. A cached copy is reused while it is newer than its source.
+    """
+    import onnx
+
+    try:
+        from converters.fp16 import convert_fp16, is_fp16_model
+        from converters import ConversionError
+    except ImportError as exc:
+        raise CliError(f"--fp16 needs onnxconverter-common: pip install 'wanprep_torch[fp16]' ({_one_line(exc)})") from None
+    from .runtime import ModelError
+
+    out = {}
+    for role, path in paths.items():
+        path = Path(path)
+        _check_model_file(path, role)
+        try:
+            model = onnx.load(str(path), load_external_data=False)
+        except Exception as exc:  # protobuf DecodeError and friends
+            raise ModelError(f"cannot load {role} model {path}: not a valid ONNX model ({_one_line(exc)})") from None
+        if is_fp16_model(model):
+            out[role] = path
+            continue
+        # The path hash keeps two models that share a file name apart.
+        tag = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:8]
+        dst = cache_dir / f"{path.stem}-{tag}.fp16.onnx"
+        if not (dst.is_file() and dst.stat().st_mtime >= path.stat().st_mtime):
+            cache_dir.mkdir(parents=True, exist_ok=True)
+            log(f"converting the {role} model to FP16: {path} -> {dst}")
+            try:
+                convert_fp16(path, dst, keep_io_types=False, force=True)
+            except ConversionError as exc:
+                raise ModelError(f"cannot convert {role} model {path} to FP16: {_one_line(exc)}") from None
+        out[role] = dst
+    return out
+
+
+def _report_list(v):
+    return v.cpu().tolist() if hasattr(v, "cpu") else (v.tolist() if hasattr(v, "tolist") else list(v))
+
+
+def gate_report(res) -> dict:
+    """The Result's per-frame gate fields (det_ran, pose_ran, gate_distance) where it has them."""
+    out = {}
+    for name in GATE_REPORT_FIELDS:
+        v = getattr(res, name, None)
+        if v is not None:
+            out[name] = _report_list(v)
+    return out
+
+
+def run_video(
+    video,
+    det,
+    pose,
+    out_dir,
+    width: int | None = None,
+    height: int | None = None,
+    gate: str | None = None,
+    device: str = "cpu",
+    fp16: bool = False,
+    batch="auto",
+    chunk: int = 64,
+    face_padding: int = 0,
+    progress: bool = True,
+) -> dict:
+    """Decode ``video`` in chunks, run the Preprocessor, write the outputs into ``out_dir``.
+
+    ``gate=None`` picks "safe" where the Preprocessor supports gating, else "off".
+    Returns a summary dict. Raises CliError / ModelError for user errors.
+    """
+    import torch
+
+    from .draw import draw_pose
+    from .pipeline import Preprocessor
+    from .runtime import ModelError
+
+    t_start = time.perf_counter()
+    out_dir = Path(out_dir)
+    if chunk < 1:
+        raise CliError(f"--chunk must be >= 1, got {chunk}")
+    has_gate = supports_gate()
+    if gate is None:
+        gate = "safe" if has_gate else "off"
+    if gate not in GATE_PRESETS:
+        raise CliError(f"unknown --gate {gate!r}; choose one of {', '.join(GATE_PRESETS)}")
+    if gate != "off" and not has_gate:
+        raise CliError(f"--gate {gate}: this version of the pipeline has no frame gating; use --gate off")
+
+    reader = VideoReader(video)  # fails fast on a bad video, before loading models
+    try:
+        size = target_size((reader.height, reader.width), width, height)
+        models = {"detector": Path(det), "pose": Path(pose)}
+        if fp16:
+            models = prepare_fp16_models(models, out_dir / ".models", log=print if progress else (lambda _m: None))
+        opts = dict(
+            device=device,
+            batch_size=batch,
+            face_padding=face_padding,
+            face_dtype=torch.uint8,  # 4x smaller than float while the crops wait for the encoder
+            face_device="cpu",
+            chunk_size=chunk,
+            progress=progress,
+        )
+        if has_gate:
+            opts["gate"] = gate
+        try:
+            pre = Preprocessor(models["detector"], models["pose"], **opts)
+        except ModelError:
+            raise
+        except (ValueError, TypeError) as exc:
+            raise CliError(_one_line(exc)) from None
+
+        bar = None
+        if progress:
+            try:
+                from tqdm.auto import tqdm
+
+                bar = tqdm(total=reader.frames, desc="decode", unit="frame", position=3, leave=True)
+            except Exception:  # no tqdm: run without the decode bar
+                bar = None
+        try:
+            res = pre(reader.chunks(chunk, pre.device, None if size == (reader.height, reader.width) else size, bar))
+        except (ValueError, TypeError) as exc:
+            if isinstance(exc, ModelError):
+                raise
+            raise CliError(f"bad frames in {reader.path}: {_one_line(exc)}") from None
+        finally:
+            if bar is not None:
+                bar.close()
+        decode_s = reader.decode_seconds
+    finally:
+        reader.close()
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    t_write = time.perf_counter()
+    n = len(res)
+    draw_chunk = 32  # pose frames drawn per step: bounds the float canvas memory
+
+    def pose_chunks():
+        for s in range(0, n, draw_chunk):
+            yield draw_pose(res.pose_metas[s : s + draw_chunk], device=pre.device)
+
+    n_pose = write_video(out_dir / "pose.mp4", pose_chunks(), reader.fps)
+    n_face = write_video(out_dir / "face.mp4", (res.face_images[s : s + 64] for s in range(0, n, 64)), reader.fps)
+    write_s = time.perf_counter() - t_write
+
+    report = res.to_json()
+    for k, v in gate_report(res).items():
+        report.setdefault(k, v)
+    report["video"] = {
+        "source": str(reader.path),
+        "fps": float(reader.fps),
+        "frames": n,
+        "source_size": [reader.width, reader.height],
+        "size": [res.width, res.height],
+        "gate": gate,
+    }
+    (out_dir / "poses.json").write_text(json.dumps(report))
+
+    wall_s = time.perf_counter() - t_start
+    table = format_timings(res.timings)
+    extra = [
+        f"{'decode':<14}{decode_s:>10.3f}{1000 * decode_s / max(n, 1):>11.2f}  (PyAV decode + resize, overlapped with the run)",
+        f"{'write':<14}{write_s:>10.3f}{1000 * write_s / max(n, 1):>11.2f}  (pose drawing + H.264 encoding)",
+        f"{'wall':<14}{wall_s:>10.3f}{1000 * wall_s / max(n, 1):>11.2f}  (whole command)",
+    ]
+    text = table + "\n" + "\n".join(extra) + "\n"
+    (out_dir / "timings.txt").write_text(text)
+    print(text, end="")
+    print(f"providers: {res.providers}")
+    print(f"outputs written to {out_dir}/ (pose.mp4, face.mp4, poses.json, timings.txt)")
+    return {
+        "frames": n,
+        "pose_frames": n_pose,
+        "face_frames": n_face,
+        "size": [res.width, res.height],
+        "fps": float(reader.fps),
+        "gate": gate,
+        "out_dir": str(out_dir),
+    }
+
+
+def _batch_arg(v: str):
+    if v == "auto":
+        return v
+    try:
+        b = int(v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a positive integer, got {v!r}") from None
+    if b < 1:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a positive integer, got {v!r}")
+    return b
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="wanprep", description="Pose and face preprocessing for Wan 2.2 Animate")
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -100,9 +507,63 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--device", default="cpu")
     d.add_argument("--models-dir", type=Path, default=None, help="where to build the tiny models (default: a cache folder)")
     d.add_argument("--no-progress", action="store_true")
+
+    r = sub.add_parser(
+        "run",
+        help="preprocess a video file: pose.mp4, face.mp4, poses.json, timings.txt",
+        description="Decode VIDEO in chunks, detect the person, estimate the wholebody pose, crop the face, "
+        "and write DIR/pose.mp4 (pose rendering), DIR/face.mp4 (512x512 face crops), DIR/poses.json "
+        "and DIR/timings.txt. Exit status 2 on user errors.",
+    )
+    r.add_argument("video", type=Path, metavar="VIDEO", help="input video (anything FFmpeg/PyAV decodes)")
+    r.add_argument("--det", type=Path, required=True, metavar="DET.onnx", help="YOLO person detector ONNX file")
+    r.add_argument("--pose", type=Path, required=True, metavar="POSE.onnx", help="ViTPose wholebody ONNX file")
+    r.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder (created if needed)")
+    r.add_argument("--width", type=int, default=None, metavar="W", help="resize frames to this width (e.g. 832); alone, keeps the aspect")
+    r.add_argument("--height", type=int, default=None, metavar="H", help="resize frames to this height (e.g. 480); alone, keeps the aspect")
+    r.add_argument(
+        "--gate",
+        choices=GATE_PRESETS,
+        default=None,
+        help="frame-skipping preset (default: safe where the pipeline supports gating, else off)",
+    )
+    r.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    r.add_argument(
+        "--fp16",
+        action="store_true",
+        help="convert float32 models to FP16 (cached in DIR/.models/; FP16 files are used as they are)",
+    )
+    r.add_argument("--batch", type=_batch_arg, default="auto", metavar="auto|N", help="frames per model run, or auto (default)")
+    r.add_argument("--chunk", type=int, default=64, metavar="N", help="frames decoded and processed per step (default: 64)")
+    r.add_argument("--face-padding", type=int, default=0, metavar="PX", help="extra pixels on each side of the face box (default: 0)")
+    r.add_argument("--no-progress", action="store_true", help="no progress bars")
+
     args = parser.parse_args(argv)
     if args.cmd == "demo":
         run_demo(args.out, args.frames, args.device, args.models_dir, progress=not args.no_progress)
+        return 0
+    if args.cmd == "run":
+        from .runtime import ModelError
+
+        try:
+            run_video(
+                args.video,
+                args.det,
+                args.pose,
+                args.out,
+                width=args.width,
+                height=args.height,
+                gate=args.gate,
+                device=args.device,
+                fp16=args.fp16,
+                batch=args.batch,
+                chunk=args.chunk,
+                face_padding=args.face_padding,
+                progress=not args.no_progress,
+            )
+        except (CliError, ModelError) as exc:
+            print(f"wanprep: error: {_one_line(exc)}", file=sys.stderr)
+            return 2
         return 0
     return 2
 

@@ -1,0 +1,416 @@
+"""ComfyUI nodes: drop-in replacements for the "WanAnimatePreprocess" pose nodes.
+
+Same class names, inputs and outputs as the reference, so saved workflows load unchanged:
+
+* ``OnnxDetectionModelLoader`` -> POSEMODEL (models from ``ComfyUI/models/detection``)
+* ``PoseAndFaceDetection`` -> pose_data, face_images, key_frame_body_points, bboxes, face_bboxes
+  (plus an optional ``gate`` frame-skipping preset)
+* ``DrawViTPose`` -> pose_images
+
+Importable without ComfyUI (for tests and scripts): ``folder_paths``, ``comfy.utils`` and
+``comfy.model_management`` are imported inside the functions, with fallbacks. Without
+``folder_paths`` the model list comes from the folder named by ``WANPREP_COMFY_MODELS``.
+
+Box formats: ``bboxes`` and ``face_bboxes`` are per-frame ``(x1, y1, x2, y2)`` int tuples in
+the pixels of the processed (``width`` x ``height``) frames. The reference also returns face
+boxes as (x1, y1, x2, y2) (its helper yields x1, x2, y1, y2 and it reorders them); its
+``bboxes`` holds only the first frame's box, ours one per frame.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import torch
+
+__all__ = [
+    "NODE_CLASS_MAPPINGS",
+    "NODE_DISPLAY_NAME_MAPPINGS",
+    "OnnxDetectionModelLoader",
+    "PoseAndFaceDetection",
+    "DrawViTPose",
+    "PoseModel",
+]
+
+log = logging.getLogger("wanprep_torch")
+
+CATEGORY = "WanAnimatePreprocess"
+MODELS_ENV = "WANPREP_COMFY_MODELS"
+ONNX_DEVICES = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+GATE_PRESETS = ["off", "safe", "fast"]
+_MODEL_TIP = "These models are loaded from the 'ComfyUI/models/detection' folder"
+_DRAW_CHUNK = 64  # pose frames drawn per step, then moved to the CPU: bounds device memory
+
+
+# ----------------------------------------------------------------------------- ComfyUI hooks
+
+
+def _comfy_module(name: str):
+    """A ComfyUI module, or None outside ComfyUI."""
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        return None
+
+
+def _folder_paths():
+    """ComfyUI's folder_paths with the "detection" folder registered, or None."""
+    fp = _comfy_module("folder_paths")
+    if fp is None:
+        return None
+    known = getattr(fp, "folder_names_and_paths", None)
+    if isinstance(known, dict) and "detection" not in known and hasattr(fp, "add_model_folder_path"):
+        models_dir = getattr(fp, "models_dir", None)
+        if models_dir:
+            fp.add_model_folder_path("detection", os.path.join(models_dir, "detection"))
+    return fp
+
+
+def _env_models_dir() -> Path | None:
+    d = os.environ.get(MODELS_ENV)
+    return Path(d) if d else None
+
+
+def detection_models() -> list[str]:
+    """Model file names for the loader's lists."""
+    fp = _folder_paths()
+    if fp is not None:
+        return list(fp.get_filename_list("detection"))
+    d = _env_models_dir()
+    if d is None or not d.is_dir():
+        return []
+    return sorted(str(p.relative_to(d)) for p in d.rglob("*.onnx") if p.is_file())
+
+
+def model_path(name: str) -> Path:
+    """Full path of a model picked in the loader (raises FileNotFoundError if missing)."""
+    fp = _folder_paths()
+    if fp is not None:
+        if hasattr(fp, "get_full_path_or_raise"):
+            return Path(fp.get_full_path_or_raise("detection", name))
+        full = fp.get_full_path("detection", name)  # older ComfyUI
+        if full is None:
+            raise FileNotFoundError(f"model {name!r} not found in the 'detection' model folders")
+        return Path(full)
+    d = _env_models_dir()
+    if d is None:
+        raise FileNotFoundError(f"model {name!r}: ComfyUI's folder_paths is missing and {MODELS_ENV} is not set")
+    path = d / name
+    if not path.is_file():
+        raise FileNotFoundError(f"model file not found: {path}")
+    return path
+
+
+def torch_device(onnx_device: str) -> torch.device:
+    """Where frames are processed for the loader's onnx_device choice."""
+    if onnx_device == "CPUExecutionProvider":
+        return torch.device("cpu")
+    mm = _comfy_module("comfy.model_management")
+    if mm is not None and hasattr(mm, "get_torch_device"):
+        dev = torch.device(mm.get_torch_device())
+        if dev.type == "cuda":
+            return dev
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    log.warning("wanprep: CUDAExecutionProvider chosen but torch sees no CUDA device; running on the CPU")
+    return torch.device("cpu")
+
+
+def _draw_device() -> torch.device:
+    return torch_device("CUDAExecutionProvider") if torch.cuda.is_available() else torch.device("cpu")
+
+
+class _Progress:
+    """ComfyUI progress bar and interrupt check, fed by the Preprocessor's callback."""
+
+    def __init__(self, total: int):
+        self.total = max(int(total), 1)
+        utils = _comfy_module("comfy.utils")
+        self.bar = utils.ProgressBar(self.total) if utils is not None and hasattr(utils, "ProgressBar") else None
+        mm = _comfy_module("comfy.model_management")
+        self._check = getattr(mm, "throw_exception_if_processing_interrupted", None) if mm is not None else None
+        self.done: dict[str, int] = {}
+
+    def check_interrupt(self) -> None:
+        if self._check is not None:
+            self._check()
+
+    def set(self, value: int) -> None:
+        if self.bar is not None:
+            self.bar.update_absolute(min(int(value), self.total))
+
+    def __call__(self, stage: str, done: int, total=None) -> None:
+        self.check_interrupt()
+        self.done[stage] = done
+        # "wan" is the last stage: its count is the frames finished.
+        self.set(self.done["wan"] if "wan" in self.done else max(self.done.values()))
+
+
+class _CallbackRelay:
+    """The Preprocessor's progress_callback; forwards to the current run's progress, if any.
+    Lets one cached Preprocessor serve runs that each have their own progress bar."""
+
+    def __init__(self):
+        self.target = None
+
+    def __call__(self, stage, done, total):
+        if self.target is not None:
+            self.target(stage, done, total)
+
+
+# ----------------------------------------------------------------------------- POSEMODEL
+
+
+class PoseModel:
+    """The POSEMODEL value: the two model files, the device, and Preprocessors built on them
+    (one per device and options, reused across runs: sessions load once)."""
+
+    def __init__(self, det_path, pose_path, device: torch.device, onnx_device: str = ""):
+        self.det_path = Path(det_path)
+        self.pose_path = Path(pose_path)
+        self.device = torch.device(device)
+        self.onnx_device = onnx_device
+        self.relay = _CallbackRelay()
+        self._cache: dict = {}
+
+    def preprocessor(self, **options):
+        from .pipeline import Preprocessor
+
+        key = (str(self.device), tuple(sorted((k, repr(v)) for k, v in options.items())))
+        pre = self._cache.get(key)
+        if pre is None:
+            pre = Preprocessor(
+                self.det_path, self.pose_path, device=self.device, progress_callback=self.relay, **options
+            )
+            self._cache[key] = pre
+        return pre
+
+    def __repr__(self) -> str:
+        return f"PoseModel(det={self.det_path.name}, pose={self.pose_path.name}, device={self.device})"
+
+
+def _gate_options(gate: str) -> dict:
+    from .cli import supports_gate
+
+    if gate not in GATE_PRESETS:
+        raise ValueError(f"unknown gate preset {gate!r}; choose one of {GATE_PRESETS}")
+    if supports_gate():
+        return {"gate": gate}
+    if gate != "off":
+        log.info("wanprep: this pipeline version has no frame gating; running with gate 'off'")
+    return {}
+
+
+def _default_options(face_padding: int = 0, gate: str = "safe") -> dict:
+    return dict(
+        face_padding=int(face_padding),
+        face_dtype=torch.float32,  # ComfyUI IMAGE
+        face_device="cpu",  # outputs live on the CPU; keeps long videos' crops off the GPU
+        **_gate_options(gate),
+    )
+
+
+# ----------------------------------------------------------------------------- nodes
+
+
+class OnnxDetectionModelLoader:
+    @classmethod
+    def INPUT_TYPES(cls):
+        names = detection_models()
+        return {
+            "required": {
+                "vitpose_model": (names, {"tooltip": _MODEL_TIP + " (ViTPose wholebody, 133 keypoints)"}),
+                "yolo_model": (names, {"tooltip": _MODEL_TIP + " (YOLO person detector)"}),
+                "onnx_device": (ONNX_DEVICES, {"default": "CUDAExecutionProvider", "tooltip": "Device to run the ONNX models on"}),
+            },
+        }
+
+    RETURN_TYPES = ("POSEMODEL",)
+    RETURN_NAMES = ("model",)
+    FUNCTION = "loadmodel"
+    CATEGORY = CATEGORY
+    DESCRIPTION = "Loads the ViTPose (pose) and YOLO (person detector) ONNX models for wanprep_torch's torch-native preprocessing."
+
+    def loadmodel(self, vitpose_model, yolo_model, onnx_device):
+        if onnx_device not in ONNX_DEVICES:
+            raise ValueError(f"onnx_device must be one of {ONNX_DEVICES}, got {onnx_device!r}")
+        model = PoseModel(model_path(yolo_model), model_path(vitpose_model), torch_device(onnx_device), onnx_device)
+        model.preprocessor(**_default_options())  # load now: a wrong file fails here, not mid-workflow
+        return (model,)
+
+
+def _frame_chunks(images: torch.Tensor, size: int, device: torch.device, hw: tuple[int, int]):
+    """The IMAGE batch chunk by chunk on ``device``, resized to ``hw``: only one chunk of frames
+    is on the device at a time."""
+    from .cli import resize_frames
+
+    for s in range(0, images.shape[0], size):
+        yield resize_frames(images[s : s + size].to(device), hw)
+
+
+class PoseAndFaceDetection:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "model": ("POSEMODEL",),
+                "images": ("IMAGE",),
+                "width": ("INT", {"default": 832, "min": 64, "max": 2048, "step": 1, "tooltip": "Width of the generation; frames of another size are resized to width x height first"}),
+                "height": ("INT", {"default": 480, "min": 64, "max": 2048, "step": 1, "tooltip": "Height of the generation; frames of another size are resized to width x height first"}),
+            },
+            "optional": {
+                "face_padding": ("INT", {"default": 0, "min": 0, "max": 512, "step": 1, "tooltip": "Extra pixels on each side of the face box before it is resized to 512x512"}),
+                "gate": (GATE_PRESETS, {"default": "safe", "tooltip": "Frame skipping: 'off' runs both models on every frame; 'safe' skips near-still frames and interpolates their keypoints; 'fast' skips more"}),
+            },
+        }
+
+    RETURN_TYPES = ("POSEDATA", "IMAGE", "STRING", "BBOX", "BBOX")
+    RETURN_NAMES = ("pose_data", "face_images", "key_frame_body_points", "bboxes", "face_bboxes")
+    FUNCTION = "process"
+    CATEGORY = CATEGORY
+    DESCRIPTION = (
+        "Detects the person's wholebody pose and crops the face (512x512) on every frame, torch-native. "
+        "bboxes and face_bboxes are per-frame (x1, y1, x2, y2) in width x height pixels."
+    )
+
+    def process(self, model, images, width, height, face_padding=0, gate="safe"):
+        from .cli import gate_report
+
+        if not isinstance(model, PoseModel):
+            raise TypeError(f"model must come from the wanprep ONNX Detection Model Loader, got {type(model).__name__}")
+        if not isinstance(images, torch.Tensor) or images.dim() != 4 or images.shape[-1] != 3:
+            shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+            raise ValueError(f"images must be a ComfyUI IMAGE (T, H, W, 3), got {shape}")
+        pre = model.preprocessor(**_default_options(face_padding, gate))
+        progress = _Progress(images.shape[0])
+        progress.check_interrupt()
+        model.relay.target = progress
+        try:
+            res = pre(_frame_chunks(images, pre.chunk_size, pre.device, (int(height), int(width))))
+        finally:
+            model.relay.target = None
+        progress.set(progress.total)
+
+        bboxes = [tuple(int(v) for v in b[:4]) for b in res.bboxes.cpu().tolist()]
+        face_bboxes = [tuple(int(v) for v in b) for b in res.face_bboxes]
+        extras = {
+            "keypoints": res.keypoints.cpu(),  # (T, 133, 3) frame pixels + score
+            "bboxes": res.bboxes.cpu(),  # (T, 5) with score (-1: full-frame fallback)
+            "face_bboxes": face_bboxes,
+            "face_held": res.face_held.cpu(),
+            "other_persons": res.other_persons.cpu(),
+            "key_frames": res.key_frames,
+            "width": res.width,
+            "height": res.height,
+            "timings": res.timings,
+            "providers": res.providers,
+            **gate_report(res),
+        }
+        pose_data = {
+            "pose_metas": res.pose_metas,  # Wan meta dicts (normalised x, y, score)
+            "pose_metas_original": res.pose_metas,
+            "retarget_image": None,
+            "refer_pose_meta": None,
+            "wanprep": extras,
+        }
+        face_images = res.face_images.to("cpu", torch.float32)
+        return (pose_data, face_images, res.key_frame_points, bboxes, face_bboxes)
+
+
+def _meta_dict(meta) -> Mapping:
+    """A Wan meta dict from a dict, or from a reference AAPoseMeta-like object (pixel
+    coordinates in kps_* plus scores in kps_*_p), as the reference's retargeting produces."""
+    if isinstance(meta, Mapping):
+        return meta
+    if not hasattr(meta, "kps_body"):
+        raise TypeError(f"pose_metas entries must be Wan meta dicts, got {type(meta).__name__}")
+    w, h = float(meta.width), float(meta.height)
+
+    def part(xy_name, p_name):
+        xy = getattr(meta, xy_name, None)
+        if xy is None:
+            return None
+        xy = np.asarray(xy, dtype=np.float64)[:, :2] / (w, h)
+        p = getattr(meta, p_name, None)
+        p = np.ones(len(xy)) if p is None else np.asarray(p, dtype=np.float64).reshape(-1)
+        return np.concatenate([xy, p[:, None]], axis=1)
+
+    return {
+        "width": int(w),
+        "height": int(h),
+        "keypoints_body": part("kps_body", "kps_body_p"),
+        "keypoints_left_hand": part("kps_lhand", "kps_lhand_p"),
+        "keypoints_right_hand": part("kps_rhand", "kps_rhand_p"),
+        "keypoints_face": part("kps_face", "kps_face_p"),
+    }
+
+
+class DrawViTPose:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "pose_data": ("POSEDATA",),
+                "width": ("INT", {"default": 832, "min": 64, "max": 2048, "step": 1, "tooltip": "Width of the generation"}),
+                "height": ("INT", {"default": 480, "min": 64, "max": 2048, "step": 1, "tooltip": "Height of the generation"}),
+                "retarget_padding": ("INT", {"default": 16, "min": 0, "max": 512, "step": 1, "tooltip": "When > 0 and the pose data has a retarget image, the pose is cropped to its bounds plus this padding and resized to the target size"}),
+                "body_stick_width": ("INT", {"default": -1, "min": -1, "max": 20, "step": 1, "tooltip": "Width of the body sticks. Set to 0 to disable body drawing, -1 for auto"}),
+                "hand_stick_width": ("INT", {"default": -1, "min": -1, "max": 20, "step": 1, "tooltip": "Width of the hand sticks. Set to 0 to disable hand drawing, -1 for auto"}),
+                "draw_head": ("BOOLEAN", {"default": True, "tooltip": "Whether to draw head keypoints"}),
+            },
+        }
+
+    RETURN_TYPES = ("IMAGE",)
+    RETURN_NAMES = ("pose_images",)
+    FUNCTION = "process"
+    CATEGORY = CATEGORY
+    DESCRIPTION = "Draws pose images from pose data (torch-native)."
+
+    def process(self, pose_data, width, height, retarget_padding=16, body_stick_width=-1, hand_stick_width=-1, draw_head=True):
+        from .draw import draw_pose
+
+        metas = [_meta_dict(m) for m in pose_data["pose_metas"]]
+        n = len(metas)
+        if n == 0:
+            raise ValueError("pose_data has no pose_metas")
+        # As the reference: the crop-to-bounds framing only applies to retargeted poses.
+        crop = retarget_padding > 0 and pose_data.get("retarget_image") is not None
+        device = _draw_device()
+        progress = _Progress(n)
+        out = torch.empty((n, int(height), int(width), 3), dtype=torch.float32)
+        for s in range(0, n, _DRAW_CHUNK):
+            progress.check_interrupt()
+            e = min(s + _DRAW_CHUNK, n)
+            # Crop mode frames every frame by frame 0's drawn bounds: prepend frame 0.
+            sub = metas[s:e] if (s == 0 or not crop) else [metas[0]] + metas[s:e]
+            imgs = draw_pose(
+                sub,
+                out_size=(int(height), int(width)),
+                mode="crop" if crop else "pad",
+                retarget_padding=int(retarget_padding),
+                body_stick_width=int(body_stick_width),
+                hand_stick_width=int(hand_stick_width),
+                draw_head=bool(draw_head),
+                device=device,
+            )
+            out[s:e] = imgs[imgs.shape[0] - (e - s) :].to("cpu")
+            progress.set(e)
+        return (out,)
+
+
+NODE_CLASS_MAPPINGS = {
+    "OnnxDetectionModelLoader": OnnxDetectionModelLoader,
+    "PoseAndFaceDetection": PoseAndFaceDetection,
+    "DrawViTPose": DrawViTPose,
+}
+
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "OnnxDetectionModelLoader": "ONNX Detection Model Loader",
+    "PoseAndFaceDetection": "Pose and Face Detection",
+    "DrawViTPose": "Draw ViT Pose",
+}
