@@ -261,12 +261,7 @@ def test_interrupt_mid_run(fake_comfy, loaded, images):
     assert calls["n"] == 3 and len(fake_comfy.bars) == bars_before + 1
 
 
-def test_gate_forced_off_without_support(monkeypatch):
-    from wanprep_torch import cli
-
-    monkeypatch.setattr(cli, "supports_gate", lambda: False)
-    assert nodes._gate_options("fast") == {}
-    monkeypatch.setattr(cli, "supports_gate", lambda: True)
+def test_gate_options():
     assert nodes._gate_options("fast") == {"gate": "fast"}
     with pytest.raises(ValueError):
         nodes._gate_options("turbo")

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import inspect
 import json
 import sys
 import time
@@ -27,7 +26,6 @@ __all__ = [
     "run_demo",
     "run_video",
     "CliError",
-    "supports_gate",
     "resize_frames",
     "target_size",
     "VideoReader",
@@ -36,7 +34,6 @@ __all__ = [
 ]
 
 GATE_PRESETS = ("off", "safe", "fast")
-GATE_REPORT_FIELDS = ("det_ran", "pose_ran", "gate_distance")
 
 
 class CliError(Exception):
@@ -125,16 +122,6 @@ def run_demo(out_dir: Path, frames: int = 24, device: str = "cpu", models_dir: P
 
 
 # ----------------------------------------------------------------------------- wanprep run
-
-
-def supports_gate() -> bool:
-    """Whether this build's Preprocessor takes ``gate=`` (frame skipping presets)."""
-    from .pipeline import Preprocessor
-
-    try:
-        return "gate" in inspect.signature(Preprocessor).parameters
-    except (TypeError, ValueError):
-        return False
 
 
 def target_size(src_hw: tuple[int, int], width: int | None, height: int | None) -> tuple[int, int]:
@@ -340,20 +327,6 @@ def prepare_fp16_models(paths: dict, cache_dir: Path, log=print) -> dict:
     return out
 
 
-def _report_list(v):
-    return v.cpu().tolist() if hasattr(v, "cpu") else (v.tolist() if hasattr(v, "tolist") else list(v))
-
-
-def gate_report(res) -> dict:
-    """The Result's per-frame gate fields (det_ran, pose_ran, gate_distance) where it has them."""
-    out = {}
-    for name in GATE_REPORT_FIELDS:
-        v = getattr(res, name, None)
-        if v is not None:
-            out[name] = _report_list(v)
-    return out
-
-
 def run_video(
     video,
     det,
@@ -371,7 +344,7 @@ def run_video(
 ) -> dict:
     """Decode ``video`` in chunks, run the Preprocessor, write the outputs into ``out_dir``.
 
-    ``gate=None`` picks "safe" where the Preprocessor supports gating, else "off".
+    ``gate=None`` is the Preprocessor's default, "safe".
     Returns a summary dict. Raises CliError / ModelError for user errors.
     """
     import torch
@@ -384,13 +357,9 @@ def run_video(
     out_dir = Path(out_dir)
     if chunk < 1:
         raise CliError(f"--chunk must be >= 1, got {chunk}")
-    has_gate = supports_gate()
-    if gate is None:
-        gate = "safe" if has_gate else "off"
+    gate = "safe" if gate is None else gate
     if gate not in GATE_PRESETS:
         raise CliError(f"unknown --gate {gate!r}; choose one of {', '.join(GATE_PRESETS)}")
-    if gate != "off" and not has_gate:
-        raise CliError(f"--gate {gate}: this version of the pipeline has no frame gating; use --gate off")
 
     reader = VideoReader(video)  # fails fast on a bad video, before loading models
     try:
@@ -406,9 +375,8 @@ def run_video(
             face_device="cpu",
             chunk_size=chunk,
             progress=progress,
+            gate=gate,
         )
-        if has_gate:
-            opts["gate"] = gate
         try:
             pre = Preprocessor(models["detector"], models["pose"], **opts)
         except ModelError:
@@ -451,8 +419,6 @@ def run_video(
     write_s = time.perf_counter() - t_write
 
     report = res.to_json()
-    for k, v in gate_report(res).items():
-        report.setdefault(k, v)
     report["video"] = {
         "source": str(reader.path),
         "fps": float(reader.fps),
@@ -524,8 +490,8 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument(
         "--gate",
         choices=GATE_PRESETS,
-        default=None,
-        help="frame-skipping preset (default: safe where the pipeline supports gating, else off)",
+        default="safe",
+        help="frame-skipping preset: off (every frame through both models), safe (default), fast",
     )
     r.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     r.add_argument(

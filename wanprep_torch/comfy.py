@@ -195,15 +195,9 @@ class PoseModel:
 
 
 def _gate_options(gate: str) -> dict:
-    from .cli import supports_gate
-
     if gate not in GATE_PRESETS:
         raise ValueError(f"unknown gate preset {gate!r}; choose one of {GATE_PRESETS}")
-    if supports_gate():
-        return {"gate": gate}
-    if gate != "off":
-        log.info("wanprep: this pipeline version has no frame gating; running with gate 'off'")
-    return {}
+    return {"gate": gate}
 
 
 def _default_options(face_padding: int = 0, gate: str = "safe") -> dict:
@@ -279,8 +273,6 @@ class PoseAndFaceDetection:
     )
 
     def process(self, model, images, width, height, face_padding=0, gate="safe"):
-        from .cli import gate_report
-
         if not isinstance(model, PoseModel):
             raise TypeError(f"model must come from the wanprep ONNX Detection Model Loader, got {type(model).__name__}")
         if not isinstance(images, torch.Tensor) or images.dim() != 4 or images.shape[-1] != 3:
@@ -309,7 +301,9 @@ class PoseAndFaceDetection:
             "height": res.height,
             "timings": res.timings,
             "providers": res.providers,
-            **gate_report(res),
+            "det_ran": res.det_ran.cpu(),
+            "pose_ran": res.pose_ran.cpu(),
+            "gate_distance": res.gate_distance.cpu(),
         }
         pose_data = {
             "pose_metas": res.pose_metas,  # Wan meta dicts (normalised x, y, score)
