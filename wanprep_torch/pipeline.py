@@ -80,19 +80,19 @@ class _Timer:
     """Per-stage wall time; synchronises CUDA so GPU work is charged to the right stage."""
 
     def __init__(self, device: torch.device):
-        self.sync = device.type == "cuda"
+        self.device = device if device.type == "cuda" else None
         self.seconds: dict[str, float] = defaultdict(float)
 
     @contextmanager
     def __call__(self, stage: str):
-        if self.sync:
-            torch.cuda.synchronize()
+        if self.device is not None:
+            torch.cuda.synchronize(self.device)
         t0 = time.perf_counter()
         try:
             yield
         finally:
-            if self.sync:
-                torch.cuda.synchronize()
+            if self.device is not None:
+                torch.cuda.synchronize(self.device)
             self.seconds[stage] += time.perf_counter() - t0
 
     def report(self, frames: int) -> dict:
@@ -180,8 +180,11 @@ class Preprocessor:
         gate="safe",
     ):
         self.device = torch.device(device)
-        if self.device.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError(f"device {self.device} requested but torch sees no CUDA device")
+        if self.device.type == "cuda":
+            if not torch.cuda.is_available():
+                raise ValueError(f"device {self.device} requested but torch sees no CUDA device")
+            if self.device.index is None:  # "cuda" means the current device; frames report an index
+                self.device = torch.device("cuda", torch.cuda.current_device())
         if face_dtype not in (torch.float32, torch.float16, torch.uint8):
             raise ValueError(f"face_dtype must be torch.float32, torch.float16 or torch.uint8, got {face_dtype}")
         if chunk_size < 1:

@@ -143,6 +143,26 @@ def resolve_batch_size(batch_size: int | str, device: torch.device) -> int:
     return batch_size
 
 
+_DLLS_PRELOADED = False
+
+
+def _preload_cuda_libraries() -> None:
+    """Let onnxruntime-gpu find the CUDA/cuDNN libraries that torch's wheels ship (ORT >= 1.21);
+    without it the CUDA provider can fail to load and fall back to the CPU."""
+    global _DLLS_PRELOADED
+    if _DLLS_PRELOADED:
+        return
+    _DLLS_PRELOADED = True
+    import onnxruntime as ort
+
+    preload = getattr(ort, "preload_dlls", None)
+    if preload is not None:
+        try:
+            preload()
+        except Exception as exc:  # best effort: the session's providers tell what really runs
+            warnings.warn(f"onnxruntime.preload_dlls() failed: {exc}", RuntimeWarning, stacklevel=3)
+
+
 def _check_file(path: Path, role: str) -> None:
     if not path.exists():
         raise ModelError(f"{role} model file not found: {path}")
@@ -180,6 +200,8 @@ class OrtModel:
         so.intra_op_num_threads = int(intra_op_threads or physical_cores())
         so.log_severity_level = 3
         wanted = list(providers) if providers is not None else self._default_providers()
+        if self.device.type == "cuda" and torch.cuda.is_available():
+            _preload_cuda_libraries()
         try:
             self.session = ort.InferenceSession(str(self.path), sess_options=so, providers=wanted)
         except Exception as exc:  # ORT raises its own exception types for bad files
@@ -280,7 +302,11 @@ class OrtModel:
         self.session.run_with_iobinding(io)
         io.synchronize_outputs()
         val = io.get_outputs()[0]
-        return _wrap_ortvalue(val, self.output.dtype, self._mem_device).clone()
+        out = _wrap_ortvalue(val, self.output.dtype, self._mem_device).clone()
+        if self.on_cuda:
+            # The clone must finish before ``val`` (which owns the memory) is released.
+            torch.cuda.current_stream(self._mem_device).synchronize()
+        return out
 
 
 def _wrap_ortvalue(val, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
