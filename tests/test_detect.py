@@ -11,6 +11,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import reference_numpy as ref  # noqa: E402
 
+from wanprep_torch.buffers import Workspace  # noqa: E402
 from wanprep_torch.detect import decode_detections, detect_boxes, nms, resize_for_detector, select_person  # noqa: E402
 
 
@@ -196,15 +197,18 @@ def test_resize_for_detector_uint8(hw, channels_last):
     ref_float = resize_for_detector(frames.float() / 255.0)
     assert float((got - ref_float).abs().max()) <= 1 / 255 + 1e-6
     assert float(got.min()) >= 0 and float(got.max()) <= 1
-    # and with a preallocated buffer
-    buf = torch.empty(2, 3, 640, 640)
-    res = resize_for_detector(frames, out=buf)
-    assert res.data_ptr() == buf.data_ptr() and torch.equal(res, got)
+    # and through a workspace: the second call reuses the first call's buffer
+    ws = Workspace()
+    first = resize_for_detector(frames, workspace=ws)
+    ptr = first.data_ptr()
+    res = resize_for_detector(frames, workspace=ws)
+    assert res.data_ptr() == ptr and torch.equal(res, got)
 
 
-def test_resize_for_detector_out_buffer_float():
-    fr = torch.rand(1, 3, 100, 120)
-    buf = torch.empty(1, 3, 640, 640)
-    res = resize_for_detector(fr, out=buf)
-    assert res.data_ptr() == buf.data_ptr()
-    assert torch.equal(res, F.interpolate(fr, size=(640, 640), mode="bilinear", align_corners=False))
+def test_resize_for_detector_workspace_float():
+    fr = torch.rand(2, 3, 100, 120)
+    ws = Workspace()
+    full = resize_for_detector(fr, workspace=ws)
+    part = resize_for_detector(fr[:1], workspace=ws)  # a shorter group reuses the same buffer
+    assert part.data_ptr() == full.data_ptr()
+    assert torch.equal(part, F.interpolate(fr[:1], size=(640, 640), mode="bilinear", align_corners=False))

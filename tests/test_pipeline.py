@@ -293,11 +293,11 @@ def test_out_of_memory_halves_batch_and_keeps_results(models, clip, run_default)
     real_run = pre.pose.run
     seen = []
 
-    def flaky(x, batch_size=None):
+    def flaky(x, **kw):
         seen.append(x.shape[0])
         if x.shape[0] > 2:
             raise RuntimeError("CUDA error: out of memory (simulated)")
-        return real_run(x, batch_size=batch_size)
+        return real_run(x, **kw)
 
     pre.pose.run = flaky
     with pytest.warns(RuntimeWarning, match="out of memory"):

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from .buffers import Workspace
+
 __all__ = [
     "DetectConfig",
     "resize_for_detector",
@@ -39,29 +41,31 @@ class DetectConfig:
     min_box_side: float = 10.0  # smaller boxes fall back to the full frame
 
 
-def resize_for_detector(frames: torch.Tensor, size_hw: tuple[int, int] = (640, 640), out: torch.Tensor | None = None) -> torch.Tensor:
+def resize_for_detector(frames: torch.Tensor, size_hw: tuple[int, int] = (640, 640), workspace=None) -> torch.Tensor:
     """Resize frames to the detector's input, RGB float in [0, 1].
 
     Args:
         frames: (T, 3, H, W) uint8 (0-255) or float (0-1); any memory format.
-        out: optional (T, 3, h, w) float buffer to write into (saves an allocation per batch).
+        workspace: optional :class:`~wanprep_torch.buffers.Workspace` to write into (saves a
+            large allocation per group of frames on the CPU).
 
     Returns:
-        (T, 3, h, w) float32 (or ``out``'s dtype), contiguous.
+        (T, 3, h, w) float32, contiguous.
     """
-    if frames.dtype == torch.uint8 and frames.device.type == "cpu":
+    ws = workspace if workspace is not None else Workspace()
+    dev = frames.device
+    shape = (frames.shape[0], 3) + tuple(size_hw)
+    out = ws.get("detector_input", shape, torch.float32, dev)
+    if frames.dtype == torch.uint8 and dev.type == "cpu":
         # On the CPU uint8 channels-last resizes ~6x faster than float NCHW; the rounding to
         # 1/255 steps is below the input's own quantisation.
-        small = F.interpolate(frames, size=size_hw, mode="bilinear", align_corners=False, antialias=False)
-        if out is None:
-            out = torch.empty(small.shape, dtype=torch.float32, device=small.device)
+        cl = frames.is_contiguous(memory_format=torch.channels_last)
+        small = ws.get("detector_u8", shape, torch.uint8, dev, channels_last=cl)
+        torch.ops.aten.upsample_bilinear2d.out(frames, list(size_hw), False, None, None, out=small)
         # copy_ then an in-place scale: a mixed-dtype, mixed-layout mul(out=) is ~20x slower.
         return out.copy_(small).mul_(1.0 / 255.0)
     x = frames if frames.is_floating_point() else frames.float() / 255.0
-    small = F.interpolate(x, size=size_hw, mode="bilinear", align_corners=False, antialias=False)
-    if out is None:
-        return small.contiguous(memory_format=torch.contiguous_format)
-    return out.copy_(small)
+    return out.copy_(F.interpolate(x, size=size_hw, mode="bilinear", align_corners=False, antialias=False))
 
 
 def box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

@@ -12,6 +12,8 @@ from typing import Iterable, Iterator
 
 import torch
 
+from .buffers import Workspace
+
 __all__ = ["MIN_SIDE", "FrameBatch", "as_tchw", "check_finite", "iter_chunks", "to_float01"]
 
 MIN_SIDE = 16
@@ -121,13 +123,17 @@ class FrameBatch:
 
     On the CPU torch resizes uint8 channels-last images several times faster than float ones,
     so the detector's resize and the face crops read :meth:`uint8`; the pose crop needs exact
-    float samples and reads :meth:`float01`.
+    float samples and reads :meth:`float01`. With a workspace, the conversions are written into
+    reused buffers (valid until the next group).
     """
 
-    def __init__(self, view: torch.Tensor):
+    def __init__(self, view: torch.Tensor, workspace: Workspace | None = None):
         self.view = view
+        self.ws = workspace if workspace is not None else Workspace()
         self._u8 = None
         self._f32 = None
+        self._half = torch.tensor(0.5, device=view.device)
+        self._k255 = torch.tensor(255.0, device=view.device)
 
     def __len__(self) -> int:
         return self.view.shape[0]
@@ -136,19 +142,31 @@ class FrameBatch:
     def hw(self) -> tuple[int, int]:
         return int(self.view.shape[-2]), int(self.view.shape[-1])
 
+    def _buffer(self, name: str, dtype: torch.dtype) -> torch.Tensor:
+        return self.ws.get(name, tuple(self.view.shape), dtype, self.view.device, channels_last=True)
+
     def uint8(self) -> torch.Tensor:
         """(n, 3, H, W) uint8, channels-last memory; float input is rounded to 1/255 steps."""
         if self._u8 is None:
             v = self.view
-            if v.dtype == torch.uint8:
-                u8 = v
+            if v.dtype == torch.uint8 and v.is_contiguous(memory_format=torch.channels_last):
+                self._u8 = v
+            elif v.dtype == torch.uint8:
+                self._u8 = self._buffer("frames_u8", torch.uint8).copy_(v)
             else:
-                u8 = v.float().mul(255.0).add_(0.5).clamp_(0, 255).to(torch.uint8)
-            self._u8 = u8.contiguous(memory_format=torch.channels_last)
+                # 255 x + 0.5, clamped, then truncated by the cast: rounding in three passes.
+                tmp = self._buffer("quantize_tmp", torch.float32)
+                torch.addcmul(self._half, v, self._k255, out=tmp).clamp_(0.0, 255.0)
+                self._u8 = self._buffer("frames_u8", torch.uint8).copy_(tmp)
         return self._u8
 
     def float01(self) -> torch.Tensor:
         """(n, 3, H, W) float32 in [0, 1] (the input itself when it already is float32)."""
         if self._f32 is None:
-            self._f32 = to_float01(self.view)
+            v = self.view
+            if v.dtype == torch.float32:
+                self._f32 = v
+            else:
+                out = self._buffer("frames_f32", torch.float32).copy_(v)
+                self._f32 = out.mul_(1.0 / 255.0) if v.dtype == torch.uint8 else out
         return self._f32

@@ -16,6 +16,7 @@ import torch
 from . import wan
 from .detect import DetectConfig, detect_boxes, detect_candidates, resize_for_detector
 from .gate import Scheduler, interpolate, resolve_gate, signatures
+from .buffers import Workspace
 from .frames import FrameBatch, as_tchw, iter_chunks
 from .pose import IMAGENET_MEAN, IMAGENET_STD, box_to_center_window, crop_windows, decode_pose
 from .runtime import ModelError, OrtModel, resolve_batch_size, run_in_batches
@@ -208,8 +209,10 @@ class Preprocessor:
         self.det_hw = (ih or 640, iw or 640)
         ph, pw = self.pose.input_hw
         self.pose_hw = (ph or 256, pw or 192)
-        self._mean = torch.tensor(IMAGENET_MEAN, device=self.device).view(1, 3, 1, 1)
+        # Normalisation as one multiply-add: (x - mean) / std = x * inv_std + bias.
         self._inv_std = 1.0 / torch.tensor(IMAGENET_STD, device=self.device).view(1, 3, 1, 1)
+        self._bias = -torch.tensor(IMAGENET_MEAN, device=self.device).view(1, 3, 1, 1) * self._inv_std
+        self._ws = Workspace()
 
     @property
     def providers(self) -> dict:
@@ -220,21 +223,31 @@ class Preprocessor:
         # uint8 channels-last resizes fastest on the CPU; on a GPU float costs nothing extra.
         return fb.uint8() if self.device.type == "cpu" else fb.float01()
 
+    def _frames(self, view: torch.Tensor) -> FrameBatch:
+        return FrameBatch(view, self._ws)
+
     def _run_detector(self, fb: FrameBatch, timer: _Timer) -> torch.Tensor:
         """Raw detector output for a group of frames."""
         with timer("detect_pre"):
-            det_in = resize_for_detector(self._resize_source(fb), self.det_hw)
+            det_in = resize_for_detector(self._resize_source(fb), self.det_hw, self._ws)
         with timer("detect_model"):
             return self.det.run(det_in, batch_size=min(self.batch_size, len(fb)))
 
     def _run_pose(self, fb: FrameBatch, boxes: torch.Tensor, timer: _Timer) -> torch.Tensor:
         """Keypoints (n, 133, 3) in frame pixels for one box (n, 5) per frame."""
+        n = len(fb)
+        ws = self._ws
         with timer("pose_pre"):
             center, window = box_to_center_window(boxes.to(self.device), self.pose_hw)
-            crops = crop_windows(fb.float01(), center, window, self.pose_hw)
-            pose_in = (crops - self._mean).mul_(self._inv_std)
+            shape = (n, 3) + tuple(self.pose_hw)
+            crops = crop_windows(fb.float01(), center, window, self.pose_hw, out=ws.get("crops", shape, torch.float32, self.device))
+            pose_in = torch.addcmul(self._bias, crops, self._inv_std, out=ws.get("pose_input", shape, torch.float32, self.device))
         with timer("pose_model"):
-            heatmaps = self.pose.run(pose_in, batch_size=min(self.batch_size, len(fb)))
+            hm_shape = self.pose._output_shape(n)
+            hm = None
+            if hm_shape is not None and self.pose._mem_device == self.device:
+                hm = ws.get("heatmaps", hm_shape, self.pose.output.dtype, self.device)
+            heatmaps = self.pose.run(pose_in, batch_size=min(self.batch_size, n), out=hm)
         with timer("pose_post"):
             return decode_pose(heatmaps, center, window, dark=self.dark)
 
@@ -262,7 +275,7 @@ class Preprocessor:
             total = as_tchw(video, finite=False).shape[0]
         timer = _Timer(self.device)
         prog = _Progress(self.progress, self.progress_callback, total)
-        acc = _Accumulator(self, timer)
+        acc = _Accumulator(self, timer, total)
         gated = _GatedRun(self, acc, timer, prog) if self.gate.enabled else None
         try:
             for chunk in iter_chunks(video, self.chunk_size):
@@ -286,7 +299,7 @@ class Preprocessor:
 
     def _process_chunk(self, chunk: torch.Tensor, acc: "_Accumulator", timer: _Timer, prog: _Progress) -> None:
         def step(s: int, e: int) -> None:
-            fb = FrameBatch(chunk[s:e])
+            fb = self._frames(chunk[s:e])
             kps, boxes, others = self._infer(fb, timer)
             prog.update("detect", e - s)
             prog.update("pose", e - s)
@@ -377,7 +390,7 @@ class _GatedRun:
 
     def _infer_tracked(self, chunk: torch.Tensor, idx: list[int], force: list[bool], cuts: list[bool]) -> dict:
         pre, tr, timer = self.pre, self.tracker, self.timer
-        fb = _gather(chunk, idx)
+        fb = _gather(chunk, idx, pre._ws)
         n = len(idx)
         boxes: list = [None] * n
         others = [0] * n
@@ -410,11 +423,11 @@ class _GatedRun:
         body = kps[:, :17, 2].mean(dim=1).cpu()
         redo = [j for j in range(n) if not det[j] and float(body[j]) < self.cfg.track_min_score]
         if redo:
-            self._detect_into(_gather(fb.view, redo), None, boxes, others, targets=redo)
+            self._detect_into(_gather(fb.view, redo, pre._ws), None, boxes, others, targets=redo)
             for j in redo:
                 det[j] = True
             sub = torch.stack([boxes[j] for j in redo])
-            kps[redo] = pre._run_pose(_gather(fb.view, redo), sub, timer)
+            kps[redo] = pre._run_pose(_gather(fb.view, redo, pre._ws), sub, timer)
             box_t = torch.stack(boxes)
         tr.observe(kps[-1])
         box_dev = box_t.to(pre.device)
@@ -426,7 +439,7 @@ class _GatedRun:
         targets = targets if targets is not None else sel
         if not targets:
             return
-        sub = fb if sel is None else _gather(fb.view, sel)
+        sub = fb if sel is None else _gather(fb.view, sel, self.pre._ws)
         raw = self.pre._run_detector(sub, self.timer)
         with self.timer("detect_post"):
             cands = detect_candidates(raw, sub.hw, self.pre.det_hw, self.pre.det_cfg)
@@ -458,7 +471,7 @@ class _GatedRun:
             c, a, b = seg[0][0], seg[0][1], seg[-1][1] + 1
             with self.timer("wan"):
                 self.acc.add(
-                    FrameBatch(c[a:b]),
+                    self.pre._frames(c[a:b]),
                     torch.stack([it[2] for it in seg]),
                     torch.stack([it[3] for it in seg]),
                     torch.tensor([it[4] for it in seg]),
@@ -474,11 +487,11 @@ class _GatedRun:
 _FROM_DETECTION = object()  # planning marker: the box comes from this group's latest detection
 
 
-def _gather(frames: torch.Tensor, idx: list[int]) -> FrameBatch:
+def _gather(frames: torch.Tensor, idx: list[int], workspace: Workspace) -> FrameBatch:
     """A FrameBatch of the given frames: a view when they are consecutive, else a copy."""
     if idx == list(range(idx[0], idx[-1] + 1)):
-        return FrameBatch(frames[idx[0] : idx[-1] + 1])
-    return FrameBatch(frames[torch.tensor(idx, device=frames.device)])
+        return FrameBatch(frames[idx[0] : idx[-1] + 1], workspace)
+    return FrameBatch(frames[torch.tensor(idx, device=frames.device)], workspace)
 
 
 def _segments(items: list) -> list[list]:
@@ -517,14 +530,21 @@ def _check_pose(m: OrtModel) -> None:
 
 
 class _Accumulator:
-    """Collects per-chunk outputs; derives the Wan outputs with state carried across chunks."""
+    """Collects outputs in frame order; derives the Wan outputs with state carried across
+    groups of frames.
 
-    def __init__(self, pre: Preprocessor, timer: _Timer):
+    Face crops go straight into the output: one (T, S, S, 3) tensor when the video's length is
+    known, else one tensor per group, joined at the end.
+    """
+
+    def __init__(self, pre: Preprocessor, timer: _Timer, total: int | None = None):
         self.pre = pre
         self.timer = timer
+        self.total = total
         self.frames = 0
         self.kps, self.boxes, self.others, self.metas = [], [], [], []
-        self.face_chunks: list[torch.Tensor] = []
+        self.face_out: torch.Tensor | None = None  # (T, S, S, 3) when total is known
+        self.face_chunks: list[torch.Tensor] = []  # otherwise, one per group
         self.face_boxes: list = []
         self.face_held: list[bool] = []
         self.det_ran: list[bool] = []
@@ -533,10 +553,23 @@ class _Accumulator:
         self.last_body = None
         self.last_good = None
         self.first_good = None
-        # Leading groups of frames with no face yet (indices into face_chunks, which holds
-        # their FrameBatch until the first good box crops them).
-        self.pending: list[int] = []
+        # Leading groups with no face seen yet: (frames, their slots in the face output),
+        # cropped once the first good box is known (or the video ends).
+        self.pending: list[tuple[torch.Tensor, torch.Tensor]] = []
         self.width = self.height = None
+
+    def _face_slots(self, n: int) -> torch.Tensor:
+        """The face output rows of the next ``n`` frames."""
+        pre = self.pre
+        dev = pre.face_device or pre.device
+        s = pre.face_size
+        if self.total is not None:
+            if self.face_out is None:
+                self.face_out = torch.empty((self.total, s, s, 3), dtype=pre.face_dtype, device=dev)
+            return self.face_out[self.frames : self.frames + n]
+        slots = torch.empty((n, s, s, 3), dtype=pre.face_dtype, device=dev)
+        self.face_chunks.append(slots)
+        return slots
 
     def add(
         self,
@@ -552,6 +585,7 @@ class _Accumulator:
         # group starts from the same state.
         pre = self.pre
         h, w = fb.hw
+        n = len(fb)
         self.height, self.width = h, w
         metas, last_body = wan.pose_metas(kps, w, h, self.last_body)
         fb_boxes, valid = wan.face_boxes(kps, w, h)
@@ -561,13 +595,13 @@ class _Accumulator:
         resolved, held, last_good = wan.resolve_face_boxes(
             fb_boxes, valid, w, h, pre.face_padding, last_good=self.last_good, first_good=first_good
         )
-        faces = fb if first_good is None else self._crop_faces(fb, resolved)
-        if first_good is not None:
-            self._flush_pending(first_good)
-        else:
+        slots = self._face_slots(n)
+        if first_good is None:
             # No face seen yet: keep these frames until one is, or the video ends.
-            self.pending.append(len(self.face_chunks))
-        self.face_chunks.append(faces)
+            self.pending.append((fb.view, slots))
+        else:
+            self._crop_faces(fb, resolved, slots)
+            self._flush_pending(first_good)
         self.last_body, self.first_good, self.last_good = last_body, first_good, last_good
         self.kps.append(kps)
         self.boxes.append(boxes)
@@ -575,27 +609,23 @@ class _Accumulator:
         self.metas.extend(metas)
         self.face_boxes.extend(resolved)
         self.face_held.extend(held)
-        n = len(fb)
         self.det_ran.extend(det_ran if det_ran is not None else [True] * n)
         self.pose_ran.extend(pose_ran if pose_ran is not None else [True] * n)
         self.distance.extend(distance if distance is not None else [0.0] * n)
         self.frames += n
 
-    def _crop_faces(self, fb: FrameBatch, boxes: list) -> torch.Tensor:
+    def _crop_faces(self, fb: FrameBatch, boxes: list, slots: torch.Tensor) -> None:
+        """Face crops of ``fb`` into ``slots`` (n, S, S, 3) in the output's dtype and device."""
         pre = self.pre
-        if pre.device.type == "cpu":
-            faces = wan.crop_resize(fb.uint8(), boxes, pre.face_size)
-            if pre.face_dtype != torch.uint8:
-                faces = faces.to(pre.face_dtype).mul_(1.0 / 255.0)
-        else:
-            faces = wan.crop_resize(fb.float01(), boxes, pre.face_size)
-            if pre.face_dtype == torch.uint8:
-                faces = faces.mul(255.0).round_().clamp_(0, 255).to(torch.uint8)
-            else:
-                faces = faces.to(pre.face_dtype)
-        if pre.face_device is not None:
-            faces = faces.to(pre.face_device)
-        return faces
+        if pre.device.type == "cpu" and slots.device.type == "cpu":
+            wan.crop_resize(fb.uint8(), boxes, pre.face_size, out=slots)  # 0-255 values
+            if slots.dtype != torch.uint8:
+                slots.mul_(1.0 / 255.0)
+            return
+        faces = wan.crop_resize(fb.float01(), boxes, pre.face_size)
+        if slots.dtype == torch.uint8:
+            faces = faces.mul_(255.0).round_().clamp_(0, 255)
+        slots.copy_(faces)
 
     def _flush_pending(self, box) -> None:
         """Crop the leading faceless frames with ``box`` (the first good one, or the fallback)."""
@@ -603,12 +633,12 @@ class _Accumulator:
             return
         w, h = self.width, self.height
         box = wan.pad_box(box, self.pre.face_padding, w, h) if self.pre.face_padding else box
-        start = 0
-        for ci in self.pending:
-            fb = self.face_chunks[ci]
-            self.face_chunks[ci] = self._crop_faces(fb, [box] * len(fb))
-        for i in range(sum(len(self.face_chunks[ci]) for ci in self.pending)):
-            self.face_boxes[start + i] = box
+        done = 0
+        for view, slots in self.pending:
+            # A fresh FrameBatch: the earlier one's converted frames lived in reused buffers.
+            self._crop_faces(self.pre._frames(view), [box] * view.shape[0], slots)
+            done += view.shape[0]
+        self.face_boxes[:done] = [box] * done  # the pending frames are the leading ones
         self.pending.clear()
 
     def finish(self) -> Result:
@@ -617,7 +647,7 @@ class _Accumulator:
                 fallback = wan.fallback_face_box(self.width, self.height)
                 self._flush_pending(fallback)
             kps = torch.cat(self.kps)
-            faces = _concat_release(self.face_chunks)
+            faces = self.face_out[: self.frames] if self.face_out is not None else _concat_release(self.face_chunks)
             first = kps[0]
             key_points = wan.key_frame_points(first)
             key_frames = [{"frame": i, "points": wan.key_frame_points(kps[i])} for i in wan.key_frame_indices(kps.shape[0])]

@@ -78,6 +78,7 @@ def crop_windows(
     window: torch.Tensor,
     out_hw: tuple[int, int] = (256, 192),
     frame_index: torch.Tensor | None = None,
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Bilinear crop of each window to ``out_hw``, zeros outside the frame.
 
@@ -85,6 +86,7 @@ def crop_windows(
         frames: (T, C, H, W) float (any memory format).
         center, window: (N, 2) from :func:`box_to_center_window`.
         frame_index: (N,) frame of each window; default ``arange(N)`` (then N == T).
+        out: optional (N, C, oh, ow) tensor to write into.
 
     Returns:
         (N, C, oh, ow) in the frames' dtype and value range.
@@ -92,8 +94,11 @@ def crop_windows(
     if not frames.is_floating_point():
         raise TypeError("crop_windows needs float frames")
     src = frames if frame_index is None else frames.index_select(0, frame_index)
-    grid = _sample_grid(center.to(torch.float32), window.to(torch.float32), out_hw, frames.shape[-2:])
-    return F.grid_sample(src, grid.to(src.dtype), mode="bilinear", padding_mode="zeros", align_corners=False)
+    grid = _sample_grid(center.to(torch.float32), window.to(torch.float32), out_hw, frames.shape[-2:]).to(src.dtype)
+    if out is None:
+        return F.grid_sample(src, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    # grid_sampler_2d(input, grid, interpolation 0 = bilinear, padding 0 = zeros, align_corners)
+    return torch.ops.aten.grid_sampler_2d.out(src, grid, 0, 0, False, out=out)
 
 
 def heatmap_to_frame(

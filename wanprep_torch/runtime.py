@@ -179,6 +179,7 @@ class OrtModel:
         providers: explicit ONNX Runtime providers (overrides the device's choice).
         intra_op_threads: CPU threads (default: physical cores).
         role: name used in messages ("detector", "pose").
+        spin: let ONNX Runtime's idle threads spin-wait (off: they yield the cores to torch).
     """
 
     def __init__(
@@ -188,6 +189,7 @@ class OrtModel:
         providers: Sequence | None = None,
         intra_op_threads: int | None = None,
         role: str = "model",
+        spin: bool = False,
     ):
         import onnxruntime as ort
 
@@ -199,6 +201,10 @@ class OrtModel:
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         so.intra_op_num_threads = int(intra_op_threads or physical_cores())
         so.log_severity_level = 3
+        # ORT's idle threads spin by default after each run, fighting torch's threads for the
+        # cores between model runs: on 2 cores that doubled our pre/post-processing time and
+        # changed large models' run time by less than the noise (measured; see BENCHMARKS.md).
+        so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
         wanted = list(providers) if providers is not None else self._default_providers()
         if self.device.type == "cuda" and torch.cuda.is_available():
             _preload_cuda_libraries()
@@ -247,27 +253,40 @@ class OrtModel:
     def input_hw(self) -> tuple[int | None, int | None]:
         return self.input.shape[2], self.input.shape[3]
 
-    def run(self, x: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
+    def run(self, x: torch.Tensor, batch_size: int | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
         """Run the model on ``x`` (N, 3, H, W); returns output 0 as (N, ...) on x's device.
 
         Splits into batches of the model's fixed batch, or ``batch_size`` (default: all of N)
-        for a dynamic one; a fixed-batch model gets its last batch padded with zeros.
+        for a dynamic one; a fixed-batch model gets its last batch padded with zeros. ``out``:
+        an optional contiguous (N, ...) tensor of the output's dtype on the session's device
+        that ONNX Runtime writes into directly.
         """
         if x.dim() != 4:
             raise ValueError(f"{self.role} input must be (N, C, H, W), got {tuple(x.shape)}")
         n = x.shape[0]
         src = x.to(device=self._mem_device, dtype=self.input.dtype).contiguous()
         step = self.fixed_batch or min(batch_size or n, n)
+        shape = self._output_shape(n)
+        if out is not None and (
+            shape is None or tuple(out.shape) != shape or out.dtype != self.output.dtype
+            or out.device != self._mem_device or not out.is_contiguous()
+        ):
+            raise ValueError(f"out must be a contiguous {shape} {self.output.dtype} tensor on {self._mem_device}")
+        if out is None and shape is not None:
+            out = torch.empty(shape, dtype=self.output.dtype, device=self._mem_device)
         outs = []
         for start in range(0, n, step):
             chunk = src[start : start + step]
+            dst = out[start : start + step] if shape is not None else None
             if self.fixed_batch and chunk.shape[0] < self.fixed_batch:
                 pad = chunk.new_zeros((self.fixed_batch - chunk.shape[0],) + tuple(chunk.shape[1:]))
-                out = self._run_bound(torch.cat([chunk, pad]))[: chunk.shape[0]]
+                part = self._run_bound(torch.cat([chunk, pad]))[: chunk.shape[0]]
+                if dst is not None:
+                    dst.copy_(part)
+                outs.append(part)
             else:
-                out = self._run_bound(chunk)
-            outs.append(out)
-        y = outs[0] if len(outs) == 1 else torch.cat(outs)
+                outs.append(self._run_bound(chunk, dst))
+        y = out if shape is not None else (outs[0] if len(outs) == 1 else torch.cat(outs))
         return y.to(x.device)
 
     def _output_shape(self, n: int) -> tuple[int, ...] | None:
@@ -276,8 +295,8 @@ class OrtModel:
             return None
         return (n,) + tuple(dims[1:])
 
-    def _run_bound(self, x: torch.Tensor) -> torch.Tensor:
-        """One session run with input and output bound to torch memory."""
+    def _run_bound(self, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """One session run with input and output bound to torch memory (``out`` when given)."""
         import onnxruntime as ort
 
         dev_type = "cuda" if self.on_cuda else "cpu"
@@ -291,7 +310,8 @@ class OrtModel:
         )
         shape = self._output_shape(x.shape[0])
         if shape is not None:
-            out = torch.empty(shape, dtype=self.output.dtype, device=self._mem_device)
+            if out is None:
+                out = torch.empty(shape, dtype=self.output.dtype, device=self._mem_device)
             io.bind_output(self.output.name, dev_type, dev_id, _NP_TYPES[self.output.dtype], shape, out.data_ptr())
             self.session.run_with_iobinding(io)
             io.synchronize_outputs()

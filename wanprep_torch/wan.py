@@ -180,7 +180,9 @@ def resolve_face_boxes(
     return out, held, last_good
 
 
-def crop_resize(frames: torch.Tensor, boxes: list[tuple[int, int, int, int]], size: int = 512) -> torch.Tensor:
+def crop_resize(
+    frames: torch.Tensor, boxes: list[tuple[int, int, int, int]], size: int = 512, out: torch.Tensor | None = None
+) -> torch.Tensor:
     """Crop each frame's integer box and resize it to size x size: bilinear with half-pixel
     centres and the box's edge pixels repeated, as OpenCV's resize of the sub-image.
 
@@ -188,12 +190,14 @@ def crop_resize(frames: torch.Tensor, boxes: list[tuple[int, int, int, int]], si
         frames: (T, C, H, W) float, or uint8 (then resized in uint8, which torch does several
             times faster on the CPU for channels-last memory; results round to integers).
         boxes: T (x1, y1, x2, y2), non-empty, inside the frame.
+        out: optional (T, size, size, C) tensor to write into (values cast, not rescaled).
 
     Returns:
-        (T, size, size, C) in the frames' dtype.
+        (T, size, size, C) in the frames' dtype and value range (or ``out``).
     """
     t, c = frames.shape[:2]
-    out = torch.empty((t, size, size, c), dtype=frames.dtype, device=frames.device)
+    if out is None:
+        out = torch.empty((t, size, size, c), dtype=frames.dtype, device=frames.device)
     for i, (x1, y1, x2, y2) in enumerate(boxes):
         # Boxes differ in size, so one interpolate per face; T small kernels are cheap next
         # to the models.
