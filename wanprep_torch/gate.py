@@ -50,6 +50,8 @@ class GateConfig:
         further than this since the last processed frame.
     track_min_score: re-detect when the mean body keypoint score of a tracked frame drops under this.
     track_kp_score: keypoints at least this confident make the tracked box.
+    track_edge_margin: re-detect when such a keypoint lies within this fraction of the pose
+        window of its edge (the person reaches past the tracked window).
     track_padding: the tracked box grows by this fraction of its size on each side.
     subject: keep following the same person across frames (IoU with the last box); the
         reference's largest-box rule applies only at the start, after a cut, or when the subject
@@ -66,6 +68,7 @@ class GateConfig:
     track_max_px: float = 8.0
     track_min_score: float = 0.3
     track_kp_score: float = 0.3
+    track_edge_margin: float = 0.04
     track_padding: float = 0.1
     subject: bool = True
     subject_min_iou: float = 0.3

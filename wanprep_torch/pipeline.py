@@ -419,9 +419,14 @@ class _GatedRun:
                 boxes[j] = last
         box_t = torch.stack(boxes)
         kps = pre._run_pose(fb, box_t, timer)
-        # Tracking failed (weak keypoints): detect and run the pose model again on those frames.
-        body = kps[:, :17, 2].mean(dim=1).cpu()
-        redo = [j for j in range(n) if not det[j] and float(body[j]) < self.cfg.track_min_score]
+        # Tracking failed: weak body keypoints, or confident keypoints at the crop's edge (the
+        # person reaches past the tracked window, as when a hidden head turns back). Detect
+        # and run the pose model again on those frames.
+        lost = (kps[:, :17, 2].mean(dim=1) < self.cfg.track_min_score) | _at_window_edge(
+            kps, box_t.to(kps.device), pre.pose_hw, self.cfg.track_kp_score, self.cfg.track_edge_margin
+        )
+        lost = lost.cpu().tolist()
+        redo = [j for j in range(n) if not det[j] and lost[j]]
         if redo:
             self._detect_into(_gather(fb.view, redo, pre._ws), None, boxes, others, targets=redo)
             for j in redo:
@@ -482,6 +487,19 @@ class _GatedRun:
             # Skipped frames count as done for every stage once they are interpolated.
             for stage in self.prog.STAGES:
                 self.prog.update(stage, b - a)
+
+
+def _at_window_edge(
+    kps: torch.Tensor, boxes: torch.Tensor, pose_hw: tuple[int, int], min_score: float, margin: float
+) -> torch.Tensor:
+    """(n,) bool: a keypoint scored >= ``min_score`` lies within ``margin`` (a fraction of the
+    window) of the edge of the pose window its box gives."""
+    center, window = box_to_center_window(boxes, pose_hw)
+    lo = center - window * (0.5 - margin)
+    hi = center + window * (0.5 - margin)
+    xy = kps[..., :2]
+    outside = ((xy < lo[:, None]) | (xy > hi[:, None])).any(dim=-1)
+    return (outside & (kps[..., 2] >= min_score)).any(dim=1)
 
 
 _FROM_DETECTION = object()  # planning marker: the box comes from this group's latest detection
