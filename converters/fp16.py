@@ -135,34 +135,64 @@ def _clamp_summary(caught) -> list[str]:
     return out
 
 
+def _float16_backends():
+    """The converters to try, in order: onnxconverter-common, then onnxruntime's own float16
+    tool (a fork of it), which handles graphs the former leaves mistyped (seen: a YOLOv10m
+    export's Resize, "Type (tensor(float)) of output arg ... Resize_output_cast0")."""
+    from onnxconverter_common import float16 as occ
+
+    backends = [("onnxconverter-common", occ.convert_float_to_float16, {"check_fp16_ready": False})]
+    try:
+        from onnxruntime.transformers import float16 as ortf
+
+        backends.append(("onnxruntime.transformers", ortf.convert_float_to_float16, {}))
+    except ImportError:
+        pass
+    return backends
+
+
+def _loads(path: Path) -> str | None:
+    """None when onnxruntime can create a session from ``path``, else its error."""
+    try:
+        make_session(path)
+        return None
+    except ConversionError as e:
+        return str(e)
+
+
 def _convert_into(in_path: Path, dst: Path, keep_io_types: bool, op_block_list, min_positive_val,
                   max_finite_val, external_data, log: Log) -> list[str]:
     """Convert IN and save at dst; returns the ops present in the graph that stay FP32."""
-    from onnxconverter_common import float16
-
     model, used_external = _typed_model(in_path, log)
     block = effective_block_list(op_block_list)
     present = sorted({n.op_type for n in model.graph.node} & set(block))
     log(f"converting (keep_io_types={keep_io_types}; FP32-kept ops present: {', '.join(present) or 'none'})")
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        model = float16.convert_float_to_float16(
-            model,
-            min_positive_val=min_positive_val,
-            max_finite_val=max_finite_val,
-            keep_io_types=keep_io_types,
-            disable_shape_infer=True,  # already inferred above, size-safely
-            op_block_list=block,
-            check_fp16_ready=False,  # our own check above; theirs rejects any model with a Cast-to-fp16
-        )
-    for line in _clamp_summary(caught):
-        log(line)
     external = external_data
     if external is None:
         external = used_external or weight_bytes(model) > EXTERNAL_DATA_THRESHOLD
-    log(f"saving {dst.name}" + (f" with external data {data_file_name(dst)}" if external else ""))
-    save_model(model, dst, external)
-    return present
+    errors = []
+    for name, convert, extra in _float16_backends():
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            converted = convert(
+                model if name == "onnxconverter-common" else _typed_model(in_path, no_log)[0],
+                min_positive_val=min_positive_val,
+                max_finite_val=max_finite_val,
+                keep_io_types=keep_io_types,
+                disable_shape_infer=True,  # already inferred above, size-safely
+                op_block_list=block,
+                **extra,  # onnxconverter-common's own FP16 check rejects any Cast-to-fp16
+            )
+        for line in _clamp_summary(caught):
+            log(line)
+        log(f"saving {dst.name} ({name})" + (f" with external data {data_file_name(dst)}" if external else ""))
+        save_model(converted, dst, external)
+        err = _loads(dst)
+        if err is None:
+            return present
+        log(f"the {name} result does not load in onnxruntime: {err.splitlines()[0][:200]}")
+        errors.append(f"{name}: {err}")
+    raise ConversionError(f"{in_path}: no FP16 converter produced a loadable model ({'; '.join(errors)})")
 
 
 def convert_fp16(in_path, out_path, keep_io_types: bool = False, op_block_list: Sequence[str] | None = None, *,

@@ -207,6 +207,26 @@ def test_fp16_detector_roundtrip(models, tmp_path):
     assert rep.ok and rep.box_iou >= 0.9, rep.summary()
 
 
+def test_fp16_falls_back_to_the_next_converter_when_onnxruntime_rejects_the_result(models, tmp_path, monkeypatch):
+    real = fp16._float16_backends()
+    assert [name for name, _, _ in real] == ["onnxconverter-common", "onnxruntime.transformers"]
+
+    def mistyped(model, **kw):  # a result that does not load, as onnxconverter-common gave for YOLOv10m
+        out = real[0][1](model, **kw)
+        out.graph.output[0].type.tensor_type.elem_type = T.INT64
+        return out
+
+    monkeypatch.setattr(fp16, "_float16_backends", lambda: [("broken", mistyped, real[0][2])] + real[1:])
+    lines = []
+    out = fp16.convert_fp16(models["pose"], tmp_path / "p16.onnx", log=lines.append)
+    assert any("broken result does not load" in line for line in lines)
+    assert fp16.validate(models["pose"], out, samples=1).ok
+    monkeypatch.setattr(fp16, "_float16_backends", lambda: [("broken", mistyped, real[0][2])])
+    with pytest.raises(ConversionError, match="no FP16 converter produced a loadable model"):
+        fp16.convert_fp16(models["pose"], tmp_path / "never.onnx")
+    assert not (tmp_path / "never.onnx").exists()
+
+
 def test_fp16_block_list_keeps_converter_defaults():
     ops = fp16.effective_block_list(["Softmax"])
     assert "Softmax" in ops and "TopK" in ops and "Resize" in ops
