@@ -53,12 +53,25 @@ def make_frames(n: int, dtype: str, seed: int = 0) -> torch.Tensor:
     return x
 
 
-def model_only(pre: Preprocessor, n: int) -> float:
-    """Seconds for both models on n pre-made inputs at the pipeline's batch size."""
-    dh, dw = pre.det_hw
-    ph, pw = pre.pose_hw
-    det_in = torch.rand(n, 3, dh, dw)
-    pose_in = torch.randn(n, 3, ph, pw)
+def model_inputs(pre: Preprocessor, frames: torch.Tensor, boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The exact detector and pose inputs the pipeline builds for these frames (random inputs
+    would time the models on different data: denormals and data-dependent ops differ)."""
+    from wanprep_torch.detect import resize_for_detector
+    from wanprep_torch.frames import FrameBatch, as_tchw
+    from wanprep_torch.pose import IMAGENET_MEAN, IMAGENET_STD, box_to_center_window, crop_windows
+
+    fb = FrameBatch(as_tchw(frames))
+    det_in = resize_for_detector(fb.uint8(), pre.det_hw).clone()
+    center, window = box_to_center_window(boxes, pre.pose_hw)
+    crops = crop_windows(fb.float01(), center, window, pre.pose_hw)
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    return det_in, ((crops - mean) / std).contiguous()
+
+
+def model_only(pre: Preprocessor, det_in: torch.Tensor, pose_in: torch.Tensor) -> float:
+    """Seconds for both models on pre-made inputs at the pipeline's batch size."""
+    n = det_in.shape[0]
     mb = pre.batch_size
     t0 = time.perf_counter()
     for s in range(0, n, mb):
@@ -68,16 +81,18 @@ def model_only(pre: Preprocessor, n: int) -> float:
 
 
 def bench_pair(name: str, det: Path, pose: Path, frames: torch.Tensor, batch, repeats: int, threads: int | None) -> dict:
-    pre = Preprocessor(det, pose, batch_size=batch, intra_op_threads=threads, progress=False)
+    # Gate off: this compares the same work, every frame through both models.
+    pre = Preprocessor(det, pose, batch_size=batch, intra_op_threads=threads, progress=False, gate="off")
     n = frames.shape[0]
-    pre(frames[: min(n, 2)])  # warm-up: ORT's first run allocates
-    model_only(pre, min(n, 2))
+    warm = pre(frames)  # warm-up (ORT's first runs allocate), and the boxes for the pose inputs
+    det_in, pose_in = model_inputs(pre, frames, warm.bboxes)
+    model_only(pre, det_in[:2], pose_in[:2])
     pipe_t, model_t, timings = [], [], None
     for _ in range(repeats):
         t0 = time.perf_counter()
         res = pre(frames)
         pipe_t.append(time.perf_counter() - t0)
-        model_t.append(model_only(pre, n))
+        model_t.append(model_only(pre, det_in, pose_in))
         if timings is None or res.timings["total"]["s"] < timings["total"]["s"]:
             timings = res.timings
     p, m = min(pipe_t), min(model_t)
