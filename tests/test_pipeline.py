@@ -277,6 +277,17 @@ def test_cpu_fallback_warns_once_and_runs(models, clip):
     assert out.shape == (2, 133, 64, 48)
 
 
+def test_cpu_fallback_is_one_warning_for_both_models(models):
+    from wanprep_torch.pipeline import open_models
+
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        det, pose = open_models(models["det"], models["pose"], torch.device("cuda", 0))
+    msgs = [str(w.message) for w in rec if issubclass(w.category, RuntimeWarning)]
+    assert len(msgs) == 1 and "the detector and pose models run on the CPU provider" in msgs[0]
+    assert det.providers == pose.providers == ["CPUExecutionProvider"]
+
+
 def test_io_binding_writes_into_torch_memory(models):
     """Outputs are torch tensors ORT wrote into (not arrays copied out of ORT)."""
     m = OrtModel(models["pose"], role="pose")

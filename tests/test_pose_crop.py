@@ -141,3 +141,21 @@ def test_crop_then_decode_round_trip():
     hm_xy = (pt - x0) * np.array([48, 64]) / window.numpy()[0]
     back = heatmap_to_frame(torch.from_numpy(hm_xy[None, None]).float(), center, window, (64, 48))
     np.testing.assert_allclose(back.numpy()[0, 0], pt, atol=1e-4)
+
+
+def test_crop_equals_kornia_warp_affine():
+    """crop_windows is kornia's warp_affine with the window's matrix (dst = (src - x0) / s),
+    written as one grid_sample so the CPU path skips kornia's general matrix handling."""
+    kornia = pytest.importorskip("kornia")
+    g = torch.Generator().manual_seed(3)
+    frames = torch.rand(3, 3, 120, 160, generator=g)
+    boxes = torch.tensor([[20.0, 10.0, 90.0, 110.0], [-15.0, 30.0, 60.0, 140.0], [100.3, 5.7, 150.1, 60.2]])
+    center, window = box_to_center_window(boxes)
+    ours = crop_windows(frames, center, window)
+    s = window[:, 1] / 256
+    x0 = center - window / 2
+    m = torch.zeros(3, 2, 3)
+    m[:, 0, 0] = m[:, 1, 1] = 1 / s
+    m[:, :, 2] = -x0 / s[:, None]
+    ref = kornia.geometry.transform.warp_affine(frames, m, (256, 192), mode="bilinear", padding_mode="zeros", align_corners=True)
+    assert torch.allclose(ours, ref, atol=1e-4)

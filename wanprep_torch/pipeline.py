@@ -190,8 +190,7 @@ class Preprocessor:
             raise ValueError(f"face_dtype must be torch.float32, torch.float16 or torch.uint8, got {face_dtype}")
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-        self.det = OrtModel(det_model, self.device, providers, intra_op_threads, role="detector")
-        self.pose = OrtModel(pose_model, self.device, providers, intra_op_threads, role="pose")
+        self.det, self.pose = open_models(det_model, pose_model, self.device, providers, intra_op_threads)
         _check_detector(self.det)
         _check_pose(self.pose)
         self.batch_size = resolve_batch_size(batch_size, self.device)
@@ -521,6 +520,28 @@ def _segments(items: list) -> list[list]:
         else:
             runs.append([it])
     return runs
+
+
+def open_models(det_model, pose_model, device: torch.device, providers=None, intra_op_threads=None) -> tuple[OrtModel, OrtModel]:
+    """The detector and pose sessions, with one warning (not one per model) when CUDA was asked
+    for but ONNX Runtime's CUDA provider is missing."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        det = OrtModel(det_model, device, providers, intra_op_threads, role="detector")
+        pose = OrtModel(pose_model, device, providers, intra_op_threads, role="pose")
+    fallback = [m.role for m in (det, pose) if device.type == "cuda" and not m.on_cuda]
+    for w in caught:  # pass on anything else the sessions said
+        if not (fallback and "CUDA provider is not available" in str(w.message)):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    if fallback:
+        warnings.warn(
+            f"ONNX Runtime's CUDA provider is not available (session providers: {det.providers}); "
+            f"the {' and '.join(fallback)} model{'s run' if len(fallback) > 1 else ' runs'} on the CPU provider "
+            "and frames are copied to the host for it. Install onnxruntime-gpu for CUDA.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    return det, pose
 
 
 def _check_detector(m: OrtModel) -> None:
