@@ -7,7 +7,17 @@ import pytest
 import torch
 
 from wanprep_torch import Preprocessor
-from wanprep_torch.gate import PRESETS, GateConfig, Scheduler, correlation, interpolate, motion_distance, resolve_gate, signatures
+from wanprep_torch.gate import (
+    PRESETS,
+    GateConfig,
+    Scheduler,
+    correlation,
+    interpolate,
+    interpolate_keypoints,
+    motion_distance,
+    resolve_gate,
+    signatures,
+)
 from wanprep_torch.testkit import make_clip, make_two_person_clip
 
 
@@ -87,6 +97,16 @@ def test_interpolate_is_linear():
     a, b = torch.tensor([0.0, 10.0]), torch.tensor([4.0, 2.0])
     out = interpolate(a, b, 10, 14, [11, 12, 13])
     assert torch.allclose(out, torch.tensor([[1.0, 8.0], [2.0, 6.0], [3.0, 4.0]]))
+
+
+def test_keypoints_appearing_or_vanishing_keep_their_confident_position():
+    a = torch.tensor([[0.0, 0.0, 0.9], [10.0, 10.0, 0.9], [50.0, 50.0, 0.01]])
+    b = torch.tensor([[4.0, 8.0, 0.9], [300.0, -20.0, 0.02], [54.0, 58.0, 0.9]])
+    out = interpolate_keypoints(a, b, 0, 4, [1, 2, 3], min_score=0.3)
+    assert torch.allclose(out[:, 0], torch.tensor([[1.0, 2.0, 0.9], [2.0, 4.0, 0.9], [3.0, 6.0, 0.9]]))
+    assert torch.allclose(out[:, 1, :2], torch.tensor([10.0, 10.0]).expand(3, 2))  # vanishing: held
+    assert torch.allclose(out[:, 2, :2], torch.tensor([54.0, 58.0]).expand(3, 2))  # appearing: taken
+    assert torch.allclose(out[:, 1, 2], torch.tensor([0.68, 0.46, 0.24]))  # scores still fade
 
 
 # -- the pipeline with the gate ---------------------------------------------------------------
@@ -191,3 +211,10 @@ def test_tracked_box_redetects_when_the_head_returns(models, clip, run_default):
     res = run(models, clip.frames, "safe")
     err = (res.keypoints[..., :2] - run_default.keypoints[..., :2]).norm(dim=-1)[clip.visible]
     assert err.max() < 2.0, f"max {err.max():.1f} px from the full pipeline"
+
+
+def test_face_turning_away_and_back_stays_accurate(models):
+    clip = make_clip(24, motion="slow", face_hidden=range(8, 12), seed=0)
+    res = run(models, clip.frames, "safe")
+    err = (res.keypoints[..., :2] - clip.keypoints).norm(dim=-1)[clip.visible]
+    assert err.mean() < 0.5, f"mean {err.mean():.2f} px against ground truth"

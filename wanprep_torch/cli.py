@@ -77,7 +77,7 @@ def run_demo(out_dir: Path, frames: int = 24, device: str = "cpu", models_dir: P
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    models = build_test_models(models_dir or default_cache_dir())
+    models = build_test_models(models_dir or default_cache_dir(), fp16=False)  # the demo needs no FP16 models
     hidden = range(frames // 3, frames // 3 + max(frames // 6, 1))  # the person turns away
     clip = make_clip(frames, motion="slow", face_hidden=hidden, seed=0)
     video = clip.frames.to(device)

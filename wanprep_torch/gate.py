@@ -31,6 +31,7 @@ __all__ = [
     "motion_distance",
     "Scheduler",
     "interpolate",
+    "interpolate_keypoints",
 ]
 
 
@@ -190,6 +191,25 @@ class Scheduler:
         else:
             self.gap += 1
         return process, cut, dist
+
+
+def interpolate_keypoints(
+    a: torch.Tensor, b: torch.Tensor, t0: int, t1: int, ts: list[int], min_score: float = 0.3
+) -> torch.Tensor:
+    """Keypoints (K, 3) x, y, score between frames t0 and t1: linear where both ends are
+    confident; where only one end is (a point appearing or disappearing, whose other end is
+    wherever an empty heatmap peaked), the position is that end's, and the score still fades.
+
+    Returns:
+        (len(ts), K, 3).
+    """
+    out = interpolate(a, b, t0, t1, ts)
+    ok_a = (a[:, 2] >= min_score).unsqueeze(-1)
+    ok_b = (b[:, 2] >= min_score).unsqueeze(-1)
+    xy = out[..., :2]
+    xy = torch.where(ok_a & ~ok_b, a[:, :2].expand_as(xy), xy)
+    xy = torch.where(ok_b & ~ok_a, b[:, :2].expand_as(xy), xy)
+    return torch.cat([xy, out[..., 2:]], dim=-1)
 
 
 def interpolate(a: torch.Tensor, b: torch.Tensor, t0: int, t1: int, ts: list[int]) -> torch.Tensor:

@@ -15,7 +15,7 @@ import torch
 
 from . import wan
 from .detect import DetectConfig, detect_boxes, detect_candidates, resize_for_detector
-from .gate import Scheduler, interpolate, resolve_gate, signatures
+from .gate import Scheduler, interpolate, interpolate_keypoints, resolve_gate, signatures
 from .buffers import Workspace
 from .frames import FrameBatch, as_tchw, iter_chunks
 from .pose import IMAGENET_MEAN, IMAGENET_STD, box_to_center_window, crop_windows, decode_pose
@@ -464,7 +464,7 @@ class _GatedRun:
             # they hold its values instead of blending across the cut.
             k1, b1 = (k0, b0) if cut else (kps, box)
             with self.timer("gate"):
-                ks = interpolate(k0, k1, g0, g, gs)
+                ks = interpolate_keypoints(k0, k1, g0, g, gs, self.cfg.track_kp_score)
                 bs = interpolate(b0, b1, g0, g, gs)
             for (c, li, d), k, b in zip(self.pending, ks, bs):
                 items.append((c, li, k, b, o0, False, False, d))

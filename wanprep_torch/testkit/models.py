@@ -404,7 +404,7 @@ def _save(model_or_bytes, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def build_test_models(out_dir: str | os.PathLike | None = None) -> dict[str, Path]:
+def build_test_models(out_dir: str | os.PathLike | None = None, fp16: bool = True) -> dict[str, Path]:
     """Build (or reuse) the test models in out_dir (default: :func:`default_cache_dir`).
 
     Returns {key: path} with keys: "det" (YOLOv10 signature, dynamic batch), "det_b1" (batch 1),
@@ -412,7 +412,7 @@ def build_test_models(out_dir: str | os.PathLike | None = None) -> dict[str, Pat
     "det_fp16" / "pose_fp16" (float16 inputs and outputs, dynamic batch),
     "det_fp16_keepio" / "pose_fp16_keepio" (float16 inside, float32 inputs/outputs) and
     "not_onnx" (a text file with an .onnx suffix). The fp16 keys are missing (with a warning)
-    when onnxconverter-common is not installed.
+    when onnxconverter-common is not installed, or not asked for (``fp16=False``, no warning).
 
     Files are reused when the stamp file matches this code's version; otherwise rebuilt.
     """
@@ -420,9 +420,11 @@ def build_test_models(out_dir: str | os.PathLike | None = None) -> dict[str, Pat
     out.mkdir(parents=True, exist_ok=True)
     stamp = _stamp()
     paths = {k: out / v for k, v in MODEL_FILES.items()}
-    if not stamp["fp16"]:
+    if fp16 and not stamp["fp16"]:
         warnings.warn("onnxconverter-common is not installed: fp16 test models "
                       f"({', '.join(FP16_KEYS)}) are not built", stacklevel=2)
+    want16 = fp16 and stamp["fp16"]
+    if not want16:
         for k in FP16_KEYS:
             paths.pop(k)
     stamp_path = out / STAMP_NAME
@@ -430,8 +432,8 @@ def build_test_models(out_dir: str | os.PathLike | None = None) -> dict[str, Pat
         cached = json.loads(stamp_path.read_text())
     except (OSError, ValueError):
         cached = None
-    if (isinstance(cached, dict) and all(cached.get(k) == v for k, v in stamp.items())
-            and all(p.is_file() for p in paths.values())):
+    if (isinstance(cached, dict) and all(cached.get(k) == stamp[k] for k in ("version", "source"))
+            and (cached.get("fp16") or not want16) and all(p.is_file() for p in paths.values())):
         return paths
 
     scale = _calibrate_pose_scale()
@@ -444,7 +446,7 @@ def build_test_models(out_dir: str | os.PathLike | None = None) -> dict[str, Pat
         "pose_b1": make_pose(1, scale),
         "det_two": make_two_person_detector("batch"),
     }
-    if stamp["fp16"]:
+    if want16:
         built["det_fp16"] = to_fp16(det)
         built["det_fp16_keepio"] = to_fp16(det, keep_io_types=True)
         built["pose_fp16"] = to_fp16(pose)
@@ -453,7 +455,7 @@ def build_test_models(out_dir: str | os.PathLike | None = None) -> dict[str, Pat
         _save(m, paths[k])
     _save(b"this is not an ONNX model\n", paths["not_onnx"])
     # Written last: a stamp only exists next to a complete set. pose_scale is informational.
-    _save(json.dumps({**stamp, "pose_scale": scale}, sort_keys=True).encode(), stamp_path)
+    _save(json.dumps({**stamp, "fp16": want16, "pose_scale": scale}, sort_keys=True).encode(), stamp_path)
     return paths
 
 
