@@ -29,6 +29,9 @@ import onnx
 import torch
 from torch import nn
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo, when not installed
+from converters._common import data_file_name, save_model  # noqa: E402
+
 INPUT_NAME = "input"
 OUTPUT_NAME = "heatmaps"
 OPSET = 17
@@ -164,22 +167,10 @@ def _export(model: ViTPoseStandin, out_path: Path, fixed_batch: bool, external_d
     out_dims = proto.graph.output[0].type.tensor_type.shape.dim
     for d, v in zip(out_dims[1:], (NUM_KEYPOINTS, IN_H // 4, IN_W // 4)):
         d.dim_value = v
-    data_name = out_path.name + ".data"
-    data_path = out_path.with_name(data_name)
-    if data_path.exists():
-        data_path.unlink()  # save_model appends to an existing data file
+    save_model(proto, out_path, bool(external_data))  # the converters' writer: one <name>.data file
     if external_data:
-        onnx.save_model(
-            proto,
-            str(out_path),
-            save_as_external_data=True,
-            all_tensors_to_one_file=True,
-            location=data_name,
-        )
         # onnx creates the data file 0600; give it the same mode as the model file.
-        data_path.chmod(out_path.stat().st_mode & 0o777)
-    else:
-        onnx.save_model(proto, str(out_path))
+        out_path.with_name(data_file_name(out_path)).chmod(out_path.stat().st_mode & 0o777)
     del proto
     gc.collect()
     onnx.checker.check_model(str(out_path))  # path form so external data is handled
