@@ -242,11 +242,7 @@ class Preprocessor:
             crops = crop_windows(fb.float01(), center, window, self.pose_hw, out=ws.get("crops", shape, torch.float32, self.device))
             pose_in = torch.addcmul(self._bias, crops, self._inv_std, out=ws.get("pose_input", shape, torch.float32, self.device))
         with timer("pose_model"):
-            hm_shape = self.pose._output_shape(n)
-            hm = None
-            if hm_shape is not None and self.pose._mem_device == self.device:
-                hm = ws.get("heatmaps", hm_shape, self.pose.output.dtype, self.device)
-            heatmaps = self.pose.run(pose_in, batch_size=min(self.batch_size, n), out=hm)
+            heatmaps = self.pose.run(pose_in, batch_size=min(self.batch_size, n), workspace=ws)
         with timer("pose_post"):
             return decode_pose(heatmaps, center, window, dark=self.dark)
 

@@ -253,13 +253,13 @@ class OrtModel:
     def input_hw(self) -> tuple[int | None, int | None]:
         return self.input.shape[2], self.input.shape[3]
 
-    def run(self, x: torch.Tensor, batch_size: int | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
+    def run(self, x: torch.Tensor, batch_size: int | None = None, workspace=None) -> torch.Tensor:
         """Run the model on ``x`` (N, 3, H, W); returns output 0 as (N, ...) on x's device.
 
         Splits into batches of the model's fixed batch, or ``batch_size`` (default: all of N)
-        for a dynamic one; a fixed-batch model gets its last batch padded with zeros. ``out``:
-        an optional contiguous (N, ...) tensor of the output's dtype on the session's device
-        that ONNX Runtime writes into directly.
+        for a dynamic one; a fixed-batch model gets its last batch padded with zeros. With a
+        :class:`~wanprep_torch.buffers.Workspace`, ONNX Runtime writes into a reused buffer
+        (valid until this model's next run).
         """
         if x.dim() != 4:
             raise ValueError(f"{self.role} input must be (N, C, H, W), got {tuple(x.shape)}")
@@ -267,13 +267,12 @@ class OrtModel:
         src = x.to(device=self._mem_device, dtype=self.input.dtype).contiguous()
         step = self.fixed_batch or min(batch_size or n, n)
         shape = self._output_shape(n)
-        if out is not None and (
-            shape is None or tuple(out.shape) != shape or out.dtype != self.output.dtype
-            or out.device != self._mem_device or not out.is_contiguous()
-        ):
-            raise ValueError(f"out must be a contiguous {shape} {self.output.dtype} tensor on {self._mem_device}")
-        if out is None and shape is not None:
-            out = torch.empty(shape, dtype=self.output.dtype, device=self._mem_device)
+        out = None
+        if shape is not None:
+            if workspace is not None:
+                out = workspace.get(f"{self.role}_output", shape, self.output.dtype, self._mem_device)
+            else:
+                out = torch.empty(shape, dtype=self.output.dtype, device=self._mem_device)
         outs = []
         for start in range(0, n, step):
             chunk = src[start : start + step]

@@ -6,7 +6,6 @@ COCO-wholebody order; nothing here knows about ONNX.
 
 from __future__ import annotations
 
-import json
 import math
 
 import numpy as np
@@ -228,7 +227,3 @@ def key_frame_points(keypoints: torch.Tensor, min_score: float = 0.3) -> list[di
         if s >= min_score and math.isfinite(x) and math.isfinite(y):
             pts.append({"x": int(x), "y": int(y)})
     return pts
-
-
-def points_json(points: list[dict]) -> str:
-    return json.dumps(points)
