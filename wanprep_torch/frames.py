@@ -132,8 +132,6 @@ class FrameBatch:
         self.ws = workspace if workspace is not None else Workspace()
         self._u8 = None
         self._f32 = None
-        self._half = torch.tensor(0.5, device=view.device)
-        self._k255 = torch.tensor(255.0, device=view.device)
 
     def __len__(self) -> int:
         return self.view.shape[0]
@@ -156,7 +154,8 @@ class FrameBatch:
             else:
                 # 255 x + 0.5, clamped, then truncated by the cast: rounding in three passes.
                 tmp = self._buffer("quantize_tmp", torch.float32)
-                torch.addcmul(self._half, v, self._k255, out=tmp).clamp_(0.0, 255.0)
+                half, k255 = (torch.tensor(c, device=v.device) for c in (0.5, 255.0))
+                torch.addcmul(half, v, k255, out=tmp).clamp_(0.0, 255.0)
                 self._u8 = self._buffer("frames_u8", torch.uint8).copy_(tmp)
         return self._u8
 
