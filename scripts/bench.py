@@ -53,22 +53,6 @@ def make_frames(n: int, dtype: str, seed: int = 0) -> torch.Tensor:
     return x
 
 
-def model_inputs(pre: Preprocessor, frames: torch.Tensor, boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The exact detector and pose inputs the pipeline builds for these frames (random inputs
-    would time the models on different data: denormals and data-dependent ops differ)."""
-    from wanprep_torch.detect import resize_for_detector
-    from wanprep_torch.frames import FrameBatch, as_tchw
-    from wanprep_torch.pose import IMAGENET_MEAN, IMAGENET_STD, box_to_center_window, crop_windows
-
-    fb = FrameBatch(as_tchw(frames))
-    det_in = resize_for_detector(fb.uint8(), pre.det_hw).clone()
-    center, window = box_to_center_window(boxes, pre.pose_hw)
-    crops = crop_windows(fb.float01(), center, window, pre.pose_hw)
-    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
-    return det_in, ((crops - mean) / std).contiguous()
-
-
 def model_only(pre: Preprocessor, det_in: torch.Tensor, pose_in: torch.Tensor) -> float:
     """Seconds for both models on pre-made inputs at the pipeline's batch size."""
     n = det_in.shape[0]
@@ -85,7 +69,7 @@ def bench_pair(name: str, det: Path, pose: Path, frames: torch.Tensor, batch, re
     pre = Preprocessor(det, pose, batch_size=batch, intra_op_threads=threads, progress=False, gate="off")
     n = frames.shape[0]
     warm = pre(frames)  # warm-up (ORT's first runs allocate), and the boxes for the pose inputs
-    det_in, pose_in = model_inputs(pre, frames, warm.bboxes)
+    det_in, pose_in = pre.model_inputs(frames, warm.bboxes)  # the models' exact inputs
     model_only(pre, det_in[:2], pose_in[:2])
     pipe_t, model_t, timings = [], [], None
     for _ in range(repeats):

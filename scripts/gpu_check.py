@@ -52,7 +52,6 @@ import datetime
 import gc
 import importlib
 import importlib.util
-import inspect
 import json
 import math
 import os
@@ -277,68 +276,33 @@ def vit_fp32(args) -> Path:
     return path
 
 
-def load_error(path: Path) -> str | None:
-    """None when ONNX Runtime accepts the file (CPU, graph not optimised: a type check), else why not."""
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    so.log_severity_level = 4
-    try:
-        ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-        return None
-    except Exception as exc:  # noqa: BLE001
-        return str(exc)
-
-
-def _ort_fp16(src: Path, dst: Path) -> None:
-    """onnxruntime's own FP16 converter (a fork of onnxconverter-common's with fixes)."""
-    import onnx
-    from onnxruntime.transformers.float16 import convert_float_to_float16
-
-    model = convert_float_to_float16(onnx.load(str(src)), keep_io_types=False)
-    data = dst.with_name(dst.name + ".data")
-    if data.exists():
-        data.unlink()  # onnx appends to an existing data file
-    big = sum(len(t.raw_data) for t in model.graph.initializer) > 2**30  # protobuf's 2 GB limit
-    onnx.save_model(model, str(dst), save_as_external_data=big, all_tensors_to_one_file=True,
-                    location=data.name, size_threshold=1024)
-
-
 def fp16_copy(src: Path, explicit: Path | None, work: Path, notes: list) -> tuple[Path, str]:
     """FP16 version of src (float16 inputs/outputs), converted once and reused: (path, converter).
 
-    converters.fp16 first; if ONNX Runtime cannot load its output (onnxconverter-common 1.16
-    mistypes the casts round a blocked Resize in YOLOv10m), onnxruntime.transformers.float16.
+    converters.fp16 checks that ONNX Runtime loads its result and falls back to onnxruntime's
+    own float16 tool where onnxconverter-common's output does not load (YOLOv10m).
     """
     if explicit is not None:
         if not explicit.is_file():
             raise FileNotFoundError(f"{explicit} not found")
         return explicit, "given"
-    for converter, dst in (("converters.fp16", work / f"{src.stem}-fp16.onnx"),
-                           ("onnxruntime.transformers.float16", work / f"{src.stem}-fp16-ort.onnx")):
-        marker = _done_marker(dst)  # written only once ONNX Runtime loaded the file
-        if dst.is_file() and marker.exists() and marker.read_text().strip() == converter:
-            log(f"reusing {dst}")
-            return dst, converter
-        t = time.perf_counter()
-        try:
-            if converter == "converters.fp16":
-                from converters.fp16 import convert_fp16
+    dst = work / f"{src.stem}-fp16.onnx"
+    marker = _done_marker(dst)  # written only once the conversion finished
+    if dst.is_file() and marker.exists():
+        log(f"reusing {dst}")
+        return dst, "converters.fp16"
+    from converters.fp16 import convert_fp16
 
-                convert_fp16(src, dst, keep_io_types=False, force=True, log=lambda m: log(f"  fp16 {src.name}: {m}"))
-            else:
-                _ort_fp16(src, dst)
-            err = load_error(dst)
-        except Exception as exc:  # noqa: BLE001
-            err = f"{type(exc).__name__}: {exc}"
-        if err is None:
-            marker.write_text(converter)
-            log(f"converted {src.name} -> {dst.name} with {converter} in {time.perf_counter() - t:.1f} s")
-            return dst, converter
-        notes.append(f"{converter} on {src.name}: unusable: {err[:300]}")
+    t = time.perf_counter()
+    try:
+        convert_fp16(src, dst, keep_io_types=False, force=True, log=lambda m: log(f"  fp16 {src.name}: {m}"))
+    except Exception as exc:  # noqa: BLE001 - reported in the table's notes
+        notes.append(f"converters.fp16 on {src.name}: {type(exc).__name__}: {str(exc)[:300]}")
         log(notes[-1])
-    raise RuntimeError(f"no FP16 converter made a loadable {src.name}")
+        raise RuntimeError(f"no loadable FP16 {src.name}") from exc
+    marker.write_text("converters.fp16")
+    log(f"converted {src.name} -> {dst.name} in {time.perf_counter() - t:.1f} s")
+    return dst, "converters.fp16"
 
 
 def testkit_models(work: Path) -> dict:
@@ -375,10 +339,8 @@ def _sync(device) -> None:
 def make_preprocessor(det: Path, pose: Path, device, batch: int, frames: int):
     from wanprep_torch import Preprocessor
 
-    kw = dict(device=device, batch_size=batch, chunk_size=max(frames, 1), progress=False)
-    if "gate" in inspect.signature(Preprocessor).parameters:
-        kw["gate"] = "off"  # every frame through both models, like model-only
-    return Preprocessor(det, pose, **kw)
+    # Gate off: every frame through both models, like model-only.
+    return Preprocessor(det, pose, device=device, batch_size=batch, chunk_size=max(frames, 1), progress=False, gate="off")
 
 
 def model_only(pre, det_in, pose_in, batch: int) -> tuple[float, float]:
@@ -412,11 +374,10 @@ def bench_precision(precision: str, det: Path, pose: Path, frames, args, rows: l
     log(f"{precision}: sessions ready in {time.perf_counter() - t:.1f} s: {pre.det!r}; {pre.pose!r}")
     if device.type == "cuda" and set(pre.providers.values()) != {"CUDAExecutionProvider"}:
         notes.append(f"{precision}: not on CUDA: {pre.providers}")
-    dh, dw = pre.det_hw
-    ph, pw = pre.pose_hw
-    g = torch.Generator(device=device).manual_seed(0)
-    det_in = torch.rand(n, 3, dh, dw, device=device, generator=g).to(pre.det.input.dtype)
-    pose_in = torch.randn(n, 3, ph, pw, device=device, generator=g).to(pre.pose.input.dtype)
+    # Model-only runs on the very inputs the pipeline builds (random inputs time other data).
+    warm = pre(frames)
+    det_in, pose_in = pre.model_inputs(frames, warm.bboxes)
+    det_in, pose_in = det_in.to(pre.det.input.dtype), pose_in.to(pre.pose.input.dtype)
     for b in args.batches:
         if elapsed() > args.budget_s:
             notes.append(f"{precision} batch {b}: skipped, over the {args.budget_s:.0f} s budget")

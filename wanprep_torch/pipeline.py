@@ -254,6 +254,19 @@ class Preprocessor:
         kps = self._run_pose(fb, boxes, timer)
         return kps, boxes.to(self.device), others
 
+    def model_inputs(self, frames: torch.Tensor, boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The detector and pose inputs this pipeline builds for ``frames`` (any accepted layout)
+        and one person box (N, >=4) per frame: for timing the models alone on the same data.
+
+        Returns:
+            (N, 3, 640, 640) detector input and (N, 3, 256, 192) pose input, float32, new tensors.
+        """
+        fb = FrameBatch(as_tchw(frames))  # its own buffers: the results outlive the call
+        det_in = resize_for_detector(self._resize_source(fb), self.det_hw)
+        center, window = box_to_center_window(boxes.to(self.device).float(), self.pose_hw)
+        crops = crop_windows(fb.float01(), center, window, self.pose_hw)
+        return det_in, torch.addcmul(self._bias, crops, self._inv_std)
+
     def _work_batch(self) -> int:
         return max(self.batch_size, _CPU_WORK_BATCH) if self.device.type == "cpu" else self.batch_size
 
