@@ -330,3 +330,17 @@ def test_fp16_models_match_fp32(models, clip, run_default):
     res = make(models, "det_fp16", "pose_fp16")(clip.frames)
     err = (res.keypoints[..., :2] - run_default.keypoints[..., :2]).norm(dim=-1)[clip.visible]
     assert err.max() < 1.0, f"fp16 vs fp32 max {err.max():.3f} px"
+
+
+def test_model_inputs_reproduce_the_pipeline(models, clip, run_default):
+    from wanprep_torch.detect import detect_boxes
+    from wanprep_torch.pose import box_to_center_window, decode_pose
+
+    pre = make(models)
+    boxes = run_default.bboxes[:3]
+    det_in, pose_in = pre.model_inputs(clip.frames[:3], boxes)
+    again, _ = detect_boxes(pre.det.run(det_in), (480, 832), pre.det_hw)
+    assert torch.allclose(again, boxes, atol=1e-4)
+    center, window = box_to_center_window(boxes)
+    kps = decode_pose(pre.pose.run(pose_in), center, window)
+    assert torch.allclose(kps, run_default.keypoints[:3], atol=1e-4)
