@@ -278,15 +278,6 @@ def write_video(path, chunks, fps, crf: int = 18) -> int:
     return n
 
 
-def _check_model_file(path: Path, role: str) -> None:
-    from .runtime import ModelError
-
-    if not path.exists():
-        raise ModelError(f"{role} model file not found: {path}")
-    if not path.is_file():
-        raise ModelError(f"{role} model path is not a file: {path}")
-
-
 def prepare_fp16_models(paths: dict, cache_dir: Path, log=print) -> dict:
     """FP16 copies of float32 models, converted once into ``cache_dir`` (FP16 files pass as is).
 
@@ -300,12 +291,12 @@ def prepare_fp16_models(paths: dict, cache_dir: Path, log=print) -> dict:
         from converters import ConversionError
     except ImportError as exc:
         raise CliError(f"--fp16 needs onnxconverter-common: pip install 'wanprep_torch[fp16]' ({_one_line(exc)})") from None
-    from .runtime import ModelError
+    from .runtime import ModelError, check_model_file
 
     out = {}
     for role, path in paths.items():
         path = Path(path)
-        _check_model_file(path, role)
+        check_model_file(path, role)
         try:
             model = onnx.load(str(path), load_external_data=False)
         except Exception as exc:  # protobuf DecodeError and friends

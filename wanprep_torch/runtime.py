@@ -18,6 +18,7 @@ import torch
 
 __all__ = [
     "ModelError",
+    "check_model_file",
     "OrtModel",
     "TensorSpec",
     "physical_cores",
@@ -163,7 +164,8 @@ def _preload_cuda_libraries() -> None:
             warnings.warn(f"onnxruntime.preload_dlls() failed: {exc}", RuntimeWarning, stacklevel=3)
 
 
-def _check_file(path: Path, role: str) -> None:
+def check_model_file(path: Path, role: str) -> None:
+    """ModelError unless ``path`` is an existing file (named in the message with its role)."""
     if not path.exists():
         raise ModelError(f"{role} model file not found: {path}")
     if path.is_dir():
@@ -196,7 +198,7 @@ class OrtModel:
         self.path = Path(path)
         self.role = role
         self.device = torch.device(device)
-        _check_file(self.path, role)
+        check_model_file(self.path, role)
         so = ort.SessionOptions()
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         so.intra_op_num_threads = int(intra_op_threads or physical_cores())
