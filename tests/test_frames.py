@@ -1,12 +1,15 @@
 """wanprep_torch.frames (validation, layout, chunking) and runtime.run_in_batches (OOM back-off)."""
 
+import subprocess
+import sys
 import warnings
 
 import numpy as np
 import pytest
 import torch
 
-from wanprep_torch.frames import as_tchw, iter_chunks, to_float01
+from wanprep_torch import frames as frames_mod
+from wanprep_torch.frames import FrameBatch, as_tchw, iter_chunks, quantize_u8, to_float01
 from wanprep_torch.runtime import is_out_of_memory, run_in_batches
 
 
@@ -37,6 +40,58 @@ def test_to_float01():
     np.testing.assert_allclose(f[0, :, 0, 0].numpy(), [0.0, 0.2, 1.0], atol=1e-7)
     x = torch.rand(1, 3, 16, 16, dtype=torch.float64)
     assert torch.equal(to_float01(x), x.float())
+
+
+# ---------------------------------------------------------------------------------------------
+# quantize_u8: one-pass kernel and the fallback give the same rounding
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(params=["kernel", "fallback"])
+def quantize_path(request, monkeypatch):
+    if request.param == "fallback":
+        monkeypatch.setattr(frames_mod, "_QUANTIZE_KERNEL", False)
+    return request.param
+
+
+def test_quantize_u8_exact_on_8bit_values(quantize_path):
+    k = torch.arange(256, dtype=torch.uint8)
+    x = (k.float() / 255.0).view(1, 1, 16, 16).expand(2, 3, 16, 16).contiguous(memory_format=torch.channels_last)
+    q = quantize_u8(x)
+    assert q.dtype == torch.uint8 and q.shape == x.shape
+    assert q.is_contiguous(memory_format=torch.channels_last)  # the layout the uint8 resize wants
+    assert torch.equal(q[0, 0].flatten(), k) and torch.equal(q[1, 2].flatten(), k)
+
+
+def test_quantize_u8_rounds_to_nearest_and_clamps(quantize_path):
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(2, 3, 32, 40, generator=g) * 1.4 - 0.2  # some values outside [0, 1]
+    q = quantize_u8(x).int()
+    exact = (x.double() * 255).clamp(0, 255)
+    ref = torch.floor(exact + 0.5).int()
+    tie = (exact - exact.floor() - 0.5).abs() < 1e-4  # float32 rounding may go either way here
+    assert torch.equal(q[~tie], ref[~tie])
+    assert (q - ref).abs().max() <= 1
+    assert int(q.min()) == 0 and int(q.max()) == 255
+
+
+def test_framebatch_uint8_matches_for_other_float_dtypes(quantize_path):
+    k = torch.randint(0, 256, (2, 16, 20, 3), generator=torch.Generator().manual_seed(1), dtype=torch.uint8)
+    for dt in (torch.float32, torch.float16, torch.float64):
+        fb = FrameBatch(as_tchw(k.to(dt) / 255))
+        assert torch.equal(fb.uint8(), k.permute(0, 3, 1, 2)), dt
+
+
+def test_quantize_u8_gives_no_deprecation_warning():
+    # torch's quantized-tensor deprecation notice is torch's concern, not the user's; the
+    # warning fires once per process, hence a fresh one with warnings as errors.
+    code = (
+        "import torch; from wanprep_torch.frames import quantize_u8; "
+        "print(int(quantize_u8(torch.full((1, 3, 16, 16), 0.6)).max()))"
+    )
+    out = subprocess.run([sys.executable, "-W", "error", "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "153"
 
 
 @pytest.mark.parametrize("bad", [np.zeros((2, 16, 16, 3), np.float32), [[0.0]], "frames", None])
