@@ -110,7 +110,7 @@ def print_tables(rows: list[dict], args) -> None:
     for r in rows:
         print(f"| {r['name']} | {r['frames']} | {r['batch']} | {r['pipeline_fps']:.2f} | {r['model_fps']:.2f} | "
               f"{r['ratio']:.3f} / {r['ratio_median_pair']:.3f} | {r['non_model_ms']:.2f} | {r['overhead_ms']:.2f} |")
-    stages = ["detect_pre", "detect_model", "detect_post", "pose_pre", "pose_model", "pose_post", "wan"]
+    stages = ["detect_pre", "detect_model", "detect_post", "pose_pre", "pose_model", "pose_post", "wan", "faces"]
     print("\n| models | " + " | ".join(stages) + " |")
     print("|---|" + "---|" * len(stages))
     for r in rows:

@@ -10,7 +10,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import reference_numpy as ref  # noqa: E402
 
-from wanprep_torch.codec import argmax_heatmaps, decode_heatmaps, gaussian_kernel1d  # noqa: E402
+from wanprep_torch.codec import _first_max, argmax_heatmaps, decode_heatmaps, gaussian_kernel1d  # noqa: E402
 
 H, W = 64, 48
 COORD_ATOL = 1e-3
@@ -50,6 +50,21 @@ def test_argmax_first_occurrence_and_missing_marker():
     coords, scores = argmax_heatmaps(torch.from_numpy(hm))
     np.testing.assert_array_equal(coords.numpy(), [[[3, 2], [-1, -1], [5, 7]]])
     np.testing.assert_array_equal(scores.numpy(), [[1.0, -0.5, 0.25]])
+
+
+@pytest.mark.parametrize("length", [3072, 3000, 64, 640])
+def test_blocked_first_max_equals_argmax(length):
+    g = torch.Generator().manual_seed(length)
+    x = torch.randn(300, length, generator=g)
+    ties = (x * 2).round()  # many equal maxima: the first one must win
+    nan = x.clone()
+    nan[::7, length // 3] = float("nan")  # argmax treats NaN as the maximum
+    nan[::14, length - 1] = float("nan")
+    for t in (x, ties, nan, torch.zeros(5, length), torch.full((2, length), -1.0)):
+        idx, val = _first_max(t)
+        assert torch.equal(idx, t.argmax(dim=1))
+        assert torch.equal(val, t.gather(1, idx.unsqueeze(1)).squeeze(1)) or torch.isnan(val).any()
+        assert torch.equal(torch.isnan(val), torch.isnan(t).any(dim=1))
 
 
 def test_random_uniform_maps():

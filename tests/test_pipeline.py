@@ -6,6 +6,7 @@ tests/test_gate.py covers frame skipping.
 
 import json
 import math
+import time
 import warnings
 import weakref
 
@@ -68,7 +69,8 @@ def test_result_shapes_and_types(run_default, clip):
     assert m["keypoints_face"].shape == (69, 3)
     np.testing.assert_allclose(m["keypoints_left_hand"][:, 0], r.keypoints[0, 91:112, 0].numpy() / 832, rtol=1e-6)
     assert r.providers == {"detector": "CPUExecutionProvider", "pose": "CPUExecutionProvider"}
-    for stage in ("detect_pre", "detect_model", "detect_post", "pose_pre", "pose_model", "pose_post", "wan", "total"):
+    stages = ("detect_pre", "detect_model", "detect_post", "pose_pre", "pose_model", "pose_post", "wan", "faces")
+    for stage in stages + ("total", "non_model"):
         assert stage in r.timings and r.timings[stage]["s"] >= 0
     json.dumps(r.to_json())  # serialisable
 
@@ -344,3 +346,18 @@ def test_model_inputs_reproduce_the_pipeline(models, clip, run_default):
     center, window = box_to_center_window(boxes)
     kps = decode_pose(pre.pose.run(pose_in), center, window)
     assert torch.allclose(kps, run_default.keypoints[:3], atol=1e-4)
+
+
+def test_timer_charges_nested_stages_once():
+    from wanprep_torch.pipeline import _Timer
+
+    timer = _Timer(torch.device("cpu"))
+    t0 = time.perf_counter()
+    with timer("wan"):
+        time.sleep(0.02)
+        with timer("faces"):
+            time.sleep(0.05)
+    wall = time.perf_counter() - t0
+    rep = timer.report(1)
+    assert rep["faces"]["s"] >= 0.05 and 0.02 <= rep["wan"]["s"] < 0.05  # outer excludes inner
+    assert rep["total"]["s"] <= wall + 1e-6

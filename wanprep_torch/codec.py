@@ -42,6 +42,25 @@ def _band(g: torch.Tensor, n_out: int, n_in: int, offset: int) -> torch.Tensor:
     return torch.where(inside, g[t.clamp(0, g.numel() - 1)], torch.zeros((), dtype=g.dtype, device=g.device))
 
 
+def _first_max(flat: torch.Tensor, block: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    """Index of the first maximum of each row and the maximum: (M, L) -> (M,), (M,).
+
+    Same result as ``argmax`` (first occurrence; NaN counts as the maximum). On the CPU torch's
+    argmax over 3072-long rows is a scalar loop (~0.5 ms a frame for 133 maps); a vectorised
+    max per block of 64, an argmax over the 48 block maxima and one over the winning block
+    take ~0.17 ms.
+    """
+    m, length = flat.shape
+    if length % block or length <= block:
+        idx = flat.argmax(dim=1)
+        return idx, flat.gather(1, idx.unsqueeze(1)).squeeze(1)
+    blocks = flat.view(m, length // block, block)
+    maxima = blocks.amax(dim=2)  # (M, L / block)
+    b = maxima.argmax(dim=1)  # the first block holding the maximum
+    inner = blocks.gather(1, b.view(m, 1, 1).expand(m, 1, block)).squeeze(1).argmax(dim=1)
+    return b * block + inner, maxima.gather(1, b.unsqueeze(1)).squeeze(1)
+
+
 def argmax_heatmaps(heatmaps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Integer peak of each map.
 
@@ -53,10 +72,8 @@ def argmax_heatmaps(heatmaps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]
         reference marks a missing peak), scores (N, K) = each map's maximum.
     """
     n, k, h, w = heatmaps.shape
-    flat = heatmaps.reshape(n, k, h * w)
-    # argmax then a gather: on the CPU ~2x faster than max() returning values and indices.
-    idx = flat.argmax(dim=2)
-    scores = flat.gather(2, idx.unsqueeze(-1)).squeeze(-1)
+    idx, scores = _first_max(heatmaps.reshape(n * k, h * w))
+    idx, scores = idx.view(n, k), scores.view(n, k)
     coords = torch.stack([idx % w, idx // w], dim=-1).to(heatmaps.dtype if heatmaps.is_floating_point() else torch.float32)
     coords = torch.where((scores > 0).unsqueeze(-1), coords, torch.full_like(coords, -1.0))
     return coords, scores

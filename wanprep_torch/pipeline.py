@@ -78,23 +78,32 @@ class Result:
 
 
 class _Timer:
-    """Per-stage wall time; synchronises CUDA so GPU work is charged to the right stage."""
+    """Per-stage wall time; synchronises CUDA so GPU work is charged to the right stage.
+
+    Stages may nest: an inner stage's time is charged to it alone, not also to the outer one,
+    so the stages still add up to the total.
+    """
 
     def __init__(self, device: torch.device):
         self.device = device if device.type == "cuda" else None
         self.seconds: dict[str, float] = defaultdict(float)
+        self._inner: list[float] = []  # per open stage: time spent in stages nested in it
 
     @contextmanager
     def __call__(self, stage: str):
         if self.device is not None:
             torch.cuda.synchronize(self.device)
         t0 = time.perf_counter()
+        self._inner.append(0.0)
         try:
             yield
         finally:
             if self.device is not None:
                 torch.cuda.synchronize(self.device)
-            self.seconds[stage] += time.perf_counter() - t0
+            elapsed = time.perf_counter() - t0
+            self.seconds[stage] += elapsed - self._inner.pop()
+            if self._inner:
+                self._inner[-1] += elapsed
 
     def report(self, frames: int) -> dict:
         total = sum(self.seconds.values())
@@ -648,8 +657,9 @@ class _Accumulator:
             # No face seen yet: keep these frames until one is, or the video ends.
             self.pending.append((fb.view, slots))
         else:
-            self._crop_faces(fb, resolved, slots)
-            self._flush_pending(first_good)
+            with self.timer("faces"):
+                self._crop_faces(fb, resolved, slots)
+                self._flush_pending(first_good)
         self.last_body, self.first_good, self.last_good = last_body, first_good, last_good
         self.kps.append(kps)
         self.boxes.append(boxes)
@@ -693,7 +703,8 @@ class _Accumulator:
         with self.timer("wan"):
             if self.pending:
                 fallback = wan.fallback_face_box(self.width, self.height)
-                self._flush_pending(fallback)
+                with self.timer("faces"):
+                    self._flush_pending(fallback)
             kps = torch.cat(self.kps)
             faces = self.face_out[: self.frames] if self.face_out is not None else _concat_release(self.face_chunks)
             first = kps[0]
