@@ -64,9 +64,11 @@ def model_only(pre: Preprocessor, det_in: torch.Tensor, pose_in: torch.Tensor) -
     return time.perf_counter() - t0
 
 
-def bench_pair(name: str, det: Path, pose: Path, frames: torch.Tensor, batch, repeats: int, threads: int | None) -> dict:
+def bench_pair(
+    name: str, det: Path, pose: Path, frames: torch.Tensor, batch, repeats: int, threads: int | None, face_dtype=torch.float32
+) -> dict:
     # Gate off: this compares the same work, every frame through both models.
-    pre = Preprocessor(det, pose, batch_size=batch, intra_op_threads=threads, progress=False, gate="off")
+    pre = Preprocessor(det, pose, batch_size=batch, intra_op_threads=threads, progress=False, gate="off", face_dtype=face_dtype)
     n = frames.shape[0]
     warm = pre(frames)  # warm-up (ORT's first runs allocate), and the boxes for the pose inputs
     det_in, pose_in = pre.model_inputs(frames, warm.bboxes)  # the models' exact inputs
@@ -96,6 +98,7 @@ def bench_pair(name: str, det: Path, pose: Path, frames: torch.Tensor, batch, re
         "overhead_ms": 1000 * (p - m) / n,
         "stages": stages,
         "spread": (max(pipe_t) / p - 1) * 100 if repeats > 1 else 0.0,
+        "pairs": [a / b for a, b in zip(pipe_t, model_t)],  # in run order
     }
 
 
@@ -103,7 +106,7 @@ def print_tables(rows: list[dict], args) -> None:
     now = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
     print(f"\n## Pipeline vs model-only ({now}, {platform.machine()}, {physical_cores()} cores, "
           f"torch {torch.__version__}, onnxruntime {__import__('onnxruntime').__version__})")
-    print(f"command: `python scripts/bench.py {' '.join(sys.argv[1:])}`; input {args.dtype} (T,H,W,3) 832x480\n")
+    print(f"command: `python scripts/bench.py {' '.join(sys.argv[1:])}`; input {args.dtype} (T,H,W,3) 832x480, face crops {args.face_dtype}\n")
     print("| models | frames | batch | pipeline fps | model-only fps | pipeline / model-only (best / median pair) "
           "| non-model ms/frame (stage timers) | wall overhead ms/frame |")
     print("|---|---|---|---|---|---|---|---|")
@@ -116,6 +119,9 @@ def print_tables(rows: list[dict], args) -> None:
     for r in rows:
         print(f"| {r['name']} | " + " | ".join(f"{r['stages'].get(s, 0):.2f}" for s in stages) + " |")
     print("\n(ms per frame; the best of the repeats)")
+    for r in rows:
+        print(f"\n{r['name']}: pipeline / model-only of each back-to-back pair, in run order: "
+              + ", ".join(f"{x:.3f}" for x in r["pairs"]))
 
 
 def bench_gate(args, batch) -> list[dict]:
@@ -178,7 +184,8 @@ def main(argv=None) -> int:
     ap.add_argument("--gate-frames", type=int, default=32, help="frames of the gate suite's clip")
     ap.add_argument("--frames", type=int, default=16)
     ap.add_argument("--batch", default="auto", help="'auto' or an int")
-    ap.add_argument("--dtype", choices=["float", "uint8"], default="float")
+    ap.add_argument("--dtype", choices=["float", "uint8"], default="float", help="input frames")
+    ap.add_argument("--face-dtype", choices=["float", "uint8"], default="float", help="face crops out")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads")
     ap.add_argument("--models-dir", type=Path, default=ROOT / "bench_models")
@@ -187,6 +194,7 @@ def main(argv=None) -> int:
     batch = args.batch if args.batch == "auto" else int(args.batch)
     torch.set_num_threads(physical_cores())
     frames = make_frames(args.frames, args.dtype)
+    face_dtype = {"float": torch.float32, "uint8": torch.uint8}[args.face_dtype]
     if args.suite == "gate":
         bench_gate(args, batch)
         return 0
@@ -195,13 +203,17 @@ def main(argv=None) -> int:
         from wanprep_torch.testkit import build_test_models
 
         tm = build_test_models(args.models_dir / "tiny")
-        rows.append(bench_pair("tiny analytic det + pose", tm["det"], tm["pose"], frames, batch, args.repeats, args.threads))
+        rows.append(
+            bench_pair("tiny analytic det + pose", tm["det"], tm["pose"], frames, batch, args.repeats, args.threads, face_dtype)
+        )
     if args.suite in ("all", "standin"):
         if not args.yolo.exists():
             print(f"skipping stand-ins: {args.yolo} not found", file=sys.stderr)
         else:
             vit = _load_script("make_standins").build_vitpose_standin("b", args.models_dir / "vitpose-b-standin.onnx")
-            rows.append(bench_pair("YOLOv10m + ViTPose-B stand-ins", args.yolo, vit, frames, batch, args.repeats, args.threads))
+            rows.append(
+                bench_pair("YOLOv10m + ViTPose-B stand-ins", args.yolo, vit, frames, batch, args.repeats, args.threads, face_dtype)
+            )
     print_tables(rows, args)
     if args.suite == "all":
         bench_gate(args, batch)

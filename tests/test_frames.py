@@ -47,11 +47,20 @@ def test_to_float01():
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(params=["kernel", "fallback"])
+@pytest.fixture(params=["kernel", "fallback", "kernel_fails"])
 def quantize_path(request, monkeypatch):
+    monkeypatch.setattr(frames_mod, "_QUANTIZE_UNSUPPORTED", set())
     if request.param == "fallback":
         monkeypatch.setattr(frames_mod, "_QUANTIZE_KERNEL", False)
-    return request.param
+    elif request.param == "kernel_fails":  # a torch build or device without quantized tensors
+
+        def unsupported(*args, **kwargs):
+            raise NotImplementedError("no quantized backend")
+
+        monkeypatch.setattr(torch, "quantize_per_tensor", unsupported)
+    yield request.param
+    if request.param == "kernel_fails":
+        assert frames_mod._QUANTIZE_UNSUPPORTED == {"cpu"}  # tried once, then plain ops
 
 
 def test_quantize_u8_exact_on_8bit_values(quantize_path):

@@ -89,6 +89,7 @@ def to_float01(frames: torch.Tensor, dtype: torch.dtype = torch.float32) -> torc
 # their single-pass kernel and falls back when they are gone, so the notice is not the user's.
 warnings.filterwarnings("ignore", message=r".*quantize_per_tensor.*deprecated", category=UserWarning, module=__name__)
 _QUANTIZE_KERNEL = hasattr(torch, "quantize_per_tensor")
+_QUANTIZE_UNSUPPORTED: set[str] = set()  # device types where the kernel failed once
 
 
 def quantize_u8(frames: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
@@ -108,14 +109,14 @@ def quantize_u8(frames: torch.Tensor, out: torch.Tensor | None = None) -> torch.
     Returns:
         uint8 tensor (a new one, or ``out``).
     """
-    global _QUANTIZE_KERNEL
-    if _QUANTIZE_KERNEL and frames.dtype == torch.float32:
+    dev = frames.device.type
+    if _QUANTIZE_KERNEL and frames.dtype == torch.float32 and dev not in _QUANTIZE_UNSUPPORTED:
         try:
             q = torch.quantize_per_tensor(frames, 1.0 / 255.0, 0, torch.quint8)
             u8 = torch.empty(0, dtype=torch.uint8, device=frames.device)
             return u8.set_(q.untyped_storage(), q.storage_offset(), q.size(), q.stride())
         except (RuntimeError, NotImplementedError, TypeError, AttributeError):
-            _QUANTIZE_KERNEL = False  # this torch build lacks it: use the plain ops from now on
+            _QUANTIZE_UNSUPPORTED.add(dev)  # not on this device or torch build: plain ops from now on
     if out is None:
         out = torch.empty_like(frames, dtype=torch.uint8)
     # 255 x + 0.5, clamped, then truncated by the cast.

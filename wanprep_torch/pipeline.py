@@ -81,7 +81,7 @@ class _Timer:
     """Per-stage wall time; synchronises CUDA so GPU work is charged to the right stage.
 
     Stages may nest: an inner stage's time is charged to it alone, not also to the outer one,
-    so the stages still add up to the total.
+    so no time is counted twice.
     """
 
     def __init__(self, device: torch.device):
@@ -706,7 +706,8 @@ class _Accumulator:
                 with self.timer("faces"):
                     self._flush_pending(fallback)
             kps = torch.cat(self.kps)
-            faces = self.face_out[: self.frames] if self.face_out is not None else _concat_release(self.face_chunks)
+            with self.timer("faces"):
+                faces = self.face_out[: self.frames] if self.face_out is not None else _concat_release(self.face_chunks)
             first = kps[0]
             key_points = wan.key_frame_points(first)
             key_frames = [{"frame": i, "points": wan.key_frame_points(kps[i])} for i in wan.key_frame_indices(kps.shape[0])]
