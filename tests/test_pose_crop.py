@@ -10,7 +10,14 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import reference_numpy as ref  # noqa: E402
 
-from wanprep_torch.pose import box_to_center_window, crop_windows, decode_pose, heatmap_to_frame  # noqa: E402
+from wanprep_torch.frames import FrameBatch  # noqa: E402
+from wanprep_torch.pose import (  # noqa: E402
+    box_to_center_window,
+    crop_windows,
+    decode_pose,
+    heatmap_to_frame,
+    window_pixel_bounds,
+)
 
 
 def test_box_to_center_window():
@@ -159,3 +166,46 @@ def test_crop_equals_kornia_warp_affine():
     m[:, :, 2] = -x0 / s[:, None]
     ref = kornia.geometry.transform.warp_affine(frames, m, (256, 192), mode="bilinear", padding_mode="zeros", align_corners=True)
     assert torch.allclose(ours, ref, atol=1e-4)
+
+
+def _windows(boxes):
+    return box_to_center_window(torch.tensor(boxes, dtype=torch.float32))
+
+
+@pytest.mark.parametrize(
+    "boxes",
+    [
+        [[300.0, 60.0, 480.0, 440.0], [310.5, 70.25, 470.0, 430.0]],  # inside, sub-pixel edges
+        [[-40.0, 100.0, 60.0, 300.0], [780.0, -20.0, 900.0, 200.0]],  # over the left / right, top edges
+        [[5.0, 5.0, 40.0, 60.0], [700.0, 400.0, 830.0, 479.0]],  # small, in opposite corners
+        [[5.0, 5.0, 40.0, 60.0], [12.0, 9.0, 47.0, 70.0]],  # small, near each other
+        [[0.0, 0.0, 832.0, 480.0], [0.0, 0.0, 832.0, 480.0]],  # the full-frame fallback box
+    ],
+)
+def test_crop_of_window_region_equals_crop_of_frame(boxes):
+    g = torch.Generator().manual_seed(0)
+    u8 = torch.randint(0, 256, (2, 480, 832, 3), generator=g, dtype=torch.uint8)
+    fb = FrameBatch(u8.permute(0, 3, 1, 2))
+    center, window = _windows(boxes)
+    full = crop_windows(fb.float01(), center, window)
+    x0, y0, x1, y1 = window_pixel_bounds(center, window, (256, 192), (480, 832))
+    assert 0 <= x0 < x1 <= 832 and 0 <= y0 < y1 <= 480
+    region = FrameBatch(u8.permute(0, 3, 1, 2)).float01_region(x0, y0, x1, y1)  # fresh: no cached float01
+    assert region.shape == (2, 3, y1 - y0, x1 - x0)
+    assert torch.equal(region, fb.float01()[..., y0:y1, x0:x1])
+    shifted = crop_windows(region, center - torch.tensor([float(x0), float(y0)]), window)
+    # Same taps and weights; the grid's normalisation rounds differently (values in 1/255 steps).
+    assert (shifted - full).abs().max() < 2e-4
+    if max(b[2] for b in boxes) < 100:  # small windows: most of the frame is never converted
+        assert (x1 - x0) * (y1 - y0) < 0.1 * 832 * 480
+
+
+def test_window_pixel_bounds_off_frame_and_float_views():
+    center, window = _windows([[2000.0, 2000.0, 2100.0, 2100.0]])
+    assert window_pixel_bounds(center, window, (256, 192), (480, 832)) is None
+    x = torch.rand(1, 480, 832, 3)
+    fb = FrameBatch(x.permute(0, 3, 1, 2))
+    view = fb.float01_region(10, 20, 110, 220)
+    assert view.data_ptr() == x[0, 20, 10].data_ptr()  # float32 input: a view, no copy
+    half = FrameBatch(x.half().permute(0, 3, 1, 2)).float01_region(10, 20, 110, 220)
+    assert half.dtype == torch.float32 and torch.equal(half, x.half().float().permute(0, 3, 1, 2)[..., 20:220, 10:110])

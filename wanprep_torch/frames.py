@@ -196,6 +196,24 @@ class FrameBatch:
                 self._u8 = quantize_u8(v, out=self._buffer("frames_u8", torch.uint8))
         return self._u8
 
+    def float01_region(self, x0: int, y0: int, x1: int, y1: int) -> torch.Tensor:
+        """(n, 3, y1 - y0, x1 - x0) float32 in [0, 1]: one rectangle of every frame.
+
+        For input that is not float32 this converts only the rectangle (the pose crop needs a
+        person's window, not the frame): measured on uint8 832x480 frames, the whole-frame
+        conversion cost ~1.3 ms a frame. float32 input returns a view, no copy.
+        """
+        v = self.view[..., y0:y1, x0:x1]
+        if v.dtype == torch.float32:
+            return v
+        if self._f32 is not None:
+            return self._f32[..., y0:y1, x0:x1]
+        n, c, h, w = v.shape
+        # A flat buffer: the rectangle's size changes from group to group.
+        flat = self.ws.get("frames_f32_region", (n * h * w * c,), torch.float32, v.device)
+        out = flat.view(n, h, w, c).permute(0, 3, 1, 2).copy_(v)
+        return out.mul_(1.0 / 255.0) if v.dtype == torch.uint8 else out
+
     def float01(self) -> torch.Tensor:
         """(n, 3, H, W) float32 in [0, 1] (the input itself when it already is float32)."""
         if self._f32 is None:

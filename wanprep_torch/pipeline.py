@@ -18,7 +18,7 @@ from .detect import DetectConfig, detect_boxes, detect_candidates, resize_for_de
 from .gate import Scheduler, interpolate, interpolate_keypoints, resolve_gate, signatures
 from .buffers import Workspace
 from .frames import FrameBatch, as_tchw, iter_chunks
-from .pose import IMAGENET_MEAN, IMAGENET_STD, box_to_center_window, crop_windows, decode_pose
+from .pose import IMAGENET_MEAN, IMAGENET_STD, box_to_center_window, crop_windows, decode_pose, window_pixel_bounds
 from .runtime import ModelError, OrtModel, resolve_batch_size, run_in_batches
 from .track import SubjectTracker
 
@@ -248,7 +248,8 @@ class Preprocessor:
         with timer("pose_pre"):
             center, window = box_to_center_window(boxes.to(self.device), self.pose_hw)
             shape = (n, 3) + tuple(self.pose_hw)
-            crops = crop_windows(fb.float01(), center, window, self.pose_hw, out=ws.get("crops", shape, torch.float32, self.device))
+            src, src_center = _crop_source(fb, center, window, self.pose_hw)
+            crops = crop_windows(src, src_center, window, self.pose_hw, out=ws.get("crops", shape, torch.float32, self.device))
             pose_in = torch.addcmul(self._bias, crops, self._inv_std, out=ws.get("pose_input", shape, torch.float32, self.device))
         with timer("pose_model"):
             heatmaps = self.pose.run(pose_in, batch_size=min(self.batch_size, n), workspace=ws)
@@ -273,7 +274,8 @@ class Preprocessor:
         fb = FrameBatch(as_tchw(frames))  # its own buffers: the results outlive the call
         det_in = resize_for_detector(self._resize_source(fb), self.det_hw)
         center, window = box_to_center_window(boxes.to(self.device).float(), self.pose_hw)
-        crops = crop_windows(fb.float01(), center, window, self.pose_hw)
+        src, src_center = _crop_source(fb, center, window, self.pose_hw)
+        crops = crop_windows(src, src_center, window, self.pose_hw)
         return det_in, torch.addcmul(self._bias, crops, self._inv_std)
 
     def _work_batch(self) -> int:
@@ -520,6 +522,20 @@ def _at_window_edge(
 
 
 _FROM_DETECTION = object()  # planning marker: the box comes from this group's latest detection
+
+
+def _crop_source(
+    fb: FrameBatch, center: torch.Tensor, window: torch.Tensor, pose_hw: tuple[int, int]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Float frames for the pose crop and the window centres in their coordinates: float32
+    input as it is; other dtypes converted only where the windows can read."""
+    if fb.view.dtype == torch.float32:
+        return fb.float01(), center
+    bounds = window_pixel_bounds(center, window, pose_hw, fb.hw)
+    if bounds is None:  # every window is off the frame: the crops are zeros either way
+        bounds = (0, 0, 1, 1)
+    x0, y0 = bounds[:2]
+    return fb.float01_region(*bounds), center - torch.tensor([x0, y0], device=center.device, dtype=center.dtype)
 
 
 def _gather(frames: torch.Tensor, idx: list[int], workspace: Workspace) -> FrameBatch:

@@ -22,6 +22,7 @@ __all__ = [
     "IMAGENET_STD",
     "box_to_center_window",
     "crop_windows",
+    "window_pixel_bounds",
     "heatmap_to_frame",
     "decode_pose",
 ]
@@ -70,6 +71,36 @@ def _sample_grid(
     yn = (2 * ys + 1) / fh - 1
     n = center.shape[0]
     return torch.stack([xn[:, None, :].expand(n, oh, ow), yn[:, :, None].expand(n, oh, ow)], dim=-1)
+
+
+def window_pixel_bounds(
+    center: torch.Tensor, window: torch.Tensor, out_hw: tuple[int, int], frame_hw: tuple[int, int]
+) -> tuple[int, int, int, int] | None:
+    """The frame pixels a bilinear crop of these windows can read: (x0, y0, x1, y1), end
+    exclusive, clipped to the frame; None when every window lies outside it.
+
+    A crop of ``frames[..., y0:y1, x0:x1]`` with the centres moved by (-x0, -y0) equals the
+    crop of the whole frame: every tap inside the frame is inside the rectangle, and taps
+    outside the frame read zeros either way. So only that part needs a float copy.
+
+    Args:
+        center, window: (N, 2) from :func:`box_to_center_window` (a host sync on GPUs).
+    """
+    oh, ow = out_hw
+    fh, fw = frame_hw
+    c, win = center.float(), window.float()
+    step = win / torch.tensor([ow, oh], device=win.device, dtype=win.dtype)
+    first = c - win * 0.5  # sample u = 0
+    last = first + step * torch.tensor([ow - 1, oh - 1], device=win.device, dtype=win.dtype)
+    lo = torch.minimum(first, last).amin(dim=0).floor()
+    hi = torch.maximum(first, last).amax(dim=0).floor()
+    # Taps are floor(x) and floor(x) + 1; one more pixel each side absorbs float rounding.
+    x0, y0 = (int(v) - 1 for v in lo.tolist())
+    x1, y1 = (int(v) + 3 for v in hi.tolist())
+    x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, fw), min(y1, fh)
+    if x0 >= x1 or y0 >= y1:
+        return None
+    return x0, y0, x1, y1
 
 
 def crop_windows(
