@@ -84,11 +84,16 @@ def test_quantize_u8_rounds_to_nearest_and_clamps(quantize_path):
     assert int(q.min()) == 0 and int(q.max()) == 255
 
 
-def test_framebatch_uint8_matches_for_other_float_dtypes(quantize_path):
+def test_framebatch_uint8_matches_for_other_float_dtypes_and_layouts(quantize_path):
     k = torch.randint(0, 256, (2, 16, 20, 3), generator=torch.Generator().manual_seed(1), dtype=torch.uint8)
     for dt in (torch.float32, torch.float16, torch.float64):
-        fb = FrameBatch(as_tchw(k.to(dt) / 255))
-        assert torch.equal(fb.uint8(), k.permute(0, 3, 1, 2)), dt
+        for planar in (False, True):
+            x = k.to(dt) / 255
+            fb = FrameBatch(as_tchw(x.permute(0, 3, 1, 2).contiguous() if planar else x))
+            u8 = fb.uint8()
+            assert torch.equal(u8, k.permute(0, 3, 1, 2)), (dt, planar)
+            # channels-last whatever the input's layout: torch's fast uint8 resize needs it
+            assert u8.is_contiguous(memory_format=torch.channels_last), (dt, planar)
 
 
 def test_quantize_u8_gives_no_deprecation_warning():

@@ -193,7 +193,10 @@ class FrameBatch:
             elif v.dtype == torch.uint8:
                 self._u8 = self._buffer("frames_u8", torch.uint8).copy_(v)
             else:
-                self._u8 = quantize_u8(v, out=self._buffer("frames_u8", torch.uint8))
+                buf = self._buffer("frames_u8", torch.uint8)
+                u8 = quantize_u8(v, out=buf)
+                # (T, 3, H, W) input quantises to planar memory; the resizes want channels-last.
+                self._u8 = u8 if u8.is_contiguous(memory_format=torch.channels_last) else buf.copy_(u8)
         return self._u8
 
     def float01_region(self, x0: int, y0: int, x1: int, y1: int) -> torch.Tensor:
