@@ -203,6 +203,8 @@ def test_crop_of_window_region_equals_crop_of_frame(boxes):
 def test_window_pixel_bounds_off_frame_and_float_views():
     center, window = _windows([[2000.0, 2000.0, 2100.0, 2100.0]])
     assert window_pixel_bounds(center, window, (256, 192), (480, 832)) is None
+    center, window = _windows([[10.0, 10.0, 50.0, 90.0], [float("nan"), 0.0, 20.0, 40.0]])
+    assert window_pixel_bounds(center, window, (256, 192), (480, 832)) == (0, 0, 832, 480)  # no crash
     x = torch.rand(1, 480, 832, 3)
     fb = FrameBatch(x.permute(0, 3, 1, 2))
     view = fb.float01_region(10, 20, 110, 220)

@@ -77,7 +77,8 @@ def window_pixel_bounds(
     center: torch.Tensor, window: torch.Tensor, out_hw: tuple[int, int], frame_hw: tuple[int, int]
 ) -> tuple[int, int, int, int] | None:
     """The frame pixels a bilinear crop of these windows can read: (x0, y0, x1, y1), end
-    exclusive, clipped to the frame; None when every window lies outside it.
+    exclusive, clipped to the frame; None when every window lies outside it, the whole frame
+    when a window is not finite.
 
     A crop of ``frames[..., y0:y1, x0:x1]`` with the centres moved by (-x0, -y0) equals the
     crop of the whole frame: every tap inside the frame is inside the rectangle, and taps
@@ -94,6 +95,8 @@ def window_pixel_bounds(
     last = first + step * torch.tensor([ow - 1, oh - 1], device=win.device, dtype=win.dtype)
     lo = torch.minimum(first, last).amin(dim=0).floor()
     hi = torch.maximum(first, last).amax(dim=0).floor()
+    if not bool(torch.isfinite(torch.cat([lo, hi])).all()):
+        return 0, 0, fw, fh  # a NaN/inf box (a broken model output): the whole frame, as before
     # Taps are floor(x) and floor(x) + 1; one more pixel each side absorbs float rounding.
     x0, y0 = (int(v) - 1 for v in lo.tolist())
     x1, y1 = (int(v) + 3 for v in hi.tolist())
