@@ -159,6 +159,13 @@ def iter_chunks(video, chunk_size: int) -> Iterator[torch.Tensor]:
         raise ValueError("empty video: the iterable yielded no frames")
 
 
+def _copy_float01(out: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
+    """Write ``frames`` into the float tensor ``out`` as values in [0, 1] (uint8 scaled by
+    1/255, in place: a mixed-dtype multiply into ``out`` is several times slower)."""
+    out.copy_(frames)
+    return out.mul_(1.0 / 255.0) if frames.dtype == torch.uint8 else out
+
+
 class FrameBatch:
     """A group of (n, 3, H, W) frames and the conversions the stages need, each made once.
 
@@ -214,8 +221,7 @@ class FrameBatch:
         n, c, h, w = v.shape
         # A flat buffer: the rectangle's size changes from group to group.
         flat = self.ws.get("frames_f32_region", (n * h * w * c,), torch.float32, v.device)
-        out = flat.view(n, h, w, c).permute(0, 3, 1, 2).copy_(v)
-        return out.mul_(1.0 / 255.0) if v.dtype == torch.uint8 else out
+        return _copy_float01(flat.view(n, h, w, c).permute(0, 3, 1, 2), v)
 
     def float01(self) -> torch.Tensor:
         """(n, 3, H, W) float32 in [0, 1] (the input itself when it already is float32)."""
@@ -224,6 +230,5 @@ class FrameBatch:
             if v.dtype == torch.float32:
                 self._f32 = v
             else:
-                out = self._buffer("frames_f32", torch.float32).copy_(v)
-                self._f32 = out.mul_(1.0 / 255.0) if v.dtype == torch.uint8 else out
+                self._f32 = _copy_float01(self._buffer("frames_f32", torch.float32), v)
         return self._f32
