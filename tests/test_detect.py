@@ -194,6 +194,9 @@ def test_resize_for_detector_uint8(hw, channels_last):
         frames = frames.contiguous()
     got = resize_for_detector(frames)
     assert got.shape == (2, 3, 640, 640) and got.dtype == torch.float32
+    # exactly torch's uint8 resize, scaled, whatever the intermediate layouts
+    want = F.interpolate(frames, size=(640, 640), mode="bilinear", align_corners=False).float().mul_(1.0 / 255.0)
+    assert torch.equal(got, want)
     ref_float = resize_for_detector(frames.float() / 255.0)
     assert float((got - ref_float).abs().max()) <= 1 / 255 + 1e-6
     assert float(got.min()) >= 0 and float(got.max()) <= 1
