@@ -1,21 +1,16 @@
 """Smoke test of scripts/bench.py on the tiny analytic models (a few seconds)."""
-import importlib.util
 import re
 from pathlib import Path
 
 import pytest
+from conftest import load_script
 
 pytest.importorskip("onnxruntime")
-
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench.py"
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("bench")
 
 
 def test_tiny_suite_prints_ratio_stages_and_fresh_write(bench, models, tmp_path, capsys):

@@ -1,22 +1,16 @@
 """Fast checks of scripts/make_standins.py on its hidden "tiny" config (width 64, depth 2)."""
-import importlib.util
-from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
+from conftest import load_script
 
 ort = pytest.importorskip("onnxruntime")
-
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "make_standins.py"
 
 
 @pytest.fixture(scope="module")
 def standins():
-    spec = importlib.util.spec_from_file_location("make_standins", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("make_standins")
 
 
 def _dims(value_info):
