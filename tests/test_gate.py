@@ -57,6 +57,13 @@ def test_presets_and_overrides():
 # -- the pure parts -------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_signatures_of_half_frames_equal_those_of_their_float32_values(dtype):
+    # torch's antialiased resize has no CPU kernel for these dtypes: this crashed the default gate.
+    x = torch.rand(2, 3, 48, 80, generator=torch.Generator().manual_seed(3)).to(dtype)
+    assert torch.equal(signatures(x), signatures(x.float()))
+
+
 def test_motion_distance_estimates_pixels():
     """A shifted textured image: the estimate tracks the shift in frame pixels."""
     g = torch.Generator().manual_seed(0)

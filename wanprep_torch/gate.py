@@ -118,13 +118,17 @@ def signatures(frames: torch.Tensor, width: int = 64) -> torch.Tensor:
     """Grayscale thumbnails.
 
     Args:
-        frames: (n, 3, H, W) uint8 or float in [0, 1].
+        frames: (n, 3, H, W) uint8 or float (16/32/64-bit, bfloat16) in [0, 1].
 
     Returns:
         (n, h, width) float32 in [0, 1], h keeping the aspect ratio.
     """
     n, _, fh, fw = frames.shape
     h = max(int(round(fh * width / fw)), 1)
+    if frames.dtype in (torch.float16, torch.bfloat16):
+        # torch's antialiased resize has no CPU kernel for these; float32 on every device keeps
+        # the signatures (and so the gate's decisions) the same everywhere.
+        frames = frames.float()
     # Antialiased shrink: each signature pixel averages its block, which also averages out noise.
     small = F.interpolate(frames, size=(h, width), mode="bilinear", align_corners=False, antialias=True)
     small = small.float()
