@@ -116,6 +116,20 @@ def test_all_negative_constant_and_zero_maps():
     assert np.isfinite(got).all()
 
 
+def test_denormal_peak_keeps_the_integer_peak():
+    # The blur of a denormal peak underflows to 0, so the reference's rescale is infinite and its
+    # Taylor step NaN: the keypoint stays at the integer peak instead of becoming NaN.
+    hm = np.zeros((1, 2, H, W), np.float32)
+    hm[0, 0, 30, 20] = np.float32(4e-45)
+    hm[0, 1, 30, 20] = np.float32(4e-45)
+    hm[0, 1, 30, 21] = np.float32(3e-45)
+    hm[0, 1] -= np.float32(1e-3) * (hm[0, 1] == 0)  # negative background, as in the failing case
+    coords, scores = decode_heatmaps(torch.from_numpy(hm))
+    assert bool(torch.isfinite(coords).all())
+    np.testing.assert_array_equal(coords[0].numpy(), [[20.0, 30.0], [20.0, 30.0]])
+    assert float(scores[0, 0]) == float(np.float32(4e-45))
+
+
 def test_plateaus():
     rng = np.random.default_rng(3)
     hm = np.zeros((2, 6, H, W), np.float32)

@@ -13,6 +13,7 @@ import weakref
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from wanprep_torch import ModelError, Preprocessor
 from wanprep_torch import wan
@@ -102,6 +103,18 @@ def test_layouts_and_dtypes_agree(models, clip, run_default):
     one = pre(x[3])
     assert one.keypoints.shape == (1, 133, 3)
     assert torch.allclose(one.keypoints[0], ref[3], atol=1e-4)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_frames_run_with_the_default_gate(models, clip, dtype):
+    x = clip.frames[:8].to(dtype)
+    pre = make(models, gate="safe")  # the default gate, which used to crash on these dtypes
+    got = pre(x)
+    want = pre(x.float())  # the same values in float32
+    assert got.pose_ran.tolist() == want.pose_ran.tolist()  # same signatures, same decisions
+    vis = clip.visible[:8]
+    assert (got.keypoints[..., :2] - want.keypoints[..., :2]).norm(dim=-1)[vis].max() < 0.5
+    assert got.face_images.dtype == torch.float32 and bool(torch.isfinite(got.face_images).all())
 
 
 def test_uint8_pose_crop_reads_only_the_window_region(models, clip, monkeypatch):
@@ -229,6 +242,16 @@ def test_empty_frame_falls_back_to_full_frame(models):
     assert res.bboxes.tolist() == [[0.0, 0.0, 96.0, 64.0, -1.0]] * 2
     assert res.face_held.all()
     assert not torch.isnan(res.keypoints).any()
+
+
+def test_smallest_frames_give_finite_outputs(models, clip):
+    # The person shrunk to 16x16 px: heatmap peaks so faint that DARK's blur underflows (found
+    # by a randomised run: NaN keypoints).
+    x = F.interpolate(clip.frames[:4].permute(0, 3, 1, 2), size=(16, 16), mode="bilinear", align_corners=False)
+    res = make(models)(x.clamp(0, 1))
+    assert bool(torch.isfinite(res.keypoints).all())
+    assert all(0 <= x1 < x2 <= 16 and 0 <= y1 < y2 <= 16 for x1, y1, x2, y2 in res.face_bboxes)
+    assert bool(torch.isfinite(res.face_images).all())
 
 
 # -- errors ---------------------------------------------------------------------------------

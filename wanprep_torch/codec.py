@@ -95,7 +95,8 @@ def dark_refine(heatmaps: torch.Tensor, coords: torch.Tensor, kernel: int = 11) 
 
     Returns:
         (N, K, 2) refined coords in heatmap pixels (unchanged where the peak lies within 2 px of
-        the border, has no peak, or the Hessian is singular — the reference's rules).
+        the border, has no peak, or the Hessian is singular — the reference's rules — and where
+        the step is not finite).
     """
     n, k, h, w = heatmaps.shape
     r = (kernel - 1) // 2
@@ -149,6 +150,9 @@ def dark_refine(heatmaps: torch.Tensor, coords: torch.Tensor, kernel: int = 11) 
     # offset = -H^-1 @ grad, with the 2x2 inverse written out.
     ox = -(dyy * dx - dxy * dy) / safe
     oy = -(-dxy * dx + dxx * dy) / safe
+    # A map whose blur underflows (a denormal peak) gets an infinite rescale and NaN steps,
+    # where the reference would emit NaN keypoints: keep the integer peak instead.
+    ok = ok & torch.isfinite(ox) & torch.isfinite(oy)
     offset = torch.stack([ox, oy], dim=-1)
     offset = torch.where(ok.unsqueeze(-1), offset, torch.zeros_like(offset))
     return (coords.to(dt) + offset).to(coords.dtype)
