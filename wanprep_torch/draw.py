@@ -580,11 +580,23 @@ class _Prims:
         self.segs.append(polygon_fill_row_segments(fa[step], fb[step], owner[step], self.height))
 
 
+def _edges_both_ok(edges, ok: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The (frame, edge) pairs whose two end points are both drawn.
+
+    Args:
+        edges: E (a, b) point index pairs; ok: (T, P) bool.
+
+    Returns:
+        frame (M,), edge (M,), and the edges' end indices a (E,), b (E,).
+    """
+    a = torch.tensor([e[0] for e in edges], device=ok.device)
+    b = torch.tensor([e[1] for e in edges], device=ok.device)
+    f, e = (ok[:, a] & ok[:, b]).nonzero(as_tuple=True)
+    return f, e, a, b
+
+
 def _add_body(prims: _Prims, body: torch.Tensor, ok: torch.Tensor, width: int) -> None:
-    device = body.device
-    la = torch.tensor([p[0] for p in LIMBS], device=device)
-    lb = torch.tensor([p[1] for p in LIMBS], device=device)
-    f, l = (ok[:, la] & ok[:, lb]).nonzero(as_tuple=True)
+    f, l, la, lb = _edges_both_ok(LIMBS, ok)
     ids = prims.new_ids(f, _O_LIMB + l)
     if ids.numel():
         pa, pb = body[f, la[l]], body[f, lb[l]]
@@ -601,13 +613,10 @@ def _add_body(prims: _Prims, body: torch.Tensor, ok: torch.Tensor, width: int) -
 
 
 def _add_hand(prims: _Prims, hand: torch.Tensor, ok: torch.Tensor, width: int, base: int) -> None:
-    device = hand.device
     pt = _trunc_int(hand)
     # Reference skips points whose int() coordinate is not > 0.01, i.e. x < 1 or y < 1.
     ok = ok & (pt[..., 0] >= 1) & (pt[..., 1] >= 1)
-    ea = torch.tensor([p[0] for p in HAND_EDGES], device=device)
-    eb = torch.tensor([p[1] for p in HAND_EDGES], device=device)
-    f, e = (ok[:, ea] & ok[:, eb]).nonzero(as_tuple=True)
+    f, e, ea, eb = _edges_both_ok(HAND_EDGES, ok)
     ids = prims.new_ids(f, base + e)
     if ids.numel():
         p0, p1 = pt[f, ea[e]], pt[f, eb[e]]
