@@ -59,8 +59,8 @@ def model_only(pre: Preprocessor, det_in: torch.Tensor, pose_in: torch.Tensor) -
     mb = pre.batch_size
     t0 = time.perf_counter()
     for s in range(0, n, mb):
-        pre.det.run(det_in[s : s + mb], batch_size=mb)
-        pre.pose.run(pose_in[s : s + mb], batch_size=mb)
+        pre.detector.model.run(det_in[s : s + mb], batch_size=mb)
+        pre.estimator.model.run(pose_in[s : s + mb], batch_size=mb)
     return time.perf_counter() - t0
 
 

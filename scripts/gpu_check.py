@@ -347,7 +347,7 @@ def model_only(pre, det_in, pose_in, batch: int) -> tuple[float, float]:
     """Seconds for the detector and the pose session on pre-made device inputs."""
     n = det_in.shape[0]
     times = []
-    for model, x in ((pre.det, det_in), (pre.pose, pose_in)):
+    for model, x in ((pre.detector.model, det_in), (pre.estimator.model, pose_in)):
         _sync(pre.device)
         t = time.perf_counter()
         for s in range(0, n, batch):
@@ -371,20 +371,20 @@ def bench_precision(precision: str, det: Path, pose: Path, frames, args, rows: l
         rows.append({"precision": precision, "batch": args.batches[0], "frames": n, "error": notes[-1]})
         write()
         return
-    log(f"{precision}: sessions ready in {time.perf_counter() - t:.1f} s: {pre.det!r}; {pre.pose!r}")
+    log(f"{precision}: sessions ready in {time.perf_counter() - t:.1f} s: {pre.detector.model!r}; {pre.estimator.model!r}")
     if device.type == "cuda" and set(pre.providers.values()) != {"CUDAExecutionProvider"}:
         notes.append(f"{precision}: not on CUDA: {pre.providers}")
     # Model-only runs on the very inputs the pipeline builds (random inputs time other data).
     warm = pre(frames)
     det_in, pose_in = pre.model_inputs(frames, warm.bboxes)
-    det_in, pose_in = det_in.to(pre.det.input.dtype), pose_in.to(pre.pose.input.dtype)
+    det_in, pose_in = det_in.to(pre.detector.model.input.dtype), pose_in.to(pre.estimator.model.input.dtype)
     for b in args.batches:
         if elapsed() > args.budget_s:
             notes.append(f"{precision} batch {b}: skipped, over the {args.budget_s:.0f} s budget")
             log(notes[-1])
             continue
-        row = {"precision": precision, "batch": b, "frames": n, "det_io": str(pre.det.input.dtype).replace("torch.", ""),
-               "pose_io": str(pre.pose.input.dtype).replace("torch.", ""), "providers": pre.providers}
+        row = {"precision": precision, "batch": b, "frames": n, "det_io": str(pre.detector.model.input.dtype).replace("torch.", ""),
+               "pose_io": str(pre.estimator.model.input.dtype).replace("torch.", ""), "providers": pre.providers}
         try:
             pre.batch_size = b
             t = time.perf_counter()

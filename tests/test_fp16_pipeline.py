@@ -94,8 +94,8 @@ def test_validate_on_scene(models, converted, scene):
 def test_pipeline_on_converted_models(models, converted, clip, run_default):
     pre = make(converted["det"], converted["pose"])
     want = torch.float32 if converted["keep_io"] else torch.float16
-    assert pre.det.input.dtype == want and pre.pose.input.dtype == want
-    assert pre.pose.output.dtype == want
+    assert pre.detector.model.input.dtype == want and pre.estimator.model.input.dtype == want
+    assert pre.estimator.model.output.dtype == want
     res = pre(clip.frames)
     err = _keypoint_error(res, run_default, clip)
     assert err.max() < MAX_PX, f"FP16 vs FP32: max {err.max():.3f} px, mean {err.mean():.3f} px"
@@ -143,7 +143,7 @@ def test_external_data_pose_model_to_fp16(models, clip, run_default, scene, tmp_
     assert rep.ok and rep.argmax_exact >= MIN_ARGMAX, rep.summary()
 
     pre = make(models["det"], out)
-    assert pre.pose.input.dtype == torch.float16
+    assert pre.estimator.model.input.dtype == torch.float16
     res = pre(clip.frames)
     err = _keypoint_error(res, run_default, clip)
     assert err.max() < MAX_PX, f"external-data FP16 vs FP32: max {err.max():.3f} px"

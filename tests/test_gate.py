@@ -10,7 +10,7 @@ from wanprep_torch import Preprocessor
 from wanprep_torch.gate import (
     PRESETS,
     GateConfig,
-    Scheduler,
+    MotionGate,
     correlation,
     interpolate,
     interpolate_keypoints,
@@ -88,16 +88,16 @@ def test_correlation_marks_cuts():
     assert abs(correlation(a, b)) < 0.2
 
 
-def test_scheduler_bounds():
+def test_motion_gate_bounds():
     cfg = dataclasses.replace(PRESETS["safe"], max_gap=4)
-    s = Scheduler(cfg, 832)
+    s = MotionGate(cfg, 832)
     still = torch.full((36, 64), 0.5)
     still[10:20, 10:30] = 0.9
-    flags = [s.step(still)[0] for _ in range(12)]
+    flags = [s.step(still).process for _ in range(12)]
     assert flags == [True, False, False, False] * 3  # first frame, then one every max_gap
     other = torch.rand(36, 64, generator=torch.Generator().manual_seed(2))
-    process, cut, _ = s.step(other)
-    assert process and cut
+    d = s.step(other)
+    assert d.process and d.cut
 
 
 def test_interpolate_is_linear():
@@ -206,9 +206,8 @@ def test_progress_reaches_every_frame_with_skipping(models, slow):
         models["det"], models["pose"], progress=False, gate="safe",
         progress_callback=lambda stage, done, total: calls.append((stage, done, total)),
     )(slow.frames[:9])
-    for stage in ("detect", "pose", "wan"):
-        assert [c for c in calls if c[0] == stage][-1] == (stage, 9, 9)
-    done = [c[1] for c in calls if c[0] == "wan"]
+    assert calls[-1] == ("frames", 9, 9)
+    done = [c[1] for c in calls]
     assert done == sorted(done)
 
 

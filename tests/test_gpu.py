@@ -224,7 +224,7 @@ def test_no_frame_sized_host_copies_profiler(models, dev, cuda_frames, tmp_path,
 
     def canaries():
         torch.empty(canary, device=dev).cpu()
-        pre.pose.session.run(None, {pre.pose.input.name: np.zeros((1, 3, 256, 192), np.float32)})
+        pre.estimator.model.session.run(None, {pre.estimator.model.input.name: np.zeros((1, 3, 256, 192), np.float32)})
 
     seen = _trace_dtoh(tmp_path, "canary", canaries)
     if -1 in seen and not any(s > 0 for s in seen):
@@ -304,7 +304,7 @@ def test_fp16_models_on_cuda(models, clip, dev, cuda_frames, cuda_run, monkeypat
     pre = make(models, f"det_{suffix}", f"pose_{suffix}", device=dev)
     res = pre(cuda_frames)
     want = torch.float16 if suffix == "fp16" else torch.float32
-    assert pre.det.input.dtype == want and pre.pose.input.dtype == want
+    assert pre.detector.model.input.dtype == want and pre.estimator.model.input.dtype == want
     assert res.providers == {"detector": "CUDAExecutionProvider", "pose": "CUDAExecutionProvider"}
     assert {r for r, *_ in bound} == {"detector", "pose"}
     assert all(d == want and dv == dev and c for _, d, dv, c in bound), bound
@@ -318,9 +318,9 @@ def test_fp16_models_on_cuda(models, clip, dev, cuda_frames, cuda_run, monkeypat
 
 
 def test_oom_backoff_on_cuda(models, dev, cuda_frames, cuda_run, monkeypatch):
-    import wanprep_torch.pipeline as pipeline
+    import wanprep_torch.pose as pose
 
-    orig = pipeline.crop_windows
+    orig = pose.crop_windows
     calls = {"n": 0, "oom": 0}
 
     def crop_after_oom(*a, **k):
@@ -333,7 +333,7 @@ def test_oom_backoff_on_cuda(models, dev, cuda_frames, cuda_run, monkeypatch):
                 raise
         return orig(*a, **k)
 
-    monkeypatch.setattr(pipeline, "crop_windows", crop_after_oom)
+    monkeypatch.setattr(pose, "crop_windows", crop_after_oom)
     pre = make(models, device=dev, batch_size=8)
     with pytest.warns(RuntimeWarning, match="out of memory; retrying with batch size 4"):
         res = pre(cuda_frames)
@@ -346,9 +346,9 @@ def test_oom_backoff_on_cuda(models, dev, cuda_frames, cuda_run, monkeypatch):
 
 @pytest.mark.skipif(not HAS_GATE, reason="this Preprocessor has no gate")
 def test_oom_backoff_gated_on_cuda(models, dev, cuda_frames, monkeypatch):
-    import wanprep_torch.pipeline as pipeline
+    import wanprep_torch.pose as pose
 
-    orig = pipeline.crop_windows
+    orig = pose.crop_windows
     calls = {"n": 0}
 
     def crop_after_oom(*a, **k):
@@ -357,7 +357,7 @@ def test_oom_backoff_gated_on_cuda(models, dev, cuda_frames, monkeypatch):
             torch.empty(1 << 46, dtype=torch.uint8, device=dev)
         return orig(*a, **k)
 
-    monkeypatch.setattr(pipeline, "crop_windows", crop_after_oom)
+    monkeypatch.setattr(pose, "crop_windows", crop_after_oom)
     pre = make(models, device=dev, batch_size=8, gate="default")
     with pytest.warns(RuntimeWarning, match="out of memory; retrying with batch size"):
         res = pre(cuda_frames)
@@ -403,7 +403,7 @@ def test_fixed_batch_models_on_cuda(models, dev, cuda_frames, cuda_run, tmp_path
     det2 = tmp_path / "det_b2.onnx"
     onnx.save_model(make_detector(2, "yolov10"), str(det2))
     pre = make(models, det2, "pose_b1", device=dev, batch_size=5)  # 5 frames = 2 + 2 + 1 padded
-    assert pre.det.fixed_batch == 2 and pre.pose.fixed_batch == 1
+    assert pre.detector.model.fixed_batch == 2 and pre.estimator.model.fixed_batch == 1
     res = pre(cuda_frames)
     assert_same_keypoints(res, cuda_run, 0.05)
     torch.testing.assert_close(res.bboxes, cuda_run.bboxes, atol=1e-3, rtol=0)
@@ -416,7 +416,7 @@ def test_ort_allocated_outputs_on_cuda(models, dev, cuda_frames, cuda_run):
     ORT fills declared-symbolic dims in from shape inference when it can, so the path is forced
     here rather than built from an edited model."""
     pre = make(models, device=dev)
-    for m in (pre.det, pre.pose):
+    for m in (pre.detector.model, pre.estimator.model):
         m._output_shape = lambda n: None  # instance override: always the ORT-allocated branch
     res = pre(cuda_frames)
     assert res.keypoints.device == dev

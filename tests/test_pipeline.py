@@ -118,19 +118,19 @@ def test_half_frames_run_with_the_default_gate(models, clip, dtype):
 
 
 def test_uint8_pose_crop_reads_only_the_window_region(models, clip, monkeypatch):
-    from wanprep_torch import pipeline
+    from wanprep_torch import pose
 
     x = (clip.frames[:8] * 255).round().to(torch.uint8)
     region = make(models)(x)
     sizes = []
-    orig = pipeline._crop_source
+    orig = pose.crop_source
 
     def whole_frame(fb, center, window, pose_hw):  # the conversion of every pixel, as before
         src, c = orig(fb, center, window, pose_hw)
         sizes.append(src.shape[-2] * src.shape[-1])
         return fb.float01(), center
 
-    monkeypatch.setattr(pipeline, "_crop_source", whole_frame)
+    monkeypatch.setattr(pose, "crop_source", whole_frame)
     full = make(models)(x)
     assert sizes and max(sizes) < 0.8 * 832 * 480  # the region path converts less than the frame
     # Same taps; the crop grid rounds differently by ~1e-5 px, which DARK may amplify on
@@ -349,7 +349,7 @@ def test_io_binding_writes_into_torch_memory(models):
 
 def test_out_of_memory_halves_batch_and_keeps_results(models, clip, run_default):
     pre = make(models, batch_size=8)
-    real_run = pre.pose.run
+    real_run = pre.estimator.model.run
     seen = []
 
     def flaky(x, **kw):
@@ -358,20 +358,19 @@ def test_out_of_memory_halves_batch_and_keeps_results(models, clip, run_default)
             raise RuntimeError("CUDA error: out of memory (simulated)")
         return real_run(x, **kw)
 
-    pre.pose.run = flaky
+    pre.estimator.model.run = flaky
     with pytest.warns(RuntimeWarning, match="out of memory"):
         res = pre(clip.frames)
     assert torch.allclose(res.keypoints, run_default.keypoints, atol=1e-4)
     assert pre.batch_size == 2 and seen[:3] == [8, 4, 2]
 
 
-def test_progress_callback_sees_every_stage(models, clip):
+def test_progress_callback_sees_every_frame(models, clip):
     calls = []
     pre = make(models, progress_callback=lambda stage, done, total: calls.append((stage, done, total)))
     pre(clip.frames[:5])
-    for stage in ("detect", "pose", "wan"):
-        last = [c for c in calls if c[0] == stage][-1]
-        assert last == (stage, 5, 5)
+    assert calls and calls[-1] == ("frames", 5, 5)
+    assert [c[1] for c in calls] == sorted(c[1] for c in calls)
 
 
 def test_fp16_models_match_fp32(models, clip, run_default):
@@ -387,17 +386,17 @@ def test_model_inputs_reproduce_the_pipeline(models, clip, run_default):
     pre = make(models)
     boxes = run_default.bboxes[:3]
     det_in, pose_in = pre.model_inputs(clip.frames[:3], boxes)
-    again, _ = detect_boxes(pre.det.run(det_in), (480, 832), pre.det_hw)
+    again, _ = detect_boxes(pre.detector.model.run(det_in), (480, 832), pre.detector.input_hw)
     assert torch.allclose(again, boxes, atol=1e-4)
     center, window = box_to_center_window(boxes)
-    kps = decode_pose(pre.pose.run(pose_in), center, window)
+    kps = decode_pose(pre.estimator.model.run(pose_in), center, window)
     assert torch.allclose(kps, run_default.keypoints[:3], atol=1e-4)
 
 
 def test_timer_charges_nested_stages_once():
-    from wanprep_torch.pipeline import _Timer
+    from wanprep_torch.timing import StageTimer
 
-    timer = _Timer(torch.device("cpu"))
+    timer = StageTimer(torch.device("cpu"))
     t0 = time.perf_counter()
     with timer("wan"):
         time.sleep(0.02)

@@ -9,14 +9,22 @@ full frame with score -1.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from .buffers import Workspace
+from .frames import FrameBatch, as_tchw
+from .runtime import OrtModel, check_detector, resolve_batch_size
+from .timing import NULL_TIMER
 
 __all__ = [
     "DetectConfig",
+    "Selection",
+    "Detections",
+    "PersonDetector",
+    "largest_person",
     "resize_for_detector",
     "decode_detections",
     "box_iou",
@@ -165,6 +173,28 @@ def select_person(dets: torch.Tensor, cfg: DetectConfig = DetectConfig()) -> tup
     return dets[idx], max(others, 0)
 
 
+@dataclass(frozen=True)
+class Selection:
+    """The subject chosen in one frame: ``box`` (5,) x1, y1, x2, y2, score (score -1: the
+    full-frame fallback) and ``others``, the other persons counted."""
+
+    box: torch.Tensor
+    others: int
+
+
+def largest_person(dets: torch.Tensor, frame_hw: tuple[int, int], cfg: DetectConfig = DetectConfig()) -> Selection:
+    """The reference's rule for one frame: :func:`select_person`, and the full frame (score -1,
+    no others) when no box is usable. The one home of that rule (detection and tracking).
+
+    Args:
+        dets: (M, 5) person boxes after NMS, in frame pixels.
+    """
+    chosen, others = select_person(dets, cfg)
+    if usable(chosen, cfg):
+        return Selection(chosen, others)
+    return Selection(full_frame_box(frame_hw), 0)
+
+
 def detect_candidates(
     output: torch.Tensor, frame_hw: tuple[int, int], input_hw: tuple[int, int], cfg: DetectConfig = DetectConfig()
 ) -> list[torch.Tensor]:
@@ -212,14 +242,114 @@ def detect_boxes(
         boxes (N, 5) x1, y1, x2, y2, score (score -1 for the full-frame fallback) on the host,
         and others (N,) int64: other persons counted in each frame.
     """
-    dets = detect_candidates(output, frame_hw, input_hw, cfg)
-    boxes = torch.empty(len(dets), 5)
-    others = torch.zeros(len(dets), dtype=torch.long)
-    for i, d in enumerate(dets):
-        chosen, n_other = select_person(d, cfg)
-        if usable(chosen, cfg):
-            boxes[i] = chosen
-            others[i] = n_other
-        else:
-            boxes[i] = full_frame_box(frame_hw)
+    chosen = [largest_person(d, frame_hw, cfg) for d in detect_candidates(output, frame_hw, input_hw, cfg)]
+    return _stack_selections(chosen)
+
+
+def _stack_selections(chosen: list[Selection]) -> tuple[torch.Tensor, torch.Tensor]:
+    boxes = torch.empty(len(chosen), 5)
+    others = torch.zeros(len(chosen), dtype=torch.long)
+    for i, sel in enumerate(chosen):
+        boxes[i] = sel.box
+        others[i] = sel.others
     return boxes, others
+
+
+@dataclass
+class Detections:
+    """What :class:`PersonDetector` returns for N frames.
+
+    boxes: (N, 5) the largest-box rule's choice per frame (host, frame pixels; score -1 for the
+        full-frame fallback); others: (N,) other persons counted; candidates: N tensors
+        (M, 5), every person box after NMS (for tracking a subject instead).
+    """
+
+    boxes: torch.Tensor
+    others: torch.Tensor
+    candidates: list
+
+
+class PersonDetector:
+    """The person detector stage: YOLOv10 / YOLOv8 ONNX model, resize, decoding, NMS and the
+    subject selection rule.
+
+    Args:
+        model: an ONNX file, or an :class:`~wanprep_torch.runtime.OrtModel` already open.
+        device: where frames live ("cpu", "cuda", "cuda:N").
+        batch_size: frames per model run, or "auto" (1 on the CPU, 16 on CUDA).
+        providers, intra_op_threads: ONNX Runtime settings (see :class:`OrtModel`).
+        score_threshold, iou_threshold: the reference's 0.05 and 0.5.
+
+    Example::
+
+        det = PersonDetector("yolov10m.onnx")
+        found = det(frames)            # frames (T, H, W, 3) float in [0, 1], uint8, or (T, 3, H, W)
+        found.boxes                    # (T, 5) x1, y1, x2, y2, score in frame pixels
+    """
+
+    def __init__(
+        self,
+        model: str | Path | OrtModel,
+        device: str | torch.device = "cpu",
+        *,
+        batch_size: int | str = "auto",
+        providers=None,
+        intra_op_threads: int | None = None,
+        score_threshold: float = 0.05,
+        iou_threshold: float = 0.5,
+    ):
+        self.device = torch.device(device)
+        self.model = model if isinstance(model, OrtModel) else OrtModel(model, self.device, providers, intra_op_threads, role="detector")
+        check_detector(self.model)
+        self.batch_size = resolve_batch_size(batch_size, self.device)
+        self.config = DetectConfig(score_threshold=score_threshold, iou_threshold=iou_threshold)
+        ih, iw = self.model.input_hw
+        self.input_hw = (ih or 640, iw or 640)
+        self.workspace = Workspace()
+
+    def preprocess(self, frames: FrameBatch, workspace: Workspace | None = None) -> torch.Tensor:
+        """(N, 3, h, w) float32 detector input, RGB in [0, 1] (in ``workspace`` when given)."""
+        # uint8 channels-last resizes fastest on the CPU; on a GPU float costs nothing extra.
+        src = frames.uint8() if frames.view.device.type == "cpu" else frames.float01()
+        return resize_for_detector(src, self.input_hw, workspace)
+
+    def infer(self, x: torch.Tensor) -> torch.Tensor:
+        """Raw model output for the (N, 3, h, w) input."""
+        return self.model.run(x, batch_size=min(self.batch_size, x.shape[0]))
+
+    def postprocess(self, raw: torch.Tensor, frame_hw: tuple[int, int]) -> list[torch.Tensor]:
+        """N tensors (M, 5) of person boxes after NMS, in frame pixels (host)."""
+        return detect_candidates(raw, frame_hw, self.input_hw, self.config)
+
+    def select(self, candidates: torch.Tensor, frame_hw: tuple[int, int]) -> Selection:
+        """The largest-box rule on one frame's candidates."""
+        return largest_person(candidates, frame_hw, self.config)
+
+    def candidates(self, frames: FrameBatch, timer=NULL_TIMER) -> list[torch.Tensor]:
+        """Person boxes per frame of a :class:`FrameBatch` (the pipeline's entry point)."""
+        with timer("detect_pre"):
+            x = self.preprocess(frames, self.workspace)
+        with timer("detect_model"):
+            raw = self.infer(x)
+        with timer("detect_post"):
+            return self.postprocess(raw, frames.hw)
+
+    def __call__(self, frames: torch.Tensor) -> Detections:
+        """Detect the person in each frame.
+
+        Args:
+            frames: (T, H, W, 3) or (T, 3, H, W), float in [0, 1] or uint8, or one (H, W, 3) frame,
+                on this detector's device.
+
+        Returns:
+            :class:`Detections` for the T frames.
+        """
+        view = as_tchw(frames)
+        if view.device != self.device:
+            raise ValueError(f"frames are on {view.device} but the detector runs on {self.device}")
+        cands: list = []
+        for s in range(0, view.shape[0], max(self.batch_size, 1)):
+            cands.extend(self.candidates(FrameBatch(view[s : s + self.batch_size])))
+        hw = (int(view.shape[-2]), int(view.shape[-1]))
+        boxes, others = _stack_selections([self.select(c, hw) for c in cands])
+        return Detections(boxes, others, cands)

@@ -29,7 +29,8 @@ __all__ = [
     "signatures",
     "correlation",
     "motion_distance",
-    "Scheduler",
+    "Decision",
+    "MotionGate",
     "interpolate",
     "interpolate_keypoints",
 ]
@@ -172,7 +173,18 @@ def motion_distance(
     return float(mad / grad.clamp_min(1e-4) * scale)
 
 
-class Scheduler:
+@dataclass(frozen=True)
+class Decision:
+    """The gate's plan for one frame: ``process`` it (run the pose model), it starts a new
+    scene (``cut``), and the estimated motion ``distance`` (frame px) since the last processed
+    frame."""
+
+    process: bool
+    cut: bool
+    distance: float
+
+
+class MotionGate:
     """Decides, frame by frame, which frames are processed (streaming: state across chunks)."""
 
     def __init__(self, cfg: GateConfig, frame_width: int):
@@ -181,12 +193,12 @@ class Scheduler:
         self.ref = None  # signature of the last processed frame
         self.gap = 0  # frames since the last processed one
 
-    def step(self, sig: torch.Tensor, region=None) -> tuple[bool, bool, float]:
-        """(process, cut, distance in px) for the next frame; ``region`` is the subject's last
-        box (x1, y1, x2, y2) in frame pixels, if known."""
+    def step(self, sig: torch.Tensor, region=None) -> Decision:
+        """The plan for the next frame; ``region`` is the subject's last box (x1, y1, x2, y2)
+        in frame pixels, if known."""
         if self.ref is None:
             self.ref, self.gap = sig, 0
-            return True, True, 0.0
+            return Decision(True, True, 0.0)
         cut = correlation(self.ref, sig) < self.cfg.cut_correlation
         dist = motion_distance(self.ref, sig, self.frame_width, region)
         process = cut or dist >= self.cfg.threshold_px or self.gap + 1 >= self.cfg.max_gap
@@ -194,7 +206,7 @@ class Scheduler:
             self.ref, self.gap = sig, 0
         else:
             self.gap += 1
-        return process, cut, dist
+        return Decision(process, cut, dist)
 
 
 def interpolate_keypoints(

@@ -12,10 +12,17 @@ exact and sub-pixel.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 
+from .buffers import Workspace
 from .codec import decode_heatmaps
+from .frames import FrameBatch, as_tchw
+from .runtime import OrtModel, check_pose, resolve_batch_size
+from .timing import NULL_TIMER
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -25,6 +32,9 @@ __all__ = [
     "window_pixel_bounds",
     "heatmap_to_frame",
     "decode_pose",
+    "crop_source",
+    "PoseInput",
+    "PoseEstimator",
 ]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -166,3 +176,124 @@ def decode_pose(
     coords, scores = decode_heatmaps(heatmaps, kernel=kernel, dark=dark)
     xy = heatmap_to_frame(coords, center.float(), window.float(), heatmaps.shape[-2:])
     return torch.cat([xy, scores.unsqueeze(-1)], dim=-1)
+
+
+def crop_source(
+    frames: FrameBatch, center: torch.Tensor, window: torch.Tensor, pose_hw: tuple[int, int]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Float frames for the pose crop and the window centres in their coordinates: float32
+    input as it is; other dtypes converted only where the windows can read."""
+    if frames.view.dtype == torch.float32:
+        return frames.float01(), center
+    bounds = window_pixel_bounds(center, window, pose_hw, frames.hw)
+    if bounds is None:  # every window is off the frame: the crops are zeros either way
+        bounds = (0, 0, 1, 1)
+    x0, y0 = bounds[:2]
+    return frames.float01_region(*bounds), center - torch.tensor([x0, y0], device=center.device, dtype=center.dtype)
+
+
+@dataclass
+class PoseInput:
+    """The pose model's input for N boxes: ``pixels`` (N, 3, 256, 192) float32 normalised,
+    and each window's ``center`` and ``window`` size (N, 2) in frame pixels for decoding."""
+
+    pixels: torch.Tensor
+    center: torch.Tensor
+    window: torch.Tensor
+
+
+class PoseEstimator:
+    """The wholebody pose stage: ViTPose-style ONNX model (133 keypoints), box -> window ->
+    crop, ImageNet normalisation, heatmap decoding (argmax + DARK).
+
+    Args:
+        model: an ONNX file, or an :class:`~wanprep_torch.runtime.OrtModel` already open.
+        device: where frames live.
+        batch_size: crops per model run, or "auto" (1 on the CPU, 16 on CUDA).
+        providers, intra_op_threads: ONNX Runtime settings.
+        dark: DARK sub-pixel decoding (True, as the reference) or plain argmax.
+
+    Example::
+
+        pose = PoseEstimator("vitpose_h_wholebody.onnx")
+        kps = pose(frames, boxes)      # boxes (T, >=4) x1, y1, x2, y2 -> (T, 133, 3) x, y, score
+    """
+
+    def __init__(
+        self,
+        model: str | Path | OrtModel,
+        device: str | torch.device = "cpu",
+        *,
+        batch_size: int | str = "auto",
+        providers=None,
+        intra_op_threads: int | None = None,
+        dark: bool = True,
+    ):
+        self.device = torch.device(device)
+        self.model = model if isinstance(model, OrtModel) else OrtModel(model, self.device, providers, intra_op_threads, role="pose")
+        check_pose(self.model)
+        self.batch_size = resolve_batch_size(batch_size, self.device)
+        self.dark = dark
+        ph, pw = self.model.input_hw
+        self.input_hw = (ph or 256, pw or 192)
+        # Normalisation as one multiply-add: (x - mean) / std = x * inv_std + bias.
+        self._inv_std = 1.0 / torch.tensor(IMAGENET_STD, device=self.device).view(1, 3, 1, 1)
+        self._bias = -torch.tensor(IMAGENET_MEAN, device=self.device).view(1, 3, 1, 1) * self._inv_std
+        self.workspace = Workspace()
+
+    def preprocess(self, frames: FrameBatch, boxes: torch.Tensor, workspace: Workspace | None = None) -> PoseInput:
+        """Crop and normalise one window per frame.
+
+        Args:
+            frames: N frames; boxes: (N, >=4) x1, y1, x2, y2 in frame pixels.
+            workspace: write into its buffers (valid until the next call); new tensors when None.
+        """
+        n = len(frames)
+        shape = (n, 3) + tuple(self.input_hw)
+        center, window = box_to_center_window(boxes.to(self.device), self.input_hw)
+        src, src_center = crop_source(frames, center, window, self.input_hw)
+        ws = workspace
+        crops = crop_windows(src, src_center, window, self.input_hw, out=None if ws is None else ws.get("crops", shape, torch.float32, self.device))
+        out = None if ws is None else ws.get("pose_input", shape, torch.float32, self.device)
+        pixels = torch.addcmul(self._bias, crops, self._inv_std) if out is None else torch.addcmul(self._bias, crops, self._inv_std, out=out)
+        return PoseInput(pixels, center, window)
+
+    def infer(self, pixels: torch.Tensor, workspace: Workspace | None = None) -> torch.Tensor:
+        """(N, 133, h, w) heatmaps (in ``workspace`` when given)."""
+        return self.model.run(pixels, batch_size=min(self.batch_size, pixels.shape[0]), workspace=workspace)
+
+    def postprocess(self, heatmaps: torch.Tensor, inp: PoseInput) -> torch.Tensor:
+        """(N, 133, 3) x, y in frame pixels, score."""
+        return decode_pose(heatmaps, inp.center, inp.window, dark=self.dark)
+
+    def estimate(self, frames: FrameBatch, boxes: torch.Tensor, timer=NULL_TIMER) -> torch.Tensor:
+        """Keypoints for a :class:`FrameBatch` and one box per frame (the pipeline's entry point)."""
+        with timer("pose_pre"):
+            inp = self.preprocess(frames, boxes, self.workspace)
+        with timer("pose_model"):
+            heatmaps = self.infer(inp.pixels, self.workspace)
+        with timer("pose_post"):
+            return self.postprocess(heatmaps, inp)
+
+    def __call__(self, frames: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+        """Wholebody keypoints of one person per frame.
+
+        Args:
+            frames: (T, H, W, 3) or (T, 3, H, W), float in [0, 1] or uint8 (or one (H, W, 3)
+                frame), on this estimator's device.
+            boxes: (T, >=4) x1, y1, x2, y2 in frame pixels (a detector's boxes, a mask's
+                bounding box, ...).
+
+        Returns:
+            (T, 133, 3) x, y in frame pixels and score, COCO-wholebody order.
+        """
+        view = as_tchw(frames)
+        boxes = torch.as_tensor(boxes, dtype=torch.float32)
+        if boxes.dim() != 2 or boxes.shape[0] != view.shape[0] or boxes.shape[1] < 4:
+            raise ValueError(f"boxes must be (T, >=4) with T = {view.shape[0]} frames, got shape {tuple(boxes.shape)}")
+        if view.device != self.device:
+            raise ValueError(f"frames are on {view.device} but the estimator runs on {self.device}")
+        parts = []
+        for s in range(0, view.shape[0], self.batch_size):
+            parts.append(self.estimate(FrameBatch(view[s : s + self.batch_size]), boxes[s : s + self.batch_size]).clone())
+        return torch.cat(parts)

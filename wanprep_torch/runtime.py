@@ -19,6 +19,11 @@ import torch
 __all__ = [
     "ModelError",
     "check_model_file",
+    "model_kind",
+    "check_detector",
+    "check_pose",
+    "open_models",
+    "cuda_provider_options",
     "OrtModel",
     "TensorSpec",
     "physical_cores",
@@ -181,7 +186,8 @@ class OrtModel:
         providers: explicit ONNX Runtime providers (overrides the device's choice).
         intra_op_threads: CPU threads (default: physical cores).
         role: name used in messages ("detector", "pose").
-        spin: let ONNX Runtime's idle threads spin-wait (off: they yield the cores to torch).
+        spin: let ONNX Runtime's threads spin-wait during a run (they still stop spinning when
+            the run ends, so torch work between runs keeps its cores).
     """
 
     def __init__(
@@ -191,7 +197,7 @@ class OrtModel:
         providers: Sequence | None = None,
         intra_op_threads: int | None = None,
         role: str = "model",
-        spin: bool = False,
+        spin: bool = True,
     ):
         import onnxruntime as ort
 
@@ -203,10 +209,16 @@ class OrtModel:
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         so.intra_op_num_threads = int(intra_op_threads or physical_cores())
         so.log_severity_level = 3
-        # ORT's idle threads spin by default after each run, fighting torch's threads for the
-        # cores between model runs: on 2 cores that doubled our pre/post-processing time and
-        # changed large models' run time by less than the noise (measured; see BENCHMARKS.md).
+        # Spinning makes the model's own run faster, but idle threads that keep spinning after
+        # a run fight torch for the cores between runs; force_spinning_stop ends the spin when
+        # each run returns, which keeps both (measured; see BENCHMARKS.md).
         so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
+        so.add_session_config_entry("session.force_spinning_stop", "1")
+        # The CUDA provider runs on torch's current stream (creation time), so torch's writes to
+        # the input are ordered before the run without a host wait.
+        self._stream = None
+        if providers is None and self.device.type == "cuda" and torch.cuda.is_available():
+            self._stream = torch.cuda.current_stream(self.device)
         wanted = list(providers) if providers is not None else self._default_providers()
         if self.device.type == "cuda" and torch.cuda.is_available():
             _preload_cuda_libraries()
@@ -240,8 +252,13 @@ class OrtModel:
 
     def _default_providers(self) -> list:
         if self.device.type == "cuda":
-            return [("CUDAExecutionProvider", {"device_id": self._cuda_index()}), "CPUExecutionProvider"]
+            handle = self._stream.cuda_stream if self._stream is not None else None
+            return [("CUDAExecutionProvider", cuda_provider_options(self._cuda_index(), handle)), "CPUExecutionProvider"]
         return ["CPUExecutionProvider"]
+
+    def _shares_torch_stream(self) -> bool:
+        """ONNX Runtime runs on the stream torch is using now (no host wait needed)."""
+        return self._stream is not None and torch.cuda.current_stream(self._mem_device) == self._stream
 
     def _cuda_index(self) -> int:
         if self.device.type != "cuda":
@@ -303,8 +320,9 @@ class OrtModel:
         dev_type = "cuda" if self.on_cuda else "cpu"
         dev_id = self._mem_device.index or 0
         io = self.session.io_binding()
-        if self.on_cuda:
-            # ORT runs on its own stream: make sure torch finished writing the input.
+        if self.on_cuda and not self._shares_torch_stream():
+            # ORT runs on another stream than torch's current one: torch must finish writing
+            # the input first.
             torch.cuda.current_stream(self._mem_device).synchronize()
         io.bind_input(
             self.input.name, dev_type, dev_id, _NP_TYPES[self.input.dtype], tuple(x.shape), x.data_ptr()
@@ -328,6 +346,82 @@ class OrtModel:
             # The clone must finish before ``val`` (which owns the memory) is released.
             torch.cuda.current_stream(self._mem_device).synchronize()
         return out
+
+
+def cuda_provider_options(device_id: int, stream_handle: int | None = None) -> dict:
+    """CUDA provider options: the device, and torch's stream as ONNX Runtime's compute stream
+    when ``stream_handle`` (a ``torch.cuda.Stream.cuda_stream``) is given."""
+    opts = {"device_id": int(device_id)}
+    if stream_handle is not None:
+        opts["has_user_compute_stream"] = "1"
+        opts["user_compute_stream"] = str(int(stream_handle))
+    return opts
+
+
+def model_kind(output_shape: Sequence[int | None]) -> str:
+    """What a model's first output says it is (None or a non-positive dim: symbolic).
+
+    - "pose": (B, K, h, w) heatmaps with a spatial extent;
+    - "detector": (B, R, 6) YOLOv10 end-to-end rows, or (B, 4 + C, A) YOLOv8 grids (84 rows for
+      COCO; otherwise the anchors outnumber the rows);
+    - "generic": anything else.
+
+    The one home of this rule: the runtime's checks and ``converters`` both use it.
+    """
+    o = tuple(d if isinstance(d, (int, np.integer)) and d > 0 else None for d in output_shape)
+    if len(o) == 4 and not (o[2] == 1 and o[3] == 1):
+        return "pose"
+    if len(o) == 3 and (o[2] == 6 or (o[1] is not None and o[1] > 4 and (o[2] is None or o[1] == 84 or o[1] < o[2]))):
+        return "detector"
+    return "generic"
+
+
+def check_detector(m: "OrtModel") -> None:
+    """ModelError unless ``m`` has a person detector's signature (named in the message)."""
+    expected = "input (B, 3, 640, 640) and output (B, 300, 6) [YOLOv10] or (B, 4+C, N) [YOLOv8]"
+    kind = model_kind(m.output.shape)
+    if m.input.shape[1] not in (3, None) or kind != "detector":
+        hint = " It looks like a pose model." if kind == "pose" else ""
+        raise ModelError(
+            f"{m.path} is not a person detector: it has {m.input.describe()} -> {m.output.describe()};"
+            f" expected {expected}.{hint}"
+        )
+
+
+def check_pose(m: "OrtModel") -> None:
+    """ModelError unless ``m`` has a wholebody (133-keypoint) pose model's signature."""
+    expected = "input (B, 3, 256, 192) and output heatmaps (B, 133, 64, 48)"
+    kind = model_kind(m.output.shape)
+    if m.input.shape[1] not in (3, None) or kind != "pose" or m.output.shape[1] not in (133, None):
+        hint = " It looks like a detector." if kind == "detector" else ""
+        raise ModelError(
+            f"{m.path} is not a wholebody pose model: it has {m.input.describe()} -> {m.output.describe()};"
+            f" expected {expected}.{hint}"
+        )
+
+
+def open_models(det_model, pose_model, device: torch.device, providers=None, intra_op_threads=None) -> tuple["OrtModel", "OrtModel"]:
+    """The detector and pose sessions, checked for their kinds, with one warning (not one per
+    model) when CUDA was asked for but ONNX Runtime's CUDA provider is missing."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        det = det_model if isinstance(det_model, OrtModel) else OrtModel(det_model, device, providers, intra_op_threads, role="detector")
+        pose = pose_model if isinstance(pose_model, OrtModel) else OrtModel(pose_model, device, providers, intra_op_threads, role="pose")
+    fallback = [m.role for m in (det, pose) if device.type == "cuda" and not m.on_cuda]
+    for w in caught:  # pass on anything else the sessions said
+        if not (fallback and "CUDA provider is not available" in str(w.message)):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    if fallback:
+        warnings.warn(
+            f"ONNX Runtime's CUDA provider is not available (session providers: {det.providers}); "
+            f"the {' and '.join(fallback)} model{'s run' if len(fallback) > 1 else ' runs'} on the CPU provider "
+            "and frames are copied to the host for it. Install onnxruntime-gpu for CUDA.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    check_detector(det)
+    check_pose(pose)
+    return det, pose
 
 
 def _wrap_ortvalue(val, dtype: torch.dtype, device: torch.device) -> torch.Tensor:

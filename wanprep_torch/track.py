@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from .detect import DetectConfig, box_iou, count_others, full_frame_box, select_person, usable
+from .detect import DetectConfig, Selection, box_iou, count_others, largest_person, usable
 from .gate import GateConfig
 
 __all__ = ["keypoint_box", "SubjectTracker"]
@@ -70,12 +70,8 @@ class SubjectTracker:
             return None  # leaving the frame: re-detect
         return torch.cat([self.tracked, self.box[4:5]])
 
-    def choose(self, dets: torch.Tensor) -> tuple[torch.Tensor, int]:
-        """The subject's box among this frame's detections (M, 5) in frame pixels.
-
-        Returns:
-            ((5,) box, other persons counted).
-        """
+    def choose(self, dets: torch.Tensor) -> Selection:
+        """The subject's box among this frame's detections (M, 5) in frame pixels."""
         self.since_det = 0
         ref = self.tracked if self.tracked is not None else (self.box[:4] if self.box is not None else None)
         if self.gate.subject and ref is not None:
@@ -84,16 +80,14 @@ class SubjectTracker:
                 best = int(torch.argmax(iou))
                 if float(iou[best]) >= self.gate.subject_min_iou and usable(dets[best], self.det):
                     self.lost = 0
-                    return self._use(dets[best]), count_others(dets, dets[best], self.det)
+                    return Selection(self._use(dets[best]), count_others(dets, dets[best], self.det))
             self.lost += 1
             if self.lost <= self.gate.subject_grace and self.box is not None:
                 held = torch.cat([ref, self.box[4:5]])
-                return self._use(held), count_others(dets, held, self.det)
+                return Selection(self._use(held), count_others(dets, held, self.det))
         self.lost = 0
-        chosen, others = select_person(dets, self.det)
-        if usable(chosen, self.det):
-            return self._use(chosen), others
-        return self._use(full_frame_box(self.frame_hw)), 0
+        chosen = largest_person(dets, self.frame_hw, self.det)
+        return Selection(self._use(chosen.box), chosen.others)
 
     def _use(self, box: torch.Tensor) -> torch.Tensor:
         self.box = box.clone()

@@ -7,10 +7,14 @@ COCO-wholebody order; nothing here knows about ONNX.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from .frames import FrameBatch
+from .timing import NULL_TIMER
 
 __all__ = [
     "BODY_A",
@@ -27,6 +31,8 @@ __all__ = [
     "crop_resize",
     "key_frame_points",
     "key_frame_indices",
+    "WanFrames",
+    "WanAssembler",
 ]
 
 # Wan's 20 body rows: row i is the mean of 133-rows A[i] and B[i] (row 1, the neck, is the
@@ -227,3 +233,139 @@ def key_frame_points(keypoints: torch.Tensor, min_score: float = 0.3) -> list[di
         if s >= min_score and math.isfinite(x) and math.isfinite(y):
             pts.append({"x": int(x), "y": int(y)})
     return pts
+
+
+@dataclass
+class WanFrames:
+    """The Wan outputs of consecutive frames, final (nothing later can change them).
+
+    keypoints: (n, 133, 3); metas: n Wan dicts; face_images: (n, S, S, 3); face_bboxes: n int
+    tuples; face_held: n bools; extra: what the caller passed with the frames, per add().
+    """
+
+    keypoints: list = field(default_factory=list)
+    metas: list = field(default_factory=list)
+    face_images: list = field(default_factory=list)
+    face_bboxes: list = field(default_factory=list)
+    face_held: list = field(default_factory=list)
+    extra: list = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.metas)
+
+
+class WanAssembler:
+    """Turns keypoints into the Wan outputs in frame order, with the state that crosses groups
+    of frames (the last body rows, the last good face box) and face crops written straight
+    into their output tensors.
+
+    Leading frames with no visible face wait until the first good face box is known, at most
+    ``face_wait`` frames: beyond that they take the fallback square (and are marked held), so
+    a clip with no face never keeps more than that many frames.
+
+    Args:
+        face_size, face_dtype, face_device, face_padding: the face crops' side, dtype
+            (float32/float16 in [0, 1] or uint8), device, and extra pixels per side.
+        device: where the frames are processed (face crops on the CPU use uint8 resizing).
+        workspace: scratch buffers for frame conversions.
+    """
+
+    def __init__(
+        self,
+        face_size: int = 512,
+        face_dtype: torch.dtype = torch.float32,
+        face_device: torch.device | None = None,
+        face_padding: int = 0,
+        device: torch.device = torch.device("cpu"),
+        workspace=None,
+        timer=NULL_TIMER,
+        face_wait: int = 192,
+    ):
+        self.face_size, self.face_dtype, self.face_padding = face_size, face_dtype, int(face_padding)
+        self.device = device
+        self.face_device = face_device or device
+        self.ws = workspace
+        self.timer = timer
+        self.face_wait = int(face_wait)
+        self.width = self.height = None
+        self.last_body = None
+        self.last_good = None
+        self.first_good = None
+        self.ready = WanFrames()
+        # Leading groups with no face seen yet: (frames view, their face slots, their index in
+        # ``ready``), cropped once the first good box is known (or the wait runs out).
+        self.waiting: list[tuple[torch.Tensor, torch.Tensor, int]] = []
+        self.waiting_frames = 0
+
+    def add(self, frames: torch.Tensor, keypoints: torch.Tensor, extra=None) -> None:
+        """Consecutive frames (n, 3, H, W) and their keypoints (n, 133, 3) in frame pixels;
+        ``extra`` travels with them to :meth:`take`."""
+        # State changes only after the face crops succeed, so an out-of-memory retry of this
+        # group starts from the same state.
+        h, w = int(frames.shape[-2]), int(frames.shape[-1])
+        n = frames.shape[0]
+        self.height, self.width = h, w
+        metas, last_body = pose_metas(keypoints, w, h, self.last_body)
+        fb_boxes, valid = face_boxes(keypoints, w, h)
+        first_good = self.first_good
+        if first_good is None and bool(valid.any()):
+            first_good = tuple(fb_boxes[int(torch.nonzero(valid)[0])].tolist())
+        resolved, held, last_good = resolve_face_boxes(
+            fb_boxes, valid, w, h, self.face_padding, last_good=self.last_good, first_good=first_good
+        )
+        slots = torch.empty((n, self.face_size, self.face_size, 3), dtype=self.face_dtype, device=self.face_device)
+        if first_good is None:
+            # No face seen yet: keep these frames until one is, or the wait runs out.
+            self.waiting.append((frames, slots, len(self.ready.metas)))
+            self.waiting_frames += n
+        else:
+            with self.timer("faces"):
+                self._crop(FrameBatch(frames, self.ws), resolved, slots)
+                self._flush_waiting(first_good)
+        self.last_body, self.first_good, self.last_good = last_body, first_good, last_good
+        r = self.ready
+        r.keypoints.append(keypoints)
+        r.metas.extend(metas)
+        r.face_images.append(slots)
+        r.face_bboxes.extend(resolved)
+        r.face_held.extend(held)
+        r.extra.append(extra)
+        if self.waiting_frames > self.face_wait:
+            self.flush()
+
+    def _crop(self, fb: FrameBatch, boxes: list, slots: torch.Tensor) -> None:
+        """Face crops of ``fb`` into ``slots`` (n, S, S, 3) in the output's dtype and device."""
+        if self.device.type == "cpu" and slots.device.type == "cpu":
+            crop_resize(fb.uint8(), boxes, self.face_size, out=slots)  # 0-255 values
+            if slots.dtype != torch.uint8:
+                slots.mul_(1.0 / 255.0)
+            return
+        faces = crop_resize(fb.float01(), boxes, self.face_size)
+        if slots.dtype == torch.uint8:
+            faces = faces.mul_(255.0).round_().clamp_(0, 255)
+        slots.copy_(faces)
+
+    def _flush_waiting(self, box) -> None:
+        """Crop the waiting leading frames with ``box`` (the first good one, or the fallback)."""
+        if not self.waiting:
+            return
+        w, h = self.width, self.height
+        box = pad_box(box, self.face_padding, w, h) if self.face_padding else box
+        for view, slots, at in self.waiting:
+            self._crop(FrameBatch(view, self.ws), [box] * view.shape[0], slots)
+            self.ready.face_bboxes[at : at + view.shape[0]] = [box] * view.shape[0]
+        self.waiting.clear()
+        self.waiting_frames = 0
+
+    def flush(self) -> None:
+        """Stop waiting for a face: the waiting frames take the fallback square."""
+        if self.waiting:
+            with self.timer("faces"):
+                self._flush_waiting(fallback_face_box(self.width, self.height))
+
+    def take(self) -> WanFrames | None:
+        """The frames whose outputs are final, removed from the assembler (None: none yet)."""
+        if self.waiting or not self.ready.metas:
+            return None
+        out, self.ready = self.ready, WanFrames()
+        return out
