@@ -373,4 +373,6 @@ def retarget(
         "keypoints_body": frames.body[0],
     }
     plan = plan_retarget(source, ref)
+    # The reference also corrects dx on frame 0 by (frame 0's rebuilt anchor x - the plan's anchor
+    # x); frame 0 is the plan's source and hips / neck do not depend on the feet cap, so it is 0.
     return retarget_arrays(frames, plan).to_pose_metas()
