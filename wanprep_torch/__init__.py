@@ -6,7 +6,9 @@
 """
 
 from .pipeline import Preprocessor, Result
+from .posemeta import PoseMeta
+from .retargeting import retarget
 from .runtime import ModelError
 
-__all__ = ["Preprocessor", "Result", "ModelError"]
+__all__ = ["Preprocessor", "Result", "ModelError", "PoseMeta", "retarget"]
 __version__ = "0.1.0"
