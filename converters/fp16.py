@@ -250,12 +250,10 @@ class Report:
 
 
 def output_kind(out: np.ndarray) -> str:
-    if out.ndim == 4 and out.shape[2] * out.shape[3] > 1:
-        return "pose"
-    # [N,300,6] end-to-end, or YOLOv8 raw [N,4+C,A] (84 = COCO; otherwise anchors outnumber rows).
-    if out.ndim == 3 and (out.shape[2] == 6 or out.shape[1] == 84 or 4 < out.shape[1] < out.shape[2]):
-        return "detector"
-    return "generic"
+    """"pose", "detector" or "generic" from a model output (the runtime's one rule)."""
+    from wanprep_torch.runtime import model_kind
+
+    return model_kind(out.shape)
 
 
 def argmax_agreement(ref: np.ndarray, test: np.ndarray) -> tuple[float, float]:

@@ -14,6 +14,7 @@ import torch
 av = pytest.importorskip("av")
 
 from wanprep_torch import cli  # noqa: E402
+from wanprep_torch import video as videoio  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 T = 8
@@ -169,23 +170,23 @@ def test_fp16_models_cached(video, models, tmp_path, capsys):
 
 
 def test_target_size_and_resize():
-    assert cli.target_size((480, 832), None, None) == (480, 832)
-    assert cli.target_size((480, 832), 416, None) == (240, 416)
-    assert cli.target_size((480, 832), None, 240) == (240, 416)
-    assert cli.target_size((480, 832), 100, 50) == (50, 100)
+    assert videoio.target_size((480, 832), None, None) == (480, 832)
+    assert videoio.target_size((480, 832), 416, None) == (240, 416)
+    assert videoio.target_size((480, 832), None, 240) == (240, 416)
+    assert videoio.target_size((480, 832), 100, 50) == (50, 100)
     x = torch.randint(0, 256, (2, 48, 64, 3), dtype=torch.uint8)
-    assert cli.resize_frames(x, (48, 64)) is x
-    y = cli.resize_frames(x, (24, 32))
+    assert videoio.resize_frames(x, (48, 64)) is x
+    y = videoio.resize_frames(x, (24, 32))
     assert y.shape == (2, 24, 32, 3) and y.dtype == torch.uint8 and y.is_contiguous()
-    f = cli.resize_frames(x.float() / 255, (24, 32))
+    f = videoio.resize_frames(x.float() / 255, (24, 32))
     assert f.dtype == torch.float32 and (f * 255 - y.float()).abs().max() <= 1.0
     flat = torch.full((1, 20, 30, 3), 77, dtype=torch.uint8)
-    assert bool((cli.resize_frames(flat, (41, 17)) == 77).all())
+    assert bool((videoio.resize_frames(flat, (41, 17)) == 77).all())
 
 
 def test_write_video_frame_rate(tmp_path):
     frames = torch.zeros((5, 33, 47, 3), dtype=torch.uint8)
-    assert cli.write_video(tmp_path / "v.mp4", [frames[:2], frames[2:]], Fraction(30000, 1001)) == 5
+    assert videoio.write_video(tmp_path / "v.mp4", [frames[:2], frames[2:]], Fraction(30000, 1001)) == 5
     n, w, h, rate = probe(tmp_path / "v.mp4")
     assert (n, w, h) == (5, 48, 34) and rate == Fraction(30000, 1001)
 

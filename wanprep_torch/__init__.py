@@ -5,10 +5,12 @@
     res = pre(frames)  # (T, H, W, 3) float in [0, 1], uint8, or (T, 3, H, W); or an iterable of chunks
 """
 
+from .detect import PersonDetector
 from .pipeline import Preprocessor, Result
+from .pose import PoseEstimator
 from .posemeta import PoseMeta
 from .retargeting import retarget
 from .runtime import ModelError
 
-__all__ = ["Preprocessor", "Result", "ModelError", "PoseMeta", "retarget"]
+__all__ = ["Preprocessor", "Result", "PersonDetector", "PoseEstimator", "ModelError", "PoseMeta", "retarget"]
 __version__ = "0.1.0"

@@ -28,6 +28,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .gate import PRESETS
+
 __all__ = [
     "NODE_CLASS_MAPPINGS",
     "NODE_DISPLAY_NAME_MAPPINGS",
@@ -42,7 +44,7 @@ log = logging.getLogger("wanprep_torch")
 CATEGORY = "WanAnimatePreprocess"
 MODELS_ENV = "WANPREP_COMFY_MODELS"
 ONNX_DEVICES = ["CUDAExecutionProvider", "CPUExecutionProvider"]
-GATE_PRESETS = ["off", "safe", "fast"]
+GATE_PRESETS = list(PRESETS)
 _MODEL_TIP = "These models are loaded from the 'ComfyUI/models/detection' folder"
 _DRAW_CHUNK = 64  # pose frames drawn per step, then moved to the CPU: bounds device memory
 
@@ -241,7 +243,7 @@ class OnnxDetectionModelLoader:
 def _frame_chunks(images: torch.Tensor, size: int, device: torch.device, hw: tuple[int, int]):
     """The IMAGE batch chunk by chunk on ``device``, resized to ``hw``: only one chunk of frames
     is on the device at a time."""
-    from .cli import resize_frames
+    from .video import resize_frames
 
     for s in range(0, images.shape[0], size):
         yield resize_frames(images[s : s + size].to(device), hw)
