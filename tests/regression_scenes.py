@@ -1,8 +1,11 @@
-"""The scenes and settings of the behaviour-regression snapshot (tests/data/regression.pt).
+"""The scenes and settings of the behaviour-regression snapshots (tests/data/).
 
-The snapshot was taken from main before the core reshape (commit c44f0c8) by running
-``python tests/regression_scenes.py``; ``test_regression.py`` reruns the same scenes and
-compares. Regenerate it only for a deliberate behaviour change, and say so in the commit.
+- ``regression_before_reshape.pt``: taken from main before the core reshape (commit c44f0c8).
+  Never regenerated: it pins what the reshape promised to keep.
+- ``regression.pt``: today's outputs (``python tests/regression_scenes.py`` writes it).
+  Regenerate it only for a deliberate behaviour change, and say so in the commit.
+
+``test_regression.py`` reruns the scenes and compares with both.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from pathlib import Path
 import torch
 
 SNAPSHOT = Path(__file__).resolve().parent / "data" / "regression.pt"
+BEFORE_RESHAPE = Path(__file__).resolve().parent / "data" / "regression_before_reshape.pt"
 
 
 def scenes():

@@ -24,12 +24,17 @@ def gaussian_kernel1d(kernel: int, device=None, dtype=torch.float32) -> torch.Te
     Returns:
         (kernel,) tensor.
     """
-    if kernel % 2 != 1 or kernel < 3:
-        raise ValueError(f"blur kernel must be an odd size >= 3, got {kernel}")
-    sigma = 0.3 * ((kernel - 1) * 0.5 - 1) + 0.8  # cv2.getGaussianKernel with sigma <= 0
+    sigma = _opencv_sigma(kernel)
     x = torch.arange(kernel, device=device, dtype=dtype) - (kernel - 1) / 2
     g = torch.exp(-(x * x) / (2 * sigma * sigma))
     return g / g.sum()
+
+
+def _opencv_sigma(kernel: int) -> float:
+    """cv2.getGaussianKernel's sigma for a size with sigma <= 0."""
+    if kernel % 2 != 1 or kernel < 3:
+        raise ValueError(f"blur kernel must be an odd size >= 3, got {kernel}")
+    return 0.3 * ((kernel - 1) * 0.5 - 1) + 0.8
 
 
 def _band(g: torch.Tensor, n_out: int, n_in: int, offset: int) -> torch.Tensor:
@@ -127,13 +132,17 @@ def dark_refine(heatmaps: torch.Tensor, coords: torch.Tensor, kernel: int = 11) 
     # floor. A blur never raises the maximum, so that factor is >= 1 for a positive peak, and
     # where every tap is already above the floor the factor only adds a constant to the log
     # that the differences cancel. Maps with a tap at the floor (weak peaks on a negative
-    # background) need the real factor: blur those maps whole (float32, as the reference).
+    # background) need the real factor: blur those maps whole (float32, as the reference;
+    # kornia's Gaussian with a zero border). The patch blur above stays hand-written: kornia
+    # has no blur of one neighbourhood per map, and blurring all maps would cost ~40x more.
     floor = 1e-10
     need = ok & (blurred <= floor).flatten(2).any(dim=2)
     if bool(need.any()):
+        from kornia.filters import gaussian_blur2d
+
         sel = heatmaps[need].float()  # (M, h, w)
-        g32 = g.float()
-        full = _band(g32, h, h, -r) @ sel @ _band(g32, w, w, -r).T
+        sigma = _opencv_sigma(kernel)
+        full = gaussian_blur2d(sel.unsqueeze(1), (kernel, kernel), (sigma, sigma), border_type="constant")
         factor = sel.flatten(1).amax(dim=1) / full.flatten(1).amax(dim=1)
         blurred[need] = blurred[need] * factor.to(dt).view(-1, 1, 1)
     lg = torch.log(blurred.clamp_min(floor))

@@ -7,7 +7,7 @@ reference node decodes with):
   zeros outside the frame), with x0 the window's left edge and s = window_w / 192;
 - heatmap pixel v is crop pixel 4 v, so a decoded heatmap x maps back to x0 + x * window_w / 48.
 The reference rounds the window to whole pixels before an OpenCV resize; here the placement is
-exact and sub-pixel.
+exact and sub-pixel (kornia's ``warp_affine``).
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from .buffers import Workspace
 from .codec import decode_heatmaps
@@ -28,6 +27,7 @@ __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "box_to_center_window",
+    "window_matrix",
     "crop_windows",
     "window_pixel_bounds",
     "heatmap_to_frame",
@@ -63,24 +63,21 @@ def box_to_center_window(
     return center, window
 
 
-def _sample_grid(
-    center: torch.Tensor, window: torch.Tensor, out_hw: tuple[int, int], frame_hw: tuple[int, int]
-) -> torch.Tensor:
-    """grid_sample grid (N, oh, ow, 2) for x = x0 + u * s, in align_corners=False units."""
+def window_matrix(center: torch.Tensor, window: torch.Tensor, out_hw: tuple[int, int]) -> torch.Tensor:
+    """(N, 2, 3) affine map frame pixel -> crop pixel: u = (x - x0) / s, with x0 the window's
+    left (top) edge and s = window / out size (pixel-index coordinates).
+
+    Args:
+        center, window: (N, 2) from :func:`box_to_center_window`.
+    """
     oh, ow = out_hw
-    fh, fw = frame_hw
-    dev = center.device
-    s = window / torch.tensor([ow, oh], device=dev, dtype=window.dtype)  # (N, 2) px per crop px
+    s = window / torch.tensor([ow, oh], device=window.device, dtype=window.dtype)
     x0 = center - window * 0.5
-    u = torch.arange(ow, device=dev, dtype=window.dtype)
-    v = torch.arange(oh, device=dev, dtype=window.dtype)
-    xs = x0[:, :1] + u * s[:, :1]  # (N, ow) frame x of each crop column
-    ys = x0[:, 1:] + v * s[:, 1:]  # (N, oh)
-    # Pixel index i has its centre at (2 i + 1) / size - 1 in grid_sample's normalised units.
-    xn = (2 * xs + 1) / fw - 1
-    yn = (2 * ys + 1) / fh - 1
-    n = center.shape[0]
-    return torch.stack([xn[:, None, :].expand(n, oh, ow), yn[:, :, None].expand(n, oh, ow)], dim=-1)
+    m = torch.zeros((center.shape[0], 2, 3), device=center.device, dtype=center.dtype)
+    m[:, 0, 0] = 1.0 / s[:, 0]
+    m[:, 1, 1] = 1.0 / s[:, 1]
+    m[:, :, 2] = -x0 / s
+    return m
 
 
 def window_pixel_bounds(
@@ -124,7 +121,8 @@ def crop_windows(
     frame_index: torch.Tensor | None = None,
     out: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Bilinear crop of each window to ``out_hw``, zeros outside the frame.
+    """Bilinear crop of each window to ``out_hw``, zeros outside the frame (kornia's
+    ``warp_affine`` with :func:`window_matrix`; align_corners=True is the pixel-index convention).
 
     Args:
         frames: (T, C, H, W) float (any memory format).
@@ -135,14 +133,14 @@ def crop_windows(
     Returns:
         (N, C, oh, ow) in the frames' dtype and value range.
     """
+    from kornia.geometry.transform import warp_affine
+
     if not frames.is_floating_point():
         raise TypeError("crop_windows needs float frames")
     src = frames if frame_index is None else frames.index_select(0, frame_index)
-    grid = _sample_grid(center.to(torch.float32), window.to(torch.float32), out_hw, frames.shape[-2:]).to(src.dtype)
-    if out is None:
-        return F.grid_sample(src, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    # grid_sampler_2d(input, grid, interpolation 0 = bilinear, padding 0 = zeros, align_corners)
-    return torch.ops.aten.grid_sampler_2d.out(src, grid, 0, 0, False, out=out)
+    m = window_matrix(center.to(torch.float32), window.to(torch.float32), out_hw).to(src.dtype)
+    crops = warp_affine(src, m, tuple(out_hw), mode="bilinear", padding_mode="zeros", align_corners=True)
+    return crops if out is None else out.copy_(crops)
 
 
 def heatmap_to_frame(
