@@ -292,9 +292,10 @@ class WanAssembler:
         self.last_good = None
         self.first_good = None
         self.ready = WanFrames()
-        # Leading groups with no face seen yet: (frames view, their face slots, their index in
-        # ``ready``), cropped once the first good box is known (or the wait runs out).
-        self.waiting: list[tuple[torch.Tensor, torch.Tensor, int]] = []
+        # Leading groups with no face seen yet: (frames view, their face slots, their first
+        # frame's and their group's index in ``ready``), cropped once the first good box is
+        # known (or the wait runs out).
+        self.waiting: list[tuple[torch.Tensor, torch.Tensor, int, int]] = []
         self.waiting_frames = 0
 
     def add(self, frames: torch.Tensor, keypoints: torch.Tensor, extra=None) -> None:
@@ -315,8 +316,11 @@ class WanAssembler:
         )
         slots = torch.empty((n, self.face_size, self.face_size, 3), dtype=self.face_dtype, device=self.face_device)
         if first_good is None:
-            # No face seen yet: keep these frames until one is, or the wait runs out.
-            self.waiting.append((frames, slots, len(self.ready.metas)))
+            # No face seen yet: keep these frames until one is, or the wait would run past
+            # ``face_wait`` frames (then the frames waiting so far take the fallback).
+            if self.waiting_frames + n > self.face_wait:
+                self.flush()
+            self.waiting.append((frames, slots, len(self.ready.metas), len(self.ready.extra)))
             self.waiting_frames += n
         else:
             with self.timer("faces"):
@@ -330,7 +334,7 @@ class WanAssembler:
         r.face_bboxes.extend(resolved)
         r.face_held.extend(held)
         r.extra.append(extra)
-        if self.waiting_frames > self.face_wait:
+        if self.waiting_frames > self.face_wait:  # one group longer than the whole wait
             self.flush()
 
     def _crop(self, fb: FrameBatch, boxes: list, slots: torch.Tensor) -> None:
@@ -351,7 +355,7 @@ class WanAssembler:
             return
         w, h = self.width, self.height
         box = pad_box(box, self.face_padding, w, h) if self.face_padding else box
-        for view, slots, at in self.waiting:
+        for view, slots, at, _group in self.waiting:
             self._crop(FrameBatch(view, self.ws), [box] * view.shape[0], slots)
             self.ready.face_bboxes[at : at + view.shape[0]] = [box] * view.shape[0]
         self.waiting.clear()
@@ -364,8 +368,18 @@ class WanAssembler:
                 self._flush_waiting(fallback_face_box(self.width, self.height))
 
     def take(self) -> WanFrames | None:
-        """The frames whose outputs are final, removed from the assembler (None: none yet)."""
-        if self.waiting or not self.ready.metas:
+        """The frames whose outputs are final (those before the first waiting one), removed
+        from the assembler (None: none yet)."""
+        r = self.ready
+        groups = self.waiting[0][3] if self.waiting else len(r.extra)
+        if groups == 0:
             return None
-        out, self.ready = self.ready, WanFrames()
+        frames = sum(k.shape[0] for k in r.keypoints[:groups])
+        out = WanFrames(
+            r.keypoints[:groups], r.metas[:frames], r.face_images[:groups], r.face_bboxes[:frames], r.face_held[:frames], r.extra[:groups]
+        )
+        self.ready = WanFrames(
+            r.keypoints[groups:], r.metas[frames:], r.face_images[groups:], r.face_bboxes[frames:], r.face_held[frames:], r.extra[groups:]
+        )
+        self.waiting = [(v, sl, at - frames, g - groups) for v, sl, at, g in self.waiting]
         return out
