@@ -80,6 +80,22 @@ def test_motion_distance_estimates_pixels():
     assert motion_distance(ref, ref, 832) == 0.0
 
 
+@pytest.mark.parametrize("shift", [(0, 3), (2, 2), (-4, 1), (6, -5)])
+def test_motion_distance_against_phase_correlation(shift):
+    """An independent oracle: scikit-image's phase correlation measures the shift between the
+    full-resolution frames; the gate's estimate from 64-px signatures stays within 2x of it."""
+    registration = pytest.importorskip("skimage.registration")
+    g = torch.Generator().manual_seed(1)
+    base = torch.nn.functional.interpolate(torch.rand(1, 3, 30, 52, generator=g), size=(480, 832), mode="bicubic").clamp(0, 1)
+    moved = torch.roll(base, shifts=shift, dims=(2, 3))
+    gray = lambda x: (x[0] * torch.tensor([0.299, 0.587, 0.114]).view(3, 1, 1)).sum(0).numpy()  # noqa: E731
+    measured, _, _ = registration.phase_cross_correlation(gray(base), gray(moved), upsample_factor=10)
+    true = float(torch.tensor(shift, dtype=torch.float32).norm())
+    assert abs(float(torch.tensor(measured).norm()) - true) < 0.2  # the oracle itself is right
+    est = motion_distance(signatures(base)[0], signatures(moved)[0], 832)
+    assert 0.5 * true < est < 2.0 * true, (shift, est, measured)
+
+
 def test_correlation_marks_cuts():
     g = torch.Generator().manual_seed(1)
     a, b = torch.rand(36, 64, generator=g), torch.rand(36, 64, generator=g)

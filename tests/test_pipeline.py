@@ -6,7 +6,6 @@ tests/test_gate.py covers frame skipping.
 
 import json
 import math
-import time
 import warnings
 import weakref
 
