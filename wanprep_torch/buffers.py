@@ -1,8 +1,7 @@
 """Reusable scratch tensors for the hot path.
 
 On the CPU a fresh multi-megabyte tensor is mapped from the OS and page-faulted in as it is
-first written: measured on a 2-core machine, filling a fresh (3, 640, 640) float tensor cost
-~4 ms a frame against ~1 ms for a reused one. Buffers that live for one group of frames (the
+first written, which costs several times a reused buffer's write (BENCHMARKS.md). Buffers that live for one group of frames (the
 detector input, crops, heatmaps) are therefore kept and reused across groups.
 """
 

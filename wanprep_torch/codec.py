@@ -51,9 +51,9 @@ def _first_max(flat: torch.Tensor, block: int = 64) -> tuple[torch.Tensor, torch
     """Index of the first maximum of each row and the maximum: (M, L) -> (M,), (M,).
 
     Same result as ``argmax`` (first occurrence; NaN counts as the maximum). On the CPU torch's
-    argmax over 3072-long rows is a scalar loop (~0.5 ms a frame for 133 maps); a vectorised
-    max per block of 64, an argmax over the 48 block maxima and one over the winning block
-    take ~0.17 ms.
+    argmax over 3072-long rows is a scalar loop; a vectorised max per block of 64, an argmax
+    over the 48 block maxima and one over the winning block are several times cheaper
+    (BENCHMARKS.md).
     """
     m, length = flat.shape
     if length % block or length <= block:
@@ -122,9 +122,9 @@ def dark_refine(heatmaps: torch.Tensor, coords: torch.Tensor, kernel: int = 11) 
     inside = ((rows >= 0) & (rows < h)).unsqueeze(-1) & ((cols >= 0) & (cols < w)).unsqueeze(-2)
     idx = rows.clamp(0, h - 1).unsqueeze(-1) * w + cols.clamp(0, w - 1).unsqueeze(-2)
     patch = torch.gather(heatmaps.reshape(n, k, h * w), 2, idx.reshape(n, k, ps * ps)).reshape(n, k, ps, ps)
-    patch = patch.masked_fill_(~inside, 0.0).to(dt).reshape(n * k, 1, ps, ps)  # in place: ~8x cheaper than where()
+    patch = patch.masked_fill_(~inside, 0.0).to(dt).reshape(n * k, 1, ps, ps)  # in place: much cheaper than where()
 
-    # Separable blurs as banded matrix products: on the CPU ~15x faster than a 1-channel conv2d.
+    # Separable blurs as banded matrix products: on the CPU far faster than a 1-channel conv2d.
     g = gaussian_kernel1d(kernel, device=heatmaps.device, dtype=dt)
     band = _band(g, 5, ps, 0)  # (5, 15): output j reads patch j .. j + kernel - 1
     blurred = (band @ patch.reshape(n * k, ps, ps) @ band.T).reshape(n, k, 5, 5)
@@ -134,7 +134,7 @@ def dark_refine(heatmaps: torch.Tensor, coords: torch.Tensor, kernel: int = 11) 
     # that the differences cancel. Maps with a tap at the floor (weak peaks on a negative
     # background) need the real factor: blur those maps whole (float32, as the reference;
     # kornia's Gaussian with a zero border). The patch blur above stays hand-written: kornia
-    # has no blur of one neighbourhood per map, and blurring all maps would cost ~40x more.
+    # has no blur of one neighbourhood per map, and blurring all maps would cost far more.
     floor = 1e-10
     need = ok & (blurred <= floor).flatten(2).any(dim=2)
     if bool(need.any()):

@@ -65,12 +65,12 @@ def resize_for_detector(frames: torch.Tensor, size_hw: tuple[int, int] = (640, 6
     shape = (frames.shape[0], 3) + tuple(size_hw)
     out = ws.get("detector_input", shape, torch.float32, dev)
     if frames.dtype == torch.uint8 and dev.type == "cpu":
-        # On the CPU uint8 channels-last resizes ~6x faster than float NCHW; the rounding to
+        # On the CPU uint8 channels-last resizes several times faster than float NCHW; the rounding to
         # 1/255 steps is below the input's own quantisation.
         cl = frames.is_contiguous(memory_format=torch.channels_last)
         small = ws.get("detector_u8", shape, torch.uint8, dev, channels_last=cl)
         torch.ops.aten.upsample_bilinear2d.out(frames, list(size_hw), False, None, None, out=small)
-        # copy_ then an in-place scale: a mixed-dtype, mixed-layout mul(out=) is ~20x slower.
+        # copy_ then an in-place scale: a mixed-dtype, mixed-layout mul(out=) is much slower.
         return out.copy_(small).mul_(1.0 / 255.0)
     x = frames if frames.is_floating_point() else frames.float() / 255.0
     return out.copy_(F.interpolate(x, size=size_hw, mode="bilinear", align_corners=False, antialias=False))

@@ -210,8 +210,8 @@ class FrameBatch:
         """(n, 3, y1 - y0, x1 - x0) float32 in [0, 1]: one rectangle of every frame.
 
         For input that is not float32 this converts only the rectangle (the pose crop needs a
-        person's window, not the frame): measured on uint8 832x480 frames, the whole-frame
-        conversion cost ~1.3 ms a frame. float32 input returns a view, no copy.
+        person's window, not the frame; BENCHMARKS.md has the cost of the whole-frame
+        conversion). float32 input returns a view, no copy.
         """
         v = self.view[..., y0:y1, x0:x1]
         if v.dtype == torch.float32:

@@ -140,7 +140,7 @@ def run_in_batches(
 
 
 def resolve_batch_size(batch_size: int | str, device: torch.device) -> int:
-    """'auto': 1 on the CPU (measured on 2-core CPUs: batch 8 ran ~20% slower per frame than
+    """'auto': 1 on the CPU (on 2-core CPUs batch 8 ran slower per frame than
     batch 1 for both models), 16 on a GPU (halved on out-of-memory)."""
     if batch_size == "auto":
         return 16 if device.type == "cuda" else 1
