@@ -240,3 +240,102 @@ def test_face_turning_away_and_back_stays_accurate(models):
     res = run(models, clip.frames, "safe")
     err = (res.keypoints[..., :2] - clip.keypoints).norm(dim=-1)[clip.visible]
     assert err.mean() < 0.5, f"mean {err.mean():.2f} px against ground truth"
+
+
+# -- verified keyframes: ground-truth scenes per motion type -----------------------------------
+
+# (motion, frames, bound on the mean error above off's, max pose fraction, max detector fraction)
+MOTION_CASES = [
+    ("hold", 32, 0.5, 0.40, 0.25),
+    ("slow", 32, 0.5, 0.40, 0.25),
+    ("pan", 40, 0.5, 0.40, 0.25),  # steady 1.5 px/frame
+    ("holdslow", 48, 0.5, 0.40, 0.25),
+    ("accel", 32, 0.5, 1.0, 0.5),  # speeds up to 8 px/frame: more checks, still accurate
+    ("fast", 16, 0.3, 1.0, 1.0),  # 15-30 px/frame: may process every frame
+    ("enter", 24, 0.3, 1.0, 1.0),  # walks in and out fast
+]
+
+
+@pytest.mark.parametrize("motion, T, extra_px, max_pose, max_det", MOTION_CASES, ids=[c[0] for c in MOTION_CASES])
+def test_safe_against_ground_truth_by_motion(models, motion, T, extra_px, max_pose, max_det):
+    clip = make_clip(T, H=240, W=416, motion=motion, background=True, seed=2)
+    off = run(models, clip.frames, "off")
+    safe = run(models, clip.frames, "safe")
+    vis = clip.visible
+    e_off = (off.keypoints[..., :2] - clip.keypoints).norm(dim=-1)[vis].mean()
+    e_safe = (safe.keypoints[..., :2] - clip.keypoints).norm(dim=-1)[vis].mean()
+    assert e_safe <= e_off + extra_px, f"{motion}: safe {e_safe:.3f} px vs off {e_off:.3f} px"
+    assert safe.pose_ran.float().mean() <= max_pose, f"{motion}: pose on {int(safe.pose_ran.sum())}/{T}"
+    assert safe.det_ran.float().mean() <= max_det, f"{motion}: detector on {int(safe.det_ran.sum())}/{T}"
+    assert safe.pose_ran[0] and safe.det_ran[0] and safe.pose_ran[-1]  # first and last frames
+    # Boxes stay inside the frame and never degenerate, whatever the motion.
+    b = safe.bboxes
+    assert bool(((b[:, 0] >= 0) & (b[:, 1] >= 0) & (b[:, 2] <= 416) & (b[:, 3] <= 240) & (b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1])).all())
+
+
+def test_cut_frame_runs_both_models_and_nothing_blends(models):
+    clip = make_clip(24, H=240, W=416, motion="cut", seed=0, background=True)
+    for preset in ("safe", "fast"):
+        res = run(models, clip.frames, preset)
+        assert res.pose_ran[12] and res.det_ran[12], "the first frame after the cut runs both models"
+        assert res.pose_ran[11], "the last frame before the cut is a keyframe too"
+        err = (res.keypoints[..., :2] - clip.keypoints).norm(dim=-1)[clip.visible]
+        assert err.max() < 2.0
+
+
+def test_checked_frames_keep_the_pose_models_keypoints(models):
+    """A verification run is not wasted: a checked frame's keypoints are the pose model's on
+    that frame (with the box reported for it), not the interpolation."""
+    from wanprep_torch import PoseEstimator
+
+    clip = make_clip(40, H=240, W=416, motion="pan", seed=2, background=True)
+    res = run(models, clip.frames, "safe")
+    checked = (res.pose_ran & ~res.det_ran).nonzero().flatten().tolist()
+    assert checked, "the pan's gaps were checked"
+    pose = PoseEstimator(models["pose"])
+    again = pose(clip.frames[checked], res.bboxes[checked])
+    assert torch.equal(again, res.keypoints[checked])
+
+
+def test_verify_px_decides_splitting(models):
+    clip = make_clip(24, H=240, W=416, motion="pan", seed=2, background=True)
+    strict = run(models, clip.frames, {"preset": "safe", "verify_px": 0.0, "hold_px": 0.0})
+    assert strict.pose_ran.all(), "every check fails at 0 px: gaps split down to single frames"
+    loose = run(models, clip.frames, {"preset": "safe", "verify_px": 1e9})
+    keyframes = len(range(0, 24, 8)) + 1  # every 8th frame and the last
+    assert int(loose.pose_ran.sum()) <= 2 * keyframes, "accepted gaps need one check each, no splits"
+
+
+def test_exact_holds_are_not_checked(models):
+    clip = make_clip(32, H=240, W=416, motion="hold", seed=2, background=True)
+    res = run(models, clip.frames, "safe")
+    assert int(res.pose_ran.sum()) == 5  # frames 0, 8, 16, 24 and the last: no checks
+
+
+# -- tracked boxes stay sane --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("preset", ["off", "safe", "fast"])
+def test_empty_frames_report_the_fallback_box(models, preset):
+    clip = make_clip(20, H=240, W=416, motion="slow", seed=1, background=False)
+    frames = clip.frames.clone()
+    frames[8:14] = 0.0  # six black frames in the middle
+    res = run(models, frames, preset)
+    fallback = torch.tensor([0.0, 0.0, 416.0, 240.0, -1.0])
+    assert bool((res.bboxes[8:14] == fallback).all()), res.bboxes[8:14]
+    assert not bool((res.bboxes[:8, 4] < 0).any()) and not bool((res.bboxes[14:, 4] < 0).any())
+    err = (res.keypoints[14:, :, :2] - clip.keypoints[14:]).norm(dim=-1)[clip.visible[14:]]
+    assert err.mean() < 0.5, "the person is found again after the empty frames"
+
+
+def test_person_walking_out_and_back(models):
+    clip = make_clip(20, H=240, W=416, motion="enter", seed=1, background=True)
+    frames = torch.cat([clip.frames, clip.frames.flip(0)])  # out past the right edge, then back
+    gone = ~torch.cat([clip.visible, clip.visible.flip(0)])[:, :17].any(dim=1)
+    assert gone.any()
+    for preset in ("off", "safe"):
+        res = run(models, frames, preset)
+        b = res.bboxes
+        inside = (b[:, 0] >= 0) & (b[:, 1] >= 0) & (b[:, 2] <= 416) & (b[:, 3] <= 240) & (b[:, 2] - b[:, 0] >= 10) & (b[:, 3] - b[:, 1] >= 10)
+        assert bool(inside.all()), preset
+        assert bool((b[gone, 4] == -1).all()), f"{preset}: frames with nobody report the fallback"

@@ -2,7 +2,8 @@
 
 - Today's snapshot: every output bit for bit, for every gate setting, so a change to them is
   made on purpose (and the snapshot regenerated in that commit).
-- The snapshot from before the core reshape: the reshape kept every output bit for bit except
+- The snapshot from before the core reshape, for ``gate="off"`` (the gated presets changed on
+  purpose afterwards: verified keyframes): the reshape kept every output bit for bit except
   where the pose crop moved to kornia's warp_affine, whose float32 coordinate normalisation
   moves crop samples by ~1e-5 px. Keypoints (and the tracked boxes made from them) may move by
   that much, amplified on flat hidden-face heatmaps (measured: at most 0.021 px, scores 2e-5);
@@ -52,7 +53,7 @@ def test_outputs_equal_todays_snapshot(name, outputs):
         _equal(name, key, got[key], w)
 
 
-@pytest.mark.parametrize("name", sorted(SCENES))
+@pytest.mark.parametrize("name", sorted(n for n, (_, _, opts) in SCENES.items() if opts["gate"] == "off"))
 def test_outputs_match_the_snapshot_from_before_the_reshape(name, outputs):
     want = torch.load(BEFORE_RESHAPE, weights_only=False)[name]
     got = outputs[name]

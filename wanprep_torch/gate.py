@@ -1,17 +1,22 @@
-"""The similarity gate: which frames run the pose model, and keypoints for the frames that don't.
+"""The gate: which frames run the pose model, and keypoints for the frames that don't.
 
-A frame's signature is its grayscale image shrunk to about 64 px wide. The distance to the last
-processed frame is an estimate of how far the subject moved, in frame pixels: inside the
-subject's last box, the mean absolute difference of the signatures divided by their mean
-gradient magnitude (for a small shift d, |I(x + d) - I(x)| ~ |grad I| d), scaled back to the
-frame. That makes one threshold mean the same on dark and bright, flat and busy footage, and a
-small person moving on a still background is not averaged away by the background. That estimate only holds for motion smaller
-than the picture's structures, so a frame whose signature has lost its correlation with the
-last processed one (normalised cross-correlation, blind to brightness and contrast) is a scene
-cut, or motion too large to estimate: either way it is processed and the detector runs.
+Verified keyframes. Keyframes are processed at a stride (``max_gap``), earlier where the
+picture moved ``motion_px`` since the last keyframe or the scene cut; the frames between two
+keyframes get keypoints interpolated linearly in time, and the interpolation is checked: the
+pose model runs on the gap's midpoint, and when its confident body keypoints agree with the
+interpolation within ``verify_px`` frame pixels the gap is accepted; otherwise it is split at
+the midpoint and each half checked the same way. A checked frame keeps its real keypoints. A
+gap in which the picture did not move (estimated motion under ``hold_px``) is a hold: accepted
+without a check.
 
-Skipped frames get keypoints interpolated linearly in time between the processed frames on
-either side. Knows nothing of ONNX.
+The pixel-based motion estimate: a frame's signature is its grayscale image (kornia) shrunk to
+about 64 px wide; the distance to the last keyframe, inside the subject's last box, is the mean
+absolute difference of the signatures over their mean gradient magnitude (kornia's spatial
+gradient; for a small shift d, |I(x + d) - I(x)| ~ |grad I| d), scaled back to frame pixels.
+That estimate only holds for motion smaller than the picture's structures, so a frame whose
+signature lost its correlation with the last keyframe's (normalised cross-correlation, blind
+to brightness and contrast) is a scene cut, or motion too large to estimate: it is a keyframe,
+the frame before it too, and the detector runs. Knows nothing of ONNX.
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from kornia.color import rgb_to_grayscale
+from kornia.filters import spatial_gradient
 
 __all__ = [
     "GateConfig",
@@ -33,61 +40,70 @@ __all__ = [
     "MotionGate",
     "interpolate",
     "interpolate_keypoints",
+    "interpolate_boxes",
+    "interpolation_error",
 ]
 
 
 @dataclass(frozen=True)
 class GateConfig:
-    """Frame skipping settings. ``enabled=False`` is the full pipeline, bit for bit.
+    """Frame skipping settings. ``enabled=False`` is every frame through both models.
 
-    threshold_px: a frame runs the pose model once the picture moved this far (estimated, in
-        frame pixels) since the last processed frame.
-    cut_correlation: a frame whose signature correlates less than this with the last processed
-        frame's is a scene cut (or too fast to estimate): it is processed, the detector runs and
-        the subject is chosen afresh.
-    max_gap: a processed frame at least every ``max_gap`` frames.
-    det_every: on processed frames, run the detector every ``det_every`` frames; in between the
-        box comes from the previous frame's confident keypoints (1 = every processed frame).
-    track_max_px: the detector runs (rather than tracking) on a frame whose subject moved
-        further than this since the last processed frame.
+    max_gap: a keyframe at least every ``max_gap`` frames (the interpolation stride).
+    verify_px: a gap is accepted when the pose model on its midpoint agrees with the
+        interpolation within this many frame pixels (the largest error over confident body
+        keypoints); else it is split and both halves checked.
+    hold_px: a gap whose estimated motion stays under this is a hold, accepted unchecked.
+    motion_px: a frame is a keyframe once the picture moved this far (estimated, frame px)
+        since the last keyframe.
+    cut_correlation: a frame whose signature correlates less than this with the last
+        keyframe's is a scene cut (or too fast to estimate).
+    det_every: also run the detector on every ``det_every``-th keyframe (0: only when tracking
+        is in doubt: the start, a cut, a jump over ``track_max_px``, weak body keypoints, the
+        body at the crop window's edge, or the subject box leaving the frame).
+    track_max_px: the detector runs on a keyframe whose picture moved further than this since
+        the last keyframe.
     track_min_score: re-detect when the mean body keypoint score of a tracked frame drops under this.
-    track_kp_score: keypoints at least this confident make the tracked box.
-    track_edge_margin: re-detect when such a keypoint lies within this fraction of the pose
-        window of its edge (the person reaches past the tracked window).
-    track_padding: the tracked box grows by this fraction of its size on each side.
+    track_kp_score: keypoints at least this confident make the tracked box and are checked.
+    track_edge_margin: re-detect when a confident body keypoint lies within this fraction of
+        the crop window of its edge (the window no longer holds the body).
+    track_padding: the box from keypoints grows by this fraction of its size on each side
+        (the crop pads it 1.25x more).
     subject: keep following the same person across frames (IoU with the last box); the
         reference's largest-box rule applies only at the start, after a cut, or when the subject
-        is lost for more than ``subject_grace`` processed frames.
+        is lost for more than ``subject_grace`` keyframes.
     subject_min_iou: a detection at least this overlapping the last box is the same person.
     signature_width: width of the grayscale signature.
     """
 
     enabled: bool = True
-    threshold_px: float = 1.5
+    max_gap: int = 8
+    verify_px: float = 1.0
+    hold_px: float = 0.3
+    motion_px: float = 16.0
     cut_correlation: float = 0.6
-    max_gap: int = 4
-    det_every: int = 4
-    track_max_px: float = 8.0
+    det_every: int = 0
+    track_max_px: float = 32.0
     track_min_score: float = 0.3
     track_kp_score: float = 0.3
-    track_edge_margin: float = 0.04
-    track_padding: float = 0.1
+    track_edge_margin: float = 0.02
+    track_padding: float = 0.2
     subject: bool = True
     subject_min_iou: float = 0.3
     subject_grace: int = 2
     signature_width: int = 64
 
     def __post_init__(self):
-        if self.max_gap < 1 or self.det_every < 1 or self.signature_width < 8:
-            raise ValueError("max_gap and det_every must be >= 1, signature_width >= 8")
-        if self.threshold_px < 0 or not -1 <= self.cut_correlation <= 1:
-            raise ValueError("threshold_px must be >= 0 and cut_correlation in [-1, 1]")
+        if self.max_gap < 1 or self.det_every < 0 or self.signature_width < 8:
+            raise ValueError("max_gap must be >= 1, det_every >= 0, signature_width >= 8")
+        if self.verify_px < 0 or self.hold_px < 0 or self.motion_px <= 0 or not -1 <= self.cut_correlation <= 1:
+            raise ValueError("verify_px and hold_px must be >= 0, motion_px > 0, cut_correlation in [-1, 1]")
 
 
 PRESETS = {
     "off": GateConfig(enabled=False, det_every=1, subject=False),
     "safe": GateConfig(),
-    "fast": GateConfig(threshold_px=4.0, max_gap=8, det_every=8),
+    "fast": GateConfig(max_gap=16, verify_px=3.0, hold_px=0.5, motion_px=32.0),
 }
 
 
@@ -112,9 +128,6 @@ def resolve_gate(gate) -> GateConfig:
     raise TypeError(f"gate must be a preset name, a GateConfig or a dict, got {type(gate).__name__}")
 
 
-_GRAY = (0.299, 0.587, 0.114)
-
-
 def signatures(frames: torch.Tensor, width: int = 64) -> torch.Tensor:
     """Grayscale thumbnails.
 
@@ -135,8 +148,7 @@ def signatures(frames: torch.Tensor, width: int = 64) -> torch.Tensor:
     small = small.float()
     if frames.dtype == torch.uint8:
         small = small / 255.0
-    w = torch.tensor(_GRAY, device=small.device).view(1, 3, 1, 1)
-    return (small * w).sum(dim=1)
+    return rgb_to_grayscale(small)[:, 0]
 
 
 def correlation(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -167,17 +179,18 @@ def motion_distance(
         if c1 - c0 >= 2 and r1 - r0 >= 2:
             a, b = a[r0:r1, c0:c1], b[r0:r1, c0:c1]
     mad = (a - b).abs().mean()
-    gx = (a[:, 1:] - a[:, :-1]).abs().mean()
-    gy = (a[1:, :] - a[:-1, :]).abs().mean()
-    grad = (gx + gy) * 0.5
+    # kornia's unnormalised "diff" gradient is the central difference x[i+1] - x[i-1], twice
+    # the per-pixel slope; the border (replicate-padded) is left out where there is an inside.
+    g = spatial_gradient(a[None, None], mode="diff", order=1, normalized=False)[0, 0].abs()  # (2, h, w)
+    grad = 0.5 * (g[:, 1:-1, 1:-1].mean() if min(a.shape) > 2 else g.mean())
     return float(mad / grad.clamp_min(1e-4) * scale)
 
 
 @dataclass(frozen=True)
 class Decision:
-    """The gate's plan for one frame: ``process`` it (run the pose model), it starts a new
-    scene (``cut``), and the estimated motion ``distance`` (frame px) since the last processed
-    frame."""
+    """The gate's plan for one frame: it is a keyframe (``process``: the pose model runs), it
+    starts a new scene (``cut``), and the estimated motion ``distance`` (frame px) since the
+    last keyframe."""
 
     process: bool
     cut: bool
@@ -185,13 +198,13 @@ class Decision:
 
 
 class MotionGate:
-    """Decides, frame by frame, which frames are processed (streaming: state across chunks)."""
+    """Decides, frame by frame, which frames are keyframes (streaming: state across chunks)."""
 
     def __init__(self, cfg: GateConfig, frame_width: int):
         self.cfg = cfg
         self.frame_width = frame_width
-        self.ref = None  # signature of the last processed frame
-        self.gap = 0  # frames since the last processed one
+        self.ref = None  # signature of the last keyframe
+        self.gap = 0  # frames since the last keyframe
 
     def step(self, sig: torch.Tensor, region=None) -> Decision:
         """The plan for the next frame; ``region`` is the subject's last box (x1, y1, x2, y2)
@@ -201,7 +214,7 @@ class MotionGate:
             return Decision(True, True, 0.0)
         cut = correlation(self.ref, sig) < self.cfg.cut_correlation
         dist = motion_distance(self.ref, sig, self.frame_width, region)
-        process = cut or dist >= self.cfg.threshold_px or self.gap + 1 >= self.cfg.max_gap
+        process = cut or dist >= self.cfg.motion_px or self.gap + 1 >= self.cfg.max_gap
         if process:
             self.ref, self.gap = sig, 0
         else:
@@ -241,3 +254,37 @@ def interpolate(a: torch.Tensor, b: torch.Tensor, t0: int, t1: int, ts: list[int
     w = torch.tensor([(t - t0) / (t1 - t0) for t in ts], device=a.device, dtype=a.dtype)
     w = w.view((-1,) + (1,) * a.dim())
     return a.unsqueeze(0) + (b - a).unsqueeze(0) * w
+
+
+def interpolate_boxes(a: torch.Tensor, b: torch.Tensor, t0: int, t1: int, ts: list[int]) -> torch.Tensor:
+    """Boxes (5,) x1, y1, x2, y2, score between frames t0 and t1: linear between two person
+    boxes; next to a full-frame fallback (score < 0) each frame takes the nearer end's box, so
+    a frame with no person keeps reporting the fallback.
+
+    Returns:
+        (len(ts), 5).
+    """
+    if float(a[4]) >= 0 and float(b[4]) >= 0:
+        return interpolate(a, b, t0, t1, ts)
+    return torch.stack([a if t - t0 <= t1 - t else b for t in ts])
+
+
+def interpolation_error(got: torch.Tensor, a: torch.Tensor, b: torch.Tensor, t0: int, t1: int, t: int, min_score: float) -> float:
+    """How far the keypoints a verification run found at frame t lie from the interpolation
+    between the keyframes t0 and t1: the largest distance (frame px) over the body keypoints
+    (rows 0-16) confident at both ends. A body point confident at both ends but not at t counts
+    as infinitely far (something the interpolation does not know happened); no point confident
+    at both ends: 0 (nothing to check).
+
+    Args:
+        got, a, b: (133, 3) keypoints at t, t0 and t1.
+    """
+    want = interpolate_keypoints(a, b, t0, t1, [t], min_score)[0]
+    body = slice(0, 17)
+    both = (a[body, 2] >= min_score) & (b[body, 2] >= min_score)
+    if not bool(both.any()):
+        return 0.0
+    if bool((got[body, 2][both] < min_score).any()):
+        return float("inf")
+    d = (got[body, :2] - want[body, :2]).norm(dim=-1)[both]
+    return float(d.max())

@@ -20,7 +20,7 @@ import torch
 from .buffers import Workspace
 from .detect import PersonDetector
 from .frames import FrameBatch
-from .gate import Decision, GateConfig, MotionGate, interpolate, interpolate_keypoints, signatures
+from .gate import GateConfig, MotionGate, interpolate_boxes, interpolate_keypoints, interpolation_error, signatures
 from .pose import PoseEstimator, box_to_center_window
 from .runtime import run_in_batches
 from .timing import NULL_TIMER
@@ -61,21 +61,39 @@ class FrameRecord:
 
 
 @dataclass
-class _Pending:
-    """A skipped frame waiting for the next processed one."""
+class _Frame:
+    """A frame the gate has seen whose keyframe is not processed yet."""
 
     index: int
     chunk: torch.Tensor
     local: int
     distance: float
+    cut: bool
+
+
+@dataclass
+class _Key:
+    """A planned keyframe and the frames between the previous keyframe and it."""
+
+    frame: _Frame
+    gap: list
+
+
+@dataclass
+class _Segment:
+    """Frames between two processed frames ``a`` and ``b``, interpolated unless checked."""
+
+    a: FrameRecord
+    b: FrameRecord
+    gap: list
 
 
 class Scheduler:
     """Runs a video's chunks through the stages; :meth:`feed` and :meth:`finish` return the
     frames that became final, in order.
 
-    Skipped frames wait (as views) until the next processed frame; the gate's ``max_gap``
-    bounds that wait, so memory stays independent of the video's length.
+    With the gate on, frames after the last keyframe wait (as views) for the next one; the
+    gate's ``max_gap`` bounds that wait, so memory stays independent of the video's length.
     """
 
     def __init__(
@@ -97,8 +115,9 @@ class Scheduler:
         self.on_oom = on_oom
         self.motion: MotionGate | None = None
         self.tracker: SubjectTracker | None = None
-        self.pending: list[_Pending] = []
-        self.last: FrameRecord | None = None  # the last processed frame
+        self.waiting: list[_Frame] = []  # frames after the last planned keyframe
+        self.planned: list[_Key] = []  # keyframes planned, not yet processed
+        self.anchor: FrameRecord | None = None  # the last processed keyframe
         self.index = 0  # frames fed so far
 
     @property
@@ -122,13 +141,13 @@ class Scheduler:
         return out
 
     def finish(self) -> list[FrameRecord]:
-        """End of the video: the last frame is always processed, then the rest interpolated."""
-        if not self.pending:
-            return []
-        p = self.pending.pop()
-        done = self._infer(p.chunk[p.local : p.local + 1], [p.distance >= self.cfg.track_max_px], [False])
+        """End of the video: the last frame is always a keyframe."""
         out: list[FrameRecord] = []
-        self._emit(p.index, p.chunk, p.local, done[0], p.distance, False, out)
+        if self.waiting:
+            last = self.waiting.pop()
+            self.planned.append(_Key(last, self.waiting))
+            self.waiting = []
+        self._run_planned(out)
         return out
 
     def _feed_ungated(self, chunk: torch.Tensor, out: list[FrameRecord]) -> None:
@@ -137,49 +156,113 @@ class Scheduler:
         def step(s: int, e: int) -> None:
             n = e - s
             results = self._infer(chunk[s:e], [True] * n, [False] * n)
-            for j, r in enumerate(results):
-                self._emit(self.index + s + j, chunk, s + j, r, 0.0, False, out)
+            recs = [
+                FrameRecord(self.index + s + j, chunk, s + j, r.keypoints, r.box, r.others, r.det_ran, True, 0.0)
+                for j, r in enumerate(results)
+            ]
+            self._hand_out(recs, out)
 
         run_in_batches(chunk.shape[0], group, step, on_oom=self.on_oom)
 
     def _feed_gated(self, chunk: torch.Tensor, out: list[FrameRecord]) -> None:
-        n = chunk.shape[0]
         with self.timer("gate"):
             # One host copy per chunk: the gate's per-frame decisions then read no device memory.
             sig = signatures(chunk, self.cfg.signature_width).cpu()
-        # Plan frames until a model batch of frames to process is collected, run it, emit, and
-        # go on: the motion is measured in the subject's newest box.
-        i = 0
-        while i < n:
-            start, todo, plan = i, [], []
+        for i in range(chunk.shape[0]):
             with self.timer("gate"):
-                while i < n and len(todo) < self.batch_size:
-                    region = None if self.last is None else self.last.box[:4].tolist()
-                    d = self.motion.step(sig[i], region)
-                    plan.append(d)
-                    if d.process:
-                        todo.append(i)
-                    i += 1
-            # A cut, or motion too fast to track, makes the detector run.
-            force = [plan[j - start].cut or plan[j - start].distance >= self.cfg.track_max_px for j in todo]
-            cuts = [plan[j - start].cut for j in todo]
-            results = dict(zip(todo, self._infer_at(chunk, todo, force, cuts)))
-            for j, d in enumerate(plan, start):
-                if d.process:
-                    self._emit(self.index + j, chunk, j, results[j], d.distance, d.cut, out)
-                else:
-                    self.pending.append(_Pending(self.index + j, chunk, j, d.distance))
+                # The motion is measured in the subject's newest box.
+                region = None if self.anchor is None else self.anchor.box[:4].tolist()
+                d = self.motion.step(sig[i], region)
+            f = _Frame(self.index + i, chunk, i, d.distance, d.cut)
+            if d.cut and self.waiting:
+                # The frame before a cut ends the old scene: a keyframe too, so no frame is
+                # interpolated across the cut.
+                prev = self.waiting.pop()
+                self.planned.append(_Key(prev, self.waiting))
+                self.waiting = []
+            if d.process:
+                self.planned.append(_Key(f, self.waiting))
+                self.waiting = []
+            else:
+                self.waiting.append(f)
+            if len(self.planned) >= self.batch_size:
+                self._run_planned(out)
+        self._run_planned(out)
 
-    # -- inference on the scheduled frames ----------------------------------------------------
-    def _infer_at(self, chunk: torch.Tensor, todo: list[int], force: list[bool], cuts: list[bool]) -> list:
-        """Results for frames ``todo`` of a chunk, in model batches (out-of-memory halves them)."""
+    # -- keyframes, checks, interpolation -----------------------------------------------------
+    def _run_planned(self, out: list[FrameRecord]) -> None:
+        """Process the planned keyframes, check the gaps before them, hand out their frames."""
+        keys, self.planned = self.planned, []
+        if not keys:
+            return
         results: list = []
 
         def step(s: int, e: int) -> None:
-            results.extend(self._infer(_gather(chunk, todo[s:e]), force[s:e], cuts[s:e]))
+            sub = keys[s:e]
+            force = [k.frame.cut or k.frame.distance >= self.cfg.track_max_px for k in sub]
+            results.extend(self._infer(_stack([k.frame for k in sub]), force, [k.frame.cut for k in sub]))
 
-        run_in_batches(len(todo), self.batch_size, step, on_oom=self.on_oom)
-        return results
+        run_in_batches(len(keys), self.batch_size, step, on_oom=self.on_oom)
+        segments = []  # (segment, is a hold)
+        recs = []
+        prev = self.anchor
+        for k, r in zip(keys, results):
+            f = k.frame
+            rec = FrameRecord(f.index, f.chunk, f.local, r.keypoints, r.box, r.others, r.det_ran, True, f.distance)
+            recs.append(rec)
+            seg = _Segment(prev, rec, k.gap) if prev is not None and k.gap else None
+            segments.append((seg, seg is not None and max(g.distance for g in k.gap + [f]) < self.cfg.hold_px))
+            prev = rec
+        done = {r.index: r for r in self._check([seg for seg, hold in segments if seg is not None and not hold])}
+        for rec, (seg, _hold) in zip(recs, segments):
+            self._hand_out(self._fill(seg, done) if seg is not None else [rec], out)
+        self.anchor = prev
+
+    def _check(self, segments: list[_Segment]) -> list[FrameRecord]:
+        """Verify interpolated gaps, level by level (each level one batch of pose runs): the
+        midpoint's real keypoints against the interpolation; a gap that disagrees is split."""
+        checked: list[FrameRecord] = []
+        level = [s for s in segments if s.gap]
+        while level:
+            mids = [s.gap[len(s.gap) // 2] for s in level]
+            boxes = torch.stack([interpolate_boxes(s.a.box, s.b.box, s.a.index, s.b.index, [m.index])[0] for s, m in zip(level, mids)])
+            kps: list = []
+
+            def step(i: int, j: int) -> None:
+                kps.extend(self.pose.estimate(FrameBatch(_stack(mids[i:j]), self.ws), boxes[i:j], self.timer).unbind(0))
+
+            run_in_batches(len(level), self.batch_size, step, on_oom=self.on_oom)
+            nxt = []
+            with self.timer("gate"):
+                for s, m, k, box in zip(level, mids, kps, boxes):
+                    rec = FrameRecord(m.index, m.chunk, m.local, k, box, s.a.others, False, True, m.distance)
+                    checked.append(rec)
+                    err = interpolation_error(k, s.a.keypoints, s.b.keypoints, s.a.index, s.b.index, m.index, self.cfg.track_kp_score)
+                    if err > self.cfg.verify_px:
+                        at = len(s.gap) // 2
+                        nxt += [half for half in (_Segment(s.a, rec, s.gap[:at]), _Segment(rec, s.b, s.gap[at + 1 :])) if half.gap]
+            level = nxt
+        return checked
+
+    def _fill(self, seg: _Segment, done: dict) -> list[FrameRecord]:
+        """The gap's frames then its end, in order: checked frames as run, the others
+        interpolated between the processed frames on either side."""
+        known = [seg.a] + [done[f.index] for f in seg.gap if f.index in done] + [seg.b]
+        recs = []
+        j = 0
+        with self.timer("gate"):
+            for f in seg.gap:
+                if f.index in done:
+                    recs.append(done[f.index])
+                    continue
+                while known[j + 1].index < f.index:
+                    j += 1
+                a, b = known[j], known[j + 1]
+                k = interpolate_keypoints(a.keypoints, b.keypoints, a.index, b.index, [f.index], self.cfg.track_kp_score)[0]
+                box = interpolate_boxes(a.box, b.box, a.index, b.index, [f.index])[0]
+                recs.append(FrameRecord(f.index, f.chunk, f.local, k, box, a.others, False, False, f.distance))
+        recs.append(seg.b)
+        return recs
 
     def _infer(self, frames: torch.Tensor, force: list[bool], cuts: list[bool]) -> list["_Inferred"]:
         """Boxes and keypoints for consecutive frames (n, 3, H, W), in order.
@@ -200,7 +283,8 @@ class Scheduler:
             if cuts[j]:
                 tr.reset()
                 tracked = None
-            if force[j] or tracked is None or tr.since_det + 1 >= self.cfg.det_every:
+            periodic = self.cfg.det_every > 0 and tr.since_det + 1 >= self.cfg.det_every
+            if force[j] or tracked is None or periodic:
                 det[j] = True
                 tr.since_det = 0
                 tracked = _FROM_DETECTION
@@ -218,9 +302,9 @@ class Scheduler:
         kps = self.pose.estimate(fb, box_t, timer)
         redo = []
         if not all(det):
-            # Tracking failed: weak body keypoints, or confident keypoints at the crop's edge
-            # (the person reaches past the tracked window, as when a hidden head turns back).
-            # Detect and run the pose model again on those frames.
+            # Tracking in doubt: weak body keypoints, or confident body keypoints at the crop
+            # window's edge (the window no longer holds the body). Detect and run the pose
+            # model again on those frames.
             lost = (kps[:, :17, 2].mean(dim=1) < self.cfg.track_min_score) | _at_window_edge(
                 kps, box_t.to(kps.device), self.pose.input_hw, self.cfg.track_kp_score, self.cfg.track_edge_margin
             )
@@ -248,28 +332,10 @@ class Scheduler:
                 chosen = self.tracker.choose(d)
                 boxes[j], others[j] = chosen.box, chosen.others
 
-    # -- emission in frame order ----------------------------------------------------------------
-    def _emit(self, index: int, chunk: torch.Tensor, local: int, res: "_Inferred", dist: float, cut: bool, out: list) -> None:
-        """A processed frame: interpolate the frames waiting before it, then hand out all."""
-        done = len(self.pending) + 1
-        if self.pending:
-            a = self.last
-            gs = [p.index for p in self.pending]
-            # Frames waiting before a cut resembled the frame before them, not the new scene:
-            # they hold its values instead of blending across the cut.
-            k1, b1 = (a.keypoints, a.box) if cut else (res.keypoints, res.box)
-            with self.timer("gate"):
-                ks = interpolate_keypoints(a.keypoints, k1, a.index, index, gs, self.cfg.track_kp_score)
-                bs = interpolate(a.box, b1, a.index, index, gs)
-            for p, k, b in zip(self.pending, ks, bs):
-                out.append(FrameRecord(p.index, p.chunk, p.local, k, b, a.others, False, False, p.distance))
-            self.pending.clear()
-        rec = FrameRecord(index, chunk, local, res.keypoints, res.box, res.others, res.det_ran, True, dist)
-        out.append(rec)
-        self.last = rec
-        if self.on_frames is not None:
-            self.on_frames(done)
-
+    def _hand_out(self, recs: list[FrameRecord], out: list[FrameRecord]) -> None:
+        out.extend(recs)
+        if self.on_frames is not None and recs:
+            self.on_frames(len(recs))
 
 @dataclass
 class _Inferred:
@@ -285,14 +351,24 @@ _FROM_DETECTION = object()  # planning marker: the box comes from this group's l
 def _at_window_edge(
     kps: torch.Tensor, boxes: torch.Tensor, pose_hw: tuple[int, int], min_score: float, margin: float
 ) -> torch.Tensor:
-    """(n,) bool: a keypoint scored >= ``min_score`` lies within ``margin`` (a fraction of the
-    window) of the edge of the pose window its box gives."""
+    """(n,) bool: a body keypoint (rows 0-16) scored >= ``min_score`` lies within ``margin`` (a
+    fraction of the window) of the edge of the pose window its box gives."""
     center, window = box_to_center_window(boxes, pose_hw)
     lo = center - window * (0.5 - margin)
     hi = center + window * (0.5 - margin)
-    xy = kps[..., :2]
+    body = kps[:, :17]
+    xy = body[..., :2]
     outside = ((xy < lo[:, None]) | (xy > hi[:, None])).any(dim=-1)
-    return (outside & (kps[..., 2] >= min_score)).any(dim=1)
+    return (outside & (body[..., 2] >= min_score)).any(dim=1)
+
+
+def _stack(frames: list) -> torch.Tensor:
+    """(n, 3, H, W) of the given frames (anything with ``chunk`` and ``local``): a view when
+    they are consecutive frames of one chunk, else a copy."""
+    c = frames[0].chunk
+    if all(f.chunk is c for f in frames) and [f.local for f in frames] == list(range(frames[0].local, frames[0].local + len(frames))):
+        return c[frames[0].local : frames[0].local + len(frames)]
+    return torch.stack([f.chunk[f.local] for f in frames])
 
 
 def _gather(frames: torch.Tensor, idx: list[int]) -> torch.Tensor:

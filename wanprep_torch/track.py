@@ -60,15 +60,17 @@ class SubjectTracker:
         self.lost = 0
 
     def tracked_box(self) -> torch.Tensor | None:
-        """(5,) the box from the last keypoints (score of the last detection), when it is inside
-        the frame; None means the detector must run."""
-        if self.tracked is None or self.box is None or self.lost:
-            return None  # no keypoints yet, or the subject is missing: detect every frame
+        """(5,) the box from the last keypoints, clipped to the frame, with the score of the
+        last detection; None means the detector must run (no keypoints yet, the subject is
+        missing or was never found, or the box left the frame)."""
+        if self.tracked is None or self.box is None or self.lost or float(self.box[4]) < 0:
+            return None
         fh, fw = self.frame_hw
         x1, y1, x2, y2 = self.tracked.tolist()
-        if x1 < 0 or y1 < 0 or x2 > fw or y2 > fh or not usable(self.tracked, self.det):
-            return None  # leaving the frame: re-detect
-        return torch.cat([self.tracked, self.box[4:5]])
+        clipped = torch.tensor([max(x1, 0.0), max(y1, 0.0), min(x2, float(fw)), min(y2, float(fh))])
+        if not usable(clipped, self.det):
+            return None  # (almost) out of the frame, or degenerate: re-detect
+        return torch.cat([clipped, self.box[4:5]])
 
     def choose(self, dets: torch.Tensor) -> Selection:
         """The subject's box among this frame's detections (M, 5) in frame pixels."""

@@ -176,7 +176,7 @@ class SyntheticClip:
         return int(self.frames.shape[0])
 
 
-MOTIONS = ("hold", "slow", "fast", "cut", "holdslow")
+MOTIONS = ("hold", "slow", "fast", "cut", "holdslow", "pan", "accel", "enter")
 
 
 def _placements(T: int, H: int, W: int, motion: str, height: float, rng: np.random.Generator):
@@ -232,6 +232,19 @@ def _placements(T: int, H: int, W: int, motion: str, height: float, rng: np.rand
             if abs(y - c0[1]) > ry:
                 vy = -vy
                 y = c0[1] + np.clip(2 * np.sign(y - c0[1]) * ry - (y - c0[1]), -ry, ry)
+    elif motion in ("pan", "accel"):
+        # Steady 1.5 px/frame sideways ("pan"), or speeding up from rest by 0.25 px/frame each
+        # frame ("accel"); bounded by the room there is, mirrored at the edge.
+        rx, _ = room(height)
+        v = np.full(T, 1.5) if motion == "pan" else 0.25 * t
+        x = np.cumsum(np.concatenate([[0.0], v[1:]])) - rx
+        period = 4 * rx if rx > 0 else 1.0
+        x = np.abs(((x + rx) % period) - 2 * rx) - rx  # bounce between -rx and rx
+        centers[:, 0] = c0[0] + x
+    elif motion == "enter":
+        # Walks in from beyond the left edge and out past the right edge at a steady speed.
+        span = W + (_TEMPLATE_HI[0] - _TEMPLATE_LO[0]) * height * 1.2
+        centers[:, 0] = c0[0] - span / 2 + span * t / max(T - 1, 1)
     elif motion == "cut":
         # First half: full size on the left; second half: smaller, on the right.
         h2 = 0.7 * height
@@ -282,7 +295,9 @@ def make_clip(
 ) -> SyntheticClip:
     """Render a T-frame clip of the synthetic person.
 
-    motion: "hold", "slow" (<~1 px/frame drift, +-2% scale), "fast" (15-30 px/frame bounce),
+    motion: "hold", "slow" (<~1 px/frame drift, +-2% scale), "pan" (steady 1.5 px/frame),
+    "accel" (from rest, 0.25 px/frame faster each frame), "enter" (walks in from beyond the left
+    edge and out past the right; points outside the frame are not visible), "fast" (15-30 px/frame bounce),
     "cut" (first half big on the left, second half 0.7x on the right), "holdslow" (4-8 frame
     holds alternating with slow motion). face_hidden: frame indices where the face (23..90) and
     nose/eyes/ears (0..4) are not drawn. person_height: keypoint extent in px (default 0.75*H).
@@ -297,6 +312,7 @@ def make_clip(
     for i in face_hidden:
         if 0 <= i < T:
             visible[i, HIDDEN_WHEN_TURNED] = False
+    visible &= (kps[..., 0] >= 0) & (kps[..., 0] < W) & (kps[..., 1] >= 0) & (kps[..., 1] < H)
     sigmas = SIGMA_PER_HEIGHT * heights
     frames = np.zeros((T, H, W, 3), dtype=np.float32)
     bgs = None
