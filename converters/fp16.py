@@ -178,17 +178,17 @@ def _fix_cast_targets(graph: onnx.GraphProto) -> int:
     return fixed
 
 
-def _loads(path: Path) -> str | None:
-    """None when onnxruntime can create a session from ``path`` and run it once, else why not.
+def _loads(path: Path, feeds=None, providers=PROVIDERS["cpu"]) -> tuple[str | None, list | None]:
+    """(None, outputs) when onnxruntime can create a session from ``path`` and run it (on
+    ``feeds``, or once on a random input), else (why not, None).
 
     Checked in a child process: onnxruntime can crash (segmentation fault) on a graph the
     float16 tools got wrong, and that must end the check, not the converter.
     """
     try:
-        run_isolated(path)
-        return None
+        return None, run_isolated(path, feeds, providers)
     except ConversionError as e:
-        return str(e)
+        return str(e), None
 
 
 def _split_shared_initializers(graph: onnx.GraphProto, block: set[str], block_nodes: set[str] = frozenset()) -> int:
@@ -255,13 +255,15 @@ def _transposes_into_matmul(graph: onnx.GraphProto) -> list[str]:
 
 
 def _convert_into(in_path: Path, dst: Path, keep_io_types: bool, op_block_list, min_positive_val,
-                  max_finite_val, external_data, log: Log) -> list[str]:
+                  max_finite_val, external_data, log: Log, feeds=None,
+                  providers=PROVIDERS["cpu"]) -> tuple[list[str], list | None]:
     """Convert IN and save at dst, checked to load and run in onnxruntime (in a child process).
 
     Tries each float16 backend. When no result loads, tries again with the Transposes that
     feed a MatMul kept in FP32 (see :func:`_transposes_into_matmul`), then with the
-    numerically sensitive ops (AUTO_BLOCK_OPS) kept in FP32 as well. Returns the user/auto ops
-    that stay FP32 (converter defaults not listed).
+    numerically sensitive ops (AUTO_BLOCK_OPS) kept in FP32 as well. The check runs the
+    result on ``feeds`` (the validation inputs; one random input when None) with ``providers``.
+    Returns the user/auto ops that stay FP32 (converter defaults not listed) and the outputs.
     """
     user_ops = list(op_block_list or [])
     model, used_external = _typed_model(in_path, log)
@@ -312,9 +314,9 @@ def _convert_into(in_path: Path, dst: Path, keep_io_types: bool, op_block_list, 
             log(f"saving {dst.name} ({name})" + (f" with external data {data_file_name(dst)}" if external else ""))
             save_model(converted, dst, external)
             del converted, src_model
-            err = _loads(dst)
+            err, outputs = _loads(dst, feeds, providers)
             if err is None:
-                return ops
+                return ops, outputs
             log(f"the {name} result does not load in onnxruntime: {err.splitlines()[0][:300]}")
             errors.append(f"{name}{' with ' + ' and '.join(what) + ' in FP32' if attempt else ''}: {err}")
     raise ConversionError(f"{in_path}: no FP16 converter produced a loadable model ({'; '.join(errors)})")
@@ -332,7 +334,7 @@ def convert_fp16(in_path, out_path, keep_io_types: bool = False, op_block_list: 
     src, dst = check_paths(in_path, out_path, force)
     check_data_file_not_input(dst, load_skeleton(src).data_files)
     with Staging(dst) as st:
-        _convert_into(src, st.path, keep_io_types, op_block_list, min_positive_val, max_finite_val, external_data, log)
+        _convert_into(src, st.path, keep_io_types, op_block_list, min_positive_val, max_finite_val, external_data, log)[0]
         return st.commit()
 
 
@@ -518,18 +520,21 @@ def validate(fp32_path, fp16_path, inputs=None, *, samples: int = 4, seed: int =
              argmax_tol: float = DEFAULT_ARGMAX_TOL, iou_tol: float = DEFAULT_IOU_TOL,
              rel_tol: float = DEFAULT_REL_TOL, tolerance: float | None = None, top_k: int = 10,
              providers: Sequence[str] = PROVIDERS["cpu"], reference: Reference | None = None,
-             isolate: bool = True) -> Report:
+             isolate: bool = True, fp16_outputs: list | None = None) -> Report:
     """Run both models on the same inputs (random + user) and compare their outputs.
 
     tolerance, when given, overrides the threshold of whichever metric the model kind uses.
     isolate runs the FP16 model in a child process, so an onnxruntime crash on it becomes a
-    ConversionError (the FP32 reference runs in this process).
+    ConversionError (the FP32 reference runs in this process). fp16_outputs: the FP16 model's
+    outputs on ``reference.feeds`` when already computed.
     """
     for p in (fp32_path, fp16_path):
         if not Path(p).is_file():
             raise InputError(f"{p}: file not found")
     ref = reference or make_reference(fp32_path, inputs, samples, seed, providers)
-    if isolate:
+    if fp16_outputs is not None:
+        outs = fp16_outputs
+    elif isolate:
         try:
             outs = run_isolated(fp16_path, ref.feeds, providers)
         except IsolatedRunError as e:
@@ -627,21 +632,25 @@ def convert_and_validate(in_path, out_path, keep_io_types: bool = False, op_bloc
 
     attempts: list[tuple[list[str], Report]] = []
     ref = None
+    if validate_output:
+        log("running FP32 reference")
+        ref = make_reference(src, inputs, samples, seed, providers)
     with Staging(dst) as st:
         for i, ops in enumerate(plans):
             if i:
                 if set(ops) <= set(attempts[-1][0]):
                     break  # the load check already had to keep them in FP32
                 log(f"auto-block: retrying with {', '.join(extra)} kept in FP32")
-            ops = _convert_into(src, st.path, keep_io_types, ops, min_positive_val, max_finite_val, external_data, log)
+            # The load check (in a child process) runs the validation inputs: its outputs are
+            # the FP16 side of the comparison.
+            ops, outs = _convert_into(src, st.path, keep_io_types, ops, min_positive_val, max_finite_val,
+                                      external_data, log, ref.feeds if ref else None, providers)
             if not validate_output:
                 log("validation skipped")
                 return Result(st.commit(), None, ops, attempts)
-            if ref is None:
-                log("running FP32 reference")
-                ref = make_reference(src, inputs, samples, seed, providers)
             log(f"validating on {ref.n_random} random + {ref.n_user} user input batch(es)")
-            report = validate(src, st.path, tolerance=tolerance, providers=providers, reference=ref)
+            report = validate(src, st.path, tolerance=tolerance, providers=providers, reference=ref,
+                              fp16_outputs=outs)
             attempts.append((ops, report))
             for line in report.summary().splitlines():
                 log("  " + line)

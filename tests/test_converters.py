@@ -531,7 +531,7 @@ def test_testkit_dynamic_batch(kit_models, tmp_path, key):
 # ----------------------------------------------------------------------------- fp16: ordinary torch exports
 
 
-@pytest.fixture(scope="module", params=["torchscript", "dynamo"])
+@pytest.fixture(scope="module", params=["torchscript", pytest.param("dynamo", marks=pytest.mark.slow)])
 def torch_vit(request, tmp_path_factory) -> Path:
     """The test kit's small nn.TransformerEncoderLayer ViT (pose signature), exported with
     torch.onnx.export(opset_version=17) by the TorchScript (dynamo=False) or dynamo exporter."""
