@@ -30,6 +30,7 @@ from ._common import (
     check_paths,
     data_file_name,
     fixed_batch,
+    graph_input_specs,
     input_specs,
     load_skeleton,
     load_weights,
@@ -485,10 +486,23 @@ def _split_to_batch(feed: dict, specs) -> list[dict]:
     return [{k: v[i : i + b] for k, v in feed.items()} for i in range(0, n, b)]
 
 
-def make_reference(fp32_path, inputs=None, samples: int = 4, seed: int = 0, providers=PROVIDERS["cpu"]) -> Reference:
-    sess = make_session(fp32_path, providers)
-    specs = input_specs(sess)
-    pose_like = len(sess.get_outputs()[0].shape) == 4
+def make_reference(fp32_path, inputs=None, samples: int = 4, seed: int = 0, providers=PROVIDERS["cpu"],
+                   isolate: bool = True) -> Reference:
+    """Inputs (``samples`` random batches + the user's) and the FP32 model's outputs on them.
+
+    isolate runs the model in a child process, like the FP16 side: the converter must end
+    with a message whatever onnxruntime does.
+    """
+    if isolate:
+        model = load_skeleton(fp32_path).model  # a non-ONNX file: InputError
+        graph = model.graph
+        specs = graph_input_specs(model)
+        out = graph.output[0].type.tensor_type
+        pose_like = out.HasField("shape") and len(out.shape.dim) == 4
+    else:
+        sess = make_session(fp32_path, providers)
+        specs = input_specs(sess)
+        pose_like = len(sess.get_outputs()[0].shape) == 4
     rng = np.random.default_rng(seed)
     batch = next((fixed_batch(s) for s in specs if fixed_batch(s)), 1)
     feeds = [random_feed(specs, batch, rng, imagenet=pose_like) for _ in range(samples)]
@@ -497,7 +511,10 @@ def make_reference(fp32_path, inputs=None, samples: int = 4, seed: int = 0, prov
     if not feeds:
         raise InputError("validation needs at least one input (samples >= 1 or user inputs)")
     try:
-        outputs = [run(sess, f) for f in feeds]
+        if isolate:
+            outputs = run_isolated(fp32_path, feeds, providers)
+        else:
+            outputs = [run(sess, f) for f in feeds]
     except Exception as e:
         raise ConversionError(f"{fp32_path}: FP32 model failed to run: {e}") from None
     return Reference(feeds, outputs, samples, len(user))
