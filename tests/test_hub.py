@@ -169,3 +169,13 @@ def test_models_subprocess_error_is_one_line(tmp_path):
     r = subprocess.run([sys.executable, "-m", "wanprep_torch", "models", "download", "nope", "--to", str(tmp_path)],
                        cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "unknown model 'nope'" in r.stderr, r.stderr
+
+
+def test_interrupted_download(fake_hub, tmp_path, capsys, monkeypatch):
+    def interrupted(repo_id, filename, **kw):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", interrupted)
+    rc = cli.main(["models", "download", "vitpose-l", "--to", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert rc == 130 and "run the same command again to resume" in err and "Traceback" not in err

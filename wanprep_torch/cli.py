@@ -14,7 +14,7 @@ stderr and exit with status 2.
 `models` lists the detector and pose models and their Hugging Face sources; `models download`
 fetches them (wanprep_torch.hub). Its exit statuses: 0 done, 2 usage (unknown name, --to not
 writable, huggingface_hub not installed), 4 download failed (network, hub), 5 a downloaded file
-fails the model check.
+fails the model check, 130 interrupted (Ctrl-C; the same command resumes).
 """
 
 from __future__ import annotations
@@ -474,7 +474,8 @@ def _add_models_parser(sub) -> None:
         help="list the detector and pose models and where they come from; download them",
         description="Without a subcommand: list the models users run (YOLOv10m detector, ViTPose wholebody) "
         "and their Hugging Face sources. Exit status: 0 done, 2 usage error (unknown name, --to not "
-        "writable, huggingface_hub missing), 4 download failed, 5 a downloaded file fails the model check.",
+        "writable, huggingface_hub missing), 4 download failed, 5 a downloaded file fails the model check, "
+        "130 interrupted.",
     )
     msub = m.add_subparsers(dest="models_cmd")
     msub.add_parser("list", help="list the models and their sources (the default)")
@@ -484,7 +485,7 @@ def _add_models_parser(sub) -> None:
         description="Fetch the named models with huggingface_hub into DIR (each under its path in the "
         "repository), then open each in ONNX Runtime and check its signature. A download that was "
         "interrupted resumes when run again; files already there are not fetched again. Exit status: "
-        "0 done, 2 usage error, 4 download failed, 5 a file fails the model check.",
+        "0 done, 2 usage error, 4 download failed, 5 a file fails the model check, 130 interrupted.",
     )
     d.add_argument("names", nargs="+", metavar="NAME", help=f"model(s) to fetch: {names}")
     d.add_argument("--to", type=Path, default=Path("models"), metavar="DIR",
@@ -507,6 +508,9 @@ def _run_models(args) -> int:
                 else "check" if isinstance(exc, hub.CheckError) else "usage")
         print(f"wanprep: error: {_one_line(exc)}", file=sys.stderr)
         return MODELS_EXIT[kind]
+    except KeyboardInterrupt:
+        print("wanprep: interrupted; run the same command again to resume the download", file=sys.stderr)
+        return 130
     for d in done:
         checked = f": {d.signature}" if d.signature else " (not checked)"
         print(f"{d.model.name} ({d.model.role}): {d.path}{checked}")
