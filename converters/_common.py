@@ -234,6 +234,24 @@ def input_specs(sess) -> list[InputSpec]:
     return specs
 
 
+def graph_input_specs(model: onnx.ModelProto) -> list[InputSpec]:
+    """input_specs from the graph itself (no session): the inputs that are not initializers."""
+    inits = {t.name for t in model.graph.initializer}
+    specs = []
+    for vi in model.graph.input:
+        if vi.name in inits:
+            continue
+        tt = vi.type.tensor_type
+        try:
+            dtype = onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type).type
+        except Exception:
+            raise ConversionError(f"input {vi.name!r} has unsupported type {tt.elem_type}") from None
+        shape = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else (d.dim_param or None)
+                      for d in tt.shape.dim)
+        specs.append(InputSpec(vi.name, shape, dtype))
+    return specs
+
+
 def fixed_batch(spec: InputSpec) -> int | None:
     return spec.shape[0] if spec.shape and isinstance(spec.shape[0], int) else None
 

@@ -19,6 +19,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto
 
+from ._isolated import IsolatedRunError, run_isolated
 from ._common import (
     EXTERNAL_DATA_THRESHOLD,
     ConversionError,
@@ -29,6 +30,7 @@ from ._common import (
     check_paths,
     data_file_name,
     fixed_batch,
+    graph_input_specs,
     input_specs,
     load_skeleton,
     load_weights,
@@ -151,47 +153,173 @@ def _float16_backends():
     return backends
 
 
-def _loads(path: Path) -> str | None:
-    """None when onnxruntime can create a session from ``path``, else its error."""
+def _fix_cast_targets(graph: onnx.GraphProto) -> int:
+    """Make converted Casts produce the type the converted graph declares for them.
+
+    onnxconverter-common (and onnxruntime's fork of it) retype every float value_info to
+    float16 but leave a Cast(to=FLOAT)'s target alone. Torch exports have such Casts on float
+    paths (MultiheadAttention's scale: Shape -> Slice -> Cast(to=FLOAT) -> Sqrt -> Div), so the
+    result declares a float16 tensor that the Cast makes float32, and onnxruntime refuses it
+    ("Type (tensor(float16)) of output arg (.../Cast_2_output_0) ... does not match expected
+    type (tensor(float))"). A Cast whose output stays declared float (a blocked op's, the
+    converters' own) is left alone. Returns the number of Casts retargeted (subgraphs included).
+    """
+    declared = {vi.name: vi.type.tensor_type.elem_type for vi in list(graph.value_info) + list(graph.output)}
+    fixed = 0
+    for node in graph.node:
+        if node.op_type == "Cast":
+            for attr in node.attribute:
+                if (attr.name == "to" and attr.i == TensorProto.FLOAT
+                        and declared.get(node.output[0]) == TensorProto.FLOAT16):
+                    attr.i = TensorProto.FLOAT16
+                    fixed += 1
+        for attr in node.attribute:
+            for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+                fixed += _fix_cast_targets(sub)
+    return fixed
+
+
+def _loads(path: Path, feeds=None, providers=PROVIDERS["cpu"]) -> tuple[str | None, list | None]:
+    """(None, outputs) when onnxruntime can create a session from ``path`` and run it (on
+    ``feeds``, or once on a random input), else (why not, None).
+
+    Checked in a child process: onnxruntime can crash (segmentation fault) on a graph the
+    float16 tools got wrong, and that must end the check, not the converter.
+    """
     try:
-        make_session(path)
-        return None
+        return None, run_isolated(path, feeds, providers)
     except ConversionError as e:
-        return str(e)
+        return str(e), None
+
+
+def _split_shared_initializers(graph: onnx.GraphProto, block: set[str], block_nodes: set[str] = frozenset()) -> int:
+    """Give FP32-kept (blocked) consumers their own copy of a float initializer that other
+    consumers also read.
+
+    onnxconverter-common keeps an initializer float32 when any consumer is blocked, and then
+    feeds that float32 tensor to the converted consumers too (torch's TorchScript exporter
+    shares equal weights, e.g. a LayerNorm's ones with a BatchNorm's running_var through
+    Identity nodes: "Type (tensor(float16)) of output arg (up.4.running_var) of node
+    (Identity_126) does not match expected type (tensor(float))"). Returns the copies made.
+    """
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in graph.node:
+        names = set(node.input)
+        for attr in node.attribute:  # subgraphs read outer tensors by name
+            for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+                names |= {i for n in sub.node for i in n.input}
+        for name in names:
+            consumers.setdefault(name, []).append(node)
+    taken = {t.name for t in graph.initializer} | {i for n in graph.node for i in list(n.input) + list(n.output)}
+    copies = []
+    for init in graph.initializer:
+        users = consumers.get(init.name, [])
+        blocked = [n for n in users if n.op_type in block or n.name in block_nodes]
+        if init.data_type != TensorProto.FLOAT or not blocked or len(blocked) == len(users):
+            continue
+        name, k = f"{init.name}_fp32", 1
+        while name in taken:
+            name, k = f"{init.name}_fp32_{k}", k + 1
+        taken.add(name)
+        copy = onnx.TensorProto()
+        copy.CopyFrom(init)
+        copy.name = name
+        copies.append(copy)
+        for node in blocked:
+            for i, inp in enumerate(node.input):
+                if inp == init.name:
+                    node.input[i] = name
+    graph.initializer.extend(copies)
+    return len(copies)
+
+
+def _transposes_into_matmul(graph: onnx.GraphProto) -> list[str]:
+    """Names of the Transpose nodes that keep the last axis and feed a MatMul's first input.
+
+    onnxruntime 1.32's CPU provider crashes (SIGSEGV) creating a session on a float16
+    Transpose(perm=[1,0,2]) -> MatMul chain (its MatMul/Transpose fusion), which every
+    nn.MultiheadAttention TorchScript export has (batch_first inputs are transposed to
+    sequence-first); kept in FP32, the Transpose breaks the chain.
+    """
+    producers = {o: n for n in graph.node for o in n.output}
+    names = []
+    for node in graph.node:
+        if node.op_type not in ("MatMul", "Gemm") or not node.input:
+            continue
+        t = producers.get(node.input[0])
+        if t is None or t.op_type != "Transpose" or t.name in names:
+            continue
+        perm = next((list(a.ints) for a in t.attribute if a.name == "perm"), [])
+        if perm and perm[-1] == len(perm) - 1 and perm != sorted(perm):
+            names.append(t.name)
+    return names
 
 
 def _convert_into(in_path: Path, dst: Path, keep_io_types: bool, op_block_list, min_positive_val,
-                  max_finite_val, external_data, log: Log) -> list[str]:
-    """Convert IN and save at dst; returns the ops present in the graph that stay FP32."""
+                  max_finite_val, external_data, log: Log, feeds=None,
+                  providers=PROVIDERS["cpu"]) -> tuple[list[str], list | None]:
+    """Convert IN and save at dst, checked to load and run in onnxruntime (in a child process).
+
+    Tries each float16 backend. When no result loads, tries again with the Transposes that
+    feed a MatMul kept in FP32 (see :func:`_transposes_into_matmul`), then with the
+    numerically sensitive ops (AUTO_BLOCK_OPS) kept in FP32 as well. The check runs the
+    result on ``feeds`` (the validation inputs; one random input when None) with ``providers``.
+    Returns the user/auto ops that stay FP32 (converter defaults not listed) and the outputs.
+    """
+    user_ops = list(op_block_list or [])
     model, used_external = _typed_model(in_path, log)
-    block = effective_block_list(op_block_list)
-    present = sorted({n.op_type for n in model.graph.node} & set(block))
-    log(f"converting (keep_io_types={keep_io_types}; FP32-kept ops present: {', '.join(present) or 'none'})")
+    graph_ops = {n.op_type for n in model.graph.node}
     external = external_data
     if external is None:
         external = used_external or weight_bytes(model) > EXTERNAL_DATA_THRESHOLD
+    fallback = [op for op in AUTO_BLOCK_OPS if op in graph_ops and op not in user_ops]
+    transposes = _transposes_into_matmul(model.graph)
+    plans = [(user_ops, [])]
+    if transposes:
+        plans.append((user_ops, transposes))
+    if fallback:
+        plans.append((user_ops + fallback, transposes))
     errors = []
-    for name, convert, extra in _float16_backends():
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            converted = convert(
-                model if name == "onnxconverter-common" else _typed_model(in_path, no_log)[0],
-                min_positive_val=min_positive_val,
-                max_finite_val=max_finite_val,
-                keep_io_types=keep_io_types,
-                disable_shape_infer=True,  # already inferred above, size-safely
-                op_block_list=block,
-                **extra,  # onnxconverter-common's own FP16 check rejects any Cast-to-fp16
-            )
-        for line in _clamp_summary(caught):
-            log(line)
-        log(f"saving {dst.name} ({name})" + (f" with external data {data_file_name(dst)}" if external else ""))
-        save_model(converted, dst, external)
-        err = _loads(dst)
-        if err is None:
-            return present
-        log(f"the {name} result does not load in onnxruntime: {err.splitlines()[0][:200]}")
-        errors.append(f"{name}: {err}")
+    for attempt, (ops, nodes) in enumerate(plans):
+        block = effective_block_list(ops)
+        present = sorted(graph_ops & set(block))
+        what = []
+        if nodes:
+            what.append(f"{len(nodes)} Transpose node(s) feeding a MatMul")
+        if len(ops) > len(user_ops):
+            what.append(", ".join(ops[len(user_ops):]))
+        if attempt:
+            log(f"no FP16 result loads in onnxruntime; retrying with {' and '.join(what)} kept in FP32")
+        log(f"converting (keep_io_types={keep_io_types}; FP32-kept ops present: {', '.join(present) or 'none'})")
+        for name, convert, extra in _float16_backends():
+            src_model = model if model is not None else _typed_model(in_path, no_log)[0]
+            model = None  # the converters modify their input: every later try loads afresh
+            _split_shared_initializers(src_model.graph, set(block), set(nodes))
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                converted = convert(
+                    src_model,
+                    min_positive_val=min_positive_val,
+                    max_finite_val=max_finite_val,
+                    keep_io_types=keep_io_types,
+                    disable_shape_infer=True,  # already inferred above, size-safely
+                    op_block_list=block,
+                    node_block_list=nodes,
+                    **extra,  # onnxconverter-common's own FP16 check rejects any Cast-to-fp16
+                )
+            retargeted = _fix_cast_targets(converted.graph)
+            if retargeted:
+                log(f"retargeted {retargeted} Cast(to=float32) node(s) on converted paths to float16")
+            for line in _clamp_summary(caught):
+                log(line)
+            log(f"saving {dst.name} ({name})" + (f" with external data {data_file_name(dst)}" if external else ""))
+            save_model(converted, dst, external)
+            del converted, src_model
+            err, outputs = _loads(dst, feeds, providers)
+            if err is None:
+                return ops, outputs
+            log(f"the {name} result does not load in onnxruntime: {err.splitlines()[0][:300]}")
+            errors.append(f"{name}{' with ' + ' and '.join(what) + ' in FP32' if attempt else ''}: {err}")
     raise ConversionError(f"{in_path}: no FP16 converter produced a loadable model ({'; '.join(errors)})")
 
 
@@ -207,7 +335,7 @@ def convert_fp16(in_path, out_path, keep_io_types: bool = False, op_block_list: 
     src, dst = check_paths(in_path, out_path, force)
     check_data_file_not_input(dst, load_skeleton(src).data_files)
     with Staging(dst) as st:
-        _convert_into(src, st.path, keep_io_types, op_block_list, min_positive_val, max_finite_val, external_data, log)
+        _convert_into(src, st.path, keep_io_types, op_block_list, min_positive_val, max_finite_val, external_data, log)[0]
         return st.commit()
 
 
@@ -356,10 +484,23 @@ def _split_to_batch(feed: dict, specs) -> list[dict]:
     return [{k: v[i : i + b] for k, v in feed.items()} for i in range(0, n, b)]
 
 
-def make_reference(fp32_path, inputs=None, samples: int = 4, seed: int = 0, providers=PROVIDERS["cpu"]) -> Reference:
-    sess = make_session(fp32_path, providers)
-    specs = input_specs(sess)
-    pose_like = len(sess.get_outputs()[0].shape) == 4
+def make_reference(fp32_path, inputs=None, samples: int = 4, seed: int = 0, providers=PROVIDERS["cpu"],
+                   isolate: bool = True) -> Reference:
+    """Inputs (``samples`` random batches + the user's) and the FP32 model's outputs on them.
+
+    isolate runs the model in a child process, like the FP16 side: the converter must end
+    with a message whatever onnxruntime does.
+    """
+    if isolate:
+        model = load_skeleton(fp32_path).model  # a non-ONNX file: InputError
+        graph = model.graph
+        specs = graph_input_specs(model)
+        out = graph.output[0].type.tensor_type
+        pose_like = out.HasField("shape") and len(out.shape.dim) == 4
+    else:
+        sess = make_session(fp32_path, providers)
+        specs = input_specs(sess)
+        pose_like = len(sess.get_outputs()[0].shape) == 4
     rng = np.random.default_rng(seed)
     batch = next((fixed_batch(s) for s in specs if fixed_batch(s)), 1)
     feeds = [random_feed(specs, batch, rng, imagenet=pose_like) for _ in range(samples)]
@@ -368,7 +509,10 @@ def make_reference(fp32_path, inputs=None, samples: int = 4, seed: int = 0, prov
     if not feeds:
         raise InputError("validation needs at least one input (samples >= 1 or user inputs)")
     try:
-        outputs = [run(sess, f) for f in feeds]
+        if isolate:
+            outputs = run_isolated(fp32_path, feeds, providers)
+        else:
+            outputs = [run(sess, f) for f in feeds]
     except Exception as e:
         raise ConversionError(f"{fp32_path}: FP32 model failed to run: {e}") from None
     return Reference(feeds, outputs, samples, len(user))
@@ -390,20 +534,32 @@ def _judge(kind, rel_err, nonfinite, argmax, iou, argmax_tol, iou_tol, rel_tol, 
 def validate(fp32_path, fp16_path, inputs=None, *, samples: int = 4, seed: int = 0,
              argmax_tol: float = DEFAULT_ARGMAX_TOL, iou_tol: float = DEFAULT_IOU_TOL,
              rel_tol: float = DEFAULT_REL_TOL, tolerance: float | None = None, top_k: int = 10,
-             providers: Sequence[str] = PROVIDERS["cpu"], reference: Reference | None = None) -> Report:
+             providers: Sequence[str] = PROVIDERS["cpu"], reference: Reference | None = None,
+             isolate: bool = True, fp16_outputs: list | None = None) -> Report:
     """Run both models on the same inputs (random + user) and compare their outputs.
 
     tolerance, when given, overrides the threshold of whichever metric the model kind uses.
+    isolate runs the FP16 model in a child process, so an onnxruntime crash on it becomes a
+    ConversionError (the FP32 reference runs in this process). fp16_outputs: the FP16 model's
+    outputs on ``reference.feeds`` when already computed.
     """
     for p in (fp32_path, fp16_path):
         if not Path(p).is_file():
             raise InputError(f"{p}: file not found")
     ref = reference or make_reference(fp32_path, inputs, samples, seed, providers)
-    sess = make_session(fp16_path, providers)
-    try:
-        outs = [run(sess, f) for f in ref.feeds]
-    except Exception as e:
-        raise ConversionError(f"{fp16_path}: FP16 model failed to run: {e}") from None
+    if fp16_outputs is not None:
+        outs = fp16_outputs
+    elif isolate:
+        try:
+            outs = run_isolated(fp16_path, ref.feeds, providers)
+        except IsolatedRunError as e:
+            raise ConversionError(f"{fp16_path}: FP16 model failed to run: {e}") from None
+    else:
+        sess = make_session(fp16_path, providers)
+        try:
+            outs = [run(sess, f) for f in ref.feeds]
+        except Exception as e:
+            raise ConversionError(f"{fp16_path}: FP16 model failed to run: {e}") from None
 
     errs, maxabs, nonfinite = [], 0.0, False
     rel = 0.0
@@ -491,19 +647,25 @@ def convert_and_validate(in_path, out_path, keep_io_types: bool = False, op_bloc
 
     attempts: list[tuple[list[str], Report]] = []
     ref = None
+    if validate_output:
+        log("running FP32 reference")
+        ref = make_reference(src, inputs, samples, seed, providers)
     with Staging(dst) as st:
         for i, ops in enumerate(plans):
             if i:
+                if set(ops) <= set(attempts[-1][0]):
+                    break  # the load check already had to keep them in FP32
                 log(f"auto-block: retrying with {', '.join(extra)} kept in FP32")
-            _convert_into(src, st.path, keep_io_types, ops, min_positive_val, max_finite_val, external_data, log)
+            # The load check (in a child process) runs the validation inputs: its outputs are
+            # the FP16 side of the comparison.
+            ops, outs = _convert_into(src, st.path, keep_io_types, ops, min_positive_val, max_finite_val,
+                                      external_data, log, ref.feeds if ref else None, providers)
             if not validate_output:
                 log("validation skipped")
                 return Result(st.commit(), None, ops, attempts)
-            if ref is None:
-                log("running FP32 reference")
-                ref = make_reference(src, inputs, samples, seed, providers)
             log(f"validating on {ref.n_random} random + {ref.n_user} user input batch(es)")
-            report = validate(src, st.path, tolerance=tolerance, providers=providers, reference=ref)
+            report = validate(src, st.path, tolerance=tolerance, providers=providers, reference=ref,
+                              fp16_outputs=outs)
             attempts.append((ops, report))
             for line in report.summary().splitlines():
                 log("  " + line)

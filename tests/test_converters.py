@@ -526,3 +526,101 @@ def test_testkit_dynamic_batch(kit_models, tmp_path, key):
     out = dyn.make_dynamic_batch(kit_models[key], tmp_path / f"{key}_dyn.onnx")
     ok, reason, _ = dyn.verify_batch(out, test_batch=2)
     assert ok, reason
+
+
+# ----------------------------------------------------------------------------- fp16: ordinary torch exports
+
+
+@pytest.fixture(scope="module", params=["torchscript", pytest.param("dynamo", marks=pytest.mark.slow)])
+def torch_vit(request, tmp_path_factory) -> Path:
+    """The test kit's small nn.TransformerEncoderLayer ViT (pose signature), exported with
+    torch.onnx.export(opset_version=17) by the TorchScript (dynamo=False) or dynamo exporter."""
+    from wanprep_torch.testkit.models import export_torch_vit_pose
+
+    dynamo = request.param == "dynamo"
+    if dynamo:
+        pytest.importorskip("onnxscript", reason="torch.onnx.export(dynamo=True) needs onnxscript (the [test] extra)")
+    return export_torch_vit_pose(tmp_path_factory.mktemp("vit") / f"vit_{request.param}.onnx", dynamo=dynamo)
+
+
+def test_torch_vit_export_signature(torch_vit):
+    m = onnx.load(str(torch_vit))
+    assert next(o.version for o in m.opset_import if o.domain in ("", "ai.onnx")) == 17
+    ops = {n.op_type for n in m.graph.node}
+    assert {"Softmax", "LayerNormalization", "MatMul"} <= ops  # attention made of plain ops
+    sess = ort.InferenceSession(str(torch_vit), providers=["CPUExecutionProvider"])
+    y = sess.run(None, {"input": np.zeros((2, 3, 256, 192), np.float32)})[0]
+    assert y.shape == (2, 133, 64, 48)
+
+
+def test_fp16_torch_vit_converts_and_validates(torch_vit, tmp_path, capsys):
+    out = tmp_path / "vit16.onnx"
+    rc = fp16.main([str(torch_vit), str(out), "--samples", "2"])
+    text = capsys.readouterr()
+    assert rc == 0, text.out + text.err
+    assert text.out.strip().splitlines()[-1].startswith("OK: wrote")
+    assert _input_type(out) == "tensor(float16)"
+    rep = fp16.validate(torch_vit, out, samples=2)
+    assert rep.kind == "pose" and rep.ok and rep.rel_err < 1e-2, rep.summary()
+
+
+def test_fp16_torch_vit_with_blocked_layernorm(torch_vit, tmp_path):
+    # The TorchScript exporter shares equal weights (LayerNorm and BatchNorm ones) through
+    # Identity nodes: a blocked LayerNorm must not leave its shared weight float32 for the rest.
+    lines = []
+    res = fp16.convert_and_validate(torch_vit, tmp_path / "vit16.onnx", op_block_list=["LayerNormalization"],
+                                    keep_io_types=True, samples=1, log=lines.append)
+    assert not any("Type Error" in line for line in lines), lines  # no mistyped result
+    assert res.report.ok and res.op_block_list[0] == "LayerNormalization", res.report.summary()
+    assert _input_type(res.path) == "tensor(float)"
+    inits = {t.name: t.data_type for t in onnx.load(str(res.path)).graph.initializer}
+    ln = [n for n in onnx.load(str(res.path)).graph.node if n.op_type == "LayerNormalization"]
+    assert ln and all(inits.get(n.input[1], T.FLOAT) == T.FLOAT for n in ln)  # FP32 scales
+
+
+def test_fp16_cast_targets_follow_the_converted_types():
+    # Shape -> Cast(to=FLOAT) -> Sqrt -> Div: MultiheadAttention's scale in a TorchScript export.
+    nodes = [
+        h.make_node("Shape", ["x"], ["s"], name="shape", start=-1),
+        h.make_node("Cast", ["s"], ["sf"], name="cast", to=T.FLOAT),
+        h.make_node("Sqrt", ["sf"], ["r"], name="sqrt"),
+        h.make_node("Div", ["x", "r"], ["y"], name="div"),
+    ]
+    m = _model(nodes, [h.make_tensor_value_info("x", T.FLOAT, [1, 4, 16])],
+               [h.make_tensor_value_info("y", T.FLOAT, [1, 4, 16])], [])
+    from onnxconverter_common import float16 as occ
+
+    converted = occ.convert_float_to_float16(onnx.shape_inference.infer_shapes(m), check_fp16_ready=False)
+    with pytest.raises(Exception, match="does not match expected type"):
+        ort.InferenceSession(converted.SerializeToString(), providers=["CPUExecutionProvider"])
+    assert fp16._fix_cast_targets(converted.graph) == 1
+    sess = ort.InferenceSession(converted.SerializeToString(), providers=["CPUExecutionProvider"])
+    y = sess.run(None, {"x": np.full((1, 4, 16), 8, np.float16)})[0]
+    assert y.dtype == np.float16 and np.allclose(y, 2)
+
+
+def test_isolated_run_reports_a_crash(models, tmp_path, monkeypatch):
+    from converters import _isolated
+
+    outs = _isolated.run_isolated(models["pose"], [{"x": np.zeros((1, 3, 256, 192), np.float32)}])
+    assert outs[0][0].shape == (1, 133, 64, 48)
+    with pytest.raises(_isolated.IsolatedRunError, match="cannot load") as ei:
+        _isolated.run_isolated(models["unfixable"].with_name("missing.onnx"))
+    assert not ei.value.crashed
+    # A child that dies by a signal, as onnxruntime did (SIGSEGV) on a mistyped float16 graph.
+    monkeypatch.setattr(_isolated, "_CHILD", "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)")
+    with pytest.raises(_isolated.IsolatedRunError, match=r"crashed \(SIGSEGV, exit 139\)") as ei:
+        _isolated.run_isolated(models["pose"])
+    assert ei.value.crashed
+
+
+def test_fp16_exits_with_a_message_when_onnxruntime_crashes(models, tmp_path, monkeypatch):
+    from converters import _isolated
+
+    monkeypatch.setattr(_isolated, "_CHILD", "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)")
+    out = tmp_path / "p16.onnx"
+    lines = []
+    with pytest.raises(ConversionError, match=r"no FP16 converter produced a loadable model.*crashed \(SIGSEGV"):
+        fp16.convert_fp16(models["pose"], out, log=lines.append)
+    assert any("retrying with LayerNormalization kept in FP32" in line for line in lines), lines
+    assert not out.exists() and [p.name for p in tmp_path.iterdir()] == []

@@ -4,10 +4,17 @@
                 [--gate off|safe|fast] [--device cpu|cuda] [--fp16] [--batch auto|N]
                 [--chunk 64] [--face-padding 0] [--no-progress]
     wanprep demo [--out demo_out] [--frames 24] ...
+    wanprep models [list]
+    wanprep models download NAME... [--to models] [--force] [--no-check]
 
 `run` writes DIR/pose.mp4, DIR/face.mp4, DIR/poses.json and DIR/timings.txt. User errors
 (missing or undecodable video, missing or wrong model files, bad frames) print one line on
 stderr and exit with status 2.
+
+`models` lists the detector and pose models and their Hugging Face sources; `models download`
+fetches them (wanprep_torch.hub). Its exit statuses: 0 done, 2 usage (unknown name, --to not
+writable, huggingface_hub not installed), 4 download failed (network, hub), 5 a downloaded file
+fails the model check, 130 interrupted (Ctrl-C; the same command resumes).
 """
 
 from __future__ import annotations
@@ -299,6 +306,64 @@ def _batch_arg(v: str):
     return b
 
 
+MODELS_EXIT = {"usage": 2, "download": 4, "check": 5}
+
+
+def _add_models_parser(sub) -> None:
+    from .hub import MODELS
+
+    names = ", ".join(MODELS)
+    m = sub.add_parser(
+        "models",
+        help="list the detector and pose models and where they come from; download them",
+        description="Without a subcommand: list the models users run (YOLOv10m detector, ViTPose wholebody) "
+        "and their Hugging Face sources. Exit status: 0 done, 2 usage error (unknown name, --to not "
+        "writable, huggingface_hub missing), 4 download failed, 5 a downloaded file fails the model check, "
+        "130 interrupted.",
+    )
+    msub = m.add_subparsers(dest="models_cmd")
+    msub.add_parser("list", help="list the models and their sources (the default)")
+    d = msub.add_parser(
+        "download",
+        help="fetch models from the Hugging Face Hub (needs huggingface_hub) and check them",
+        description="Fetch the named models with huggingface_hub into DIR (each under its path in the "
+        "repository), then open each in ONNX Runtime and check its signature. A download that was "
+        "interrupted resumes when run again; files already there are not fetched again. Exit status: "
+        "0 done, 2 usage error, 4 download failed, 5 a file fails the model check, 130 interrupted.",
+    )
+    d.add_argument("names", nargs="+", metavar="NAME", help=f"model(s) to fetch: {names}")
+    d.add_argument("--to", type=Path, default=Path("models"), metavar="DIR",
+                   help="destination folder, created if needed (default: models)")
+    d.add_argument("--force", action="store_true", help="fetch again even when the files are already there")
+    d.add_argument("--no-check", action="store_true",
+                   help="skip opening each model in ONNX Runtime to check its signature (saves time and memory)")
+
+
+def _run_models(args) -> int:
+    from . import hub
+
+    if args.models_cmd in (None, "list"):
+        print(hub.format_model_list())
+        return 0
+    try:
+        done = hub.download(args.names, args.to, force=args.force, check=not args.no_check, log=print)
+    except hub.HubError as exc:
+        kind = ("download" if isinstance(exc, hub.DownloadError)
+                else "check" if isinstance(exc, hub.CheckError) else "usage")
+        print(f"wanprep: error: {_one_line(exc)}", file=sys.stderr)
+        return MODELS_EXIT[kind]
+    except KeyboardInterrupt:
+        print("wanprep: interrupted; run the same command again to resume the download", file=sys.stderr)
+        return 130
+    for d in done:
+        checked = f": {d.signature}" if d.signature else " (not checked)"
+        print(f"{d.model.name} ({d.model.role}): {d.path}{checked}")
+    hint = hub.run_hint(done)
+    if hint:
+        print(f"run with: {hint}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="wanprep", description="Pose and face preprocessing for Wan 2.2 Animate")
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -338,8 +403,11 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--chunk", type=int, default=64, metavar="N", help="frames decoded and processed per step (default: 64)")
     r.add_argument("--face-padding", type=int, default=0, metavar="PX", help="extra pixels on each side of the face box (default: 0)")
     r.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _add_models_parser(sub)
 
     args = parser.parse_args(argv)
+    if args.cmd == "models":
+        return _run_models(args)
     if args.cmd == "demo":
         run_demo(args.out, args.frames, args.device, args.models_dir, progress=not args.no_progress)
         return 0

@@ -313,6 +313,93 @@ def to_fp16(model: onnx.ModelProto, keep_io_types: bool = False) -> onnx.ModelPr
     return convert_float_to_float16(model, keep_io_types=keep_io_types)
 
 
+# --------------------------------------------------------------------------- torch ViT
+
+
+def make_torch_vit_pose(seed: int = 0, dim: int = 32, depth: int = 2, heads: int = 4):
+    """A small ViTPose-like torch model built from ``nn.TransformerEncoderLayer`` (so
+    ``nn.MultiheadAttention``), with the real pose signature: (B,3,256,192) -> (B,133,64,48).
+
+    16x16 patch embedding (16x12 tokens), pre-norm encoder layers, two stride-2 deconvolution
+    + BatchNorm + ReLU stages and a 1x1 head, like ViTPose's classic decoder. Weights are
+    random (seeded); a fixed Gaussian peak per keypoint is added to the head's output so the
+    heatmap argmaxes are well defined, as a trained model's are. For checking that ordinary
+    torch exports go through the tools (see :func:`export_torch_vit_pose`); ~100 K parameters.
+    """
+    import torch
+    from torch import nn
+
+    K = scene.NUM_KEYPOINTS
+    gh, gw = POSE_H // 16, POSE_W // 16
+
+    class TinyViTPose(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = nn.Conv2d(3, dim, 16, 16)
+            self.pos = nn.Parameter(torch.randn(1, gh * gw, dim) * 0.02)
+            layer = nn.TransformerEncoderLayer(dim, heads, 2 * dim, dropout=0.0, activation="gelu",
+                                               batch_first=True, norm_first=True)
+            self.encoder = nn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
+            self.norm = nn.LayerNorm(dim)
+            self.decoder = nn.Sequential(
+                nn.ConvTranspose2d(dim, dim, 4, 2, 1, bias=False), nn.BatchNorm2d(dim), nn.ReLU(),
+                nn.ConvTranspose2d(dim, dim, 4, 2, 1, bias=False), nn.BatchNorm2d(dim), nn.ReLU(),
+            )
+            self.head = nn.Conv2d(dim, K, 1)
+            rng = np.random.default_rng(seed)
+            yy, xx = np.mgrid[0:HM_H, 0:HM_W]
+            cy, cx = rng.integers(4, HM_H - 4, K), rng.integers(4, HM_W - 4, K)
+            peaks = np.exp(-((yy[None] - cy[:, None, None]) ** 2 + (xx[None] - cx[:, None, None]) ** 2) / 8.0)
+            self.register_buffer("peaks", torch.from_numpy(peaks[None].astype(np.float32)))
+
+        def forward(self, x):
+            f = self.embed(x)
+            b, c, h, w = f.shape
+            t = self.norm(self.encoder(f.flatten(2).transpose(1, 2) + self.pos))
+            f = t.transpose(1, 2).reshape(b, c, h, w)
+            return 0.1 * self.head(self.decoder(f)) + self.peaks
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = TinyViTPose()
+        # Stats a trained model would have, so the BatchNorms are not identities.
+        for bn in (m for m in model.modules() if isinstance(m, nn.BatchNorm2d)):
+            bn.running_mean.uniform_(-0.1, 0.1)
+            bn.running_var.uniform_(0.5, 1.5)
+    return model.eval()
+
+
+def export_torch_vit_pose(path, dynamo: bool = False, batch: int | str = "batch", seed: int = 0) -> Path:
+    """Export :func:`make_torch_vit_pose` with ``torch.onnx.export(..., opset_version=17)``, as a
+    user would: the TorchScript exporter (``dynamo=False``) or the dynamo one (``dynamo=True``,
+    needs onnxscript). ``batch`` is a dim name (dynamic batch) or an int. One file, no
+    external data. Returns ``path``.
+    """
+    import torch
+
+    path = Path(path)
+    model = make_torch_vit_pose(seed)
+    # Batch 2 as the example: torch.export specialises a dimension whose example size is 1.
+    x = torch.zeros(2 if isinstance(batch, str) else int(batch), 3, POSE_H, POSE_W)
+    kw = dict(opset_version=OPSET, input_names=["input"], output_names=["heatmaps"], dynamo=dynamo)
+    if dynamo:
+        try:
+            import onnxscript  # noqa: F401
+        except ImportError:
+            raise ImportError("torch.onnx.export(dynamo=True) needs onnxscript: pip install onnxscript") from None
+        kw["external_data"] = False
+        if isinstance(batch, str):
+            kw["dynamic_shapes"] = {"x": {0: torch.export.Dim(batch, min=1, max=1024)}}
+    elif isinstance(batch, str):
+        kw["dynamic_axes"] = {"input": {0: batch}, "heatmaps": {0: batch}}
+    # Not under torch.no_grad(): there nn.TransformerEncoderLayer takes its fused fast path
+    # (aten::_transformer_encoder_layer_fwd), which the TorchScript exporter cannot export.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # exporter notices (deprecations, fast-path fallbacks)
+        torch.onnx.export(model, (x,), str(path), **kw)
+    return path
+
+
 # --------------------------------------------------------------------------- calibration
 
 
@@ -465,6 +552,8 @@ __all__ = [
     "make_detector",
     "make_two_person_detector",
     "make_pose",
+    "make_torch_vit_pose",
+    "export_torch_vit_pose",
     "to_fp16",
     "sample_crop",
     "normalize_crop",
