@@ -92,7 +92,7 @@ def test_retargeted_poses_take_the_references_proportions(with_ref, video):
         return np.linalg.norm(b[2] - b[1]) / np.linalg.norm(b[8] - b[1])
 
     # The video's person has the template's proportions, the reference 1.5x wider shoulders.
-    assert shoulders_per_torso(ref) > 1.3 * shoulders_per_torso(src)
+    assert shoulders_per_torso(ref) > 1.2 * shoulders_per_torso(src)
     assert shoulders_per_torso(out0) == pytest.approx(shoulders_per_torso(ref), rel=0.03)
     # The library call on the same inputs gives the same poses.
     again = retarget(res.pose_metas, res.reference_meta)
