@@ -148,3 +148,10 @@ def test_to_openpose_of_detected_poses(with_ref, video):
     body = np.array(frames[0]["people"][0]["pose_keypoints_2d"]).reshape(18, 3)
     np.testing.assert_allclose(body[:, :2], res.pose_metas[0]["keypoints_body"][:18, :2] * (W, H), rtol=1e-5)
     json.dumps(frames)
+
+
+def test_reference_without_a_person_warns(pre, video, caplog):
+    with caplog.at_level("WARNING", logger="wanprep_torch"):
+        res = pre(video.frames[:2], reference_image=torch.zeros(100, 100, 3))
+    assert "no person found in the reference image" in caplog.text
+    assert float(res.reference_box[4]) == -1 and len(res.retargeted) == 2

@@ -16,6 +16,7 @@ Deliberate differences from the reference:
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 
@@ -27,6 +28,8 @@ from .posemeta import PoseMeta, WanBatch
 from .retargeting import RetargetPlan, plan_retarget, retarget_arrays
 
 __all__ = ["REFERENCE_DIVISOR", "area_size", "letterbox", "ReferencePose", "estimate_reference", "RetargetStream"]
+
+log = logging.getLogger("wanprep_torch")
 
 REFERENCE_DIVISOR = 16  # the reference's resize_by_area(..., divisor=16)
 
@@ -106,6 +109,8 @@ def estimate_reference(detector, estimator, image: torch.Tensor, size: tuple[int
     img = to_float01(view.to(detector.device)).permute(0, 2, 3, 1)  # (1, H, W, 3)
     img = letterbox(img, target).contiguous()
     found = detector(img)
+    if float(found.boxes[0, 4]) < 0:  # the reference goes on the same way; say why the result may be junk
+        log.warning("wanprep: no person found in the reference image; its pose is estimated on the whole image")
     kps = estimator(img, found.boxes[:, :4])
     metas, _ = wan.pose_metas(kps, target[1], target[0])
     return ReferencePose(image=img[0], box=found.boxes[0], keypoints=kps[0], meta=metas[0])
