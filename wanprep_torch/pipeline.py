@@ -249,9 +249,10 @@ class Preprocessor:
         it (see :meth:`stream`): ``res.reference_meta``, ``res.reference_image`` and
         ``res.retargeted`` (one :class:`~wanprep_torch.PoseMeta` per frame).
 
-        Equals ``Result.concat(list(self.stream(video, reference_image, reference_size)))``. Bad input raises ValueError/TypeError
-        naming the problem; when frames were already finished (a bad chunk of an iterable, a
-        NaN frame late in a tensor), the error carries them as ``.partial_result``.
+        Equals ``Result.concat(list(self.stream(video, reference_image, reference_size)))``.
+        Bad input raises ValueError/TypeError naming the problem; when frames were already
+        finished (a bad chunk of an iterable, a NaN frame late in a tensor), the error carries
+        them as ``.partial_result``.
         """
         total = as_tchw(video, finite=False).shape[0] if isinstance(video, torch.Tensor) else None
         joined = _Joiner(total)
