@@ -10,8 +10,12 @@ from pathlib import Path
 import pytest
 import torch
 
+import numpy as np
+
+from wanprep_torch import PoseMeta
 from wanprep_torch import comfy as nodes
 from wanprep_torch.draw import draw_pose
+from wanprep_torch.wan import openpose_frames
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -88,11 +92,12 @@ def images():
 
 
 def test_node_definitions(no_comfy):
-    assert set(nodes.NODE_CLASS_MAPPINGS) == {"OnnxDetectionModelLoader", "PoseAndFaceDetection", "DrawViTPose"}
+    assert set(nodes.NODE_CLASS_MAPPINGS) == {"OnnxDetectionModelLoader", "PoseAndFaceDetection", "DrawViTPose", "PoseRetargetPromptHelper"}
     assert nodes.NODE_DISPLAY_NAME_MAPPINGS == {
         "OnnxDetectionModelLoader": "ONNX Detection Model Loader",
         "PoseAndFaceDetection": "Pose and Face Detection",
         "DrawViTPose": "Draw ViT Pose",
+        "PoseRetargetPromptHelper": "Pose Retarget Prompt Helper",
     }
     for name, cls in nodes.NODE_CLASS_MAPPINGS.items():
         spec = cls.INPUT_TYPES()
@@ -117,10 +122,18 @@ def test_node_definitions(no_comfy):
     spec = det.INPUT_TYPES()
     assert spec["required"]["model"] == ("POSEMODEL",) and spec["required"]["images"] == ("IMAGE",)
     assert spec["required"]["width"][1]["default"] == 832 and spec["required"]["height"][1]["default"] == 480
+    assert list(spec["required"]) == ["model", "images", "width", "height"]
+    assert list(spec["optional"]) == ["retarget_image", "face_padding", "gate"]  # the reference's order, gate last
+    assert spec["optional"]["retarget_image"][0] == "IMAGE"
     assert spec["optional"]["face_padding"][1]["default"] == 0
     assert spec["optional"]["gate"][0] == ["off", "safe", "fast"] and spec["optional"]["gate"][1]["default"] == "safe"
-    assert det.RETURN_TYPES == ("POSEDATA", "IMAGE", "STRING", "BBOX", "BBOX")
-    assert det.RETURN_NAMES == ("pose_data", "face_images", "key_frame_body_points", "bboxes", "face_bboxes")
+    assert list(inspect.signature(det.process).parameters)[1:] == ["model", "images", "width", "height", "retarget_image", "face_padding", "gate"]
+    assert det.RETURN_TYPES == ("POSEDATA", "IMAGE", "STRING", "BBOX", "BBOX", "POSE_KEYPOINT")
+    assert det.RETURN_NAMES == ("pose_data", "face_images", "key_frame_body_points", "bboxes", "face_bboxes", "pose_keypoint")
+
+    helper = nodes.PoseRetargetPromptHelper
+    assert helper.INPUT_TYPES() == {"required": {"pose_data": ("POSEDATA",)}}
+    assert helper.RETURN_TYPES == ("STRING", "STRING") and helper.RETURN_NAMES == ("prompt", "retarget_prompt")
 
     draw = nodes.DrawViTPose
     req = draw.INPUT_TYPES()["required"]
@@ -153,18 +166,31 @@ def test_loader_lists_and_errors(fake_comfy, models):
 
 def test_detect_and_draw(fake_comfy, loaded, images):
     t = images.shape[0]
-    pose_data, faces, key_points, bboxes, face_bboxes = nodes.PoseAndFaceDetection().process(loaded, images, 416, 240)
+    pose_data, faces, key_points, bboxes, face_bboxes, pose_keypoint = nodes.PoseAndFaceDetection().process(loaded, images, 416, 240)
 
     assert faces.shape == (t, 512, 512, 3) and faces.dtype == torch.float32 and faces.device.type == "cpu"
     assert 0.0 <= float(faces.min()) and float(faces.max()) <= 1.0 and float(faces.max()) > 0
-    assert len(bboxes) == t and all(isinstance(b, tuple) and len(b) == 4 and all(isinstance(v, int) for v in b) for b in bboxes)
+    # bboxes: the reference's one-element list with frame 0's box; every frame's in pose_data.
+    assert len(bboxes) == 1 and isinstance(bboxes[0], tuple) and all(isinstance(v, int) for v in bboxes[0])
+    per_frame = pose_data["wanprep"]["bboxes"]
+    assert per_frame.shape == (t, 5) and bboxes[0] == tuple(int(v) for v in per_frame[0, :4].tolist())
     assert len(face_bboxes) == t
     for x1, y1, x2, y2 in face_bboxes:  # (x1, y1, x2, y2) within the frame
         assert 0 <= x1 < x2 <= 416 and 0 <= y1 < y2 <= 240
-    assert isinstance(json.loads(key_points), list)
+    assert isinstance(json.loads(key_points), list) and json.loads(key_points)
+    # The reference's pose_data: PoseMeta objects, Wan dicts as the originals, no reference.
+    assert set(pose_data) == {"retarget_image", "pose_metas", "refer_pose_meta", "pose_metas_original", "wanprep"}
+    assert pose_data["retarget_image"] is None and pose_data["refer_pose_meta"] is None
+    originals = pose_data["pose_metas_original"]
+    assert len(originals) == t and originals[0]["width"] == 416 and originals[0]["keypoints_body"].shape == (20, 3)
     metas = pose_data["pose_metas"]
-    assert len(metas) == t and metas[0]["width"] == 416 and metas[0]["keypoints_body"].shape == (20, 3)
+    assert len(metas) == t and all(isinstance(m, PoseMeta) for m in metas)
+    assert (metas[0].width, metas[0].height) == (416, 240)
+    np.testing.assert_allclose(metas[0].kps_body, originals[0]["keypoints_body"][:, :2] * (416, 240), rtol=1e-6)
     assert pose_data["wanprep"]["keypoints"].shape == (t, 133, 3)
+    # pose_keypoint: OpenPose JSON per frame of pose_data["pose_metas"].
+    assert pose_keypoint == openpose_frames(metas) and len(pose_keypoint) == t
+    assert pose_keypoint[0]["canvas_width"] == 416 and len(pose_keypoint[0]["people"][0]["pose_keypoints_2d"]) == 54
 
     bar = fake_comfy.bars[-1]
     assert bar.total == t and bar.updates and bar.updates[-1] == t
@@ -180,26 +206,35 @@ def test_detect_and_draw(fake_comfy, loaded, images):
     (pose_images,) = nodes.DrawViTPose().process(pose_data, 416, 240, 16, -1, -1, True)
     assert pose_images.shape == (t, 240, 416, 3) and pose_images.dtype == torch.float32
     assert pose_images.device.type == "cpu" and float(pose_images.max()) > 0
-    assert torch.equal(pose_images, draw_pose(metas, out_size=(240, 416)))
+    assert torch.equal(pose_images, draw_pose([m.to_wan() for m in metas], out_size=(240, 416)))
     assert fake_comfy.bars[-1].updates[-1] == t
 
     (small,) = nodes.DrawViTPose().process(pose_data, 100, 120, 16, 2, 0, False)
     assert small.shape == (t, 120, 100, 3)
 
 
-def test_detect_resizes_to_target(fake_comfy, loaded, images):
-    pose_data, faces, _, bboxes, face_bboxes = nodes.PoseAndFaceDetection().process(loaded, images[:3], 208, 120, gate="off")
-    assert pose_data["pose_metas"][0]["width"] == 208 and pose_data["pose_metas"][0]["height"] == 120
+def test_frames_are_not_stretched(fake_comfy, loaded):
+    # Square frames with the default 832x480 generation size: processed at 320x320, every
+    # output in their pixels (the reference does not resize the frames either).
+    from wanprep_torch.testkit import make_clip
+
+    clip = make_clip(3, H=320, W=320, seed=4)
+    pose_data, faces, _, bboxes, face_bboxes, pose_keypoint = nodes.PoseAndFaceDetection().process(loaded, clip.frames, 832, 480, gate="off")
+    meta = pose_data["pose_metas_original"][0]
+    assert (meta["width"], meta["height"]) == (320, 320) and pose_keypoint[0]["canvas_height"] == 320
     assert faces.shape == (3, 512, 512, 3)
+    kps = pose_data["wanprep"]["keypoints"]
+    err = (kps[..., :2] - clip.keypoints).norm(dim=-1)[clip.visible]
+    assert float(err.mean()) < 0.5 and float(kps[..., 2][clip.visible].min()) > 0.5
     for x1, y1, x2, y2 in face_bboxes:
-        assert 0 <= x1 < x2 <= 208 and 0 <= y1 < y2 <= 120
-    for x1, y1, x2, y2 in bboxes:
-        assert x2 <= 208 + 1 and y2 <= 120 + 1
+        assert 0 <= x1 < x2 <= 320 and 0 <= y1 < y2 <= 320
+    (x1, y1, x2, y2), truth = bboxes[0], clip.boxes[0]
+    assert x1 <= truth[0] and y1 <= truth[1] and x2 >= truth[2] - 1 and y2 >= truth[3] - 1 and x2 <= 321
 
 
 def test_draw_chunks_match_whole(fake_comfy, loaded, images, monkeypatch):
     pose_data = nodes.PoseAndFaceDetection().process(loaded, images, 416, 240, gate="off")[0]
-    metas = pose_data["pose_metas"]
+    metas = [m.to_wan() for m in pose_data["pose_metas"]]
     monkeypatch.setattr(nodes, "_DRAW_CHUNK", 4)  # 6 frames: two chunks
     (pad,) = nodes.DrawViTPose().process(pose_data, 300, 200, 16, -1, -1, True)
     assert torch.equal(pad, draw_pose(metas, out_size=(200, 300), mode="pad"))
@@ -212,7 +247,8 @@ def test_draw_chunks_match_whole(fake_comfy, loaded, images, monkeypatch):
 
 def test_draw_accepts_reference_pose_meta_objects(fake_comfy, loaded, images):
     pose_data = nodes.PoseAndFaceDetection().process(loaded, images[:2], 416, 240, gate="off")[0]
-    metas = pose_data["pose_metas"]
+    metas = pose_data["pose_metas_original"]
+    pose_data = dict(pose_data, pose_metas=metas)
 
     def as_object(m):  # the reference's AAPoseMeta: pixel coordinates and separate scores
         wh = (m["width"], m["height"])
@@ -273,3 +309,102 @@ def test_custom_nodes_shim():
     spec.loader.exec_module(mod)
     assert mod.NODE_CLASS_MAPPINGS is nodes.NODE_CLASS_MAPPINGS
     assert mod.NODE_DISPLAY_NAME_MAPPINGS is nodes.NODE_DISPLAY_NAME_MAPPINGS
+
+
+def stretched_reference():
+    """(1, 300, 270, 3) IMAGE: a person with 1.5x the video person's width for its height."""
+    from wanprep_torch.testkit import make_clip
+
+    ref = make_clip(1, H=300, W=180, motion="hold", person_height=230, seed=5)
+    img = torch.nn.functional.interpolate(ref.frames.permute(0, 3, 1, 2), size=(300, 270), mode="bilinear", align_corners=False)
+    return img.permute(0, 2, 3, 1).contiguous()
+
+
+def test_retarget_image(fake_comfy, loaded, images):
+    # As a saved workflow calls it: keyword arguments, retarget_image connected.
+    ref_image = stretched_reference()
+    out = nodes.PoseAndFaceDetection().process(model=loaded, images=images, width=416, height=240, retarget_image=ref_image, face_padding=0, gate="off")
+    pose_data, faces, key_points, bboxes, face_bboxes, pose_keypoint = out
+    t = images.shape[0]
+    refer = pose_data["refer_pose_meta"]
+    # The reference image resized to the generation's area (416 x 240), sides multiples of 16.
+    assert (refer["width"], refer["height"]) == (288, 320) and refer["keypoints_body"].shape == (20, 3)
+    assert isinstance(pose_data["retarget_image"], np.ndarray) and pose_data["retarget_image"].shape == (320, 288, 3)
+    originals = pose_data["pose_metas_original"]
+    assert len(originals) == t and originals[0]["width"] == 416  # the detected poses, frame pixels
+    metas = pose_data["pose_metas"]
+    assert len(metas) == t and all(isinstance(m, PoseMeta) and (m.width, m.height) == (288, 320) for m in metas)
+    from wanprep_torch import retarget
+
+    expect = retarget(originals, refer)
+    for a, b in zip(metas, expect):
+        np.testing.assert_array_equal(a.kps_body, b.kps_body)
+    # Retargeted: the reference's proportions (shoulder over neck-to-hip limb).
+    def shoulders(b):
+        return np.linalg.norm(b[2] - b[1]) / np.linalg.norm(b[8] - b[1])
+
+    video = PoseMeta.from_wan(originals[0]).kps_body
+    assert shoulders(metas[0].kps_body) > 1.2 * shoulders(video)
+    assert shoulders(metas[0].kps_body) == pytest.approx(shoulders(PoseMeta.from_wan(refer).kps_body), rel=0.03)
+    # Face crops, boxes and SAM2 points stay the video's.
+    assert faces.shape == (t, 512, 512, 3) and len(face_bboxes) == t and bboxes[0][2] <= 417
+    assert pose_keypoint == openpose_frames(metas) and pose_keypoint[0]["canvas_width"] == 288
+    assert all(v == 0 for v in pose_keypoint[0]["people"][0]["face_keypoints_2d"])  # retargeting drops the face
+
+    # Draw ViT Pose: each pose on its own (reference) canvas, framed by frame 0's bounds + padding.
+    (pose_images,) = nodes.DrawViTPose().process(pose_data, 416, 240, 16, -1, -1, True)
+    wan_metas = [m.to_wan() for m in metas]
+    assert torch.equal(pose_images, draw_pose(wan_metas, out_size=(240, 416), mode="crop", retarget_padding=16))
+    assert float(pose_images.max()) > 0
+
+    # Prompt helper: arms and legs visible, landscape template, portrait reference.
+    prompt, retarget_prompt = nodes.PoseRetargetPromptHelper().process(pose_data)
+    assert prompt == "Change the person to a standard T-pose (facing forward with arms extended). The person is standing. Feet and Hands are visible in the image."
+    assert retarget_prompt == "Change the person to a standard pose with the face oriented forward and arms extending straight down by the sides. The person is standing. Feet and Hands are visible in the image."
+
+
+def test_retarget_prompt_helper_rules():
+    forward = "Change the person to face forward."
+    t_legs = "Change the person to a standard T-pose (facing forward with arms extended). The person is standing. Feet and Hands are visible in the image."
+    down_legs = "Change the person to a standard pose with the face oriented forward and arms extending straight down by the sides. The person is standing. Feet and Hands are visible in the image."
+    t_arms = "Change the person to a standard T-pose (facing forward with arms extended). Hands are visible in the image."
+    down_arms = "Change the person to a standard pose with the face oriented forward and arms extending straight down by the sides. Hands are visible in the image."
+
+    def meta(w, h, arm=None, leg=None):
+        body = np.zeros((20, 3), np.float32)
+        body[:, :2] = 0.5
+        if arm is not None:
+            body[arm] = (0.4, 0.5, 0.9)
+        if leg is not None:
+            body[leg] = (0.5, 0.8, 0.9)
+        return {"width": w, "height": h, "keypoints_body": body}
+
+    helper = nodes.PoseRetargetPromptHelper()
+    ref_land, ref_port = meta(800, 400), meta(400, 800)
+    assert helper.process({"pose_metas_original": [meta(832, 480, arm=3)], "refer_pose_meta": None}) == (forward, forward)
+    assert helper.process({"pose_metas_original": [meta(832, 480)], "refer_pose_meta": ref_land}) == (forward, forward)
+    assert helper.process({"pose_metas_original": [meta(832, 480, arm=7)], "refer_pose_meta": ref_port}) == (t_arms, down_arms)
+    assert helper.process({"pose_metas_original": [meta(480, 832, leg=13)], "refer_pose_meta": ref_land}) == (down_legs, t_legs)
+    # Scanned in order, stopping once both are seen: the template's orientation is the last scanned.
+    seq = [meta(480, 832, arm=4), meta(832, 480, leg=10), meta(480, 832)]
+    assert helper.process({"pose_metas_original": seq, "refer_pose_meta": ref_port}) == (t_legs, down_legs)
+    seq = [meta(480, 832, arm=4), meta(480, 832)]  # never both: the scan runs to the end
+    assert helper.process({"pose_metas_original": seq, "refer_pose_meta": ref_land}) == (down_arms, t_arms)
+    # Visible: x <= 1, y <= 1 and score >= 0.75; other rows do not count.
+    off = meta(832, 480, arm=6)
+    off["keypoints_body"][6, 0] = 1.2
+    low = meta(832, 480, leg=9)
+    low["keypoints_body"][9, 2] = 0.7
+    wrist_only = meta(832, 480, arm=5)  # row 5 is a shoulder
+    for m in (off, low, wrist_only):
+        assert helper.process({"pose_metas_original": [m], "refer_pose_meta": ref_land}) == (forward, forward)
+    # A PoseMeta reference (the width / height attributes) works too.
+    assert helper.process({"pose_metas_original": [meta(832, 480, arm=3)], "refer_pose_meta": PoseMeta.from_wan(dict(ref_port, keypoints_left_hand=np.zeros((21, 3)), keypoints_right_hand=np.zeros((21, 3))))}) == (t_arms, down_arms)
+
+
+def test_key_frame_body_points_never_empty(fake_comfy, loaded):
+    # Nobody in view: no point scores >= 0.3; the prompt is the centre of frame 0's (full-frame) box.
+    blank = torch.zeros(2, 240, 416, 3)
+    _, _, key_points, bboxes, _, _ = nodes.PoseAndFaceDetection().process(loaded, blank, 416, 240, gate="off")
+    assert bboxes == [(0, 0, 416, 240)]
+    assert json.loads(key_points) == [{"x": 208, "y": 120}]

@@ -215,3 +215,22 @@ def test_resize_for_detector_workspace_float():
     part = resize_for_detector(fr[:1], workspace=ws)  # a shorter group reuses the same buffer
     assert part.data_ptr() == full.data_ptr()
     assert torch.equal(part, F.interpolate(fr[:1], size=(640, 640), mode="bilinear", align_corners=False))
+
+
+def test_person_only_nms_keeps_a_person_under_another_class():
+    # A rider on a horse: the horse's box (class 17) scores higher and overlaps the rider's
+    # (IoU 0.6). The reference runs NMS over every class before keeping persons, so the rider
+    # is suppressed and the frame falls back to the full frame; here only persons take part in
+    # NMS (a deliberate difference), so the rider is kept.
+    rider = [100.0, 50.0, 200.0, 300.0]
+    horse = [100.0, 100.0, 200.0, 400.0]  # intersection 100x200, union 100x350: IoU 0.57
+    out = torch.zeros(1, 300, 6)
+    out[0, 0] = torch.tensor(horse + [0.95, 17.0])
+    out[0, 1] = torch.tensor(rider + [0.80, 0.0])
+    (dets,) = decode_detections(out)
+    assert dets.shape == (1, 5) and dets[0, :4].tolist() == rider and float(dets[0, 4]) == pytest.approx(0.8)
+    boxes, _ = detect_boxes(out, (640, 640), (640, 640))
+    assert boxes[0, :4].tolist() == rider and float(boxes[0, 4]) > 0  # not the full-frame fallback
+    # What the reference's class-agnostic NMS would do with the same rows.
+    both = torch.tensor([horse, rider])
+    assert nms(both, torch.tensor([0.95, 0.80]), 0.5).tolist() == [0]

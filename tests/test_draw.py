@@ -667,8 +667,9 @@ def test_crop_mode_uses_first_frame_bounds():
     mask0 = painted(native[0])
     ys, xs = np.nonzero(mask0)
     pad = 16
-    y0, y1 = max(ys.min() - pad, 0), min(ys.max() + 1 + pad, 480)
-    x0, x1 = max(xs.min() - pad, 0), min(xs.max() + 1 + pad, 832)
+    y0, y1 = ys.min() - pad, ys.max() + 1 + pad  # well inside the canvas here
+    x0, x1 = xs.min() - pad, xs.max() + 1 + pad
+    assert y0 >= 0 and x0 >= 0 and y1 <= 480 and x1 <= 832
     out = draw_pose([m0, m1], out_size=(256, 256), mode="crop", retarget_padding=pad)
     assert out.shape == (2, 256, 256, 3)
     top, left, nh, nw = fit_box(y1 - y0, x1 - x0, 256, 256, "crop")
@@ -685,6 +686,31 @@ def test_crop_mode_uses_first_frame_bounds():
     empty = make_meta(body_score=0.0)
     out = draw_pose([empty, m0], out_size=(240, 416), mode="crop")
     assert not painted(out[0]).any() and painted(out[1]).any()
+
+
+def test_crop_window_past_the_canvas_is_black():
+    # The figure touches the canvas's top-left corner: the padded window reaches past it, and
+    # that part is black, as the reference pads (clipping would enlarge the figure).
+    body = {i: (x - 230, y - 50) for i, (x, y) in BODY_PX.items()}
+    m0 = make_meta(body=body)
+    native = draw_pose([m0])[0]
+    ys, xs = np.nonzero(painted(native))
+    pad = 40
+    y0, x0 = ys.min() - pad, xs.min() - pad
+    y1, x1 = ys.max() + 1 + pad, xs.max() + 1 + pad
+    assert y0 < 0 and x0 < 0 and y1 <= 480 and x1 <= 832  # past the top and left edges only
+    wh, ww = y1 - y0, x1 - x0
+    out = draw_pose([m0], out_size=(wh, ww), mode="crop", retarget_padding=pad)[0]
+    # Same size as the window: no resampling; the canvas part sits at (-y0, -x0).
+    assert out.shape == (wh, ww, 3)
+    assert not painted(out)[:pad].any() and not painted(out)[:, :pad].any()
+    torch.testing.assert_close(out[-y0:, -x0:], native[:y1, :x1], rtol=0, atol=0)
+    # Resized into another frame: the figure stays smaller than with a clipped window.
+    small = draw_pose([m0], out_size=(200, 200), mode="crop", retarget_padding=pad)[0]
+    ys2, _ = np.nonzero(painted(small))
+    scale, clipped_scale = min(200 / wh, 200 / ww), min(200 / y1, 200 / x1)
+    fig = ys.max() - ys.min()
+    assert ys2.max() - ys2.min() <= fig * scale + 2 < fig * clipped_scale
 
 
 def test_rejects_bad_mode():

@@ -16,6 +16,7 @@ from wanprep_torch.wan import (  # noqa: E402
     fallback_face_box,
     key_frame_indices,
     key_frame_points,
+    openpose_frames,
     pose_metas,
     resolve_face_boxes,
     wan_body,
@@ -233,3 +234,47 @@ def test_key_frame_points():
 def test_key_frame_indices(t):
     idx = key_frame_indices(t)
     ref.key_frame_indices_props(idx, t)
+
+
+def test_key_frame_points_fall_back_to_box_centre():
+    k = _kps(1, seed=9)[0]
+    k[:, 2] = 0.1  # nothing passes the 0.3 filter
+    assert key_frame_points(torch.from_numpy(k)) == []
+    box = torch.tensor([10.0, 20.0, 31.0, 41.0, 0.9])
+    assert key_frame_points(torch.from_numpy(k), box=box) == [{"x": 20, "y": 30}]
+    k[:, 2] = 0.9  # the filter still decides when points pass: the box is not added
+    assert key_frame_points(torch.from_numpy(k), box=box) == ref.key_frame_points_ref(k)
+
+
+def test_openpose_frames_layout():
+    k = _kps(2, seed=4, score_lo=0.5, score_hi=1.0)
+    k[1, 0, 2] = 0.1  # nose under min_score: unseen
+    k[1, 100, :2] = np.nan  # a left-hand point not finite: unseen
+    metas, _ = pose_metas(torch.from_numpy(k), W, H)
+    out = openpose_frames(metas)
+    assert len(out) == 2
+    for t, frame in enumerate(out):
+        assert frame["canvas_width"] == W and frame["canvas_height"] == H
+        (person,) = frame["people"]
+        assert set(person) == {"pose_keypoints_2d", "face_keypoints_2d", "hand_left_keypoints_2d", "hand_right_keypoints_2d"}
+        body = np.array(person["pose_keypoints_2d"]).reshape(18, 3)
+        face = np.array(person["face_keypoints_2d"]).reshape(68, 3)
+        lhand = np.array(person["hand_left_keypoints_2d"]).reshape(21, 3)
+        rhand = np.array(person["hand_right_keypoints_2d"]).reshape(21, 3)
+        wan_rows = ref.wan_body_ref(k[t : t + 1])[0]
+        seen = body[:, 2] > 0
+        np.testing.assert_allclose(body[seen], wan_rows[:18][seen], rtol=1e-5, atol=1e-3)  # pixels
+        np.testing.assert_allclose(face, k[t, 23:91], rtol=1e-5, atol=1e-3)
+        np.testing.assert_allclose(rhand, k[t, 112:133], rtol=1e-5, atol=1e-3)
+        if t == 1:
+            assert body[0].tolist() == [0.0, 0.0, 0.0]
+            assert lhand[9].tolist() == [0.0, 0.0, 0.0]
+            np.testing.assert_allclose(np.delete(lhand, 9, 0), np.delete(k[t, 91:112], 9, 0), rtol=1e-5, atol=1e-3)
+        else:
+            assert seen.all()
+    # PoseMeta objects (pixels) give the same; a min_score of 0 keeps the low-scored nose.
+    from wanprep_torch.posemeta import PoseMeta
+
+    assert openpose_frames([PoseMeta.from_wan(m) for m in metas]) == out
+    assert openpose_frames(metas, min_score=0.0)[1]["people"][0]["pose_keypoints_2d"][2] == pytest.approx(0.1)
+    assert openpose_frames([]) == []

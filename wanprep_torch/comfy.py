@@ -1,20 +1,22 @@
 """ComfyUI nodes: drop-in replacements for the "WanAnimatePreprocess" pose nodes.
 
-Same class names, inputs and outputs as the reference, so saved workflows load unchanged:
+Same class names, inputs, outputs and order as the reference, so saved workflows load unchanged:
 
 * ``OnnxDetectionModelLoader`` -> POSEMODEL (models from ``ComfyUI/models/detection``)
-* ``PoseAndFaceDetection`` -> pose_data, face_images, key_frame_body_points, bboxes, face_bboxes
-  (plus an optional ``gate`` frame-skipping preset)
+* ``PoseAndFaceDetection`` (model, images, width, height; optional retarget_image, face_padding,
+  and this project's ``gate`` last) -> pose_data, face_images, key_frame_body_points, bboxes,
+  face_bboxes, plus an extra last output ``pose_keypoint`` (OpenPose JSON layout per frame)
 * ``DrawViTPose`` -> pose_images
+* ``PoseRetargetPromptHelper`` -> prompt, retarget_prompt
 
 Importable without ComfyUI (for tests and scripts): ``folder_paths``, ``comfy.utils`` and
 ``comfy.model_management`` are imported inside the functions, with fallbacks. Without
 ``folder_paths`` the model list comes from the folder named by ``WANPREP_COMFY_MODELS``.
 
-Box formats: ``bboxes`` and ``face_bboxes`` are per-frame ``(x1, y1, x2, y2)`` int tuples in
-the pixels of the processed (``width`` x ``height``) frames. The reference also returns face
-boxes as (x1, y1, x2, y2) (its helper yields x1, x2, y1, y2 and it reorders them); its
-``bboxes`` holds only the first frame's box, ours one per frame.
+Frames are processed at their own size and every output is in their pixels; ``width`` and
+``height`` only set the area the retarget image is resized to (as the reference). ``bboxes``
+is the reference's one-element list with frame 0's (x1, y1, x2, y2); ``face_bboxes`` one
+(x1, y1, x2, y2) per frame; the per-frame person boxes are in ``pose_data["wanprep"]``.
 """
 
 from __future__ import annotations
@@ -28,7 +30,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import wan
 from .gate import PRESETS
+from .posemeta import PoseMeta
 
 __all__ = [
     "NODE_CLASS_MAPPINGS",
@@ -36,7 +40,9 @@ __all__ = [
     "OnnxDetectionModelLoader",
     "PoseAndFaceDetection",
     "DrawViTPose",
+    "PoseRetargetPromptHelper",
     "PoseModel",
+    "retarget_prompts",
 ]
 
 log = logging.getLogger("wanprep_torch")
@@ -240,13 +246,12 @@ class OnnxDetectionModelLoader:
         return (model,)
 
 
-def _frame_chunks(images: torch.Tensor, size: int, device: torch.device, hw: tuple[int, int]):
-    """The IMAGE batch chunk by chunk on ``device``, resized to ``hw``: only one chunk of frames
-    is on the device at a time."""
-    from .video import resize_frames
-
+def _frame_chunks(images: torch.Tensor, size: int, device: torch.device):
+    """The IMAGE batch chunk by chunk on ``device`` (only one chunk of frames is there at a
+    time), at its own size: stretching frames to width x height would put every output in the
+    wrong pixels, as the reference does not."""
     for s in range(0, images.shape[0], size):
-        yield resize_frames(images[s : s + size].to(device), hw)
+        yield images[s : s + size].to(device)
 
 
 class PoseAndFaceDetection:
@@ -256,41 +261,48 @@ class PoseAndFaceDetection:
             "required": {
                 "model": ("POSEMODEL",),
                 "images": ("IMAGE",),
-                "width": ("INT", {"default": 832, "min": 64, "max": 2048, "step": 1, "tooltip": "Width of the generation; frames of another size are resized to width x height first"}),
-                "height": ("INT", {"default": 480, "min": 64, "max": 2048, "step": 1, "tooltip": "Height of the generation; frames of another size are resized to width x height first"}),
+                "width": ("INT", {"default": 832, "min": 64, "max": 2048, "step": 1, "tooltip": "Width of the generation: with width x height it sets the area the retarget image is resized to (frames are processed at their own size)"}),
+                "height": ("INT", {"default": 480, "min": 64, "max": 2048, "step": 1, "tooltip": "Height of the generation: with width x height it sets the area the retarget image is resized to (frames are processed at their own size)"}),
             },
             "optional": {
+                "retarget_image": ("IMAGE", {"default": None, "tooltip": "Optional reference image: the poses are retargeted onto the body proportions of the person in it"}),
                 "face_padding": ("INT", {"default": 0, "min": 0, "max": 512, "step": 1, "tooltip": "Extra pixels on each side of the face box before it is resized to 512x512"}),
                 "gate": (GATE_PRESETS, {"default": "safe", "tooltip": "Frame skipping: 'off' runs both models on every frame; 'safe' skips near-still frames and interpolates their keypoints; 'fast' skips more"}),
             },
         }
 
-    RETURN_TYPES = ("POSEDATA", "IMAGE", "STRING", "BBOX", "BBOX")
-    RETURN_NAMES = ("pose_data", "face_images", "key_frame_body_points", "bboxes", "face_bboxes")
+    RETURN_TYPES = ("POSEDATA", "IMAGE", "STRING", "BBOX", "BBOX", "POSE_KEYPOINT")
+    RETURN_NAMES = ("pose_data", "face_images", "key_frame_body_points", "bboxes", "face_bboxes", "pose_keypoint")
     FUNCTION = "process"
     CATEGORY = CATEGORY
     DESCRIPTION = (
-        "Detects the person's wholebody pose and crops the face (512x512) on every frame, torch-native. "
-        "bboxes and face_bboxes are per-frame (x1, y1, x2, y2) in width x height pixels."
+        "Detects the person's wholebody pose and crops the face (512x512) on every frame, torch-native; "
+        "optionally retargets the poses onto a reference image's body. bboxes holds frame 0's box "
+        "(x1, y1, x2, y2), face_bboxes one per frame, in the frames' pixels; pose_keypoint is the "
+        "OpenPose JSON layout of the poses in pose_data['pose_metas']."
     )
 
-    def process(self, model, images, width, height, face_padding=0, gate="safe"):
+    def process(self, model, images, width, height, retarget_image=None, face_padding=0, gate="safe"):
         if not isinstance(model, PoseModel):
             raise TypeError(f"model must come from the wanprep ONNX Detection Model Loader, got {type(model).__name__}")
-        if not isinstance(images, torch.Tensor) or images.dim() != 4 or images.shape[-1] != 3:
-            shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
-            raise ValueError(f"images must be a ComfyUI IMAGE (T, H, W, 3), got {shape}")
+        _check_image(images, "images")
+        if retarget_image is not None:
+            _check_image(retarget_image, "retarget_image")
         pre = model.preprocessor(**_default_options(face_padding, gate))
         progress = _Progress(images.shape[0])
         progress.check_interrupt()
         model.relay.target = progress
         try:
-            res = pre(_frame_chunks(images, pre.chunk_size, pre.device, (int(height), int(width))))
+            res = pre(
+                _frame_chunks(images, pre.chunk_size, pre.device),
+                reference_image=None if retarget_image is None else retarget_image[0],
+                reference_size=(int(width), int(height)),
+            )
         finally:
             model.relay.target = None
         progress.set(progress.total)
 
-        bboxes = [tuple(int(v) for v in b[:4]) for b in res.bboxes.cpu().tolist()]
+        first_box = tuple(int(v) for v in res.bboxes[0, :4].cpu().tolist())
         face_bboxes = [tuple(int(v) for v in b) for b in res.face_bboxes]
         extras = {
             "keypoints": res.keypoints.cpu(),  # (T, 133, 3) frame pixels + score
@@ -306,16 +318,30 @@ class PoseAndFaceDetection:
             "det_ran": res.det_ran.cpu(),
             "pose_ran": res.pose_ran.cpu(),
             "gate_distance": res.gate_distance.cpu(),
+            "reference_box": None if res.reference_box is None else res.reference_box.cpu(),
         }
+        if res.retargeted is not None:
+            metas = res.retargeted
+            ref_image = res.reference_image.to("cpu", torch.float32).numpy()  # (h, w, 3) in [0, 1], as the reference's numpy image
+        else:
+            metas = [PoseMeta.from_wan(m) for m in res.pose_metas]
+            ref_image = None
         pose_data = {
-            "pose_metas": res.pose_metas,  # Wan meta dicts (normalised x, y, score)
-            "pose_metas_original": res.pose_metas,
-            "retarget_image": None,
-            "refer_pose_meta": None,
+            "retarget_image": ref_image,
+            "pose_metas": metas,  # PoseMeta (pixels): retargeted with a reference image, else the detected poses
+            "refer_pose_meta": res.reference_meta,  # Wan meta dict or None
+            "pose_metas_original": res.pose_metas,  # Wan meta dicts (normalised x, y, score)
             "wanprep": extras,
         }
         face_images = res.face_images.to("cpu", torch.float32)
-        return (pose_data, face_images, res.key_frame_points, bboxes, face_bboxes)
+        pose_keypoint = wan.openpose_frames(metas)
+        return (pose_data, face_images, res.key_frame_points, [first_box], face_bboxes, pose_keypoint)
+
+
+def _check_image(images, name: str) -> None:
+    if not isinstance(images, torch.Tensor) or images.dim() != 4 or images.shape[-1] != 3:
+        shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+        raise ValueError(f"{name} must be a ComfyUI IMAGE (T, H, W, 3), got {shape}")
 
 
 def _meta_dict(meta) -> Mapping:
@@ -323,6 +349,8 @@ def _meta_dict(meta) -> Mapping:
     coordinates in kps_* plus scores in kps_*_p), as the reference's retargeting produces."""
     if isinstance(meta, Mapping):
         return meta
+    if isinstance(meta, PoseMeta):
+        return meta.to_wan()
     if not hasattr(meta, "kps_body"):
         raise TypeError(f"pose_metas entries must be Wan meta dicts, got {type(meta).__name__}")
     w, h = float(meta.width), float(meta.height)
@@ -354,7 +382,7 @@ class DrawViTPose:
                 "pose_data": ("POSEDATA",),
                 "width": ("INT", {"default": 832, "min": 64, "max": 2048, "step": 1, "tooltip": "Width of the generation"}),
                 "height": ("INT", {"default": 480, "min": 64, "max": 2048, "step": 1, "tooltip": "Height of the generation"}),
-                "retarget_padding": ("INT", {"default": 16, "min": 0, "max": 512, "step": 1, "tooltip": "When > 0 and the pose data has a retarget image, the pose is cropped to its bounds plus this padding and resized to the target size"}),
+                "retarget_padding": ("INT", {"default": 16, "min": 0, "max": 512, "step": 1, "tooltip": "When > 0 and the pose data has a retarget image, the pose is cropped to frame 0's drawn bounds plus this padding (black past the canvas) and resized to the target size"}),
                 "body_stick_width": ("INT", {"default": -1, "min": -1, "max": 20, "step": 1, "tooltip": "Width of the body sticks. Set to 0 to disable body drawing, -1 for auto"}),
                 "hand_stick_width": ("INT", {"default": -1, "min": -1, "max": 20, "step": 1, "tooltip": "Width of the hand sticks. Set to 0 to disable hand drawing, -1 for auto"}),
                 "draw_head": ("BOOLEAN", {"default": True, "tooltip": "Whether to draw head keypoints"}),
@@ -399,14 +427,88 @@ class DrawViTPose:
         return (out,)
 
 
+# Prompts of the reference's PoseRetargetPromptHelper (originally for Flux Kontext).
+PROMPT_FORWARD = "Change the person to face forward."
+_PROMPTS = {
+    ("legs", True): "Change the person to a standard T-pose (facing forward with arms extended). The person is standing. Feet and Hands are visible in the image.",
+    ("legs", False): "Change the person to a standard pose with the face oriented forward and arms extending straight down by the sides. The person is standing. Feet and Hands are visible in the image.",
+    ("arms", True): "Change the person to a standard T-pose (facing forward with arms extended). Hands are visible in the image.",
+    ("arms", False): "Change the person to a standard pose with the face oriented forward and arms extending straight down by the sides. Hands are visible in the image.",
+}
+ARM_ROWS = (3, 4, 6, 7)  # Wan body rows: elbows and wrists
+LEG_ROWS = (9, 10, 12, 13)  # knees and ankles
+PROMPT_MIN_SCORE = 0.75
+
+
+def _canvas_of(meta) -> tuple[int, int]:
+    if isinstance(meta, Mapping):
+        return int(meta["width"]), int(meta["height"])
+    return int(meta.width), int(meta.height)
+
+
+def _visible(body: np.ndarray, rows) -> bool:
+    """Any of ``rows`` at x <= 1, y <= 1 (normalised) with score >= 0.75 (NaN is not visible)."""
+    b = body[list(rows)]
+    return bool(((b[:, 0] <= 1) & (b[:, 1] <= 1) & (b[:, 2] >= PROMPT_MIN_SCORE)).any())
+
+
+def retarget_prompts(pose_metas_original, refer_pose_meta) -> tuple[str, str]:
+    """The reference's PoseRetargetPromptHelper: (prompt for the template, prompt for the
+    reference pose).
+
+    Without a reference pose both are "Change the person to face forward.". Otherwise the
+    template's Wan meta dicts are scanned in order for a visible arm joint and a visible leg
+    joint (stopping once both are found); the wording then follows what was seen (legs, else
+    arms, else neither) and each pose's orientation (landscape: width > height), the template's
+    from the last meta scanned, the reference's from its own canvas.
+    """
+    if refer_pose_meta is None:
+        return PROMPT_FORWARD, PROMPT_FORWARD
+    arms = legs = False
+    last = None
+    for meta in pose_metas_original:
+        last = meta
+        body = np.asarray(_meta_dict(meta)["keypoints_body"], dtype=np.float64)
+        arms = arms or _visible(body, ARM_ROWS)
+        legs = legs or _visible(body, LEG_ROWS)
+        if arms and legs:
+            break
+    if not (arms or legs):
+        return PROMPT_FORWARD, PROMPT_FORWARD
+    seen = "legs" if legs else "arms"
+    tw, th = _canvas_of(last)
+    rw, rh = _canvas_of(refer_pose_meta)
+    return _PROMPTS[(seen, tw > th)], _PROMPTS[(seen, rw > rh)]
+
+
+class PoseRetargetPromptHelper:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"pose_data": ("POSEDATA",)}}
+
+    RETURN_TYPES = ("STRING", "STRING")
+    RETURN_NAMES = ("prompt", "retarget_prompt")
+    FUNCTION = "process"
+    CATEGORY = CATEGORY
+    DESCRIPTION = (
+        "Text prompts for pose retargeting from which limbs of the template pose are visible "
+        "(originally used for Flux Kontext)."
+    )
+
+    def process(self, pose_data):
+        return retarget_prompts(pose_data.get("pose_metas_original") or [], pose_data.get("refer_pose_meta"))
+
+
 NODE_CLASS_MAPPINGS = {
     "OnnxDetectionModelLoader": OnnxDetectionModelLoader,
     "PoseAndFaceDetection": PoseAndFaceDetection,
     "DrawViTPose": DrawViTPose,
+    "PoseRetargetPromptHelper": PoseRetargetPromptHelper,
 }
 
 NODE_DISPLAY_NAME_MAPPINGS = {
     "OnnxDetectionModelLoader": "ONNX Detection Model Loader",
     "PoseAndFaceDetection": "Pose and Face Detection",
     "DrawViTPose": "Draw ViT Pose",
+    "PoseRetargetPromptHelper": "Pose Retarget Prompt Helper",
 }

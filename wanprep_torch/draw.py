@@ -797,8 +797,9 @@ def draw_pose(
     - ``mode="pad"``: resized keeping the aspect ratio, centred, black padding (reference
       ``padding_resize``); no resampling when the size already matches.
     - ``mode="crop"``: every frame is cropped to the bounding box of the pixels drawn in
-      frame 0 grown by ``retarget_padding`` px per side (clipped to the canvas), then
-      resized keeping the aspect ratio, centred, black padding (``resize_to_bounds``).
+      frame 0 grown by ``retarget_padding`` px per side, then resized keeping the aspect
+      ratio, centred, black padding (``resize_to_bounds``). Where that window leaves the
+      canvas it is black, as the reference pads it (not clipped: the figure keeps its margin).
 
     Resampling is bilinear with half-pixel centres (cv2 ``INTER_LINEAR``, no antialias) on
     uint8 images like the reference, so output values are multiples of 1/255.
@@ -807,7 +808,8 @@ def draw_pose(
         pose_metas: T dicts in Wan's format (see :func:`stack_pose_metas`).
         out_size: (out_H, out_W); None keeps (H, W).
         mode: "pad" or "crop".
-        retarget_padding: crop margin in native pixels (``mode="crop"``).
+        retarget_padding: crop margin in native pixels (``mode="crop"``), black where it
+            leaves the canvas.
         body_stick_width: -1 auto (:func:`auto_stick_width`), 0 no body, else pixels.
         hand_stick_width: -1 auto (:func:`auto_hand_stick_width`), 0 no hands, else pixels.
         draw_head: draw nose, eyes, ears and their limbs.
@@ -843,18 +845,22 @@ def draw_pose(
         kps = kps_all[t0:t1].to(device=device, dtype=gdtype)
         return render_pose_pixels(kps, height, width, bw, hw, fr, draw_head, score_threshold)
 
-    # Source window on the native canvas, and where it lands in the output.
+    # Source window on the native canvas (it may reach past the canvas: black there), and
+    # where it lands in the output.
     y0, y1, x0, x1 = 0, height, 0, width
     if mode == "crop":
         index, _ = render(0, 1)
         if index.numel():
             py, px = index // width, index % width
-            y0, y1 = max(int(py.min()) - pad, 0), min(int(py.max()) + 1 + pad, height)
-            x0, x1 = max(int(px.min()) - pad, 0), min(int(px.max()) + 1 + pad, width)
+            y0, y1 = int(py.min()) - pad, int(py.max()) + 1 + pad
+            x0, x1 = int(px.min()) - pad, int(px.max()) + 1 + pad
+    # The part of the window on the canvas, and the black margins around it.
+    cy0, cy1, cx0, cx1 = max(y0, 0), min(y1, height), max(x0, 0), min(x1, width)
+    margins = (cx0 - x0, x1 - cx1, cy0 - y0, y1 - cy1)  # left, right, top, bottom (F.pad order)
     top, left, nh, nw = fit_box(y1 - y0, x1 - x0, out_h, out_w, mode)
     resize = (y1 - y0, x1 - x0) != (nh, nw)
     # Nothing to crop, resize or pad: paint straight into the output.
-    in_place = not resize and (y1 - y0, x1 - x0, out_h, out_w) == (height, width, height, width)
+    in_place = not resize and (y0, x0, y1, x1, out_h, out_w) == (0, 0, height, width, height, width)
 
     if device.type == "cpu":
         # calloc'd memory: the OS hands out zero pages lazily, so the 1+ GB output is not
@@ -879,7 +885,9 @@ def draw_pose(
             continue
         frames = canvas[: t1 - t0]
         paint_pixels(frames, index, order, palette_u8 if u8 else palette_u8.float(), scratch)
-        src = frames[:, y0:y1, x0:x1]
+        src = frames[:, cy0:cy1, cx0:cx1]
+        if any(margins):
+            src = F.pad(src.permute(0, 3, 1, 2), margins).permute(0, 2, 3, 1)
         if resize:
             # NHWC memory seen as NCHW is channels_last, which F.interpolate handles fast.
             src = src.contiguous().permute(0, 3, 1, 2)

@@ -16,6 +16,7 @@ from .detect import PersonDetector
 from .frames import FrameBatch, as_tchw, iter_chunks
 from .gate import resolve_gate
 from .pose import PoseEstimator
+from .reference import ReferencePose, RetargetStream, estimate_reference
 from .runtime import open_models, resolve_batch_size
 from .schedule import FrameRecord, Scheduler
 from .timing import NULL_TIMER, StageTimer
@@ -47,6 +48,11 @@ class Result:
     timings: dict = field(default_factory=dict)
     providers: dict = field(default_factory=dict)
     start: int = 0  # index of the first frame in the video (parts from Preprocessor.stream)
+    # With a reference image (every part of a stream carries the first three):
+    reference_meta: dict | None = None  # its pose, a Wan meta dict on the resized image's canvas
+    reference_image: torch.Tensor | None = None  # (h, w, 3) float in [0, 1]: the image resized to the area
+    reference_box: torch.Tensor | None = None  # (5,) the person box in reference_image (score -1: full image)
+    retargeted: list | None = None  # T PoseMeta: these frames' poses on the reference's body, its canvas
 
     def __len__(self) -> int:
         return self.keypoints.shape[0]
@@ -63,6 +69,14 @@ class Result:
         if not joined.parts:
             raise ValueError("Result.concat needs at least one part")
         return joined.result()
+
+    def to_openpose(self, retargeted: bool = False, min_score: float = 0.3) -> list[dict]:
+        """One dict per frame in the OpenPose JSON layout (see :func:`wanprep_torch.wan.openpose_frames`):
+        the detected poses in frame pixels, or with ``retargeted=True`` the retargeted ones in
+        the reference canvas's pixels (no face points: retargeting drops them)."""
+        if retargeted and self.retargeted is None:
+            raise ValueError("no retargeted poses: process the video with a reference_image")
+        return wan.openpose_frames(self.retargeted if retargeted else self.pose_metas, min_score)
 
     def to_json(self) -> dict:
         """A JSON-ready summary (metas as lists)."""
@@ -221,18 +235,29 @@ class Preprocessor:
         pose_in = self.estimator.preprocess(fb, boxes.float())
         return det_in, pose_in.pixels
 
+    def reference_pose(self, image, size: tuple[int, int]) -> ReferencePose:
+        """The pose of the person in a reference image, measured as the reference node does
+        (see :func:`~wanprep_torch.reference.estimate_reference`); ``size`` = (width, height)
+        of the generation."""
+        return estimate_reference(self.detector, self.estimator, image, size)
+
     # -- the video ---------------------------------------------------------------------------
-    def __call__(self, video) -> Result:
+    def __call__(self, video, reference_image=None, reference_size: tuple[int, int] | None = None) -> Result:
         """Process a video: a tensor of frames, or an iterable of tensor chunks.
 
-        Equals ``Result.concat(list(self.stream(video)))``. Bad input raises ValueError/TypeError
-        naming the problem; when frames were already finished (a bad chunk of an iterable, a
-        NaN frame late in a tensor), the error carries them as ``.partial_result``.
+        With a ``reference_image``, the video's poses are also retargeted onto the person in
+        it (see :meth:`stream`): ``res.reference_meta``, ``res.reference_image`` and
+        ``res.retargeted`` (one :class:`~wanprep_torch.PoseMeta` per frame).
+
+        Equals ``Result.concat(list(self.stream(video, reference_image, reference_size)))``.
+        Bad input raises ValueError/TypeError naming the problem; when frames were already
+        finished (a bad chunk of an iterable, a NaN frame late in a tensor), the error carries
+        them as ``.partial_result``.
         """
         total = as_tchw(video, finite=False).shape[0] if isinstance(video, torch.Tensor) else None
         joined = _Joiner(total)
         try:
-            for part in self.stream(video):
+            for part in self.stream(video, reference_image, reference_size):
                 joined.add(part)
         except (ValueError, TypeError) as exc:
             if joined.frames:
@@ -240,10 +265,20 @@ class Preprocessor:
             raise
         return joined.result()
 
-    def stream(self, video):
+    def stream(self, video, reference_image=None, reference_size: tuple[int, int] | None = None):
         """Process a video part by part: yields :class:`Result` objects for consecutive runs of
         frames, in order, as soon as they are final (the gate's lookahead delays them by at most
         its ``max_gap`` frames; leading frames without a face wait up to ``face_wait`` frames).
+
+        With a ``reference_image`` ((H, W, 3), (1, H, W, 3) or (1, 3, H, W), float in [0, 1] or
+        uint8, any device) its pose is measured as the reference node does: the image is
+        resized to the generation's area with black bars (sides multiples of 16, see
+        :func:`~wanprep_torch.reference.area_size`), the detector and the pose model run on it,
+        and its keypoints are normalised by that resized image. ``reference_size`` = (width,
+        height) of the generation, whose area sets that size; by default the video's frame
+        size. Every part then carries ``reference_meta``, ``reference_image``,
+        ``reference_box`` and its frames' ``retargeted`` poses (planned on the video's frame
+        0, so the parts joined equal ``wanprep_torch.retarget(pose_metas, reference_meta)``).
 
         Memory follows ``chunk_size``, not the video's length. Each part's ``timings`` cover the
         run so far. On bad input the frames already read are finished and yielded first, then
@@ -257,12 +292,17 @@ class Preprocessor:
             self.face_size, self.face_dtype, self.face_device, self.face_padding, self.device, self._ws, timer, self.face_wait
         )
         state = _PartState(timer, self.providers)
+        if reference_image is not None and reference_size is not None:
+            state.set_reference(self.reference_pose(reference_image, reference_size))  # bad input fails first
         error = None
         try:
             try:
                 for chunk in iter_chunks(video, self.chunk_size):
                     if chunk.device != self.device:
                         raise ValueError(f"frames are on {chunk.device} but the Preprocessor runs on {self.device}")
+                    if reference_image is not None and state.reference is None:
+                        size = (int(chunk.shape[-1]), int(chunk.shape[-2]))  # chunks are (T, 3, H, W)
+                        state.set_reference(self.reference_pose(reference_image, size))
                     _assemble(sched.feed(chunk), wan_out, timer)
                     part = state.part(wan_out.take())
                     if part is not None:
@@ -327,6 +367,12 @@ class _PartState:
         self.providers = providers
         self.frames = 0
         self.width = self.height = None
+        self.reference: ReferencePose | None = None
+        self.retarget: RetargetStream | None = None
+
+    def set_reference(self, ref: ReferencePose) -> None:
+        self.reference = ref
+        self.retarget = RetargetStream(ref.meta)
 
     def part(self, done: "wan.WanFrames | None") -> Result | None:
         if done is None or not len(done):
@@ -337,15 +383,16 @@ class _PartState:
             extra = done.extra
             faces = done.face_images[0] if len(done.face_images) == 1 else torch.cat(done.face_images)
             first = kps[0]
+            boxes = torch.cat([e.boxes for e in extra]).to(dev)
             res = Result(
                 keypoints=kps,
-                bboxes=torch.cat([e.boxes for e in extra]).to(dev),
+                bboxes=boxes,
                 pose_metas=list(done.metas),
                 face_images=faces,
                 face_bboxes=list(done.face_bboxes),
                 face_held=torch.tensor(done.face_held, dtype=torch.bool, device=dev),
-                key_frame_points=json.dumps(wan.key_frame_points(first)),
-                key_frames=_key_frames(kps, extra[0].start),
+                key_frame_points=json.dumps(wan.key_frame_points(first, box=boxes[0])),
+                key_frames=_key_frames(kps, boxes, extra[0].start),
                 other_persons=torch.tensor([o for e in extra for o in e.others], dtype=torch.long, device=dev),
                 det_ran=torch.tensor([v for e in extra for v in e.det_ran], dtype=torch.bool, device=dev),
                 pose_ran=torch.tensor([v for e in extra for v in e.pose_ran], dtype=torch.bool, device=dev),
@@ -354,15 +401,23 @@ class _PartState:
                 height=int(done.metas[0]["height"]),
                 start=extra[0].start,
             )
+            if self.reference is not None:
+                res.reference_meta = self.reference.meta
+                res.reference_image = self.reference.image
+                res.reference_box = self.reference.box
+                res.retargeted = self.retarget.add(res.pose_metas)
         self.frames += len(res)
         res.timings = self.timer.report(self.frames)
         res.providers = dict(self.providers)
         return res
 
 
-def _key_frames(kps: torch.Tensor, start: int = 0) -> list[dict]:
-    """SAM2 prompt points for up to 4 evenly spaced frames of ``kps`` (frame numbers from ``start``)."""
-    return [{"frame": start + i, "points": wan.key_frame_points(kps[i])} for i in wan.key_frame_indices(kps.shape[0])]
+def _key_frames(kps: torch.Tensor, boxes: torch.Tensor, start: int = 0) -> list[dict]:
+    """SAM2 prompt points for up to 4 evenly spaced frames of ``kps`` (frame numbers from
+    ``start``); ``boxes`` (T, 5) give the fallback point of a frame with none scored enough."""
+    return [
+        {"frame": start + i, "points": wan.key_frame_points(kps[i], box=boxes[i])} for i in wan.key_frame_indices(kps.shape[0])
+    ]
 
 
 class _Joiner:
@@ -399,16 +454,18 @@ class _Joiner:
         else:
             faces = _concat_release(self.face_chunks)
         kps = torch.cat([p.keypoints for p in parts])
+        boxes = torch.cat([p.bboxes for p in parts])
         last = parts[-1]
+        first = parts[0]
         return Result(
             keypoints=kps,
-            bboxes=torch.cat([p.bboxes for p in parts]),
+            bboxes=boxes,
             pose_metas=[m for p in parts for m in p.pose_metas],
             face_images=faces,
             face_bboxes=[b for p in parts for b in p.face_bboxes],
             face_held=torch.cat([p.face_held for p in parts]),
             key_frame_points=parts[0].key_frame_points,
-            key_frames=_key_frames(kps, parts[0].start),
+            key_frames=_key_frames(kps, boxes, parts[0].start),
             other_persons=torch.cat([p.other_persons for p in parts]),
             det_ran=torch.cat([p.det_ran for p in parts]),
             pose_ran=torch.cat([p.pose_ran for p in parts]),
@@ -417,7 +474,11 @@ class _Joiner:
             height=last.height,
             timings=last.timings,
             providers=last.providers,
-            start=parts[0].start,
+            start=first.start,
+            reference_meta=first.reference_meta,
+            reference_image=first.reference_image,
+            reference_box=first.reference_box,
+            retargeted=None if first.retargeted is None else [m for p in parts for m in p.retargeted],
         )
 
 

@@ -107,7 +107,8 @@ class Scheduler:
         on_frames: Callable[[int], None] | None = None,
     ):
         """``on_oom(batch)``: the batch was halved after an out-of-memory error;
-        ``on_frames(n)``: n more frames are finished (for progress and interrupt checks)."""
+        ``on_frames(n)``: n more frames are finished; also called with 0 before each model
+        batch, so a host can check for an interrupt while frames wait for their keyframe."""
         self.det, self.pose, self.cfg = detector, estimator, gate
         self.on_frames = on_frames
         self.ws = workspace if workspace is not None else Workspace()
@@ -229,6 +230,7 @@ class Scheduler:
             kps: list = []
 
             def step(i: int, j: int) -> None:
+                self._hand_out([], None)  # a heartbeat before the model runs
                 kps.extend(self.pose.estimate(FrameBatch(_stack(mids[i:j]), self.ws), boxes[i:j], self.timer).unbind(0))
 
             run_in_batches(len(level), self.batch_size, step, on_oom=self.on_oom)
@@ -270,6 +272,7 @@ class Scheduler:
         ``force``: run the detector on that frame; ``cuts``: also choose the subject afresh.
         """
         tr, timer = self.tracker, self.timer
+        self._hand_out([], None)  # a heartbeat before the models run
         fb = FrameBatch(frames, self.ws)
         n = len(fb)
         boxes: list = [None] * n
@@ -332,9 +335,10 @@ class Scheduler:
                 chosen = self.tracker.choose(d)
                 boxes[j], others[j] = chosen.box, chosen.others
 
-    def _hand_out(self, recs: list[FrameRecord], out: list[FrameRecord]) -> None:
-        out.extend(recs)
-        if self.on_frames is not None and recs:
+    def _hand_out(self, recs: list[FrameRecord], out: list[FrameRecord] | None) -> None:
+        if recs:
+            out.extend(recs)
+        if self.on_frames is not None:
             self.on_frames(len(recs))
 
 @dataclass

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from .frames import FrameBatch
+from .posemeta import PoseMeta
 from .timing import NULL_TIMER
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "crop_resize",
     "key_frame_points",
     "key_frame_indices",
+    "openpose_frames",
     "WanFrames",
     "WanAssembler",
 ]
@@ -219,12 +221,16 @@ def key_frame_indices(num_frames: int, count: int = 4) -> list[int]:
     return [int(round(i * (num_frames - 1) / (count - 1))) for i in range(count)]
 
 
-def key_frame_points(keypoints: torch.Tensor, min_score: float = 0.3) -> list[dict]:
+def key_frame_points(keypoints: torch.Tensor, min_score: float = 0.3, box: torch.Tensor | None = None) -> list[dict]:
     """SAM2 prompt points of one frame: Wan body rows 0,1,2,5,8,11,10,13 in pixels, leaving out
     points scored under ``min_score`` (or not finite).
 
+    When no point passes and ``box`` is given, the one point is the centre of that person box:
+    an empty prompt is of no use to a SAM2 node.
+
     Args:
         keypoints: (133, 3) in frame pixels.
+        box: (>=4,) x1, y1, x2, y2 of the frame's person box, or None.
     """
     body = wan_body(keypoints.unsqueeze(0).float())[0].cpu().tolist()
     pts = []
@@ -232,7 +238,62 @@ def key_frame_points(keypoints: torch.Tensor, min_score: float = 0.3) -> list[di
         x, y, s = body[r]
         if s >= min_score and math.isfinite(x) and math.isfinite(y):
             pts.append({"x": int(x), "y": int(y)})
+    if not pts and box is not None:
+        x1, y1, x2, y2 = (float(v) for v in box[:4].tolist())
+        pts.append({"x": int((x1 + x2) / 2), "y": int((y1 + y2) / 2)})
     return pts
+
+
+# OpenPose JSON: 18 body points (Wan body rows 0-17 are OpenPose's order), 68 face points (Wan
+# face rows 1-68), 21 points per hand.
+OPENPOSE_BODY_ROWS = slice(0, 18)
+OPENPOSE_FACE_ROWS = slice(1, 69)
+
+
+def _openpose_flat(xy: np.ndarray, p: np.ndarray, min_score: float) -> np.ndarray:
+    """(T, N, 2) pixels and (T, N) scores -> (T, 3N) flat x, y, score; unseen points 0, 0, 0."""
+    seen = np.isfinite(xy).all(-1) & np.isfinite(p) & (p > 0) & (p >= min_score)
+    out = np.concatenate([xy, p[..., None]], axis=-1)
+    out[~seen] = 0.0
+    return out.reshape(out.shape[0], -1)
+
+
+def openpose_frames(pose_metas, min_score: float = 0.3) -> list[dict]:
+    """Poses in the OpenPose JSON layout, one dict per frame (what pose editors and ControlNet
+    tools read)::
+
+        {"people": [{"pose_keypoints_2d": [...], "face_keypoints_2d": [...],
+                     "hand_left_keypoints_2d": [...], "hand_right_keypoints_2d": [...]}],
+         "canvas_width": W, "canvas_height": H}
+
+    Flat x, y, score triples in pixels of each frame's canvas: 18 body points, 68 face points,
+    21 per hand. Points not finite, scored 0 or under ``min_score`` are unseen: 0, 0, 0.
+
+    Args:
+        pose_metas: T Wan meta dicts (normalised, as :func:`pose_metas` makes them) or
+            :class:`~wanprep_torch.posemeta.PoseMeta` objects (pixels); a missing face is unseen.
+    """
+    metas = [m if isinstance(m, PoseMeta) else PoseMeta.from_wan(m) for m in pose_metas]
+    if not metas:
+        return []
+    parts = {}
+    for name, stem, rows in (
+        ("pose_keypoints_2d", "kps_body", OPENPOSE_BODY_ROWS),
+        ("face_keypoints_2d", "kps_face", OPENPOSE_FACE_ROWS),
+        ("hand_left_keypoints_2d", "kps_lhand", slice(None)),
+        ("hand_right_keypoints_2d", "kps_rhand", slice(None)),
+    ):
+        xy = np.stack([getattr(m, stem)[rows] for m in metas])  # (T, N, 2)
+        p = np.stack([getattr(m, stem + "_p")[rows] for m in metas])  # (T, N)
+        parts[name] = _openpose_flat(xy, p, min_score)
+    return [
+        {
+            "people": [{name: [float(v) for v in flat[t]] for name, flat in parts.items()}],
+            "canvas_width": int(m.width),
+            "canvas_height": int(m.height),
+        }
+        for t, m in enumerate(metas)
+    ]
 
 
 @dataclass
