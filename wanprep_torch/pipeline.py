@@ -174,7 +174,7 @@ class Preprocessor:
         face_size: int = 512,
         face_dtype: torch.dtype = torch.float32,
         face_device: str | torch.device | None = None,
-        face_wait: int = 192,
+        face_wait: int = 96,
         chunk_size: int = 64,
         progress: bool = True,
         progress_callback: Callable | None = None,

@@ -340,7 +340,7 @@ class WanAssembler:
         device: torch.device = torch.device("cpu"),
         workspace=None,
         timer=NULL_TIMER,
-        face_wait: int = 192,
+        face_wait: int = 96,
     ):
         self.face_size, self.face_dtype, self.face_padding = face_size, face_dtype, int(face_padding)
         self.device = device
