@@ -188,12 +188,19 @@ def test_motion_patterns(motion):
     assert c.frames.shape == (T, H, W, 3) and c.frames.dtype == torch.float32
     assert c.keypoints.shape == (T, 133, 2) and c.visible.shape == (T, 133)
     assert c.sigma.shape == (T,)
-    # Whole person (with its blobs) inside the frame.
     margin = 3 * c.sigma[:, None]
-    assert (c.boxes[:, :2] > margin).all() and (c.boxes[:, 2] < W - margin[:, 0]).all()
-    assert (c.boxes[:, 3] < H - margin[:, 0]).all()
-    assert not c.visible[2, FACE_AND_HEAD].any() and c.visible[2, 5:23].all()
-    assert c.visible[[0, 1, 4]].all()
+    if motion == "enter":
+        # Starts beyond the left edge, ends beyond the right; points outside are not visible.
+        assert (c.boxes[0, 2] < 0) and (c.boxes[-1, 0] > W)
+        inside = (c.keypoints[..., 0] >= 0) & (c.keypoints[..., 0] < W)
+        assert torch.equal(c.visible[[0, 1, 4]], inside[[0, 1, 4]])
+        assert c.visible[T // 2].all() or c.visible[T // 2, 5:].all()
+    else:
+        # Whole person (with its blobs) inside the frame.
+        assert (c.boxes[:, :2] > margin).all() and (c.boxes[:, 2] < W - margin[:, 0]).all()
+        assert (c.boxes[:, 3] < H - margin[:, 0]).all()
+        assert not c.visible[2, FACE_AND_HEAD].any() and c.visible[2, 5:23].all()
+        assert c.visible[[0, 1, 4]].all()
     step = (c.keypoints[1:] - c.keypoints[:-1]).norm(dim=-1).max(dim=1).values  # (T-1,)
     h = c.height
     if motion == "hold":
@@ -207,6 +214,14 @@ def test_motion_patterns(motion):
         centre_step = (c.boxes[1:] - c.boxes[:-1])[:, [0, 2]].mean(1).abs()
         # 15-25 px/frame, except frames that bounce off the frame edge.
         assert centre_step.max() <= 25.5 and (centre_step >= 15).float().mean() > 0.7
+    elif motion == "pan":
+        centre_step = (c.boxes[1:] - c.boxes[:-1])[:, [0, 2]].mean(1).abs()
+        assert torch.allclose(centre_step, torch.full_like(centre_step, 1.5), atol=1e-3)
+    elif motion == "accel":
+        centre_step = (c.boxes[1:] - c.boxes[:-1])[:, [0, 2]].mean(1).abs()
+        assert centre_step[0] < 0.3 and centre_step[-1] > 5.0  # from rest to several px/frame
+    elif motion == "enter":
+        assert step.min() > 10  # a steady walk across the frame
     elif motion == "cut":
         assert step[T // 2 - 1] > 50
         assert step[: T // 2 - 1].max() == 0 and step[T // 2:].max() == 0
