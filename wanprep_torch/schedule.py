@@ -236,10 +236,14 @@ class Scheduler:
             run_in_batches(len(level), self.batch_size, step, on_oom=self.on_oom)
             nxt = []
             with self.timer("gate"):
-                for s, m, k, box in zip(level, mids, kps, boxes):
+                idx = lambda v: torch.tensor(v, dtype=torch.float64)  # noqa: E731
+                errs = interpolation_error(
+                    torch.stack(kps), torch.stack([s.a.keypoints for s in level]), torch.stack([s.b.keypoints for s in level]),
+                    idx([s.a.index for s in level]), idx([s.b.index for s in level]), idx([m.index for m in mids]), self.cfg.track_kp_score,
+                ).tolist()  # one host read per level
+                for s, m, k, box, err in zip(level, mids, kps, boxes, errs):
                     rec = FrameRecord(m.index, m.chunk, m.local, k, box, s.a.others, False, True, m.distance)
                     checked.append(rec)
-                    err = interpolation_error(k, s.a.keypoints, s.b.keypoints, s.a.index, s.b.index, m.index, self.cfg.track_kp_score)
                     if err > self.cfg.verify_px:
                         at = len(s.gap) // 2
                         nxt += [half for half in (_Segment(s.a, rec, s.gap[:at]), _Segment(rec, s.b, s.gap[at + 1 :])) if half.gap]
