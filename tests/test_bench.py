@@ -5,7 +5,6 @@ from pathlib import Path
 import pytest
 from conftest import load_script
 
-pytest.importorskip("onnxruntime")
 
 
 @pytest.fixture(scope="module")
