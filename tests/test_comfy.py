@@ -188,13 +188,37 @@ def test_detect_and_draw(fake_comfy, loaded, images):
 
 
 def test_detect_resizes_to_target(fake_comfy, loaded, images):
+    """Frames resized to half size first: outputs are in the target's pixels and on the person
+    (the ground truth of the images fixture's clip, scaled by 1/2)."""
+    from wanprep_torch.testkit import make_clip
+
+    clip = make_clip(6, H=240, W=416, seed=3)  # the images fixture's clip, with its ground truth
+    assert torch.equal(clip.frames, images)
     pose_data, faces, _, bboxes, face_bboxes = nodes.PoseAndFaceDetection().process(loaded, images[:3], 208, 120, gate="off")
-    assert pose_data["pose_metas"][0]["width"] == 208 and pose_data["pose_metas"][0]["height"] == 120
+    metas = pose_data["pose_metas"]
+    assert metas[0]["width"] == 208 and metas[0]["height"] == 120
     assert faces.shape == (3, 512, 512, 3)
-    for x1, y1, x2, y2 in face_bboxes:
+    gt = clip.keypoints[:3] * 0.5
+    vis = clip.visible[:3]
+    kps = pose_data["wanprep"]["keypoints"]
+    err = (kps[..., :2] - gt).norm(dim=-1)[vis]
+    # Measured 0.37 mean / 1.03 max px (0.11 / 0.69 at full size: the person is half as big).
+    assert err.mean() < 0.6 and err.max() < 1.6, f"keypoints vs ground truth: {err.mean():.3f} / {err.max():.3f} px"
+    for i, m in enumerate(metas):  # metas normalised by the target size, not the input's
+        hand = torch.as_tensor(m["keypoints_left_hand"][:, :2]) * torch.tensor([208.0, 120.0])
+        torch.testing.assert_close(hand.float(), kps[i, 91:112, :2], atol=1e-3, rtol=0)
+    gt_box = clip.boxes[:3] * 0.5
+    for (x1, y1, x2, y2), g in zip(bboxes, gt_box.tolist()):
+        # Person boxes cover the scaled ground truth (ints: truncated) with at most 4 px to spare.
+        assert g[0] - 4 <= x1 <= g[0] and g[1] - 4 <= y1 <= g[1], ((x1, y1), g)
+        assert g[2] - 1 <= x2 <= g[2] + 4 and g[3] - 1 <= y2 <= g[3] + 4, ((x2, y2), g)
+    for i, (x1, y1, x2, y2) in enumerate(face_bboxes):
         assert 0 <= x1 < x2 <= 208 and 0 <= y1 < y2 <= 120
-    for x1, y1, x2, y2 in bboxes:
-        assert x2 <= 208 + 1 and y2 <= 120 + 1
+        face = gt[i, 23:91][vis[i, 23:91]]  # the 68 face points drawn
+        lo, hi = face.amin(0), face.amax(0)
+        assert x1 <= lo[0] + 1 and y1 <= lo[1] + 1 and x2 >= hi[0] - 1 and y2 >= hi[1] - 1, "the face box holds the face"
+        side = float((hi - lo).max())
+        assert max(x2 - x1, y2 - y1) <= 1.5 * side + 2, "and is not much larger (scale 1.3)"
 
 
 def test_draw_chunks_match_whole(fake_comfy, loaded, images, monkeypatch):
