@@ -70,10 +70,27 @@ def test_result_shapes_and_types(run_default, clip):
     assert m["keypoints_face"].shape == (69, 3)
     np.testing.assert_allclose(m["keypoints_left_hand"][:, 0], r.keypoints[0, 91:112, 0].numpy() / 832, rtol=1e-6)
     assert r.providers == {"detector": "CPUExecutionProvider", "pose": "CPUExecutionProvider"}
-    stages = ("detect_pre", "detect_model", "detect_post", "pose_pre", "pose_model", "pose_post", "wan", "faces")
-    for stage in stages + ("total", "non_model"):
-        assert stage in r.timings and r.timings[stage]["s"] >= 0
     json.dumps(r.to_json())  # serialisable
+
+
+def test_timings_cover_each_stage_and_add_up(models, clip):
+    pre = make(models)
+    t0 = time.perf_counter()
+    r = pre(clip.frames)
+    wall = time.perf_counter() - t0
+    tm = r.timings
+    stages = ("detect_pre", "detect_model", "detect_post", "pose_pre", "pose_model", "pose_post", "wan", "faces")
+    assert tm["frames"] == len(clip)
+    for stage in stages:  # every stage did work on every frame (gate off): none reads zero
+        assert tm[stage]["s"] > 0, stage
+        assert tm[stage]["ms_per_frame"] == pytest.approx(1000 * tm[stage]["s"] / len(clip), rel=1e-3, abs=1e-3)
+    parts = sum(v["s"] for k, v in tm.items() if isinstance(v, dict) and k not in ("total", "non_model"))
+    assert tm["total"]["s"] == pytest.approx(parts, abs=1e-5)
+    model = tm["detect_model"]["s"] + tm["pose_model"]["s"]
+    assert tm["non_model"]["s"] == pytest.approx(tm["total"]["s"] - model, abs=1e-5)
+    # The stages are timed inside the call: together no more than its wall time, and most of it.
+    assert tm["total"]["s"] <= wall
+    assert tm["total"]["s"] >= 0.5 * wall, (tm["total"]["s"], wall)
 
 
 def test_key_frame_points_are_frame0_body_points(run_default, clip):

@@ -361,10 +361,18 @@ def test_pose_speed(models, pose_out):
     res = {}
     for n in (1, 8):
         xb = np.ascontiguousarray(np.resize(x, (n,) + x.shape[1:]))
-        t = time.perf_counter()
-        s.run(None, {"input": xb})
-        res[n] = (time.perf_counter() - t) / n * 1e3
+        best = float("inf")
+        for _ in range(3):  # best of 3: one run on a shared machine says little
+            t = time.perf_counter()
+            out = s.run(None, {"input": xb})[0]
+            best = min(best, time.perf_counter() - t)
+        assert out.shape == (n, 133, 64, 48)
+        res[n] = best / n * 1e3
     print(f"pose: {res[1]:.1f} ms/frame at batch 1, {res[8]:.1f} ms/frame at batch 8")
+    # The analytic pose model must stay cheap: the suite runs it on hundreds of frames, and a
+    # ViTPose-B stand-in takes ~300 ms a frame here. Measured 3-40 ms a frame on the 2-core CPU
+    # (40 with other work running); 150 ms leaves room for a busy machine.
+    assert res[1] < 150 and res[8] < 150, res
 
 
 # --------------------------------------------------------------------------- files + cache
