@@ -167,6 +167,38 @@ def test_batching_and_fixed_batch_models_agree(models, clip, run_default, det, p
     assert torch.allclose(res.bboxes, run_default.bboxes, atol=1e-4)
 
 
+def _fixed_batch_copy(src, dst, batch: int):
+    """``src`` (a dynamic-batch kit model) saved with its batch axis fixed to ``batch``."""
+    import onnx
+
+    m = onnx.load(str(src))
+    for v in list(m.graph.input) + list(m.graph.output):
+        d = v.type.tensor_type.shape.dim[0]
+        d.ClearField("dim_param")
+        d.dim_value = batch
+    onnx.save(m, str(dst))
+    return dst
+
+
+@pytest.mark.parametrize("gate", ["off", "safe"])
+def test_fixed_batch_of_4_with_a_partial_last_batch(models, clip, run_default, tmp_path, gate):
+    """Fixed batch 4 on 11 frames: every model run but the last is full, the last is padded
+    (11 = 8 + 3 with the CPU's groups of 8; gated runs pad each scheduled batch). No frame is
+    dropped and each equals the dynamic-batch result."""
+    det4 = _fixed_batch_copy(models["det"], tmp_path / "det_b4.onnx", 4)
+    pose4 = _fixed_batch_copy(models["pose"], tmp_path / "pose_b4.onnx", 4)
+    pre = make({"det": det4, "pose": pose4}, batch_size=4, gate=gate)
+    assert pre.det.fixed_batch == 4 and pre.pose.fixed_batch == 4
+    x = clip.frames[:11]
+    res = pre(x)
+    want = run_default if gate == "off" else make(models, batch_size=4, gate=gate)(x)
+    assert len(res) == 11 and res.keypoints.shape == (11, 133, 3)
+    assert torch.allclose(res.keypoints, want.keypoints[:11], atol=1e-4)
+    assert torch.allclose(res.bboxes, want.bboxes[:11], atol=1e-4)
+    assert res.face_bboxes == want.face_bboxes[:11]
+    assert res.pose_ran.tolist() == want.pose_ran[:11].tolist()
+
+
 def test_chunked_iterable_equals_tensor(models, clip, run_default):
     pre = make(models, chunk_size=5)
     chunks = (clip.frames[i : i + 4] for i in range(0, len(clip), 4))
