@@ -1,10 +1,12 @@
 #!/usr/bin/env python
 """Benchmark: the whole pipeline vs model-only time on the same frames and batches.
 
-Model-only = the pipeline's own ONNX sessions (same IO binding, same batch size) run on
-pre-made inputs, with no pre/post-processing. Runs alternate pipeline / model-only and the
-best of ``--repeats`` is kept, so both see the same machine state. Prints markdown tables of
-ratios measured in this one run.
+Model-only replays the model calls the pipeline made (recorded on a run of the same frames):
+the same ONNX sessions, inputs, split into runs, IO binding and output buffers, with no
+pre/post-processing. Pipeline and model-only alternate (ABBA) ``--repeats`` times; the tables
+give wall-clock medians with their range, the pipeline / model-only ratio of each pair, the
+stage timers beside the wall time, and the gate presets timed ``--gate-repeats`` times each,
+alternating. Every ratio is measured within this one run.
 
     python scripts/bench.py                       # tiny analytic models + YOLOv10m/ViTPose-B stand-ins
     python scripts/bench.py --suite tiny          # only the tiny models (seconds)
@@ -53,14 +55,38 @@ def make_frames(n: int, dtype: str, seed: int = 0) -> torch.Tensor:
     return x
 
 
-def model_only(pre: Preprocessor, det_in: torch.Tensor, pose_in: torch.Tensor) -> float:
-    """Seconds for both models on pre-made inputs at the pipeline's batch size."""
-    n = det_in.shape[0]
-    mb = pre.batch_size
+def record_model_calls(pre: Preprocessor, frames: torch.Tensor) -> list:
+    """Run the pipeline once and record every model call it makes: (model, input copy, kwargs).
+
+    Replaying these calls (:func:`model_only`) does exactly what the pipeline's runs do: the same
+    sessions, the same inputs, the same split into runs and batch sizes, and the same output
+    handling (IO binding into torch memory, the reused output buffer where the pipeline passes
+    one), with no pre/post-processing in between.
+    """
+    calls = []
+    originals = {}
+    for m in (pre.detector.model, pre.estimator.model):
+        orig = m.run  # the bound method
+        originals[m] = orig
+
+        def spy(x, *a, _m=m, _orig=orig, **kw):
+            calls.append((_m, x.detach().clone(), a, kw))
+            return _orig(x, *a, **kw)
+
+        m.run = spy  # instance attribute: this object only
+    try:
+        pre(frames)
+    finally:
+        for m in originals:
+            del m.run  # back to the class's method
+    return calls
+
+
+def model_only(calls: list) -> float:
+    """Seconds for the recorded model calls, replayed in order."""
     t0 = time.perf_counter()
-    for s in range(0, n, mb):
-        pre.detector.model.run(det_in[s : s + mb], batch_size=mb)
-        pre.estimator.model.run(pose_in[s : s + mb], batch_size=mb)
+    for m, x, a, kw in calls:
+        m.run(x, *a, **kw)
     return time.perf_counter() - t0
 
 
@@ -74,74 +100,98 @@ def fresh_write_seconds(like: torch.Tensor) -> float:
     return time.perf_counter() - t0
 
 
+def spread(values: list[float]) -> tuple[float, float, float]:
+    """(median, min, max)."""
+    return statistics.median(values), min(values), max(values)
+
+
 def bench_pair(
     name: str, det: Path, pose: Path, frames: torch.Tensor, batch, repeats: int, threads: int | None, face_dtype=torch.float32
 ) -> dict:
     # Gate off: this compares the same work, every frame through both models.
     pre = Preprocessor(det, pose, batch_size=batch, intra_op_threads=threads, progress=False, gate="off", face_dtype=face_dtype)
     n = frames.shape[0]
-    warm = pre(frames)  # warm-up (ORT's first runs allocate), and the boxes for the pose inputs
-    det_in, pose_in = pre.model_inputs(frames, warm.bboxes)  # the models' exact inputs
-    model_only(pre, det_in[:2], pose_in[:2])
-    pipe_t, model_t, timings, fresh_ms = [], [], None, []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        res = pre(frames)
-        pipe_t.append(time.perf_counter() - t0)
-        fresh_ms.append(1000 * fresh_write_seconds(res.face_images) / n)
-        model_t.append(model_only(pre, det_in, pose_in))
-        if timings is None or res.timings["total"]["s"] < timings["total"]["s"]:
-            timings = res.timings
-    p, m = min(pipe_t), min(model_t)
-    # Model run times vary by ~10% between runs on these machines; pairs measured back to back
-    # give a second, less luck-dependent ratio.
-    pairs = sorted(a / b for a, b in zip(pipe_t, model_t))
-    stages = {k: v["ms_per_frame"] for k, v in timings.items() if isinstance(v, dict)}
+    pre(frames)  # warm-up: ORT's first runs allocate
+    calls = record_model_calls(pre, frames)  # the models' exact calls and inputs
+    model_only(calls)  # warm-up of the replay
+    pipe_t, model_t, stage_t, fresh_ms, stage_runs = [], [], [], [], []
+    for r in range(repeats):
+        # Alternate the order (ABBA...) so neither side always runs first after the other.
+        order = ("pipe", "model") if r % 2 == 0 else ("model", "pipe")
+        for what in order:
+            if what == "model":
+                model_t.append(model_only(calls))
+                continue
+            t0 = time.perf_counter()
+            res = pre(frames)
+            pipe_t.append(time.perf_counter() - t0)
+            fresh_ms.append(1000 * fresh_write_seconds(res.face_images) / n)
+            stage_t.append(res.timings["total"]["s"])
+            stage_runs.append({k: v["ms_per_frame"] for k, v in res.timings.items() if isinstance(v, dict)})
+            del res
+    pairs = [a / b for a, b in zip(pipe_t, model_t)]  # in run order
+    # Per stage: the median over the repeats (ms per frame).
+    keys = sorted({k for s in stage_runs for k in s})
+    stages = {k: statistics.median(s.get(k, 0.0) for s in stage_runs) for k in keys}
+    outside = [1000 * (w - s) / n for w, s in zip(pipe_t, stage_t)]  # wall time no stage timer saw
     return {
         "name": name,
         "frames": n,
         "batch": pre.batch_size,
-        "pipeline_fps": n / p,
-        "model_fps": n / m,
-        "ratio": p / m,
-        "ratio_median_pair": pairs[len(pairs) // 2],
+        "model_calls": len(calls),
+        "pipeline_ms": spread([1000 * t / n for t in pipe_t]),
+        "model_ms": spread([1000 * t / n for t in model_t]),
+        "ratio": spread(pairs),
+        "pairs": pairs,
+        "stage_total_ms": spread([1000 * t / n for t in stage_t]),
+        "outside_ms": spread(outside),
+        "overhead_ms": spread([1000 * (a - b) / n for a, b in zip(pipe_t, model_t)]),
         "non_model_ms": stages.get("non_model", float("nan")),
-        "overhead_ms": 1000 * (p - m) / n,
         "stages": stages,
         "fresh_write_ms": statistics.median(fresh_ms),
-        "spread": (max(pipe_t) / p - 1) * 100 if repeats > 1 else 0.0,
-        "pairs": [a / b for a, b in zip(pipe_t, model_t)],  # in run order
+        "repeats": repeats,
     }
 
 
+def _fmt(s: tuple[float, float, float], digits: int = 2) -> str:
+    med, lo, hi = s
+    return f"{med:.{digits}f} ({lo:.{digits}f}-{hi:.{digits}f})"
+
+
 def print_tables(rows: list[dict], args) -> None:
-    now = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
+    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     print(f"\n## Pipeline vs model-only ({now}, {platform.machine()}, {physical_cores()} cores, "
           f"torch {torch.__version__}, onnxruntime {__import__('onnxruntime').__version__})")
-    print(f"command: `python scripts/bench.py {' '.join(sys.argv[1:])}`; input {args.dtype} (T,H,W,3) 832x480, face crops {args.face_dtype}\n")
-    print("| models | frames | batch | pipeline fps | model-only fps | pipeline / model-only (best / median pair) "
-          "| non-model ms/frame (stage timers) | wall overhead ms/frame |")
-    print("|---|---|---|---|---|---|---|---|")
+    print(f"command: `python scripts/bench.py {' '.join(sys.argv[1:])}`; input {args.dtype} (T,H,W,3) 832x480, "
+          f"face crops {args.face_dtype}; gate off\n")
+    print("Wall-clock ms per frame, median (min-max) over the repeats; pipeline and model-only alternate "
+          "(ABBA). Model-only replays the pipeline's own model calls (same sessions, inputs, batches, IO binding "
+          "and output buffers) with nothing in between.\n")
+    print("| models | frames | batch | repeats | pipeline wall ms/frame | model-only wall ms/frame "
+          "| pipeline / model-only, median pair (min-max) | pipeline minus model-only ms/frame "
+          "| stage timers' total ms/frame | wall outside the stage timers ms/frame |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['name']} | {r['frames']} | {r['batch']} | {r['pipeline_fps']:.2f} | {r['model_fps']:.2f} | "
-              f"{r['ratio']:.3f} / {r['ratio_median_pair']:.3f} | {r['non_model_ms']:.2f} | {r['overhead_ms']:.2f} |")
-    stages = ["detect_pre", "detect_model", "detect_post", "pose_pre", "pose_model", "pose_post", "wan", "faces"]
+        print(f"| {r['name']} | {r['frames']} | {r['batch']} | {r['repeats']} | {_fmt(r['pipeline_ms'])} | {_fmt(r['model_ms'])} | "
+              f"{_fmt(r['ratio'], 3)} | {_fmt(r['overhead_ms'])} | {_fmt(r['stage_total_ms'])} | {_fmt(r['outside_ms'])} |")
+    stages = ["detect_pre", "detect_model", "detect_post", "pose_pre", "pose_model", "pose_post", "wan", "faces", "non_model"]
     print("\n| models | " + " | ".join(stages) + " |")
     print("|---|" + "---|" * len(stages))
     for r in rows:
         print(f"| {r['name']} | " + " | ".join(f"{r['stages'].get(s, 0):.2f}" for s in stages) + " |")
-    print("\n(ms per frame; the best of the repeats)")
+    print("\n(stage timers, ms per frame, median of the repeats; non_model = their total minus the two model stages)")
     for r in rows:
         print(f"\n{r['name']}: filling a new tensor the size of the face output took {r['fresh_write_ms']:.2f} ms/frame "
               "(median of the repeats): the machine's cost of first writes to fresh memory, inside `faces`.")
     for r in rows:
-        print(f"\n{r['name']}: pipeline / model-only of each back-to-back pair, in run order: "
+        print(f"\n{r['name']}: pipeline / model-only of each pair, in run order: "
               + ", ".join(f"{x:.3f}" for x in r["pairs"]))
 
 
 def bench_gate(args, batch) -> list[dict]:
-    """Gate presets on a clip with holds and slow motion: frames run per model, end-to-end
-    speedup vs "off" with the stand-ins, keypoint error vs "off" with the analytic models."""
+    """Gate presets on a clip with holds and slow motion: frames run per model and keypoint error
+    vs "off" with the analytic models; frames run per model and wall time with the stand-ins,
+    each configuration timed ``--gate-repeats`` times, alternating, median and range reported."""
     from wanprep_torch.testkit import build_test_models, make_clip
 
     clip = make_clip(args.gate_frames, motion="holdslow", seed=4, background=True)
@@ -160,36 +210,62 @@ def bench_gate(args, batch) -> list[dict]:
         gt = (res.keypoints[..., :2] - clip.keypoints).norm(dim=-1)[clip.visible]
         out[p]["gt_mean"] = float(gt.mean())
         out[p]["pose_frames"], out[p]["det_frames"] = int(res.pose_ran.sum()), int(res.det_ran.sum())
-    if args.suite in ("all", "gate") and args.yolo.exists():
-        vit = _load_script("make_standins").build_vitpose_standin("b", args.models_dir / "vitpose-b-standin.onnx")
-        for p in presets:
-            # Random-weight stand-ins give meaningless keypoint scores, which would make every
-            # tracked frame "fail" and re-run the detector; a real model's keypoints track, so
-            # the stand-in runs take tracking as good (track_min_score 0). Timing only.
-            gate = {"preset": p, "track_min_score": 0.0} if p != "off" else "off"
-            pre = Preprocessor(args.yolo, vit, batch_size=batch, gate=gate, progress=False)
-            pre(frames[:2])
-            t0 = time.perf_counter()
-            res = pre(frames)
-            out[p]["seconds"] = time.perf_counter() - t0
-            out[p]["standin_pose"], out[p]["standin_det"] = int(res.pose_ran.sum()), int(res.det_ran.sum())
-    rows = []
-    for p in presets:
-        r = out[p]
-        r["name"] = p
-        r["speedup"] = out["off"].get("seconds", float("nan")) / r.get("seconds", float("nan"))
-        rows.append(r)
     n = len(clip)
-    print(f"\n## Gate presets ({datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}, {physical_cores()} cores)")
+    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    print(f"\n## Gate presets ({now}, {physical_cores()} cores)")
     print(f"clip: {n} frames 832x480, holds alternating with slow motion (testkit 'holdslow', textured background); "
           f"command: `python scripts/bench.py {' '.join(sys.argv[1:])}`\n")
-    print("| preset | pose runs (analytic) | detector runs (analytic) | keypoint error vs off, mean / max px | error vs ground truth, mean px "
-          "| stand-ins: pose / detector runs | stand-ins: seconds | speedup vs off |")
-    print("|---|---|---|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['name']} | {r['pose_frames']}/{n} | {r['det_frames']}/{n} | {r['err_mean']:.3f} / {r['err_max']:.3f} | "
-              f"{r['gt_mean']:.3f} | {r.get('standin_pose', '-')}/{r.get('standin_det', '-')} | "
-              f"{r.get('seconds', float('nan')):.1f} | {r['speedup']:.2f}x |")
+    print("Analytic test models, shipped presets (keypoint errors need ground truth, which only these models have):\n")
+    print("| preset | pose runs | detector runs | keypoint error vs off, mean / max px | error vs ground truth, mean px |")
+    print("|---|---|---|---|---|")
+    for p in presets:
+        r = out[p]
+        print(f"| {p} | {r['pose_frames']}/{n} | {r['det_frames']}/{n} | {r['err_mean']:.3f} / {r['err_max']:.3f} | {r['gt_mean']:.3f} |")
+    rows = [dict(out[p], name=p) for p in presets]
+    if args.suite not in ("all", "gate") or not args.yolo.exists():
+        return rows
+    vit = _load_script("make_standins").build_vitpose_standin("b", args.models_dir / "vitpose-b-standin.onnx")
+    # Random-weight stand-ins give meaningless keypoint scores: with the shipped presets every
+    # tracked frame "fails" and re-runs the detector, which a real model's keypoints would not
+    # do. Both are timed: the shipped presets, and the presets with tracking taken as good
+    # (track_min_score 0), closer to what a real model does.
+    configs = [
+        ("off", "off"),
+        ("safe", "safe"),
+        ("fast", "fast"),
+        ("safe, track_min_score=0", {"preset": "safe", "track_min_score": 0.0}),
+        ("fast, track_min_score=0", {"preset": "fast", "track_min_score": 0.0}),
+    ]
+    pres = {}
+    runs = {}
+    for label, gate in configs:
+        pres[label] = Preprocessor(args.yolo, vit, batch_size=batch, gate=gate, progress=False)
+        res = pres[label](frames)  # warm-up on the whole clip
+        runs[label] = (int(res.pose_ran.sum()), int(res.det_ran.sum()))
+    seconds = {label: [] for label, _ in configs}
+    for r in range(args.gate_repeats):
+        order = configs if r % 2 == 0 else configs[::-1]
+        for label, _ in order:
+            t0 = time.perf_counter()
+            res = pres[label](frames)
+            seconds[label].append(time.perf_counter() - t0)
+            assert (int(res.pose_ran.sum()), int(res.det_ran.sum())) == runs[label]  # deterministic
+    off = seconds["off"]
+    print(f"\nYOLOv10m + ViTPose-B stand-ins (random weights), wall seconds for the {n} frames, median (min-max) of "
+          f"{args.gate_repeats} runs each, configurations alternating (forward, then reversed); one Preprocessor per "
+          "configuration, built and warmed up on the whole clip once. Speedup: off's median / this median, and the "
+          "range of the per-round ratios (same round, back to back):\n")
+    print("| configuration | pose runs | detector runs | seconds | speedup vs off |")
+    print("|---|---|---|---|---|")
+    for label, _ in configs:
+        s = seconds[label]
+        ratios = [a / b for a, b in zip(off, s)]
+        med = statistics.median(off) / statistics.median(s)
+        print(f"| {label} | {runs[label][0]}/{n} | {runs[label][1]}/{n} | {_fmt(spread(s), 1)} | "
+              f"{med:.2f}x ({min(ratios):.2f}-{max(ratios):.2f}) |")
+        for row in rows:
+            if row["name"] == label:
+                row.update(seconds=s, standin_runs=runs[label], speedup=med)
     return rows
 
 
@@ -201,7 +277,8 @@ def main(argv=None) -> int:
     ap.add_argument("--batch", default="auto", help="'auto' or an int")
     ap.add_argument("--dtype", choices=["float", "uint8"], default="float", help="input frames")
     ap.add_argument("--face-dtype", choices=["float", "uint8"], default="float", help="face crops out")
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=4, help="pipeline / model-only pairs")
+    ap.add_argument("--gate-repeats", type=int, default=3, help="timed runs of each gate configuration (stand-ins)")
     ap.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads")
     ap.add_argument("--models-dir", type=Path, default=ROOT / "bench_models")
     ap.add_argument("--yolo", type=Path, default=SHARED_YOLO)

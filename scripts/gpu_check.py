@@ -8,9 +8,11 @@ converters.fp16 (keep_io_types=False: half inputs bound directly). Their outputs
 the numbers are timings only.
 
 For each precision and batch size (default 1, 8, 16) the same Preprocessor (gate off: every
-frame through both models) runs --frames 832x480 frames already on the device, alternating with
-"model-only" runs of the same two sessions on pre-made device inputs of the same batch size
-(no pre/post-processing); the best of --repeats of each is kept.
+frame through both models) runs --frames 832x480 frames already on the device, alternating
+(ABBA) with "model-only": a replay of the model calls that pipeline made at that batch size
+(recorded on the same frames: same sessions, inputs, batches, IO binding and output buffers; no
+pre/post-processing). Medians of --repeats runs of each are kept, and the pipeline / model-only
+ratio of each back-to-back pair: its median and range are reported.
 
 On the GPU machine, scripts/gpu_check.sh installs onnxruntime-gpu, runs tests/test_gpu.py and
 then this script. The device calls, in order (N = the chunk count split_ort_gpu.sh prints):
@@ -36,12 +38,13 @@ measured), OUT/gpu_env.json, and prints the table last:
 
     ## GPU check: NVIDIA H100 80GB HBM3, 2026-11-26 14:03 UTC
     torch 2.11.0+cu130 (CUDA 13.0, cuDNN 91300), onnxruntime 1.31.1 (CUDAExecutionProvider, CPUExecutionProvider); ...
-    | precision | batch | pipeline fps | model-only fps | pipeline / model-only | det model ms/frame | pose model ms/frame | non-model ms/frame |
-    |---|---|---|---|---|---|---|---|
+    | precision | batch | pipeline fps | model-only fps | pipeline / model-only, median pair (min-max) | ... |
+    |---|---|---|---|---|---|---|---|---|
     | fp32 | 1 | ... |
 
-"pipeline / model-only" is the time ratio (>= 1; 1.00 = the pipeline costs nothing beyond its
-models); "non-model ms/frame" is the pipeline's own stage timers outside the model runs.
+"pipeline / model-only" is the wall-time ratio of each pair (1.00 = the pipeline costs nothing
+beyond its models); "non-model ms/frame" is the pipeline's own stage timers outside the model
+runs, and "outside the stage timers" the wall time none of them saw.
 """
 
 from __future__ import annotations
@@ -56,6 +59,7 @@ import json
 import math
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import time
@@ -106,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frames", type=int, default=64, help="frames per timed run (default 64)")
     p.add_argument("--batches", type=int, nargs="+", default=[1, 8, 16], help="batch sizes (default 1 8 16)")
     p.add_argument("--precisions", nargs="+", choices=["fp32", "fp16"], default=["fp32", "fp16"])
-    p.add_argument("--repeats", type=int, default=2, help="timed runs of each kind per row; the best is kept")
+    p.add_argument("--repeats", type=int, default=4, help="timed runs of each kind per row, alternating; medians kept")
     p.add_argument("--budget-s", type=float, default=300.0,
                    help="rows not started within this many seconds are skipped (the table keeps the rest)")
     p.add_argument("--env-only", action="store_true", help="environment, imports and the ORT CUDA probe, then exit")
@@ -343,15 +347,37 @@ def make_preprocessor(det: Path, pose: Path, device, batch: int, frames: int):
     return Preprocessor(det, pose, device=device, batch_size=batch, chunk_size=max(frames, 1), progress=False, gate="off")
 
 
-def model_only(pre, det_in, pose_in, batch: int) -> tuple[float, float]:
-    """Seconds for the detector and the pose session on pre-made device inputs."""
-    n = det_in.shape[0]
+def record_model_calls(pre, frames) -> list:
+    """Run the pipeline once and record each model call it makes: (model, input copy, args,
+    kwargs). Replaying them (:func:`model_only`) does what the pipeline's runs do: same sessions,
+    inputs, batches, IO binding and output buffers, with no pre/post-processing."""
+    calls, spied = [], []
+    for m in (pre.detector.model, pre.estimator.model):
+        orig = m.run
+
+        def spy(x, *a, _m=m, _orig=orig, **kw):
+            calls.append((_m, x.detach().clone(), a, kw))
+            return _orig(x, *a, **kw)
+
+        m.run = spy  # instance attribute: this object only
+        spied.append(m)
+    try:
+        pre(frames)
+    finally:
+        for m in spied:
+            del m.run
+    return calls
+
+
+def model_only(pre, calls: list) -> tuple[float, float]:
+    """Seconds for the recorded detector calls, then the recorded pose calls, replayed."""
     times = []
-    for model, x in ((pre.detector.model, det_in), (pre.estimator.model, pose_in)):
+    for model in (pre.detector.model, pre.estimator.model):
         _sync(pre.device)
         t = time.perf_counter()
-        for s in range(0, n, batch):
-            model.run(x[s : s + batch], batch_size=batch)
+        for m, x, a, kw in calls:
+            if m is model:
+                m.run(x, *a, **kw)
         _sync(pre.device)
         times.append(time.perf_counter() - t)
     return times[0], times[1]
@@ -374,10 +400,8 @@ def bench_precision(precision: str, det: Path, pose: Path, frames, args, rows: l
     log(f"{precision}: sessions ready in {time.perf_counter() - t:.1f} s: {pre.detector.model!r}; {pre.estimator.model!r}")
     if device.type == "cuda" and set(pre.providers.values()) != {"CUDAExecutionProvider"}:
         notes.append(f"{precision}: not on CUDA: {pre.providers}")
-    # Model-only runs on the very inputs the pipeline builds (random inputs time other data).
-    warm = pre(frames)
-    det_in, pose_in = pre.model_inputs(frames, warm.bboxes)
-    det_in, pose_in = det_in.to(pre.detector.model.input.dtype), pose_in.to(pre.estimator.model.input.dtype)
+    # Model-only replays the pipeline's own model calls, recorded per batch size below.
+    pre(frames)
     for b in args.batches:
         if elapsed() > args.budget_s:
             notes.append(f"{precision} batch {b}: skipped, over the {args.budget_s:.0f} s budget")
@@ -389,32 +413,41 @@ def bench_precision(precision: str, det: Path, pose: Path, frames, args, rows: l
             pre.batch_size = b
             t = time.perf_counter()
             pre(frames[: min(b, n)])  # warm-up: ORT allocates and picks kernels per input shape
-            model_only(pre, det_in[: min(b, n)], pose_in[: min(b, n)], b)
+            calls = record_model_calls(pre, frames)  # this batch size's model calls and inputs
+            model_only(pre, calls)
             row["warmup_s"] = round(time.perf_counter() - t, 3)
-            pipe, det_t, pose_t, timings = [], [], [], None
-            for _ in range(args.repeats):  # alternate, so both see the same machine state
-                _sync(device)
-                t = time.perf_counter()
-                res = pre(frames)
-                _sync(device)
-                pipe.append(time.perf_counter() - t)
-                d, p = model_only(pre, det_in, pose_in, b)
-                det_t.append(d)
-                pose_t.append(p)
-                if timings is None or res.timings["total"]["s"] < timings["total"]["s"]:
-                    timings = res.timings
-            p_best = min(pipe)
-            m_best = min(d + p for d, p in zip(det_t, pose_t))
+            pipe, det_t, pose_t, walls_vs_stages, timings = [], [], [], [], None
+            for r in range(args.repeats):  # alternate (ABBA), so both see the same machine state
+                for what in (("pipe", "model") if r % 2 == 0 else ("model", "pipe")):
+                    if what == "model":
+                        d, p = model_only(pre, calls)
+                        det_t.append(d)
+                        pose_t.append(p)
+                        continue
+                    _sync(device)
+                    t = time.perf_counter()
+                    res = pre(frames)
+                    _sync(device)
+                    pipe.append(time.perf_counter() - t)
+                    walls_vs_stages.append(pipe[-1] - res.timings["total"]["s"])
+                    if timings is None or res.timings["total"]["s"] < timings["total"]["s"]:
+                        timings = res.timings
+            del calls
+            model_t = [d + p for d, p in zip(det_t, pose_t)]
+            pairs = [a / m for a, m in zip(pipe, model_t)]
+            p_med, m_med = statistics.median(pipe), statistics.median(model_t)
             stages = {k: v["ms_per_frame"] for k, v in timings.items() if isinstance(v, dict)}
             row.update(
-                batch_used=pre.batch_size, pipeline_s=round(p_best, 5), model_s=round(m_best, 5),
-                pipeline_fps=n / p_best, model_fps=n / m_best, ratio=p_best / m_best,
-                det_model_ms=1000 * min(det_t) / n, pose_model_ms=1000 * min(pose_t) / n,
+                batch_used=pre.batch_size, pipeline_s=round(p_med, 5), model_s=round(m_med, 5),
+                pipeline_fps=n / p_med, model_fps=n / m_med, ratio=statistics.median(pairs),
+                ratio_min=min(pairs), ratio_max=max(pairs), ratio_pairs=[round(x, 4) for x in pairs],
+                det_model_ms=1000 * statistics.median(det_t) / n, pose_model_ms=1000 * statistics.median(pose_t) / n,
                 non_model_ms=stages.get("non_model", math.nan), stage_ms=stages,
-                spread_pct=100 * (max(pipe) / p_best - 1), pipeline_runs_s=[round(x, 5) for x in pipe],
+                outside_stage_timers_ms=1000 * statistics.median(walls_vs_stages) / n,
+                spread_pct=100 * (max(pipe) / min(pipe) - 1), pipeline_runs_s=[round(x, 5) for x in pipe],
             )
-            log(f"{precision} batch {b}: pipeline {row['pipeline_fps']:.2f} fps, model-only {row['model_fps']:.2f} fps, "
-                f"ratio {row['ratio']:.3f}")
+            log(f"{precision} batch {b}: pipeline {row['pipeline_fps']:.2f} fps, model-only {row['model_fps']:.2f} fps "
+                f"(medians), ratio median pair {row['ratio']:.3f} ({row['ratio_min']:.3f}-{row['ratio_max']:.3f})")
         except Exception as exc:  # noqa: BLE001 - one bad row must not lose the others
             row["error"] = f"{type(exc).__name__}: {exc}"
             log(f"{precision} batch {b}: FAILED {row['error']}")
@@ -423,7 +456,7 @@ def bench_precision(precision: str, det: Path, pose: Path, frames, args, rows: l
                 torch.cuda.empty_cache()
         rows.append(row)
         write()
-    del pre, det_in, pose_in
+    del pre
     gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()
@@ -444,23 +477,25 @@ def format_table(meta: dict, rows: list, notes: list) -> str:
         "",
         meta.get("setup", ""),
         "",
-        "| precision | batch | pipeline fps | model-only fps | pipeline / model-only | det model ms/frame "
-        "| pose model ms/frame | non-model ms/frame |",
-        "|---|---|---|---|---|---|---|---|",
+        "| precision | batch | pipeline fps | model-only fps | pipeline / model-only, median pair (min-max) "
+        "| det model ms/frame | pose model ms/frame | non-model ms/frame | outside the stage timers ms/frame |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         batch = str(r["batch"]) if r.get("batch_used", r["batch"]) == r["batch"] else f"{r['batch']} (ran {r['batch_used']})"
         if "error" in r:
-            lines.append(f"| {r['precision']} | {batch} | error: {r['error'][:120]} | | | | | |")
+            lines.append(f"| {r['precision']} | {batch} | error: {r['error'][:120]} | | | | | | |")
             continue
         lines.append(
             f"| {r['precision']} | {batch} | {_f(r.get('pipeline_fps'), '.2f')} | {_f(r.get('model_fps'), '.2f')} "
-            f"| {_f(r.get('ratio'), '.3f')} | {_f(r.get('det_model_ms'), '.2f')} | {_f(r.get('pose_model_ms'), '.2f')} "
-            f"| {_f(r.get('non_model_ms'), '.2f')} |"
+            f"| {_f(r.get('ratio'), '.3f')} ({_f(r.get('ratio_min'), '.3f')}-{_f(r.get('ratio_max'), '.3f')}) "
+            f"| {_f(r.get('det_model_ms'), '.2f')} | {_f(r.get('pose_model_ms'), '.2f')} "
+            f"| {_f(r.get('non_model_ms'), '.2f')} | {_f(r.get('outside_stage_timers_ms'), '.2f')} |"
         )
     lines.append("")
-    lines.append("pipeline / model-only: time ratio, best of the repeats (1.00 = nothing beyond the models); "
-                 "non-model: the pipeline's stage timers outside the model runs.")
+    lines.append("fps: medians of the repeats; pipeline / model-only: wall-time ratio of each back-to-back pair, "
+                 "median (min-max) (1.00 = nothing beyond the models); non-model: the pipeline's stage timers "
+                 "outside the model runs; outside the stage timers: wall time no stage timer saw (median).")
     lines += [f"- {n}" for n in notes]
     return "\n".join(lines) + "\n"
 
@@ -570,7 +605,7 @@ def main(argv=None) -> int:
         return 2
     models = {"fp32": (det32, vit32)}
     meta["setup"] = (f"models: {det32.name} + {vit32.name} (random weights: timing only); {args.frames} frames "
-                     f"{FRAME_W}x{FRAME_H} float32 (T,H,W,3) on {device}; gate off; best of {args.repeats}")
+                     f"{FRAME_W}x{FRAME_H} float32 (T,H,W,3) on {device}; gate off; {args.repeats} alternating runs of each kind")
     rows: list[dict] = []
 
     def write() -> None:

@@ -98,7 +98,7 @@ main() {
     fi
 
     step "GPU tests (a missing CUDA provider fails them rather than skipping)"
-    WANPREP_REQUIRE_GPU=${WANPREP_REQUIRE_GPU:-1} timeout "${TEST_TIMEOUT:-180}" "$PY" -m pytest -q -m gpu tests/test_gpu.py \
+    WANPREP_REQUIRE_GPU=${WANPREP_REQUIRE_GPU:-1} timeout "${TEST_TIMEOUT:-180}" "$PY" -m pytest -q -m gpu tests/test_gpu.py tests/test_draw.py \
         -p no:cacheprovider -rs --junitxml "$OUT/junit-gpu.xml"
     local test_rc=$?
     [ $test_rc -eq 124 ] && echo "GPU tests timed out after ${TEST_TIMEOUT:-180} s"

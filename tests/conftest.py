@@ -18,6 +18,14 @@ def load_script(name: str):
     return mod
 
 
+def cuda_unavailable(reason: str):
+    """Skip a CUDA-only test, or fail it under WANPREP_REQUIRE_GPU=1 (a GPU run must not pass
+    by skipping)."""
+    if os.environ.get("WANPREP_REQUIRE_GPU") == "1":
+        pytest.fail(f"WANPREP_REQUIRE_GPU=1 but {reason}")
+    pytest.skip(reason)
+
+
 @pytest.fixture(scope="session")
 def models(tmp_path_factory):
     """The analytic test models (built once per test session, or taken from WANPREP_TEST_MODELS)."""

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-av = pytest.importorskip("av")
+import av  # noqa: E402,F401  (the [test] extra installs PyAV)
 
 from wanprep_torch import cli  # noqa: E402
 from wanprep_torch import video as videoio  # noqa: E402
@@ -153,7 +153,6 @@ def test_unknown_gate_preset(video, models, tmp_path):
 
 
 def test_fp16_models_cached(video, models, tmp_path, capsys):
-    pytest.importorskip("onnxconverter_common")
     out = tmp_path / "out"
     args = run_args(video, models, out, "--fp16", "--width", "208", "--gate", "off")
     assert cli.main(args) == 0

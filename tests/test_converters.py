@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import importlib
 import subprocess
 import sys
 from pathlib import Path
@@ -15,8 +14,9 @@ from onnx import TensorProto as T
 from onnx import helper as h
 from onnx import numpy_helper as nh
 
-ort = pytest.importorskip("onnxruntime")
-pytest.importorskip("onnxconverter_common")
+# The [test] extra installs both: a missing one is a broken environment, not a reason to skip.
+import onnxconverter_common  # noqa: E402,F401
+import onnxruntime as ort  # noqa: E402
 
 from converters import ConversionError, InputError  # noqa: E402
 from converters import dynamic_batch as dyn  # noqa: E402
@@ -462,31 +462,21 @@ def test_converters_usage():
 # ----------------------------------------------------------------------------- shared test kit
 
 
-def _testkit_builder():
-    try:
-        mod = importlib.import_module("wanprep_torch.testkit")
-    except Exception:
-        return None
-    return getattr(mod, "build_test_models", None)
-
-
 @pytest.fixture(scope="module")
 def kit_models(tmp_path_factory):
-    build = _testkit_builder()
-    if build is None:
-        pytest.skip("wanprep_torch.testkit.build_test_models not available")
-    return {k: Path(v) for k, v in build(tmp_path_factory.mktemp("kit")).items()}
+    # The project's own test kit: an import error here is a failure, not a skip.
+    from wanprep_torch.testkit import build_test_models
+
+    return {k: Path(v) for k, v in build_test_models(tmp_path_factory.mktemp("kit")).items()}
 
 
 @pytest.fixture(scope="module")
 def kit_inputs(kit_models):
     """Real-looking inputs from the kit's synthetic scenes: detector frames and pose crops."""
-    try:
-        from wanprep_torch.testkit import make_clip
-        from wanprep_torch.testkit.models import normalize_crop, reference_person_box, sample_crop
-        from wanprep_torch.testkit.scene import pose_crop_window
-    except ImportError as e:
-        pytest.skip(f"testkit scene helpers unavailable: {e}")
+    from wanprep_torch.testkit import make_clip
+    from wanprep_torch.testkit.models import normalize_crop, reference_person_box, sample_crop
+    from wanprep_torch.testkit.scene import pose_crop_window
+
     clip = make_clip(3, H=640, W=640, motion="fast", seed=3)
     frames = clip.frames.numpy()
     crops = [
@@ -508,17 +498,15 @@ def test_testkit_pose_fp16(kit_models, kit_inputs, tmp_path, capsys):
 
 @pytest.mark.parametrize("key", ["det", "det_v8"])
 def test_testkit_det_fp16(kit_models, kit_inputs, tmp_path, key):
-    if key not in kit_models:
-        pytest.skip(f"testkit has no {key!r} model")
     res = fp16.convert_and_validate(kit_models[key], tmp_path / "det16.onnx", inputs=kit_inputs["det"], samples=1)
     assert res.report.kind == "detector" and res.report.box_iou >= 0.9, res.report.summary()
 
 
 def test_testkit_fp16_models_are_refused(kit_models, tmp_path):
     for key in ("pose_fp16", "pose_fp16_keepio", "det_fp16", "not_onnx"):
-        if key in kit_models:
-            with pytest.raises(InputError, match=kit_models[key].name):
-                fp16.convert_fp16(kit_models[key], tmp_path / "x.onnx")
+        assert key in kit_models, f"the test kit has no {key!r} model"
+        with pytest.raises(InputError, match=kit_models[key].name):
+            fp16.convert_fp16(kit_models[key], tmp_path / "x.onnx")
 
 
 @pytest.mark.parametrize("key", ["pose_b1", "det_b1"])

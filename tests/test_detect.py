@@ -199,6 +199,14 @@ def test_resize_for_detector_uint8(hw, channels_last):
     assert torch.equal(got, want)
     ref_float = resize_for_detector(frames.float() / 255.0)
     assert float((got - ref_float).abs().max()) <= 1 / 255 + 1e-6
+    # Independent of torch: OpenCV's half-pixel bilinear rule in float64 (reference_numpy), on the
+    # first frame, in 8-bit steps. torch's uint8 kernel rounds between its two passes (fixed-point
+    # weights), so up to 1 step off (measured 0.999-1.00001; mean 0.31, bias 0.02-0.06 steps on
+    # noise); align_corners=True, say, is off by 7 steps on average.
+    want_ref = ref.resize_linear_ref(u8[0].numpy(), 640, 640).transpose(2, 0, 1)  # 0-255
+    steps = got[0].double().numpy() * 255.0 - want_ref
+    assert np.abs(steps).max() <= 1.001, f"uint8 resize off the reference by {np.abs(steps).max():.3f} steps"
+    assert np.abs(steps).mean() < 0.4 and abs(steps.mean()) < 0.1  # rounding, not a shifted or scaled image
     assert float(got.min()) >= 0 and float(got.max()) <= 1
     # and through a workspace: the second call reuses the first call's buffer
     ws = Workspace()

@@ -718,8 +718,12 @@ def test_rejects_bad_mode():
         draw_pose([make_meta()], mode="stretch")
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.gpu
 def test_cuda_matches_cpu():
+    from conftest import cuda_unavailable
+
+    if not torch.cuda.is_available():
+        cuda_unavailable("torch sees no CUDA device")
     rng = np.random.default_rng(5)
     metas = [random_meta(rng, 832, 480) for _ in range(4)]
     for kw in ({}, {"hand_stick_width": 3}, {"out_size": (512, 512)}, {"out_size": (256, 320), "mode": "crop"}):

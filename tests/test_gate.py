@@ -20,6 +20,11 @@ from wanprep_torch.gate import (
 )
 from wanprep_torch.testkit import make_clip, make_two_person_clip
 
+# ``off`` vs the two models run alone (test below): measured 6.1e-5 px (boxes) and 6.8e-5 px
+# (visible keypoints), float32 rounding at 832 px; allowed with a margin of ~8x.
+BOX_PX = 5e-4
+KP_PX = 5e-4
+
 
 def run(models, frames, gate, det="det", **kw):
     return Preprocessor(models[det], models["pose"], progress=False, gate=gate, **kw)(frames)
@@ -135,18 +140,72 @@ def test_keypoints_appearing_or_vanishing_keep_their_confident_position():
 # -- the pipeline with the gate ---------------------------------------------------------------
 
 
-def test_off_is_the_full_pipeline_bit_for_bit(models, slow, slow_off):
+def two_models_alone(det_path, pose_path, frames: torch.Tensor):
+    """Keypoints (T, 133, 3) and boxes (T, 5) from the two ONNX models run frame by frame with
+    onnxruntime's own ``session.run``, no scheduler: every input built and every output decoded
+    by the independent NumPy references (tests/reference_numpy.py), following the documented
+    CPU conventions: the detector reads the frame rounded to 8 bits, resized half-pixel
+    bilinear to 640x640 and rounded again; the pose crop samples the float frame in the exact
+    window; ImageNet mean/std written out; DARK decoding."""
+    import numpy as np
+    import onnxruntime as ort
+    import reference_numpy as ref
+
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    det = ort.InferenceSession(str(det_path), so, providers=["CPUExecutionProvider"])
+    pose = ort.InferenceSession(str(pose_path), so, providers=["CPUExecutionProvider"])
+    mean = np.array([0.485, 0.456, 0.406])[:, None, None]
+    std = np.array([0.229, 0.224, 0.225])[:, None, None]
+    kps, boxes = [], []
+    for f in frames.numpy().astype(np.float64):  # (H, W, 3) in [0, 1]
+        h, w = f.shape[:2]
+        u8 = np.clip(np.round(f * 255.0), 0, 255)
+        det_in = np.round(ref.resize_linear_ref(u8, 640, 640)).transpose(2, 0, 1)[None] / 255.0
+        out = det.run(None, {det.get_inputs()[0].name: det_in.astype(np.float32)})[0]
+        box, _ = ref.detect_boxes_ref(out, (h, w))
+        center, window = ref.box_to_center_window_ref(box)
+        crop = ref.crop_windows_ref(f.transpose(2, 0, 1)[None], center, window)
+        pose_in = ((crop - mean) / std).astype(np.float32)
+        heat = pose.run(None, {pose.get_inputs()[0].name: pose_in})[0]
+        coords, scores = ref.decode_heatmaps_ref(heat)
+        xy = ref.heatmap_to_frame_ref(coords, center, window, heat.shape[-2:])
+        kps.append(np.concatenate([xy, scores[..., None]], axis=-1)[0])
+        boxes.append(box[0])
+    return torch.tensor(np.stack(kps), dtype=torch.float32), torch.tensor(np.stack(boxes), dtype=torch.float32)
+
+
+def test_off_is_the_two_models_run_alone_frame_by_frame(models, slow, slow_off):
+    """``off`` = every frame through both models and nothing else: its keypoints equal an
+    independent run of the two models alone, frame by frame (inputs and decoding by the NumPy
+    references), not bit for bit: the detector input differs by the 8-bit rounding of torch's
+    fixed-point resize (up to 1 step, tests/test_detect.py) and float32 vs float64 rounding in
+    the crop and DARK, which together move boxes and keypoints by under 1e-4 px here."""
     assert slow_off.pose_ran.all() and slow_off.det_ran.all()
+    idx = list(range(0, 24, 5))
+    kps, boxes = two_models_alone(models["det"], models["pose"], slow.frames[idx])
+    box_err = (slow_off.bboxes[idx] - boxes).abs()
+    assert float(box_err[:, :4].max()) < BOX_PX, f"boxes differ by {float(box_err[:, :4].max()):.2e} px"
+    assert float(box_err[:, 4].max()) < 1e-5
+    vis = slow.visible[idx]
+    xy = (slow_off.keypoints[idx, :, :2] - kps[..., :2]).norm(dim=-1)
+    assert float(xy[vis].max()) < KP_PX, f"keypoints differ by {float(xy[vis].max()):.2e} px"
+    assert float((slow_off.keypoints[idx, :, 2] - kps[..., 2]).abs().max()) < 1e-4
+    # Gate off with any chunking is the same run: frames one at a time give the same bits.
     pre = Preprocessor(models["det"], models["pose"], progress=False, gate="off")
-    single = torch.cat([pre(slow.frames[i : i + 1]).keypoints for i in range(0, 24, 5)])
-    assert torch.equal(single, slow_off.keypoints[0:24:5])
+    single = torch.cat([pre(slow.frames[i : i + 1]).keypoints for i in idx])
+    assert torch.equal(single, slow_off.keypoints[idx])
     assert torch.equal(slow_off.gate_distance, torch.zeros(24))
 
 
-def test_safe_stays_within_a_pixel_of_off_on_slow_motion(models, slow, slow_off):
+def test_safe_interpolates_close_to_off_on_slow_motion(models, slow, slow_off):
     res = run(models, slow.frames, "safe")
     err = (res.keypoints[..., :2] - slow_off.keypoints[..., :2]).norm(dim=-1)[slow.visible]
-    assert err.mean() < 1.0, f"mean {err.mean():.3f} px"
+    # Measured with verified keyframes: 0.184 mean / 1.32 max px (7 pose runs). Holding the
+    # previous processed frame's keypoints instead of interpolating gives 0.91 / 3.08 (taking
+    # the next frame's, 0.90 / 2.81).
+    assert err.mean() < 0.30, f"mean {err.mean():.3f} px"
+    assert err.max() < 1.8, f"max {err.max():.3f} px"
     ran = int(res.pose_ran.sum())
     assert ran < 24 * 0.6, f"the gate skipped too little: {ran}/24"
     assert res.pose_ran[0] and res.pose_ran[-1], "first and last frames are processed"

@@ -4,7 +4,8 @@ Every test here is marked ``gpu`` and skipped unless torch sees a CUDA device an
 Runtime session really runs on CUDAExecutionProvider (``get_available_providers()`` lists CUDA
 even where its libraries are missing, so only a created session counts). With
 WANPREP_REQUIRE_GPU=1 (scripts/gpu_check.sh sets it) a missing CUDA provider fails instead of
-skipping, so a GPU run cannot pass by skipping everything.
+skipping, so a GPU run cannot pass by skipping everything; so do the tests' own skip paths (a
+profiler that cannot see the copies, a Preprocessor without a gate).
 
     python -m pytest -q -m gpu tests/test_gpu.py
 """
@@ -36,6 +37,9 @@ MAX_HOST_BYTES_PER_FRAME = 32 * KIB
 HOT_BATCH = 4
 HEATMAP_BYTES = 133 * 64 * 48 * 4
 HAS_GATE = "gate" in inspect.signature(Preprocessor).parameters
+# ImageNet normalisation written out here, not taken from the library under test.
+IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406])
+IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225])
 
 
 def _unavailable(reason: str):
@@ -166,13 +170,13 @@ def test_cuda_run_matches_cpu(cuda_run, cpu_float_run, run_default, clip, dev):
 
 def test_models_match_cpu_on_same_inputs(models, clip, dev):
     """Model outputs alone, CUDA provider vs CPU provider, on identical inputs (real crops)."""
-    from wanprep_torch.pose import IMAGENET_MEAN, IMAGENET_STD, box_to_center_window, crop_windows
+    from wanprep_torch.pose import box_to_center_window, crop_windows
 
     frames = clip.frames[:3].permute(0, 3, 1, 2)
     det_in = torch.nn.functional.interpolate(frames, size=(640, 640), mode="bilinear", align_corners=False)
     center, window = box_to_center_window(clip.boxes[:3], (256, 192))
     crops = crop_windows(frames, center, window, (256, 192))
-    pose_in = (crops - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    pose_in = (crops - IMAGENET_MEAN.view(1, 3, 1, 1)) / IMAGENET_STD.view(1, 3, 1, 1)
     for key, x in (("det", det_in.contiguous()), ("pose", pose_in.contiguous())):
         cpu = OrtModel(models[key], "cpu").run(x)
         gpu_model = OrtModel(models[key], dev)
@@ -228,12 +232,12 @@ def test_no_frame_sized_host_copies_profiler(models, dev, cuda_frames, tmp_path,
 
     seen = _trace_dtoh(tmp_path, "canary", canaries)
     if -1 in seen and not any(s > 0 for s in seen):
-        pytest.skip(f"the profiler trace has memcpy events but no byte counts ({len(seen)} events)")
+        _unavailable(f"the profiler trace has memcpy events but no byte counts ({len(seen)} events)")
     if canary * 4 not in seen:
-        pytest.skip(f"the profiler does not see CUDA memcpys here (DtoH sizes seen: {seen[:8]}); "
+        _unavailable(f"the profiler does not see CUDA memcpys here (DtoH sizes seen: {seen[:8]}); "
                     "test_no_frame_sized_host_copies_torch still checks torch's side")
     if not any(s >= HEATMAP_BYTES for s in seen if s != canary * 4):
-        pytest.skip(f"the profiler sees torch's copies but not ONNX Runtime's (DtoH sizes: {seen[:8]})")
+        _unavailable(f"the profiler sees torch's copies but not ONNX Runtime's (DtoH sizes: {seen[:8]})")
 
     sizes = _trace_dtoh(tmp_path, "pipeline", lambda: pre(cuda_frames))
     assert all(s >= 0 for s in sizes)
@@ -291,14 +295,14 @@ def test_no_frame_sized_host_copies_torch(models, dev, cuda_frames, monkeypatch,
 
 @pytest.mark.parametrize("suffix", ["fp16", "fp16_keepio"])
 def test_fp16_models_on_cuda(models, clip, dev, cuda_frames, cuda_run, monkeypatch, suffix):
-    if f"pose_{suffix}" not in models:
-        pytest.skip("onnxconverter-common is not installed: no fp16 test models")
+    # The [test] extra installs onnxconverter-common, so the kit always has its FP16 models.
+    assert f"pose_{suffix}" in models, "no fp16 test models: is onnxconverter-common installed?"
     bound = []
     orig = OrtModel._run_bound
 
-    def spy(self, x):
+    def spy(self, x, *a, **k):  # whatever else the runtime passes (the output tensor) goes on
         bound.append((self.role, x.dtype, x.device, x.is_contiguous()))
-        return orig(self, x)
+        return orig(self, x, *a, **k)
 
     monkeypatch.setattr(OrtModel, "_run_bound", spy)
     pre = make(models, f"det_{suffix}", f"pose_{suffix}", device=dev)
@@ -344,9 +348,11 @@ def test_oom_backoff_on_cuda(models, dev, cuda_frames, cuda_run, monkeypatch):
     assert _max_box_diff(res.face_bboxes, cuda_run.face_bboxes) <= 1
 
 
-@pytest.mark.skipif(not HAS_GATE, reason="this Preprocessor has no gate")
 def test_oom_backoff_gated_on_cuda(models, dev, cuda_frames, monkeypatch):
     import wanprep_torch.pose as pose
+
+    if not HAS_GATE:
+        _unavailable("this Preprocessor has no gate")
 
     orig = pose.crop_windows
     calls = {"n": 0}

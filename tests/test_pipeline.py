@@ -6,6 +6,7 @@ tests/test_gate.py covers frame skipping.
 
 import json
 import math
+import time
 import warnings
 import weakref
 
@@ -69,10 +70,27 @@ def test_result_shapes_and_types(run_default, clip):
     assert m["keypoints_face"].shape == (69, 3)
     np.testing.assert_allclose(m["keypoints_left_hand"][:, 0], r.keypoints[0, 91:112, 0].numpy() / 832, rtol=1e-6)
     assert r.providers == {"detector": "CPUExecutionProvider", "pose": "CPUExecutionProvider"}
-    stages = ("detect_pre", "detect_model", "detect_post", "pose_pre", "pose_model", "pose_post", "wan", "faces")
-    for stage in stages + ("total", "non_model"):
-        assert stage in r.timings and r.timings[stage]["s"] >= 0
     json.dumps(r.to_json())  # serialisable
+
+
+def test_timings_cover_each_stage_and_add_up(models, clip):
+    pre = make(models)
+    t0 = time.perf_counter()
+    r = pre(clip.frames)
+    wall = time.perf_counter() - t0
+    tm = r.timings
+    stages = ("detect_pre", "detect_model", "detect_post", "pose_pre", "pose_model", "pose_post", "wan", "faces")
+    assert tm["frames"] == len(clip)
+    for stage in stages:  # every stage did work on every frame (gate off): none reads zero
+        assert tm[stage]["s"] > 0, stage
+        assert tm[stage]["ms_per_frame"] == pytest.approx(1000 * tm[stage]["s"] / len(clip), rel=1e-3, abs=1e-3)
+    parts = sum(v["s"] for k, v in tm.items() if isinstance(v, dict) and k not in ("total", "non_model", "wall"))
+    assert tm["total"]["s"] == pytest.approx(parts, abs=1e-5)
+    model = tm["detect_model"]["s"] + tm["pose_model"]["s"]
+    assert tm["non_model"]["s"] == pytest.approx(tm["total"]["s"] - model, abs=1e-5)
+    # The stages are timed inside the call: together no more than its wall time, and most of it.
+    assert tm["total"]["s"] <= tm["wall"]["s"] <= wall
+    assert tm["total"]["s"] >= 0.5 * wall, (tm["total"]["s"], wall)
 
 
 def test_key_frame_points_are_frame0_body_points(run_default, clip):
@@ -147,6 +165,38 @@ def test_batching_and_fixed_batch_models_agree(models, clip, run_default, det, p
     res = make(models, det, pose, batch_size=batch)(clip.frames)
     assert torch.allclose(res.keypoints, run_default.keypoints, atol=1e-4)
     assert torch.allclose(res.bboxes, run_default.bboxes, atol=1e-4)
+
+
+def _fixed_batch_copy(src, dst, batch: int):
+    """``src`` (a dynamic-batch kit model) saved with its batch axis fixed to ``batch``."""
+    import onnx
+
+    m = onnx.load(str(src))
+    for v in list(m.graph.input) + list(m.graph.output):
+        d = v.type.tensor_type.shape.dim[0]
+        d.ClearField("dim_param")
+        d.dim_value = batch
+    onnx.save(m, str(dst))
+    return dst
+
+
+@pytest.mark.parametrize("gate", ["off", "safe"])
+def test_fixed_batch_of_4_with_a_partial_last_batch(models, clip, run_default, tmp_path, gate):
+    """Fixed batch 4 on 11 frames: every model run but the last is full, the last is padded
+    (11 = 8 + 3 with the CPU's groups of 8; gated runs pad each scheduled batch). No frame is
+    dropped and each equals the dynamic-batch result."""
+    det4 = _fixed_batch_copy(models["det"], tmp_path / "det_b4.onnx", 4)
+    pose4 = _fixed_batch_copy(models["pose"], tmp_path / "pose_b4.onnx", 4)
+    pre = make({"det": det4, "pose": pose4}, batch_size=4, gate=gate)
+    assert pre.detector.model.fixed_batch == 4 and pre.estimator.model.fixed_batch == 4
+    x = clip.frames[:11]
+    res = pre(x)
+    want = run_default if gate == "off" else make(models, batch_size=4, gate=gate)(x)
+    assert len(res) == 11 and res.keypoints.shape == (11, 133, 3)
+    assert torch.allclose(res.keypoints, want.keypoints[:11], atol=1e-4)
+    assert torch.allclose(res.bboxes, want.bboxes[:11], atol=1e-4)
+    assert res.face_bboxes == want.face_bboxes[:11]
+    assert res.pose_ran.tolist() == want.pose_ran[:11].tolist()
 
 
 def test_chunked_iterable_equals_tensor(models, clip, run_default):

@@ -158,7 +158,7 @@ def test_crop_then_decode_round_trip():
 def test_crop_equals_kornia_warp_affine():
     """crop_windows is kornia's warp_affine with the window's matrix (dst = (src - x0) / s),
     built here independently of pose.window_matrix."""
-    kornia = pytest.importorskip("kornia")
+    import kornia  # the [test] extra installs it
     g = torch.Generator().manual_seed(3)
     frames = torch.rand(3, 3, 120, 160, generator=g)
     boxes = torch.tensor([[20.0, 10.0, 90.0, 110.0], [-15.0, 30.0, 60.0, 140.0], [100.3, 5.7, 150.1, 60.2]])

@@ -125,3 +125,96 @@ def test_batch_size_resolution():
         with pytest.raises(ValueError):
             resolve_batch_size(bad, torch.device("cpu"))
     assert physical_cores() >= 1
+
+
+# -- IO binding: the hot path binds torch memory (it must not fall back to session.run) ---------
+
+
+@pytest.fixture
+def ort_calls(monkeypatch):
+    """Counts ONNX Runtime's ``run`` and ``run_with_iobinding`` calls and records the memory
+    bound to each input and output (data pointer, or None where ORT allocates)."""
+    import onnxruntime as ort
+
+    rec = {"run": 0, "run_with_iobinding": 0, "inputs": [], "outputs": []}
+    run, bound = ort.InferenceSession.run, ort.InferenceSession.run_with_iobinding
+    bind_in, bind_out = ort.IOBinding.bind_input, ort.IOBinding.bind_output
+
+    def counting_run(self, *a, **k):
+        rec["run"] += 1
+        return run(self, *a, **k)
+
+    def counting_bound(self, *a, **k):
+        rec["run_with_iobinding"] += 1
+        return bound(self, *a, **k)
+
+    def spy_in(self, name, device_type, device_id, element_type, shape, buffer_ptr):
+        rec["inputs"].append((tuple(shape), buffer_ptr))
+        return bind_in(self, name, device_type, device_id, element_type, shape, buffer_ptr)
+
+    def spy_out(self, name, device_type="cpu", device_id=0, element_type=None, shape=None, buffer_ptr=None):
+        rec["outputs"].append((None if shape is None else tuple(shape), buffer_ptr))
+        return bind_out(self, name, device_type, device_id, element_type, shape, buffer_ptr)
+
+    monkeypatch.setattr(ort.InferenceSession, "run", counting_run)
+    monkeypatch.setattr(ort.InferenceSession, "run_with_iobinding", counting_bound)
+    monkeypatch.setattr(ort.IOBinding, "bind_input", spy_in)
+    monkeypatch.setattr(ort.IOBinding, "bind_output", spy_out)
+    return rec
+
+
+def test_runs_are_bound_to_torch_memory_not_copied(tmp_path, ort_calls):
+    """Each batch is one run_with_iobinding whose input is the caller's tensor memory and whose
+    output is a slice of the returned tensor: nothing goes through session.run or NumPy."""
+    m = OrtModel(scale_model(tmp_path), role="test")
+    x = torch.rand(5, 3, 4, 5)
+    y = m.run(x, batch_size=2)  # batches of 2, 2, 1
+    assert torch.allclose(y, 2 * x + 1)
+    assert ort_calls["run"] == 0 and ort_calls["run_with_iobinding"] == 3
+    row_in, row_out = x[0].nbytes, y[0].nbytes
+    assert ort_calls["inputs"] == [((2, 3, 4, 5), x.data_ptr()), ((2, 3, 4, 5), x.data_ptr() + 2 * row_in),
+                                   ((1, 3, 4, 5), x.data_ptr() + 4 * row_in)]
+    assert ort_calls["outputs"] == [((2, 3, 4, 5), y.data_ptr()), ((2, 3, 4, 5), y.data_ptr() + 2 * row_out),
+                                    ((1, 3, 4, 5), y.data_ptr() + 4 * row_out)]
+
+
+def test_workspace_output_is_the_preallocated_buffer(tmp_path, ort_calls):
+    """With a workspace, ORT writes into the same preallocated tensor run after run."""
+    from wanprep_torch.buffers import Workspace
+
+    m = OrtModel(scale_model(tmp_path), role="test")
+    ws = Workspace()
+    x = torch.rand(4, 3, 4, 5)
+    y1 = m.run(x, workspace=ws)
+    ptr = y1.data_ptr()
+    assert torch.allclose(y1, 2 * x + 1)
+    y2 = m.run(x + 1, workspace=ws)
+    assert y2.data_ptr() == ptr and torch.allclose(y2, 2 * x + 3)  # same memory, new values
+    assert [p for _, p in ort_calls["outputs"]] == [ptr, ptr]
+    assert ort_calls["run"] == 0 and ort_calls["run_with_iobinding"] == 2
+
+
+def test_symbolic_output_dims_are_ort_allocated_then_wrapped(tmp_path, ort_calls):
+    """Outputs of unknown shape: bound without a pointer (ORT allocates), still no session.run."""
+    m = OrtModel(data_dependent_model(tmp_path), role="test")
+    x = torch.rand(3, 3, 4, 5)
+    y = m.run(x)
+    assert torch.allclose(y, (2 * x + 1).reshape(3, 60))
+    assert ort_calls["run"] == 0 and ort_calls["run_with_iobinding"] == 1
+    assert ort_calls["outputs"] == [(None, None)] and ort_calls["inputs"] == [((3, 3, 4, 5), x.data_ptr())]
+
+
+def test_pipeline_runs_every_model_call_by_io_binding(models, clip, ort_calls):
+    """The whole pipeline (gate off, batch 1 on the CPU): one bound run per frame per model,
+    every output bound to preallocated torch memory, and no session.run at all."""
+    from wanprep_torch import Preprocessor
+
+    pre = Preprocessor(models["det"], models["pose"], progress=False, gate="off")
+    ort_calls.update(run=0, run_with_iobinding=0, inputs=[], outputs=[])  # sessions are built: count runs only
+    res = pre(clip.frames[:3])
+    assert len(res) == 3
+    assert ort_calls["run"] == 0
+    assert ort_calls["run_with_iobinding"] == 2 * 3
+    assert len(ort_calls["outputs"]) == 6 and all(p is not None and p > 0 for _, p in ort_calls["outputs"])
+    shapes = sorted({s for s, _ in ort_calls["outputs"]})
+    assert shapes == [(1, 133, 64, 48), (1, 300, 6)]

@@ -5,7 +5,7 @@ import onnx
 import pytest
 from conftest import load_script
 
-ort = pytest.importorskip("onnxruntime")
+import onnxruntime as ort  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -290,8 +290,7 @@ def test_detector_variants_agree(clip, models, det_sess):
     b1 = _session(models["det_b1"])
     assert b1.get_inputs()[0].shape == [1, 3, 640, 640]
     np.testing.assert_array_equal(b1.run(None, {"images": x[:1]})[0], ref[:1])
-    if "det_fp16" not in models:
-        pytest.skip("onnxconverter-common not installed")
+    assert "det_fp16" in models, "no fp16 kit models: the [test] extra installs onnxconverter-common"
     s16 = _session(models["det_fp16"])
     assert s16.get_inputs()[0].type == "tensor(float16)"
     out16 = s16.run(None, {"images": x.astype(np.float16)})[0]
@@ -358,8 +357,7 @@ def test_pose_variants_agree(models, pose_out):
     # Batch composition does not matter.
     two = _session(models["pose"]).run(None, {"input": x[[3, 0]]})[0]
     np.testing.assert_allclose(two, ref[[3, 0]], atol=1e-5)
-    if "pose_fp16" not in models:
-        pytest.skip("onnxconverter-common not installed")
+    assert "pose_fp16" in models, "no fp16 kit models: the [test] extra installs onnxconverter-common"
     s16 = _session(models["pose_fp16"])
     assert s16.get_inputs()[0].type == "tensor(float16)"
     assert s16.get_outputs()[0].type == "tensor(float16)"
@@ -378,10 +376,18 @@ def test_pose_speed(models, pose_out):
     res = {}
     for n in (1, 8):
         xb = np.ascontiguousarray(np.resize(x, (n,) + x.shape[1:]))
-        t = time.perf_counter()
-        s.run(None, {"input": xb})
-        res[n] = (time.perf_counter() - t) / n * 1e3
+        best = float("inf")
+        for _ in range(3):  # best of 3: one run on a shared machine says little
+            t = time.perf_counter()
+            out = s.run(None, {"input": xb})[0]
+            best = min(best, time.perf_counter() - t)
+        assert out.shape == (n, 133, 64, 48)
+        res[n] = best / n * 1e3
     print(f"pose: {res[1]:.1f} ms/frame at batch 1, {res[8]:.1f} ms/frame at batch 8")
+    # The analytic pose model must stay cheap: the suite runs it on hundreds of frames, and a
+    # ViTPose-B stand-in takes ~300 ms a frame here. Measured 3-40 ms a frame on the 2-core CPU
+    # (40 with other work running); 150 ms leaves room for a busy machine.
+    assert res[1] < 150 and res[8] < 150, res
 
 
 # --------------------------------------------------------------------------- files + cache
