@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from wanprep_torch import Preprocessor  # noqa: E402
-from wanprep_torch.runtime import physical_cores  # noqa: E402
+from wanprep_torch.runtime import OrtModel, physical_cores  # noqa: E402
 
 SHARED_YOLO = ROOT.parent / "shared" / "models" / "yolov10m-standin.onnx"
 
@@ -82,12 +82,28 @@ def record_model_calls(pre: Preprocessor, frames: torch.Tensor) -> list:
     return calls
 
 
-def model_only(calls: list) -> float:
-    """Seconds for the recorded model calls, replayed in order."""
+def model_only(calls: list, sessions: dict | None = None) -> float:
+    """Seconds for the recorded model calls, replayed in order (on ``sessions[role]`` instead of
+    the pipeline's own sessions when given)."""
     t0 = time.perf_counter()
     for m, x, a, kw in calls:
-        m.run(x, *a, **kw)
+        (sessions[m.role] if sessions else m).run(x, *a, **kw)
     return time.perf_counter() - t0
+
+
+def fastest_sessions(det: Path, pose: Path, threads: int | None) -> dict:
+    """The two models in sessions with ONNX Runtime's own defaults (threads spin and keep
+    spinning after a run): the fastest way to run them alone on these machines."""
+    return {
+        "detector": OrtModel(det, "cpu", intra_op_threads=threads, role="detector", spin=True, stop_spinning=False),
+        "pose": OrtModel(pose, "cpu", intra_op_threads=threads, role="pose", spin=True, stop_spinning=False),
+    }
+
+
+def no_spin_pipeline(det: Path, pose: Path, threads: int | None, **opts) -> Preprocessor:
+    """The pipeline with the previous session setting (no spinning at all), for comparison."""
+    models = [OrtModel(p, "cpu", intra_op_threads=threads, role=r, spin=False) for p, r in ((det, "detector"), (pose, "pose"))]
+    return Preprocessor(*models, intra_op_threads=threads, progress=False, gate="off", **opts)
 
 
 def fresh_write_seconds(like: torch.Tensor) -> float:
@@ -114,13 +130,28 @@ def bench_pair(
     pre(frames)  # warm-up: ORT's first runs allocate
     calls = record_model_calls(pre, frames)  # the models' exact calls and inputs
     model_only(calls)  # warm-up of the replay
+    fastest = fastest_sessions(det, pose, threads) if det.suffix == ".onnx" else None
+    old = no_spin_pipeline(det, pose, threads, batch_size=batch, face_dtype=face_dtype)
+    old(frames)
+    if fastest:
+        model_only(calls, fastest)
     pipe_t, model_t, stage_t, fresh_ms, stage_runs = [], [], [], [], []
+    fast_t, old_t = [], []
     for r in range(repeats):
         # Alternate the order (ABBA...) so neither side always runs first after the other.
-        order = ("pipe", "model") if r % 2 == 0 else ("model", "pipe")
+        order = ("pipe", "model", "fastest", "old") if r % 2 == 0 else ("old", "fastest", "model", "pipe")
         for what in order:
             if what == "model":
                 model_t.append(model_only(calls))
+                continue
+            if what == "fastest":
+                if fastest:
+                    fast_t.append(model_only(calls, fastest))
+                continue
+            if what == "old":
+                t0 = time.perf_counter()
+                old(frames)
+                old_t.append(time.perf_counter() - t0)
                 continue
             t0 = time.perf_counter()
             res = pre(frames)
@@ -150,6 +181,12 @@ def bench_pair(
         "stages": stages,
         "fresh_write_ms": statistics.median(fresh_ms),
         "repeats": repeats,
+        # Against the models alone in sessions with ONNX Runtime's defaults (the fastest here),
+        # and the pipeline with the previous no-spinning sessions, pair by pair.
+        "ratio_fastest": spread([a / b for a, b in zip(pipe_t, fast_t)]) if fast_t else None,
+        "fastest_ms": spread([1000 * t / n for t in fast_t]) if fast_t else None,
+        "old_over_new": spread([b / a for a, b in zip(pipe_t, old_t)]),
+        "old_ms": spread([1000 * t / n for t in old_t]),
     }
 
 
@@ -183,6 +220,13 @@ def print_tables(rows: list[dict], args) -> None:
     for r in rows:
         print(f"\n{r['name']}: filling a new tensor the size of the face output took {r['fresh_write_ms']:.2f} ms/frame "
               "(median of the repeats): the machine's cost of first writes to fresh memory, inside `faces`.")
+    print("\n| models | model-only, ORT default sessions, ms/frame | pipeline / that, median pair (min-max) "
+          "| pipeline with no-spinning sessions (before), ms/frame | before / now, median pair (min-max) |")
+    print("|---|---|---|---|---|")
+    for r in rows:
+        fast = _fmt(r["fastest_ms"]) if r["fastest_ms"] else "-"
+        ratio = _fmt(r["ratio_fastest"], 3) if r["ratio_fastest"] else "-"
+        print(f"| {r['name']} | {fast} | {ratio} | {_fmt(r['old_ms'])} | {_fmt(r['old_over_new'], 3)} |")
     for r in rows:
         print(f"\n{r['name']}: pipeline / model-only of each pair, in run order: "
               + ", ".join(f"{x:.3f}" for x in r["pairs"]))

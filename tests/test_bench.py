@@ -35,6 +35,12 @@ def test_tiny_suite_prints_wall_time_ratio_spread_and_stages(bench, models, tmp_
     assert all(float(x) > 0 for x in stages.group(1).split("|")[1:])  # every stage did work
     fresh = re.search(r"face output took ([\d.]+) ms/frame", out)
     assert fresh and float(fresh.group(1)) > 0
+    # The models alone in ORT-default sessions, and the pipeline with the previous no-spin sessions.
+    spin = re.search(r"^\| tiny analytic det \+ pose \| " + r" \| ".join([NUM] * 4) + r" \|$", out, re.M)
+    assert spin, out
+    w = [float(x) for x in spin.groups()]
+    for med, lo, hi in (w[0:3], w[3:6], w[6:9], w[9:12]):
+        assert 0 < lo <= med <= hi
 
 
 def test_model_only_replays_the_pipelines_own_calls(bench, models, clip):

@@ -186,8 +186,9 @@ class OrtModel:
         providers: explicit ONNX Runtime providers (overrides the device's choice).
         intra_op_threads: CPU threads (default: physical cores).
         role: name used in messages ("detector", "pose").
-        spin: let ONNX Runtime's threads spin-wait during a run (they still stop spinning when
-            the run ends, so torch work between runs keeps its cores).
+        spin: let ONNX Runtime's threads spin-wait during a run.
+        stop_spinning: end the spin when each run returns (so torch work between runs keeps
+            its cores); False is ONNX Runtime's default (for timing the models alone).
     """
 
     def __init__(
@@ -198,6 +199,7 @@ class OrtModel:
         intra_op_threads: int | None = None,
         role: str = "model",
         spin: bool = True,
+        stop_spinning: bool = True,
     ):
         import onnxruntime as ort
 
@@ -213,7 +215,8 @@ class OrtModel:
         # a run fight torch for the cores between runs; force_spinning_stop ends the spin when
         # each run returns, which keeps both (measured; see BENCHMARKS.md).
         so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
-        so.add_session_config_entry("session.force_spinning_stop", "1")
+        if stop_spinning:
+            so.add_session_config_entry("session.force_spinning_stop", "1")
         # The CUDA provider runs on torch's current stream (creation time), so torch's writes to
         # the input are ordered before the run without a host wait.
         self._stream = None
