@@ -559,6 +559,28 @@ class _Prims:
         if ids.numel():
             self.segs.append(line_row_segments(a.long(), b.long(), ids, self.height, self.width))
 
+    def add_thick_lines(self, p0: torch.Tensor, p1: torch.Tensor, width: int, ids: torch.Tensor) -> None:
+        """``cv2.line(p0, p1, thickness=width)`` (LINE_8) between integer points (N, 2)."""
+        if ids.numel() == 0:
+            return
+        if width <= 1:
+            self.add_lines(p0, p1, ids)
+            return
+        # cv2 ThickLine: a rectangle of half width t/2 (+0.5 for odd t) in 16.16 fixed
+        # point, plus round caps drawn as discs of radius (t + 1) // 2.
+        half = (width << 15) + (width & 1) * _HALF
+        dx, dy = p0[:, 0] - p1[:, 0], p1[:, 1] - p0[:, 1]
+        length = torch.hypot(dx, dy)
+        r = half / length.clamp(min=1e-12)
+        dp = torch.round(torch.stack((dy * r, dx * r), -1)).long()
+        q0, q1 = p0.long() << 16, p1.long() << 16
+        quad = torch.stack((q0 + dp, q0 - dp, q1 - dp, q1 + dp), 1)
+        has_len = length > 0
+        self.add_polygons(quad[has_len], ids[has_len], shift=16)
+        cap = (width + 1) // 2
+        self.add_circles(p0, cap, ids)
+        self.add_circles(p1, cap, ids)
+
     def add_polygons(self, verts: torch.Tensor, ids: torch.Tensor, shift: int = 0) -> None:
         """Filled convex polygons, verts (N, K, 2) long with ``shift`` fractional bits."""
         if ids.numel() == 0:
@@ -620,23 +642,7 @@ def _add_hand(prims: _Prims, hand: torch.Tensor, ok: torch.Tensor, width: int, b
     ids = prims.new_ids(f, base + e)
     if ids.numel():
         p0, p1 = pt[f, ea[e]], pt[f, eb[e]]
-        if width <= 1:
-            prims.add_lines(p0, p1, ids)
-        else:
-            # cv2 ThickLine: a rectangle of half width t/2 (+0.5 for odd t) in 16.16 fixed
-            # point, plus round caps drawn as discs of radius (t + 1) // 2.
-            half = (width << 15) + (width & 1) * _HALF
-            dx, dy = p0[:, 0] - p1[:, 0], p1[:, 1] - p0[:, 1]
-            length = torch.hypot(dx, dy)
-            r = half / length.clamp(min=1e-12)
-            dp = torch.round(torch.stack((dy * r, dx * r), -1)).long()
-            q0, q1 = p0.long() << 16, p1.long() << 16
-            quad = torch.stack((q0 + dp, q0 - dp, q1 - dp, q1 + dp), 1)
-            has_len = length > 0
-            prims.add_polygons(quad[has_len], ids[has_len], shift=16)
-            cap = (width + 1) // 2
-            prims.add_circles(p0, cap, ids)
-            prims.add_circles(p1, cap, ids)
+        prims.add_thick_lines(p0, p1, width, ids)
     f, j = ok.nonzero(as_tuple=True)
     ids = prims.new_ids(f, base + len(HAND_EDGES) + j)
     prims.add_circles(pt[f, j], width, ids)

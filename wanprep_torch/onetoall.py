@@ -1,0 +1,369 @@
+"""Pose images for the One-to-All Animation model ("Pose Detection OneToAll Animation").
+
+The reference node turns the pose model's keypoints into DWPose-style poses, optionally
+aligns them to a reference character image, and draws them in One-to-All's own style:
+OpenPose colours, limbs as filled ellipses with a confidence-dependent strength, hands as
+thick lines, face dots, all drawn with OpenCV on a canvas whose short side is 2160 px, then
+resized (bilinear) to the output size.
+
+Here the same primitives are scan-converted in torch, batched over frames, with OpenCV's
+integer rules (:mod:`wanprep_torch.draw`). The big canvas is never materialised: a bilinear
+downscale reads at most two rows and two columns of it per output pixel, so only those rows
+and columns are painted (painting is per pixel, so a sampled pixel gets exactly the value the
+full canvas would hold there).
+
+Layout of the internal poses (:class:`DwPoses`, normalised x / W, y / H): 18 OpenPose body
+points (Wan's 20 without the toes), two hands stacked (right, left) as the reference does,
+and the 68 face points.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+from .draw import BODY_COLORS, HAND_EDGES, LIMBS, _expand, _Prims, _scratch, ellipse_polygons
+from .wan import FACE_ROWS, LEFT_HAND_ROWS, RIGHT_HAND_ROWS, wan_body
+
+__all__ = ["OneToAllOutputs", "DwPoses", "dwposes_from_keypoints", "render_dwposes", "onetoall"]
+
+ALIGN_MODES = ("ref", "pose", "none")
+STRENGTHS = ("full", "weak", "none")
+
+_N_BODY, _N_LIMB, _N_HAND, _N_FACE = 18, 17, 21, 68
+_HEAD = (0, 14, 15, 16, 17)
+# Face points left undrawn: the jaw line (0-16) and the nose (27-35).
+_FACE_DRAWN = tuple(i for i in range(_N_FACE) if not (i < 17 or 27 <= i < 36))
+# Draw order within a frame (= colour-table slot): limbs, body joints, then per hand (right,
+# left) its bones and joints, then the face dots.
+_O_LIMB = 0
+_O_JOINT = _O_LIMB + _N_LIMB
+_O_HAND = _O_JOINT + _N_BODY
+_HAND_SLOTS = len(HAND_EDGES) + _N_HAND
+_O_FACE = _O_HAND + 2 * _HAND_SLOTS
+_N_SLOTS = _O_FACE + len(_FACE_DRAWN)
+_CANVAS_SHORT = 2160
+
+
+class OneToAllOutputs(NamedTuple):
+    """The node's four outputs, float32 in [0, 1] on the keypoints' device."""
+
+    pose_images: torch.Tensor  # (T, height, width, 3)
+    ref_pose_image: torch.Tensor  # (1, h, w, 3): (height, width), or the reference's size for "pose"
+    ref_image: torch.Tensor  # (1, h, w, 3): the reference image (warped for "pose"), or black
+    ref_mask: torch.Tensor  # (1, h, w): 1 where the "pose" warp left the image, else 0
+
+
+class DwPoses(NamedTuple):
+    """N poses, normalised coordinates (x / W, y / H)."""
+
+    body: torch.Tensor  # (N, 18, 2)
+    body_score: torch.Tensor  # (N, 18)
+    body_present: torch.Tensor  # (N, 18) bool: score > 0 when detected (DWPose "subset")
+    hands: torch.Tensor  # (N, 2, 21, 2): right hand, left hand
+    hands_score: torch.Tensor  # (N, 2, 21)
+    face: torch.Tensor  # (N, 68, 2)
+    face_score: torch.Tensor  # (N, 68)
+
+
+def dwposes_from_keypoints(keypoints: torch.Tensor, width: int, height: int) -> DwPoses:
+    """The pose model's (N, 133, 3) pixel keypoints -> :class:`DwPoses`, normalised by (W, H).
+
+    Same rows and float32 arithmetic as the reference's Wan metas + DWPose conversion.
+    """
+    kp = keypoints.detach().to(torch.float32).clone()
+    kp[..., 0] /= width
+    kp[..., 1] /= height
+    body = wan_body(kp)[:, :_N_BODY]
+    hands = torch.stack((kp[:, RIGHT_HAND_ROWS], kp[:, LEFT_HAND_ROWS]), 1)
+    face = kp[:, FACE_ROWS][:, 1:]
+    return DwPoses(
+        body[..., :2], body[..., 2], body[..., 2] > 0, hands[..., :2], hands[..., 2], face[..., :2], face[..., 2]
+    )
+
+
+# --------------------------------------------------------------------------------------
+# Drawing
+# --------------------------------------------------------------------------------------
+
+
+def canvas_size(height: int, width: int) -> tuple[int, int]:
+    """The reference's drawing canvas: short side 2160, same aspect (int-truncated)."""
+    sz = min(height, width)
+    sr = _CANVAS_SHORT / sz if sz != _CANVAS_SHORT else 1
+    return int(height * sr), int(width * sr)
+
+
+def _stick_width(height: int, width: int, base: int) -> int:
+    m = max(height, width)
+    ratio = 1.0 if m < 512 else 1.5 if m < 1080 else 2.0 if m < 2160 else 2.5 if m < 3240 else 3.5 if m < 4320 else 4.5 if m < 5400 else 4.0
+    return int(base * ratio)
+
+
+def _hsv_bone_colors() -> np.ndarray:
+    # The reference's own float32 hsv -> rgb (s = v = 1), times 255, kept as float32.
+    h = np.arange(len(HAND_EDGES), dtype=np.float32) / np.float32(len(HAND_EDGES))
+    i = (h * np.float32(6.0)).astype(int)
+    f = h * np.float32(6.0) - i
+    one = np.float32(1.0)
+    q, t, p, v = one - f, one - (one - f), np.zeros_like(f), np.ones_like(f)
+    # Channel values per hue sector, as the reference's table of (v, t, p), (q, v, p), ...
+    rgb = np.stack([np.choose(i % 6, ch) for ch in ((v, q, p, p, t, v), (t, v, v, q, p, p), (p, p, t, v, v, q))], 1)
+    return (rgb.astype(np.float32) * np.float32(255)).astype(np.float32)
+
+
+_HAND_RGB = _hsv_bone_colors()
+
+
+def _resize_taps(src: int, dst: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """cv2 INTER_LINEAR taps for one axis: first source index, second, and the second's
+    weight in 1/2048 (OpenCV's 11-bit fixed point for 8-bit images)."""
+    scale = 1.0 / (dst / src)
+    f = ((np.arange(dst, dtype=np.float64) + 0.5) * scale - 0.5).astype(np.float32).astype(np.float64)
+    s = np.floor(f).astype(np.int64)
+    f = f - s
+    low = s < 0
+    s[low], f[low] = 0, 0.0
+    high = s >= src - 1
+    s[high], f[high] = src - 1, 0.0
+    w1 = np.rint(f * 2048).astype(np.int64)
+    return s, np.minimum(s + 1, src - 1), w1
+
+
+def _rasterize_sampled(
+    owner: torch.Tensor,
+    y: torch.Tensor,
+    x_lo: torch.Tensor,
+    x_hi: torch.Tensor,
+    num_owners: int,
+    row_map: torch.Tensor,
+    cols: torch.Tensor,
+    width: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Like :func:`draw.rasterize_row_segments`, keeping only sampled rows and columns.
+
+    Args:
+        owner, y, x_lo, x_hi: (S,) long row segments on the big canvas.
+        row_map: (H_big,) long: compact row of each canvas row, -1 where not sampled.
+        cols: (C,) long sorted sampled canvas columns.
+
+    Returns:
+        ``(owner, compact_row, compact_col)``, (Q,) long each.
+    """
+    device = owner.device
+    r = row_map[y]
+    keep = r >= 0
+    owner, r, x_lo, x_hi = owner[keep], r[keep], x_lo[keep], x_hi[keep]
+    z = torch.zeros(0, dtype=torch.long, device=device)
+    if owner.numel() == 0:
+        return z, z, z
+    big = 1 << 40
+    r_min = torch.full((num_owners,), big, dtype=torch.long, device=device).scatter_reduce(0, owner, r, "amin")
+    r_max = torch.full((num_owners,), -1, dtype=torch.long, device=device).scatter_reduce(0, owner, r, "amax")
+    rows = (r_max - r_min + 1).clamp(min=0)
+    start = torch.cumsum(rows, 0) - rows
+    slot = start[owner] + (r - r_min[owner])
+    n = int(rows.sum())
+    lo = torch.full((n,), big, dtype=torch.long, device=device).scatter_reduce(0, slot, x_lo, "amin")
+    hi = torch.full((n,), -big, dtype=torch.long, device=device).scatter_reduce(0, slot, x_hi, "amax")
+    s_owner, s_row = _expand(rows)
+    s_r = r_min[s_owner] + s_row
+    # A convex primitive fills each row between its extreme outline pixels.
+    c_lo = torch.searchsorted(cols, lo, right=False)
+    c_hi = torch.searchsorted(cols, hi, right=True)
+    ok = (lo <= hi) & (c_lo < c_hi)
+    s_owner, s_r, c_lo, c_hi = s_owner[ok], s_r[ok], c_lo[ok], c_hi[ok]
+    e, k = _expand(c_hi - c_lo)
+    return s_owner[e], s_r[e], c_lo[e] + k
+
+
+def _trunc(v: torch.Tensor) -> torch.Tensor:
+    return torch.trunc(v)
+
+
+def render_dwposes(
+    poses: DwPoses,
+    height: int,
+    width: int,
+    draw_face: bool = True,
+    face_weak: bool = False,
+    head: str = "full",
+    chunk: int = 8,
+) -> torch.Tensor:
+    """Draw poses in the One-to-All style (reference ``draw_pose_aligned``), resized.
+
+    Args:
+        poses: N poses (:class:`DwPoses`), normalised coordinates.
+        height, width: output size; the drawing canvas is :func:`canvas_size` of it.
+        draw_face: draw the face dots (``without_face=False``).
+        face_weak: face dots at 35 % strength (``face_change``).
+        head: "full", "weak" (head limbs at 35 %, head joints black) or "none" (head limbs
+            and joints black), the reference's ``head_strength``.
+        chunk: frames painted at once (bounds the working memory).
+
+    Returns:
+        (N, height, width, 3) uint8 RGB, on the poses' device.
+    """
+    if head not in STRENGTHS:
+        raise ValueError(f"head must be one of {STRENGTHS}, got {head!r}")
+    device = poses.body.device
+    n = poses.body.shape[0]
+    ch, cw = canvas_size(height, width)
+    ry0, ry1, wy = _resize_taps(ch, height)
+    rx0, rx1, wx = _resize_taps(cw, width)
+    rows = np.unique(np.concatenate((ry0, ry1)))
+    cols = np.unique(np.concatenate((rx0, rx1)))
+    row_map = np.full(ch, -1, np.int64)
+    row_map[rows] = np.arange(rows.size)
+    col_pos = np.full(cw, -1, np.int64)
+    col_pos[cols] = np.arange(cols.size)
+    t = lambda a: torch.as_tensor(a, device=device)  # noqa: E731
+    row_map_t, cols_t = t(row_map), t(cols)
+    iy0, iy1, wy1 = t(row_map[ry0]), t(row_map[ry1]), t(wy).to(torch.int32)
+    ix0, ix1, wx1 = t(col_pos[rx0]), t(col_pos[rx1]), t(wx).to(torch.int32)
+    n_rows, n_cols = rows.size, cols.size
+
+    out = torch.empty((n, height, width, 3), dtype=torch.uint8, device=device)
+    chunk = max(1, min(chunk, n)) if n else 1
+    canvas = torch.zeros((chunk * n_rows * n_cols, 3), dtype=torch.uint8, device=device)
+    scratch = _scratch(chunk * n_rows * n_cols, device)
+    for t0 in range(0, n, chunk):
+        t1 = min(t0 + chunk, n)
+        part = DwPoses(*(v[t0:t1] for v in poses))
+        owner_frame, owner_slot, colors, segs, count = _primitives(part, ch, cw, draw_face, face_weak, head)
+        if count == 0:
+            out[t0:t1] = 0
+            continue
+        o, r, c = _rasterize_sampled(*segs, num_owners=count, row_map=row_map_t, cols=cols_t, width=cw)
+        f = owner_frame[o]
+        index = (f * n_rows + r) * n_cols + c
+        order = owner_slot[o]
+        # Painter's algorithm: the primitive drawn last wins each pixel (see draw.paint_pixels).
+        scratch.scatter_reduce_(0, index, (order + 1).to(scratch.dtype), "amax")
+        win = scratch[index].long() - 1
+        canvas[index] = colors[f * _N_SLOTS + win]
+        scratch[index] = 0
+        m = t1 - t0
+        img = canvas[: m * n_rows * n_cols].view(m, n_rows, n_cols, 3)
+        out[t0:t1] = _bilinear(img, iy0, iy1, wy1, ix0, ix1, wx1)
+        canvas[index] = 0
+    return out
+
+
+def _bilinear(img, iy0, iy1, wy1, ix0, ix1, wx1) -> torch.Tensor:
+    """Separable 2-tap resize in OpenCV's 11-bit fixed point, rounded half up."""
+    a = img.index_select(1, iy0).to(torch.int32)
+    b = img.index_select(1, iy1).to(torch.int32)
+    v = a * (2048 - wy1)[None, :, None, None] + b * wy1[None, :, None, None]
+    a = v.index_select(2, ix0)
+    b = v.index_select(2, ix1)
+    h = a * (2048 - wx1)[None, None, :, None] + b * wx1[None, None, :, None]
+    return ((h + (1 << 21)) >> 22).to(torch.uint8)
+
+
+def _primitives(poses: DwPoses, ch: int, cw: int, draw_face: bool, face_weak: bool, head: str):
+    """Row segments of every primitive of a chunk of frames and its colour table.
+
+    Returns:
+        owner frame (P,), owner draw slot (P,), colours (N * slots, 3) uint8, the row
+        segments ``(owner, y, x_lo, x_hi)`` and the number of primitives P.
+    """
+    device = poses.body.device
+    n = poses.body.shape[0]
+    f32 = torch.float32
+    colors = torch.zeros((n, _N_SLOTS, 3), dtype=torch.uint8, device=device)
+    prims = _Prims(ch, cw, device)
+    bw = _stick_width(ch, cw, 3)
+    hw = _stick_width(ch, cw, 2)
+
+    score = poses.body_score.to(f32).clone()
+    if head == "weak":
+        score[:, list(_HEAD)] = -2.0
+    elif head == "none":
+        score[:, list(_HEAD)] = 0.0
+    present = poses.body_present
+    bx = poses.body[..., 0].to(f32) * cw  # float32 like the reference's numpy arrays
+    by = poses.body[..., 1].to(f32) * ch
+    body_rgb = torch.tensor(BODY_COLORS[:_N_BODY], dtype=f32, device=device)
+
+    # Limbs: ellipse2Poly + fillConvexPoly, colour scaled by the product of the two scores
+    # (0.35 when one is negative, 0 when one is 0), then the whole canvas times 0.6.
+    la = torch.tensor([a for a, _ in LIMBS[:_N_LIMB]], device=device)
+    lb = torch.tensor([b for _, b in LIMBS[:_N_LIMB]], device=device)
+    f, l = (present[:, la] & present[:, lb]).nonzero(as_tuple=True)
+    if f.numel():
+        a, b = la[l], lb[l]
+        c0, c1 = score[f, a], score[f, b]
+        base = body_rgb[l]
+        both = (c0 > 0) & (c1 > 0)
+        strong = _trunc(base * (c0 * c1).clamp(min=0)[:, None])
+        weak = _trunc(base.double() * 0.35).to(f32)
+        col = torch.where(both[:, None], strong, weak)
+        col = torch.where(((c0 == 0) | (c1 == 0))[:, None], torch.zeros_like(col), col)
+        col = _trunc(col.double() * 0.6)
+        colors[f, _O_LIMB + l] = col.to(torch.uint8)
+        x0, x1, y0, y1 = bx[f, a], bx[f, b], by[f, a], by[f, b]
+        center = torch.stack((_trunc((x0 + x1) / 2), _trunc((y0 + y1) / 2)), -1).double()
+        length = ((y0 - y1) ** 2 + (x0 - x1) ** 2) ** 0.5
+        half = _trunc(length / 2).double()
+        axes = torch.stack((half, torch.full_like(half, float(bw))), -1)
+        angle = _trunc(torch.rad2deg(torch.atan2((y0 - y1).double(), (x0 - x1).double())))
+        ids = prims.new_ids(f, _O_LIMB + l)
+        prims.add_polygons(ellipse_polygons(center, axes, angle).long(), ids)
+
+    # Body joints: discs, colour times the score (black for a "weak" head).
+    f, j = present.nonzero(as_tuple=True)
+    if f.numel():
+        s = score[f, j]
+        alpha = torch.where(s == -2, torch.zeros_like(s), s.clamp(min=0))
+        colors[f, _O_JOINT + j] = _trunc(body_rgb[j] * alpha[:, None]).to(torch.uint8)
+        pt = torch.stack((_trunc(bx[f, j]), _trunc(by[f, j])), -1)
+        prims.add_circles(pt, bw, prims.new_ids(f, _O_JOINT + j))
+
+    # Hands (right, then left): bones as thick lines, joints as blue discs; points under
+    # 0.3 are skipped, and so are points whose integer coordinate is not >= 1.
+    hand_rgb = torch.as_tensor(_HAND_RGB, device=device)
+    ea = torch.tensor([e[0] for e in HAND_EDGES], device=device)
+    eb = torch.tensor([e[1] for e in HAND_EDGES], device=device)
+    for h in range(2):
+        base_slot = _O_HAND + h * _HAND_SLOTS
+        hs = poses.hands_score[:, h].to(f32)
+        px = _trunc(poses.hands[:, h, :, 0].to(f32) * cw)
+        py = _trunc(poses.hands[:, h, :, 1].to(f32) * ch)
+        ok = hs >= 0.3
+        on = (px >= 1) & (py >= 1)
+        f, e = (ok[:, ea] & ok[:, eb] & on[:, ea] & on[:, eb]).nonzero(as_tuple=True)
+        if f.numel():
+            sc = _trunc(hs[f, ea[e]] * hs[f, eb[e]] * 255)
+            colors[f, base_slot + e] = _trunc(hand_rgb[e] * sc[:, None] / 255).to(torch.uint8)
+            p0 = torch.stack((px[f, ea[e]], py[f, ea[e]]), -1).double()
+            p1 = torch.stack((px[f, eb[e]], py[f, eb[e]]), -1).double()
+            prims.add_thick_lines(p0, p1, hw, prims.new_ids(f, base_slot + e))
+        f, j = (ok & on).nonzero(as_tuple=True)
+        if f.numel():
+            colors[f, base_slot + len(HAND_EDGES) + j, 2] = _trunc(hs[f, j] * 255).to(torch.uint8)
+            pt = torch.stack((px[f, j], py[f, j]), -1)
+            prims.add_circles(pt, hw, prims.new_ids(f, base_slot + len(HAND_EDGES) + j))
+
+    # Face: grey dots, strength = score (x 0.35 when weak); jaw and nose points skipped.
+    if draw_face:
+        idx = torch.tensor(_FACE_DRAWN, device=device)
+        fs = poses.face_score[:, idx].to(f32)
+        px = _trunc(poses.face[:, idx, 0].to(f32) * cw)
+        py = _trunc(poses.face[:, idx, 1].to(f32) * ch)
+        f, j = ((fs >= 0.3) & (px >= 1) & (py >= 1)).nonzero(as_tuple=True)
+        if f.numel():
+            conf = _trunc(fs[f, j] * 255)
+            if face_weak:
+                conf = _trunc(conf.double() * 0.35).to(f32)
+            colors[f, _O_FACE + j] = conf.to(torch.uint8)[:, None].expand(-1, 3)
+            pt = torch.stack((px[f, j], py[f, j]), -1)
+            prims.add_circles(pt, hw, prims.new_ids(f, _O_FACE + j))
+
+    if not prims.segs:
+        return None, None, colors.view(-1, 3), None, 0
+    segs = tuple(torch.cat(s) for s in zip(*prims.segs))
+    return torch.cat(prims.frames), torch.cat(prims.orders), colors.view(-1, 3), segs, prims.count
