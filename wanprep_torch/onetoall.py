@@ -141,7 +141,6 @@ def _rasterize_sampled(
     num_owners: int,
     row_map: torch.Tensor,
     cols: torch.Tensor,
-    width: int,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Like :func:`draw.rasterize_row_segments`, keeping only sampled rows and columns.
 
@@ -192,6 +191,7 @@ def render_dwposes(
     face_weak: bool = False,
     head: str = "full",
     chunk: int = 8,
+    dtype: torch.dtype = torch.uint8,
 ) -> torch.Tensor:
     """Draw poses in the One-to-All style (reference ``draw_pose_aligned``), resized.
 
@@ -203,65 +203,93 @@ def render_dwposes(
         head: "full", "weak" (head limbs at 35 %, head joints black) or "none" (head limbs
             and joints black), the reference's ``head_strength``.
         chunk: frames painted at once (bounds the working memory).
+        dtype: torch.uint8 or a float dtype.
 
     Returns:
-        (N, height, width, 3) uint8 RGB, on the poses' device.
+        (N, height, width, 3) RGB on the poses' device: uint8, or ``dtype`` float in [0, 1]
+        (multiples of 1/255).
     """
     if head not in STRENGTHS:
         raise ValueError(f"head must be one of {STRENGTHS}, got {head!r}")
     device = poses.body.device
     n = poses.body.shape[0]
     ch, cw = canvas_size(height, width)
-    ry0, ry1, wy = _resize_taps(ch, height)
-    rx0, rx1, wx = _resize_taps(cw, width)
-    rows = np.unique(np.concatenate((ry0, ry1)))
-    cols = np.unique(np.concatenate((rx0, rx1)))
-    row_map = np.full(ch, -1, np.int64)
-    row_map[rows] = np.arange(rows.size)
-    col_pos = np.full(cw, -1, np.int64)
-    col_pos[cols] = np.arange(cols.size)
-    t = lambda a: torch.as_tensor(a, device=device)  # noqa: E731
-    row_map_t, cols_t = t(row_map), t(cols)
-    iy0, iy1, wy1 = t(row_map[ry0]), t(row_map[ry1]), t(wy).to(torch.int32)
-    ix0, ix1, wx1 = t(col_pos[rx0]), t(col_pos[rx1]), t(wx).to(torch.int32)
-    n_rows, n_cols = rows.size, cols.size
+    rows, row_dst, row_w = _taps_by_source(ch, height, device)
+    cols, col_dst, col_w = _taps_by_source(cw, width, device)
+    row_map = torch.full((ch,), -1, dtype=torch.long, device=device)
+    row_map[rows] = torch.arange(rows.numel(), device=device)
+    n_rows, n_cols = rows.numel(), cols.numel()
 
-    out = torch.empty((n, height, width, 3), dtype=torch.uint8, device=device)
-    chunk = max(1, min(chunk, n)) if n else 1
-    canvas = torch.zeros((chunk * n_rows * n_cols, 3), dtype=torch.uint8, device=device)
-    scratch = _scratch(chunk * n_rows * n_cols, device)
+    float_out = dtype.is_floating_point
+    out = _zeros((n * height * width, 3), dtype, device)
+    chunk = max(1, min(chunk, n))
+    scratch = _zeros((chunk * n_rows * n_cols,), _scratch(0, device).dtype, device)
+    acc = _zeros((n * height * width, 3), torch.int32, device)
     for t0 in range(0, n, chunk):
         t1 = min(t0 + chunk, n)
         part = DwPoses(*(v[t0:t1] for v in poses))
         owner_frame, owner_slot, colors, segs, count = _primitives(part, ch, cw, draw_face, face_weak, head)
         if count == 0:
-            out[t0:t1] = 0
             continue
-        o, r, c = _rasterize_sampled(*segs, num_owners=count, row_map=row_map_t, cols=cols_t, width=cw)
+        o, r, c = _rasterize_sampled(*segs, num_owners=count, row_map=row_map, cols=cols)
         f = owner_frame[o]
         index = (f * n_rows + r) * n_cols + c
-        order = owner_slot[o]
-        # Painter's algorithm: the primitive drawn last wins each pixel (see draw.paint_pixels).
-        scratch.scatter_reduce_(0, index, (order + 1).to(scratch.dtype), "amax")
-        win = scratch[index].long() - 1
-        canvas[index] = colors[f * _N_SLOTS + win]
+        order = owner_slot[o] + 1
+        # Painter's algorithm: the primitive drawn last wins each pixel (as draw.paint_pixels);
+        # a frame's primitives have distinct orders, so each pixel has exactly one winner.
+        scratch.scatter_reduce_(0, index, order.to(scratch.dtype), "amax")
+        win = scratch[index].long() == order
         scratch[index] = 0
-        m = t1 - t0
-        img = canvas[: m * n_rows * n_cols].view(m, n_rows, n_cols, 3)
-        out[t0:t1] = _bilinear(img, iy0, iy1, wy1, ix0, ix1, wx1)
-        canvas[index] = 0
-    return out
+        f, r, c = f[win], r[win], c[win]
+        rgb = colors[f * _N_SLOTS + order[win] - 1].to(torch.int32)
+        # Bilinear resize by scattering each sampled pixel into the output pixels that read
+        # it (OpenCV's 11-bit fixed-point weights); unpainted pixels contribute nothing, so
+        # only the touched output pixels are ever computed.
+        dy, wy = row_dst[r], row_w[r]  # (Q, K)
+        dx, wx = col_dst[c], col_w[c]
+        dst = ((f + t0)[:, None, None] * height + dy[:, :, None]) * width + dx[:, None, :]
+        w = wy[:, :, None] * wx[:, None, :]
+        keep = w > 0
+        dst = dst[keep]
+        acc.index_add_(0, dst, w[keep][:, None] * rgb[keep.nonzero()[:, 0]])
+        val = (acc[dst] + (1 << 21)) >> 22
+        out[dst] = val.to(dtype) / 255 if float_out else val.to(dtype)
+    return out.view(n, height, width, 3)
 
 
-def _bilinear(img, iy0, iy1, wy1, ix0, ix1, wx1) -> torch.Tensor:
-    """Separable 2-tap resize in OpenCV's 11-bit fixed point, rounded half up."""
-    a = img.index_select(1, iy0).to(torch.int32)
-    b = img.index_select(1, iy1).to(torch.int32)
-    v = a * (2048 - wy1)[None, :, None, None] + b * wy1[None, :, None, None]
-    a = v.index_select(2, ix0)
-    b = v.index_select(2, ix1)
-    h = a * (2048 - wx1)[None, None, :, None] + b * wx1[None, None, :, None]
-    return ((h + (1 << 21)) >> 22).to(torch.uint8)
+def _zeros(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    # On the CPU, calloc'd numpy memory: zero pages are mapped lazily, so buffers that are
+    # only sparsely written cost nothing for their untouched parts.
+    if device.type == "cpu":
+        return torch.from_numpy(np.zeros(shape, dtype=torch.empty(0, dtype=dtype).numpy().dtype))
+    return torch.zeros(shape, dtype=dtype, device=device)
+
+
+def _taps_by_source(src: int, dst: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The resize taps of one axis grouped by source index.
+
+    Returns:
+        sampled source indices (S,) sorted, and for each the destination indices (S, K) and
+        weights (S, K) int32 (in 1/2048, 0 for padding) of the output pixels reading it.
+    """
+    s0, s1, w1 = _resize_taps(src, dst)
+    d = np.arange(dst)
+    srcs = np.concatenate((s0, s1))
+    dsts = np.concatenate((d, d))
+    ws = np.concatenate((2048 - w1, w1))
+    keep = ws > 0
+    srcs, dsts, ws = srcs[keep], dsts[keep], ws[keep]
+    uniq, inv = np.unique(srcs, return_inverse=True)
+    counts = np.bincount(inv, minlength=uniq.size)
+    k = int(counts.max()) if counts.size else 1
+    order = np.argsort(inv, kind="stable")
+    slot = np.arange(inv.size) - np.repeat(np.cumsum(counts) - counts, counts)
+    dst_tab = np.zeros((uniq.size, k), np.int64)
+    w_tab = np.zeros((uniq.size, k), np.int64)
+    dst_tab[inv[order], slot] = dsts[order]
+    w_tab[inv[order], slot] = ws[order]
+    t = lambda a, dt=torch.long: torch.as_tensor(a, dtype=dt, device=device)  # noqa: E731
+    return t(uniq), t(dst_tab), t(w_tab, torch.int32)
 
 
 def _primitives(poses: DwPoses, ch: int, cw: int, draw_face: bool, face_weak: bool, head: str):
