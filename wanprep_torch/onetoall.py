@@ -72,12 +72,21 @@ class DwPoses(NamedTuple):
 def dwposes_from_keypoints(keypoints: torch.Tensor, width: int, height: int) -> DwPoses:
     """The pose model's (N, 133, 3) pixel keypoints -> :class:`DwPoses`, normalised by (W, H).
 
-    Same rows and float32 arithmetic as the reference's Wan metas + DWPose conversion.
+    Same rows and float32 arithmetic as the reference's Wan metas (including their rule that a
+    frame whose every body point has a negative coordinate reuses the previous frame's body)
+    and its DWPose conversion.
     """
     kp = keypoints.detach().to(torch.float32).clone()
     kp[..., 0] /= width
     kp[..., 1] /= height
-    body = wan_body(kp)[:, :_N_BODY]
+    body = wan_body(kp)
+    lost = body[..., :2].amin(-1).amax(-1) < 0
+    if bool(lost[1:].any()):
+        ids = torch.arange(body.shape[0], device=body.device)
+        src = torch.where(lost, torch.full_like(ids, -1), ids).cummax(0).values
+        src = torch.where(lost & (src >= 0), src, ids)
+        body = body[src]
+    body = body[:, :_N_BODY]
     hands = torch.stack((kp[:, RIGHT_HAND_ROWS], kp[:, LEFT_HAND_ROWS]), 1)
     face = kp[:, FACE_ROWS][:, 1:]
     return DwPoses(
@@ -395,3 +404,363 @@ def _primitives(poses: DwPoses, ch: int, cw: int, draw_face: bool, face_weak: bo
         return None, None, colors.view(-1, 3), None, 0
     segs = tuple(torch.cat(s) for s in zip(*prims.segs))
     return torch.cat(prims.frames), torch.cat(prims.orders), colors.view(-1, 3), segs, prims.count
+
+
+# --------------------------------------------------------------------------------------
+# Alignment (reference infer_function / utils of One-to-All)
+# --------------------------------------------------------------------------------------
+
+_CONF = 0.9  # the reference's "reliable point" score for alignment
+_NOSE_TIP, _MOUTH_L, _MOUTH_R = 30, 48, 54
+
+
+def _pick(pose: DwPoses, i: int) -> DwPoses:
+    return DwPoses(*(v[i : i + 1] for v in pose))
+
+
+def _norm(v: torch.Tensor) -> torch.Tensor:
+    return (v * v).sum(-1).sqrt()
+
+
+def _ratio(num: torch.Tensor, den: torch.Tensor) -> float:
+    den_f = float(den)
+    return float(num) / den_f if den_f > 1e-6 else 1.0
+
+
+def pose_scale_ratio(target: DwPoses, source: DwPoses) -> float:
+    """How much ``source`` (one pose) must be scaled to match ``target``'s size.
+
+    Shoulder width and torso height when both poses have reliable shoulders and hips, the
+    shoulder distance with shoulders only, else the ear distance (normalised coordinates,
+    as the reference).
+    """
+    t, s = target.body[0].double(), source.body[0].double()
+    ts, ss = target.body_score[0], source.body_score[0]
+    ok = lambda sc, ids: all(float(sc[i]) >= _CONF for i in ids)  # noqa: E731
+    shoulders = ok(ts, (2, 5)) and ok(ss, (2, 5))
+    hips = ok(ts, (8, 11)) and ok(ss, (8, 11))
+    if shoulders and hips:
+        x = _ratio((t[5, 0] - t[2, 0]).abs(), (s[5, 0] - s[2, 0]).abs())
+        torso = lambda p: (p[[8, 11], 1].mean() - p[[2, 5], 1].mean()).abs()  # noqa: E731
+        return (x + _ratio(torso(t), torso(s))) / 2
+    if shoulders:
+        return _ratio(_norm(t[2] - t[5]), _norm(s[2] - s[5]))
+    return _ratio(_norm(t[16] - t[17]), _norm(s[16] - s[17]))
+
+
+def _scale_face(src: torch.Tensor, ref: torch.Tensor, nose: torch.Tensor) -> torch.Tensor:
+    """Face points (N, 68, 2) scaled per axis to the reference face's proportions (outer eye
+    corners for x, nose bridge to chin for y), nose tip moved onto ``nose`` (N, 2).
+
+    The reference scales about the mean of eyes / nose / mouth anchors and then moves the
+    nose tip, which leaves only the scale about the nose tip.
+    """
+    src, ref, nose = src.double(), ref.double(), nose.double()
+
+    def scale(a: int, b: int) -> torch.Tensor:
+        s_len, r_len = _norm(src[:, a] - src[:, b]), _norm(ref[:, a] - ref[:, b])
+        return torch.where(s_len > 1e-6, r_len / s_len.clamp(min=1e-300), torch.ones_like(s_len))
+
+    k = torch.stack((scale(36, 45), scale(27, 8)), -1)[:, None]
+    return nose[:, None] + (src - src[:, _NOSE_TIP : _NOSE_TIP + 1]) * k
+
+
+def _limb_ratios(ref: DwPoses, src: DwPoses) -> dict[tuple[int, int], float]:
+    """Per-bone length ratios reference / template, enabled group by group as more points
+    are reliable in both (the reference's compute_ratios_stepwise), left / right averaged."""
+    r, s = ref.body[0].double(), src.body[0].double()
+    valid = [float(ref.body_score[0, i]) >= _CONF and float(src.body_score[0, i]) >= _CONF for i in range(_N_BODY)]
+    pairs = ((0, 1), (1, 2), (1, 5), (2, 3), (3, 4), (5, 6), (6, 7), (0, 14), (0, 15), (14, 16), (15, 17),
+             (8, 9), (9, 10), (11, 12), (12, 13), (1, 8), (1, 11))  # fmt: skip
+    ratios = {p: 1.0 for p in pairs}
+    own = lambda a, b: _ratio(_norm(r[a] - r[b]), _norm(s[a] - s[b]))  # noqa: E731
+    all_ok = lambda ids: all(valid[i] for i in ids)  # noqa: E731
+    head = [0, 1, 14, 15, 16, 17]
+    steps = (
+        (head, ((0, 1), (0, 14), (0, 15), (14, 16), (15, 17)), ()),
+        (head + [2, 5], ((1, 2), (1, 5)), ()),
+        (head + [2, 5, 3, 6], ((2, 3), (5, 6)), (((3, 4), (2, 3)), ((6, 7), (5, 6)))),
+        (head + [2, 5, 3, 6, 8, 11], ((1, 8), (1, 11)), ()),
+        (head + [2, 5, 3, 6, 8, 11, 4, 7], ((3, 4), (6, 7)), ()),
+        (head + [2, 5, 3, 6, 8, 11, 4, 7, 9, 12], ((8, 9), (11, 12)), (((9, 10), (8, 9)), ((12, 13), (11, 12)))),
+        (list(range(_N_BODY)), pairs, ()),
+    )
+    for needed, mine, inherited in steps:
+        if all_ok(needed):
+            for p in mine:
+                ratios[p] = own(*p)
+            for p, parent in inherited:
+                ratios[p] = ratios[parent]
+    for a, b in (((1, 2), (1, 5)), ((2, 3), (5, 6)), ((3, 4), (6, 7)), ((8, 9), (11, 12)), ((9, 10), (12, 13))):
+        ratios[a] = ratios[b] = (ratios[a] + ratios[b]) / 2.0
+    return ratios
+
+
+def align_to_pose(reference: DwPoses, template: DwPoses) -> DwPoses:
+    """Template poses with their bones stretched toward the reference's proportions.
+
+    The reference pose is first scaled about its neck to the size of template frame 0 and
+    moved onto its neck; bone ratios (reference / template frame 0) then move each template
+    frame's joints chain by chain, the hands riding along, and the face is rescaled to the
+    reference face and put on the new nose. (As in the reference, the right arm's moves are
+    applied to the hand stored second, the left arm's to the first.)
+    """
+    first = _pick(template, 0)
+    s = pose_scale_ratio(first, reference)
+    neck, to = reference.body[0, 1].double(), first.body[0, 1].double()
+    ref_body = (reference.body[0].double() - neck) * s + to
+    ref_face = (reference.face[0].double() - neck) * s + to
+    ratios = _limb_ratios(DwPoses(ref_body[None], *reference[1:]), first)
+
+    c = template.body.double().clone()
+    hands = template.hands.double().clone()
+
+    def move(points, off, hand=None):
+        c[:, list(points)] += off[:, None]
+        if hand is not None:
+            hands[:, hand] += off[:, None]
+
+    def toward(parent: int, child: int, ratio: float) -> torch.Tensor:
+        # The move that makes the bone parent -> child ``ratio`` times as long.
+        return (c[:, parent] - c[:, child]) * (1.0 - ratio)
+
+    move((0, 14, 15, 16, 17), toward(1, 0, ratios[(0, 1)]))
+    move((2, 3, 4), toward(1, 2, ratios[(1, 2)]), hand=1)
+    move((5, 6, 7), toward(1, 5, ratios[(1, 5)]), hand=0)
+    move((3, 4), toward(2, 3, ratios[(2, 3)]), hand=1)
+    move((4,), toward(3, 4, ratios[(3, 4)]), hand=1)
+    move((6, 7), toward(5, 6, ratios[(5, 6)]), hand=0)
+    move((7,), toward(6, 7, ratios[(6, 7)]), hand=0)
+    for p1, p2 in ((0, 14), (0, 15), (14, 16), (15, 17)):
+        move((p2,), toward(p1, p2, ratios[(p1, p2)]))
+    move((8,), toward(1, 8, ratios[(1, 8)]))
+    move((11,), toward(1, 11, ratios[(1, 11)]))
+    move((9, 10), toward(8, 9, ratios[(8, 9)]))
+    move((10,), toward(9, 10, ratios[(9, 10)]))
+    move((12, 13), toward(11, 12, ratios[(11, 12)]))
+    move((13,), toward(12, 13, ratios[(12, 13)]))
+    face = _scale_face(template.face, ref_face[None].expand_as(template.face), c[:, 0])
+    return template._replace(body=c, hands=hands, face=face)
+
+
+def align_to_reference(
+    reference: DwPoses,
+    template: DwPoses,
+    template_metas: list[dict],
+    reference_meta: dict,
+) -> DwPoses:
+    """Template poses retargeted onto the reference's body (frame 0 as the anchor), in the
+    reference's normalised coordinates, faces rescaled to the reference face and placed on
+    the retargeted nose (the reference's ``align_to_reference``).
+
+    Args:
+        reference: the reference pose (one); template: the T template poses.
+        template_metas, reference_meta: the same poses as Wan meta dicts, for the retargeting.
+    """
+    try:
+        from .retargeting import retarget
+    except ImportError as e:  # pragma: no cover - depends on the retargeting module being merged
+        raise ImportError("align_to='ref' needs wanprep_torch.retargeting (the Wan retargeting)") from e
+    metas = retarget(template_metas, reference_meta)
+    device = template.body.device
+    wh = np.array([metas[0].width, metas[0].height], np.float64)
+    norm = lambda a: torch.from_numpy(np.nan_to_num(np.stack(a).astype(np.float64)) / wh).to(device)  # noqa: E731
+    score = lambda a: torch.from_numpy(np.nan_to_num(np.stack(a).astype(np.float64))).to(device)  # noqa: E731
+    body = norm([m.kps_body for m in metas])[:, :_N_BODY]
+    body_p = score([m.kps_body_p for m in metas])[:, :_N_BODY]
+    hands = torch.stack((norm([m.kps_rhand for m in metas]), norm([m.kps_lhand for m in metas])), 1)
+    hands_p = torch.stack((score([m.kps_rhand_p for m in metas]), score([m.kps_lhand_p for m in metas])), 1)
+    face = _scale_face(template.face, reference.face.expand_as(template.face), body[:, 0])
+    return DwPoses(body, body_p, body_p > 0, hands, hands_p, face, template.face_score)
+
+
+# --------------------------------------------------------------------------------------
+# Reference image warp (cv2.warpAffine rules)
+# --------------------------------------------------------------------------------------
+
+
+def warp_affine(image: torch.Tensor, matrix: np.ndarray, nearest: bool = False, border: float = 0.0) -> torch.Tensor:
+    """``cv2.warpAffine(image, matrix, (w, h))`` with a constant border, in torch.
+
+    OpenCV inverts the matrix, steps the source coordinates in 1/1024 fixed point and
+    bilinear-samples at 1/32 pixel; 8-bit images use integer weights (rounded), float
+    images float weights. Nearest rounds the fixed-point coordinate to the pixel.
+
+    Args:
+        image: (h, w, C) uint8 or float, or (h, w) for nearest.
+        matrix: (2, 3) forward (source -> destination) matrix.
+        nearest: INTER_NEAREST instead of INTER_LINEAR.
+        border: value of pixels taken from outside the image.
+
+    Returns:
+        Same shape and dtype as ``image``.
+    """
+    m = np.asarray(matrix, np.float64)
+    det = m[0, 0] * m[1, 1] - m[0, 1] * m[1, 0]
+    det = 1.0 / det if det != 0 else 0.0
+    a11, a22, a12, a21 = m[1, 1] * det, m[0, 0] * det, -m[0, 1] * det, -m[1, 0] * det
+    b1 = -a11 * m[0, 2] - a12 * m[1, 2]
+    b2 = -a21 * m[0, 2] - a22 * m[1, 2]
+    h, w = image.shape[:2]
+    device = image.device
+    x = torch.arange(w, device=device, dtype=torch.float64)
+    y = torch.arange(h, device=device, dtype=torch.float64)
+    rd = 512 if nearest else 16
+    shift = 10 if nearest else 5
+    fx = (torch.round(a11 * x * 1024).long()[None] + torch.round((a12 * y + b1) * 1024).long()[:, None] + rd) >> shift
+    fy = (torch.round(a21 * x * 1024).long()[None] + torch.round((a22 * y + b2) * 1024).long()[:, None] + rd) >> shift
+    if nearest:
+        inside = (fx >= 0) & (fx < w) & (fy >= 0) & (fy < h)
+        src = image[fy.clamp(0, h - 1), fx.clamp(0, w - 1)]
+        mask = inside.view(h, w, *([1] * (image.dim() - 2)))
+        return torch.where(mask, src, torch.full_like(src, border))
+    sx, sy, ax, ay = fx >> 5, fy >> 5, fx & 31, fy & 31
+    integer = not image.dtype.is_floating_point
+    acc = torch.zeros(image.shape, dtype=torch.int64 if integer else torch.float64, device=device)
+    for dy, wy in ((0, 32 - ay), (1, ay)):
+        for dx, wx in ((0, 32 - ax), (1, ax)):
+            px, py = sx + dx, sy + dy
+            inside = ((px >= 0) & (px < w) & (py >= 0) & (py < h))[..., None]
+            v = image[py.clamp(0, h - 1), px.clamp(0, w - 1)]
+            v = torch.where(inside, v.to(acc.dtype), torch.full_like(v, border, dtype=acc.dtype))
+            acc += (wy * wx)[..., None].to(acc.dtype) * v
+    if integer:
+        return ((acc + 512) >> 10).clamp(0, 255).to(image.dtype)  # weights in 1/1024, rounded
+    return (acc / 1024).to(image.dtype)
+
+
+def _warp_matrix(reference: DwPoses, first: DwPoses, width: int, height: int) -> np.ndarray:
+    """Scale about the reference's neck to template frame 0's size, then move the neck onto
+    frame 0's neck (both in the reference image's pixels), float32 like the reference."""
+    s = np.float32(pose_scale_ratio(first, reference))
+    f32 = lambda v: np.float32(float(v))  # noqa: E731
+    x0, y0 = f32(reference.body[0, 1, 0]) * np.float32(width), f32(reference.body[0, 1, 1]) * np.float32(height)
+    dx = f32(first.body[0, 1, 0]) * np.float32(width) - x0
+    dy = f32(first.body[0, 1, 1]) * np.float32(height) - y0
+    one = np.float32(1)
+    return np.array([[s, 0, (one - s) * x0 + dx], [0, s, (one - s) * y0 + dy]], dtype=np.float32)
+
+
+# --------------------------------------------------------------------------------------
+# The node's function
+# --------------------------------------------------------------------------------------
+
+
+def _as_tensor(value, what: str) -> torch.Tensor:
+    if isinstance(value, np.ndarray):
+        value = torch.from_numpy(value)
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{what} must be a torch tensor or numpy array, got {type(value).__name__}")
+    return value
+
+
+def onetoall(
+    template_keypoints: torch.Tensor,
+    width: int,
+    height: int,
+    align_to: str = "ref",
+    draw_face_points: str = "full",
+    draw_head: str = "full",
+    reference_keypoints: torch.Tensor | None = None,
+    reference_image: torch.Tensor | None = None,
+    *,
+    frame_size: tuple[int, int] | None = None,
+) -> OneToAllOutputs:
+    """The "Pose Detection OneToAll Animation" node after its two models.
+
+    Args:
+        template_keypoints: (T, 133, 3) the pose model's keypoints of the video frames, x, y
+            in frame pixels, score.
+        width, height: output size of the pose images.
+        align_to: "ref" (retarget the template poses onto the reference's body), "pose" (warp
+            the reference image onto template frame 0 and stretch the template's bones toward
+            the reference's proportions) or "none".
+        draw_face_points: "full", "weak" (35 % strength) or "none".
+        draw_head: "full", "weak" or "none" (see :func:`render_dwposes`).
+        reference_keypoints: (133, 3) the pose model's keypoints of the reference image, in
+            its own pixels; with ``reference_image``, or neither.
+        reference_image: (h, w, 3) uint8 (or float in [0, 1]) reference image; a leading
+            batch axis of 1 is accepted.
+        frame_size: (H, W) of the video frames the template keypoints were measured on;
+            default (height, width).
+
+    Returns:
+        :class:`OneToAllOutputs` (float32 in [0, 1], on the keypoints' device):
+        pose_images (T, height, width, 3); ref_pose_image (1, height, width, 3), or
+        (1, h, w, 3) for "pose"; ref_image (1, h, w, 3) (black (1, height, width, 3) without
+        a reference); ref_mask (1, h, w) (zeros (1, height, width) without a reference).
+
+    Raises:
+        ValueError / TypeError: bad shapes, sizes or option values, a reference image without
+        keypoints (or the reverse), or, for "ref" / "pose", a reference with no body point
+        detected (nothing to align to).
+    """
+    kps = _as_tensor(template_keypoints, "template_keypoints")
+    if kps.dim() != 3 or kps.shape[1:] != (133, 3) or kps.shape[0] == 0:
+        raise ValueError(f"template_keypoints must have shape (T, 133, 3) with T >= 1, got {tuple(kps.shape)}")
+    for name, v in (("width", width), ("height", height)):
+        if int(v) != v or int(v) < 1:
+            raise ValueError(f"{name} must be a positive integer, got {v!r}")
+    width, height = int(width), int(height)
+    for name, v, allowed in (("align_to", align_to, ALIGN_MODES), ("draw_face_points", draw_face_points, STRENGTHS), ("draw_head", draw_head, STRENGTHS)):
+        if v not in allowed:
+            raise ValueError(f"{name} must be one of {allowed}, got {v!r}")
+    frame_h, frame_w = (height, width) if frame_size is None else (int(frame_size[0]), int(frame_size[1]))
+    if min(frame_h, frame_w) < 1:
+        raise ValueError(f"frame_size must be positive (H, W), got {frame_size!r}")
+    if (reference_keypoints is None) != (reference_image is None):
+        raise ValueError("reference_keypoints and reference_image go together: pass both or neither")
+    device = kps.device
+    template = dwposes_from_keypoints(kps, frame_w, frame_h)
+    draw = dict(draw_face=draw_face_points != "none", face_weak=draw_face_points == "weak", head=draw_head)
+    f32 = torch.float32
+
+    if reference_image is None:
+        pose_images = render_dwposes(template, height, width, dtype=f32, **draw)
+        black = torch.zeros((1, height, width, 3), dtype=f32, device=device)
+        return OneToAllOutputs(pose_images, black, black.clone(), torch.zeros((1, height, width), dtype=f32, device=device))
+
+    ref_kps = _as_tensor(reference_keypoints, "reference_keypoints").to(device)
+    if ref_kps.dim() == 3 and ref_kps.shape[0] == 1:
+        ref_kps = ref_kps[0]
+    if ref_kps.shape != (133, 3):
+        raise ValueError(f"reference_keypoints must have shape (133, 3), got {tuple(ref_kps.shape)}")
+    image = _as_tensor(reference_image, "reference_image").to(device)
+    if image.dim() == 4 and image.shape[0] == 1:
+        image = image[0]
+    if image.dim() != 3 or image.shape[-1] != 3 or min(image.shape[:2]) < 1:
+        raise ValueError(f"reference_image must have shape (h, w, 3), got {tuple(image.shape)}")
+    if image.dtype == torch.uint8:
+        image_255 = image.to(torch.float64)
+    elif image.dtype.is_floating_point:
+        image_255 = image.to(torch.float64) * 255
+    else:
+        raise TypeError(f"reference_image must be uint8 or float in [0, 1], got {image.dtype}")
+    ref_h, ref_w = image.shape[:2]
+    reference = dwposes_from_keypoints(ref_kps[None], ref_w, ref_h)
+    if align_to != "none" and not bool((reference.body_score > 0).any()):
+        raise ValueError(
+            f"align_to={align_to!r}: no person in the reference image (no body keypoint with a score above 0)"
+        )
+
+    if align_to == "pose":
+        first = _pick(template, 0)
+        matrix = _warp_matrix(reference, first, ref_w, ref_h)
+        ref_pose = render_dwposes(reference, ref_h, ref_w, draw_face=False)[0]
+        ref_pose_image = (warp_affine(ref_pose, matrix).to(f32) / 255)[None]
+        ref_image = (warp_affine(image_255, matrix) / 255).clamp(0, 1).to(f32)[None]
+        outside = warp_affine(torch.zeros((ref_h, ref_w), dtype=torch.uint8, device=device), matrix, nearest=True, border=255)
+        ref_mask = (outside.to(f32) / 255)[None]
+        template = align_to_pose(reference, template)
+    else:
+        ref_pose_image = render_dwposes(reference, height, width, draw_face=False, dtype=f32)
+        ref_image = (image_255 / 255).to(f32)[None]
+        ref_mask = torch.zeros((1, ref_h, ref_w), dtype=f32, device=device)
+        if align_to == "ref":
+            from .wan import pose_metas
+
+            template_metas, _ = pose_metas(kps, frame_w, frame_h)
+            reference_meta = pose_metas(ref_kps[None], ref_w, ref_h)[0][0]
+            template = align_to_reference(reference, template, template_metas, reference_meta)
+    pose_images = render_dwposes(template, height, width, dtype=f32, **draw)
+    return OneToAllOutputs(pose_images, ref_pose_image, ref_image, ref_mask)
