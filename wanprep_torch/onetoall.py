@@ -582,12 +582,12 @@ def align_to_reference(
 def warp_affine(image: torch.Tensor, matrix: np.ndarray, nearest: bool = False, border: float = 0.0) -> torch.Tensor:
     """``cv2.warpAffine(image, matrix, (w, h))`` with a constant border, in torch.
 
-    OpenCV inverts the matrix, steps the source coordinates in 1/1024 fixed point and
-    bilinear-samples at 1/32 pixel; 8-bit images use integer weights (rounded), float
-    images float weights. Nearest rounds the fixed-point coordinate to the pixel.
+    OpenCV inverts the matrix and samples the source at the mapped point of every output
+    pixel: bilinear in float (OpenCV >= 4.11's warp kernels; 8-bit results rounded), or,
+    for nearest, at the pixel its 1/1024 fixed-point coordinate rounds to.
 
     Args:
-        image: (h, w, C) uint8 or float, or (h, w) for nearest.
+        image: (h, w, C) or (h, w), uint8 or float.
         matrix: (2, 3) forward (source -> destination) matrix.
         nearest: INTER_NEAREST instead of INTER_LINEAR.
         border: value of pixels taken from outside the image.
@@ -603,30 +603,29 @@ def warp_affine(image: torch.Tensor, matrix: np.ndarray, nearest: bool = False, 
     b2 = -a21 * m[0, 2] - a22 * m[1, 2]
     h, w = image.shape[:2]
     device = image.device
-    x = torch.arange(w, device=device, dtype=torch.float64)
-    y = torch.arange(h, device=device, dtype=torch.float64)
-    rd = 512 if nearest else 16
-    shift = 10 if nearest else 5
-    fx = (torch.round(a11 * x * 1024).long()[None] + torch.round((a12 * y + b1) * 1024).long()[:, None] + rd) >> shift
-    fy = (torch.round(a21 * x * 1024).long()[None] + torch.round((a22 * y + b2) * 1024).long()[:, None] + rd) >> shift
+    x = torch.arange(w, device=device, dtype=torch.float64)[None]
+    y = torch.arange(h, device=device, dtype=torch.float64)[:, None]
+    extra = [1] * (image.dim() - 2)
     if nearest:
-        inside = (fx >= 0) & (fx < w) & (fy >= 0) & (fy < h)
+        fx = (torch.round(a11 * x * 1024).long() + torch.round((a12 * y + b1) * 1024).long() + 512) >> 10
+        fy = (torch.round(a21 * x * 1024).long() + torch.round((a22 * y + b2) * 1024).long() + 512) >> 10
+        inside = ((fx >= 0) & (fx < w) & (fy >= 0) & (fy < h)).view(h, w, *extra)
         src = image[fy.clamp(0, h - 1), fx.clamp(0, w - 1)]
-        mask = inside.view(h, w, *([1] * (image.dim() - 2)))
-        return torch.where(mask, src, torch.full_like(src, border))
-    sx, sy, ax, ay = fx >> 5, fy >> 5, fx & 31, fy & 31
-    integer = not image.dtype.is_floating_point
-    acc = torch.zeros(image.shape, dtype=torch.int64 if integer else torch.float64, device=device)
-    for dy, wy in ((0, 32 - ay), (1, ay)):
-        for dx, wx in ((0, 32 - ax), (1, ax)):
-            px, py = sx + dx, sy + dy
-            inside = ((px >= 0) & (px < w) & (py >= 0) & (py < h))[..., None]
-            v = image[py.clamp(0, h - 1), px.clamp(0, w - 1)]
-            v = torch.where(inside, v.to(acc.dtype), torch.full_like(v, border, dtype=acc.dtype))
-            acc += (wy * wx)[..., None].to(acc.dtype) * v
-    if integer:
-        return ((acc + 512) >> 10).clamp(0, 255).to(image.dtype)  # weights in 1/1024, rounded
-    return (acc / 1024).to(image.dtype)
+        return torch.where(inside, src, torch.full_like(src, border))
+    sx, sy = a11 * x + a12 * y + b1, a21 * x + a22 * y + b2
+    x0, y0 = torch.floor(sx), torch.floor(sy)
+    ax, ay = sx - x0, sy - y0
+    x0, y0 = x0.long(), y0.long()
+    acc = torch.zeros(image.shape, dtype=torch.float64, device=device)
+    for dy, wy in ((0, 1 - ay), (1, ay)):
+        for dx, wx in ((0, 1 - ax), (1, ax)):
+            px, py = x0 + dx, y0 + dy
+            inside = ((px >= 0) & (px < w) & (py >= 0) & (py < h)).view(h, w, *extra)
+            v = image[py.clamp(0, h - 1), px.clamp(0, w - 1)].to(torch.float64)
+            acc += (wy * wx).view(h, w, *extra) * torch.where(inside, v, torch.full_like(v, border))
+    if image.dtype.is_floating_point:
+        return acc.to(image.dtype)
+    return torch.round(acc).clamp(0, 255).to(image.dtype)
 
 
 def _warp_matrix(reference: DwPoses, first: DwPoses, width: int, height: int) -> np.ndarray:
