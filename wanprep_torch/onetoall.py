@@ -301,8 +301,11 @@ def _taps_by_source(src: int, dst: int, device: torch.device) -> tuple[torch.Ten
     return t(uniq), t(dst_tab), t(w_tab, torch.int32)
 
 
-def _primitives(poses: DwPoses, ch: int, cw: int, draw_face: bool, face_weak: bool, head: str):
+def _primitives(poses: DwPoses, ch: int, cw: int, draw_face: bool, face_weak: bool, head: str, dim_limbs: bool = True):
     """Row segments of every primitive of a chunk of frames and its colour table.
+
+    ``dim_limbs=False`` leaves out the reference's 0.6 dimming of the limbs (which it applies
+    to the whole canvas after drawing them), for a caller that does that pass itself.
 
     Returns:
         owner frame (P,), owner draw slot (P,), colours (N * slots, 3) uint8, the row
@@ -340,7 +343,8 @@ def _primitives(poses: DwPoses, ch: int, cw: int, draw_face: bool, face_weak: bo
         weak = _trunc(base.double() * 0.35).to(f32)
         col = torch.where(both[:, None], strong, weak)
         col = torch.where(((c0 == 0) | (c1 == 0))[:, None], torch.zeros_like(col), col)
-        col = _trunc(col.double() * 0.6)
+        if dim_limbs:
+            col = _trunc(col.double() * 0.6)
         colors[f, _O_LIMB + l] = col.to(torch.uint8)
         x0, x1, y0, y1 = bx[f, a], bx[f, b], by[f, a], by[f, b]
         center = torch.stack((_trunc((x0 + x1) / 2), _trunc((y0 + y1) / 2)), -1).double()
