@@ -237,20 +237,22 @@ def render_dwposes(
     for t0 in range(0, n, chunk):
         t1 = min(t0 + chunk, n)
         part = DwPoses(*(v[t0:t1] for v in poses))
-        owner_frame, owner_slot, colors, segs, count = _primitives(part, ch, cw, draw_face, face_weak, head)
+        owner_frame, owner_slot, colors, segs, count = _primitives(
+            part, ch, cw, draw_face, face_weak, head, row_mask=row_map >= 0
+        )
         if count == 0:
             continue
         o, r, c = _rasterize_sampled(*segs, num_owners=count, row_map=row_map, cols=cols)
         f = owner_frame[o]
         index = (f * n_rows + r) * n_cols + c
-        order = owner_slot[o] + 1
+        order = (owner_slot[o] + 1).to(scratch.dtype)
         # Painter's algorithm: the primitive drawn last wins each pixel (as draw.paint_pixels);
         # a frame's primitives have distinct orders, so each pixel has exactly one winner.
-        scratch.scatter_reduce_(0, index, order.to(scratch.dtype), "amax")
-        win = scratch[index].long() == order
+        scratch.scatter_reduce_(0, index, order, "amax")
+        win = scratch[index] == order
         scratch[index] = 0
         f, r, c = f[win], r[win], c[win]
-        rgb = colors[f * _N_SLOTS + order[win] - 1].to(torch.int32)
+        rgb = colors[f * _N_SLOTS + order[win].long() - 1].to(torch.int32)
         # Bilinear resize by scattering each sampled pixel into the output pixels that read
         # it (OpenCV's 11-bit fixed-point weights); unpainted pixels contribute nothing, so
         # only the touched output pixels are ever computed.
@@ -301,7 +303,16 @@ def _taps_by_source(src: int, dst: int, device: torch.device) -> tuple[torch.Ten
     return t(uniq), t(dst_tab), t(w_tab, torch.int32)
 
 
-def _primitives(poses: DwPoses, ch: int, cw: int, draw_face: bool, face_weak: bool, head: str, dim_limbs: bool = True):
+def _primitives(
+    poses: DwPoses,
+    ch: int,
+    cw: int,
+    draw_face: bool,
+    face_weak: bool,
+    head: str,
+    dim_limbs: bool = True,
+    row_mask: torch.Tensor | None = None,
+):
     """Row segments of every primitive of a chunk of frames and its colour table.
 
     ``dim_limbs=False`` leaves out the reference's 0.6 dimming of the limbs (which it applies
@@ -315,7 +326,7 @@ def _primitives(poses: DwPoses, ch: int, cw: int, draw_face: bool, face_weak: bo
     n = poses.body.shape[0]
     f32 = torch.float32
     colors = torch.zeros((n, _N_SLOTS, 3), dtype=torch.uint8, device=device)
-    prims = _Prims(ch, cw, device)
+    prims = _Prims(ch, cw, device, row_mask)
     bw = _stick_width(ch, cw, 3)
     hw = _stick_width(ch, cw, 2)
 
