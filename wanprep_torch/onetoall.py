@@ -72,11 +72,12 @@ class DwPoses(NamedTuple):
 def dwposes_from_keypoints(keypoints: torch.Tensor, width: int, height: int) -> DwPoses:
     """The pose model's (N, 133, 3) pixel keypoints -> :class:`DwPoses`, normalised by (W, H).
 
-    Same rows and float32 arithmetic as the reference's Wan metas (including their rule that a
-    frame whose every body point has a negative coordinate reuses the previous frame's body)
-    and its DWPose conversion.
+    Same rows as the reference's Wan metas (including their rule that a frame whose every
+    body point has a negative coordinate reuses the previous frame's body) and its DWPose
+    conversion, in float64 (float32 on MPS) like the reference's goldens: truncating pixel
+    coordinates on the 2160 canvas is sensitive to the last bits.
     """
-    kp = keypoints.detach().to(torch.float32).clone()
+    kp = keypoints.detach().to(_geometry_dtype(keypoints.device)).clone()
     kp[..., 0] /= width
     kp[..., 1] /= height
     body = wan_body(kp)
@@ -149,14 +150,14 @@ def _rasterize_sampled(
     x_hi: torch.Tensor,
     num_owners: int,
     row_map: torch.Tensor,
-    cols: torch.Tensor,
+    col_rank: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Like :func:`draw.rasterize_row_segments`, keeping only sampled rows and columns.
 
     Args:
         owner, y, x_lo, x_hi: (S,) long row segments on the big canvas.
         row_map: (H_big,) long: compact row of each canvas row, -1 where not sampled.
-        cols: (C,) long sorted sampled canvas columns.
+        col_rank: (W_big + 1,) long: number of sampled canvas columns left of each column.
 
     Returns:
         ``(owner, compact_row, compact_col)``, (Q,) long each.
@@ -180,12 +181,17 @@ def _rasterize_sampled(
     s_owner, s_row = _expand(rows)
     s_r = r_min[s_owner] + s_row
     # A convex primitive fills each row between its extreme outline pixels.
-    c_lo = torch.searchsorted(cols, lo, right=False)
-    c_hi = torch.searchsorted(cols, hi, right=True)
-    ok = (lo <= hi) & (c_lo < c_hi)
+    last = col_rank.numel() - 1
+    c_lo = col_rank[lo.clamp(0, last)]
+    c_hi = col_rank[(hi + 1).clamp(0, last)]
+    ok = c_lo < c_hi
     s_owner, s_r, c_lo, c_hi = s_owner[ok], s_r[ok], c_lo[ok], c_hi[ok]
     e, k = _expand(c_hi - c_lo)
     return s_owner[e], s_r[e], c_lo[e] + k
+
+
+def _geometry_dtype(device: torch.device) -> torch.dtype:
+    return torch.float32 if device.type == "mps" else torch.float64  # MPS has no float64
 
 
 def _trunc(v: torch.Tensor) -> torch.Tensor:
@@ -199,7 +205,7 @@ def render_dwposes(
     draw_face: bool = True,
     face_weak: bool = False,
     head: str = "full",
-    chunk: int = 8,
+    chunk: int = 16,
     dtype: torch.dtype = torch.uint8,
 ) -> torch.Tensor:
     """Draw poses in the One-to-All style (reference ``draw_pose_aligned``), resized.
@@ -228,12 +234,15 @@ def render_dwposes(
     row_map = torch.full((ch,), -1, dtype=torch.long, device=device)
     row_map[rows] = torch.arange(rows.numel(), device=device)
     n_rows, n_cols = rows.numel(), cols.numel()
+    col_rank = torch.zeros(cw + 1, dtype=torch.long, device=device)
+    col_rank[cols + 1] = 1
+    col_rank = col_rank.cumsum(0)
 
     float_out = dtype.is_floating_point
     out = _zeros((n * height * width, 3), dtype, device)
     chunk = max(1, min(chunk, n))
     scratch = _zeros((chunk * n_rows * n_cols,), _scratch(0, device).dtype, device)
-    acc = _zeros((n * height * width, 3), torch.int32, device)
+    acc = _zeros((chunk * height * width, 3), torch.int32, device)
     for t0 in range(0, n, chunk):
         t1 = min(t0 + chunk, n)
         part = DwPoses(*(v[t0:t1] for v in poses))
@@ -242,7 +251,7 @@ def render_dwposes(
         )
         if count == 0:
             continue
-        o, r, c = _rasterize_sampled(*segs, num_owners=count, row_map=row_map, cols=cols)
+        o, r, c = _rasterize_sampled(*segs, num_owners=count, row_map=row_map, col_rank=col_rank)
         f = owner_frame[o]
         index = (f * n_rows + r) * n_cols + c
         order = (owner_slot[o] + 1).to(scratch.dtype)
@@ -258,12 +267,14 @@ def render_dwposes(
         # only the touched output pixels are ever computed.
         dy, wy = row_dst[r], row_w[r]  # (Q, K)
         dx, wx = col_dst[c], col_w[c]
-        dst = ((f + t0)[:, None, None] * height + dy[:, :, None]) * width + dx[:, None, :]
+        dst = (f[:, None, None] * height + dy[:, :, None]) * width + dx[:, None, :]
         w = wy[:, :, None] * wx[:, None, :]
         keep = w > 0
         dst = dst[keep]
         acc.index_add_(0, dst, w[keep][:, None] * rgb[keep.nonzero()[:, 0]])
         val = (acc[dst] + (1 << 21)) >> 22
+        acc[dst] = 0
+        dst += t0 * height * width
         out[dst] = val.to(dtype) / 255 if float_out else val.to(dtype)
     return out.view(n, height, width, 3)
 
@@ -324,21 +335,21 @@ def _primitives(
     """
     device = poses.body.device
     n = poses.body.shape[0]
-    f32 = torch.float32
+    f32, fd = torch.float32, _geometry_dtype(device)
     colors = torch.zeros((n, _N_SLOTS, 3), dtype=torch.uint8, device=device)
     prims = _Prims(ch, cw, device, row_mask)
     bw = _stick_width(ch, cw, 3)
     hw = _stick_width(ch, cw, 2)
 
-    score = poses.body_score.to(f32).clone()
+    score = poses.body_score.to(fd).clone()
     if head == "weak":
         score[:, list(_HEAD)] = -2.0
     elif head == "none":
         score[:, list(_HEAD)] = 0.0
     present = poses.body_present
-    bx = poses.body[..., 0].to(f32) * cw  # float32 like the reference's numpy arrays
-    by = poses.body[..., 1].to(f32) * ch
-    body_rgb = torch.tensor(BODY_COLORS[:_N_BODY], dtype=f32, device=device)
+    bx = poses.body[..., 0].to(fd) * cw
+    by = poses.body[..., 1].to(fd) * ch
+    body_rgb = torch.tensor(BODY_COLORS[:_N_BODY], dtype=fd, device=device)
 
     # Limbs: ellipse2Poly + fillConvexPoly, colour scaled by the product of the two scores
     # (0.35 when one is negative, 0 when one is 0), then the whole canvas times 0.6.
@@ -351,18 +362,18 @@ def _primitives(
         base = body_rgb[l]
         both = (c0 > 0) & (c1 > 0)
         strong = _trunc(base * (c0 * c1).clamp(min=0)[:, None])
-        weak = _trunc(base.double() * 0.35).to(f32)
+        weak = _trunc(base * 0.35)
         col = torch.where(both[:, None], strong, weak)
         col = torch.where(((c0 == 0) | (c1 == 0))[:, None], torch.zeros_like(col), col)
         if dim_limbs:
-            col = _trunc(col.double() * 0.6)
+            col = _trunc(col.to(fd) * 0.6)
         colors[f, _O_LIMB + l] = col.to(torch.uint8)
         x0, x1, y0, y1 = bx[f, a], bx[f, b], by[f, a], by[f, b]
-        center = torch.stack((_trunc((x0 + x1) / 2), _trunc((y0 + y1) / 2)), -1).double()
+        center = torch.stack((_trunc((x0 + x1) / 2), _trunc((y0 + y1) / 2)), -1).to(fd)
         length = ((y0 - y1) ** 2 + (x0 - x1) ** 2) ** 0.5
-        half = _trunc(length / 2).double()
+        half = _trunc(length / 2).to(fd)
         axes = torch.stack((half, torch.full_like(half, float(bw))), -1)
-        angle = _trunc(torch.rad2deg(torch.atan2((y0 - y1).double(), (x0 - x1).double())))
+        angle = _trunc(torch.rad2deg(torch.atan2((y0 - y1).to(fd), (x0 - x1).to(fd))))
         ids = prims.new_ids(f, _O_LIMB + l)
         prims.add_polygons(ellipse_polygons(center, axes, angle).long(), ids)
 
@@ -382,17 +393,17 @@ def _primitives(
     eb = torch.tensor([e[1] for e in HAND_EDGES], device=device)
     for h in range(2):
         base_slot = _O_HAND + h * _HAND_SLOTS
-        hs = poses.hands_score[:, h].to(f32)
-        px = _trunc(poses.hands[:, h, :, 0].to(f32) * cw)
-        py = _trunc(poses.hands[:, h, :, 1].to(f32) * ch)
+        hs = poses.hands_score[:, h].to(fd)
+        px = _trunc(poses.hands[:, h, :, 0].to(fd) * cw)
+        py = _trunc(poses.hands[:, h, :, 1].to(fd) * ch)
         ok = hs >= 0.3
         on = (px >= 1) & (py >= 1)
         f, e = (ok[:, ea] & ok[:, eb] & on[:, ea] & on[:, eb]).nonzero(as_tuple=True)
         if f.numel():
             sc = _trunc(hs[f, ea[e]] * hs[f, eb[e]] * 255)
-            colors[f, base_slot + e] = _trunc(hand_rgb[e] * sc[:, None] / 255).to(torch.uint8)
-            p0 = torch.stack((px[f, ea[e]], py[f, ea[e]]), -1).double()
-            p1 = torch.stack((px[f, eb[e]], py[f, eb[e]]), -1).double()
+            colors[f, base_slot + e] = _trunc(hand_rgb[e] * sc.to(f32)[:, None] / 255).to(torch.uint8)  # float32 as the reference
+            p0 = torch.stack((px[f, ea[e]], py[f, ea[e]]), -1).to(fd)
+            p1 = torch.stack((px[f, eb[e]], py[f, eb[e]]), -1).to(fd)
             prims.add_thick_lines(p0, p1, hw, prims.new_ids(f, base_slot + e))
         f, j = (ok & on).nonzero(as_tuple=True)
         if f.numel():
@@ -403,14 +414,14 @@ def _primitives(
     # Face: grey dots, strength = score (x 0.35 when weak); jaw and nose points skipped.
     if draw_face:
         idx = torch.tensor(_FACE_DRAWN, device=device)
-        fs = poses.face_score[:, idx].to(f32)
-        px = _trunc(poses.face[:, idx, 0].to(f32) * cw)
-        py = _trunc(poses.face[:, idx, 1].to(f32) * ch)
+        fs = poses.face_score[:, idx].to(fd)
+        px = _trunc(poses.face[:, idx, 0].to(fd) * cw)
+        py = _trunc(poses.face[:, idx, 1].to(fd) * ch)
         f, j = ((fs >= 0.3) & (px >= 1) & (py >= 1)).nonzero(as_tuple=True)
         if f.numel():
             conf = _trunc(fs[f, j] * 255)
             if face_weak:
-                conf = _trunc(conf.double() * 0.35).to(f32)
+                conf = _trunc(conf * 0.35)
             colors[f, _O_FACE + j] = conf.to(torch.uint8)[:, None].expand(-1, 3)
             pt = torch.stack((px[f, j], py[f, j]), -1)
             prims.add_circles(pt, hw, prims.new_ids(f, _O_FACE + j))
