@@ -28,7 +28,18 @@ import torch
 from .draw import BODY_COLORS, HAND_EDGES, LIMBS, _expand, _Prims, _scratch, ellipse_polygons
 from .wan import FACE_ROWS, LEFT_HAND_ROWS, RIGHT_HAND_ROWS, wan_body
 
-__all__ = ["OneToAllOutputs", "DwPoses", "dwposes_from_keypoints", "render_dwposes", "onetoall"]
+__all__ = [
+    "OneToAllOutputs",
+    "DwPoses",
+    "dwposes_from_keypoints",
+    "wan_metas",
+    "canvas_size",
+    "render_dwposes",
+    "align_to_pose",
+    "align_to_reference",
+    "warp_affine",
+    "onetoall",
+]
 
 ALIGN_MODES = ("ref", "pose", "none")
 STRENGTHS = ("full", "weak", "none")
@@ -69,13 +80,12 @@ class DwPoses(NamedTuple):
     face_score: torch.Tensor  # (N, 68)
 
 
-def dwposes_from_keypoints(keypoints: torch.Tensor, width: int, height: int) -> DwPoses:
-    """The pose model's (N, 133, 3) pixel keypoints -> :class:`DwPoses`, normalised by (W, H).
+def _normalised(keypoints: torch.Tensor, width: int, height: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, 133, 3) pixels -> normalised rows (N, 133, 3) and Wan body rows (N, 20, 3).
 
-    Same rows as the reference's Wan metas (including their rule that a frame whose every
-    body point has a negative coordinate reuses the previous frame's body) and its DWPose
-    conversion, in float64 (float32 on MPS) like the reference's goldens: truncating pixel
-    coordinates on the 2160 canvas is sensitive to the last bits.
+    Float64 (float32 on MPS) like the reference's goldens: truncating pixel coordinates on
+    the 2160 canvas is sensitive to float32 noise. A frame whose every body point has a
+    negative coordinate reuses the previous frame's body, as the reference's Wan metas do.
     """
     kp = keypoints.detach().to(_geometry_dtype(keypoints.device)).clone()
     kp[..., 0] /= width
@@ -85,14 +95,38 @@ def dwposes_from_keypoints(keypoints: torch.Tensor, width: int, height: int) -> 
     if bool(lost[1:].any()):
         ids = torch.arange(body.shape[0], device=body.device)
         src = torch.where(lost, torch.full_like(ids, -1), ids).cummax(0).values
-        src = torch.where(lost & (src >= 0), src, ids)
-        body = body[src]
+        body = body[torch.where(lost & (src >= 0), src, ids)]
+    return kp, body
+
+
+def dwposes_from_keypoints(keypoints: torch.Tensor, width: int, height: int) -> DwPoses:
+    """The pose model's (N, 133, 3) pixel keypoints -> :class:`DwPoses`, normalised by (W, H)
+    (the reference's Wan metas, then its DWPose conversion)."""
+    kp, body = _normalised(keypoints, width, height)
     body = body[:, :_N_BODY]
     hands = torch.stack((kp[:, RIGHT_HAND_ROWS], kp[:, LEFT_HAND_ROWS]), 1)
     face = kp[:, FACE_ROWS][:, 1:]
     return DwPoses(
         body[..., :2], body[..., 2], body[..., 2] > 0, hands[..., :2], hands[..., 2], face[..., :2], face[..., 2]
     )
+
+
+def wan_metas(keypoints: torch.Tensor, width: int, height: int) -> list[dict]:
+    """Wan meta dicts (normalised numpy arrays) of (N, 133, 3) pixel keypoints, in float64
+    (:func:`wanprep_torch.wan.pose_metas` gives float32), for the retargeting."""
+    kp, body = _normalised(keypoints, width, height)
+    kp, body = kp.cpu().numpy(), body.cpu().numpy()
+    return [
+        {
+            "width": int(width),
+            "height": int(height),
+            "keypoints_body": body[t],
+            "keypoints_left_hand": kp[t, LEFT_HAND_ROWS],
+            "keypoints_right_hand": kp[t, RIGHT_HAND_ROWS],
+            "keypoints_face": kp[t, FACE_ROWS],
+        }
+        for t in range(kp.shape[0])
+    ]
 
 
 # --------------------------------------------------------------------------------------
@@ -782,10 +816,8 @@ def onetoall(
         ref_image = (image_255 / 255).to(f32)[None]
         ref_mask = torch.zeros((1, ref_h, ref_w), dtype=f32, device=device)
         if align_to == "ref":
-            from .wan import pose_metas
-
-            template_metas, _ = pose_metas(kps, frame_w, frame_h)
-            reference_meta = pose_metas(ref_kps[None], ref_w, ref_h)[0][0]
+            template_metas = wan_metas(kps, frame_w, frame_h)
+            reference_meta = wan_metas(ref_kps[None], ref_w, ref_h)[0]
             template = align_to_reference(reference, template, template_metas, reference_meta)
     pose_images = render_dwposes(template, height, width, dtype=f32, **draw)
     return OneToAllOutputs(pose_images, ref_pose_image, ref_image, ref_mask)
