@@ -59,7 +59,8 @@ def synthetic_keypoints(frames: int, width: int, height: int, seed: int = 0) -> 
             for f in range(5):
                 d = ang + (f - 2) * 0.35
                 for j in range(4):
-                    kp[91 + 21 * h + 1 + 4 * f + j, :2] = wrist + 7 * s * (j + 1) * np.array([math.cos(d), math.sin(d)])
+                    step = 7 * s * (j + 1) * np.array([math.cos(d), math.sin(d)])
+                    kp[91 + 21 * h + 1 + 4 * f + j, :2] = wrist + step
             kp[91 + 21 * h, :2] = wrist
         kp[:, 2] = rng.uniform(0.5, 1.0, 133)
     return torch.from_numpy(out)
@@ -86,7 +87,8 @@ def reference_way(poses: DwPoses, height: int, width: int) -> np.ndarray:
         canvas = (canvas * 0.6).astype(np.uint8)  # the reference dims the whole canvas
         canvas[py[rest], px[rest]] = colors[order[rest] % _N_SLOTS]
         # Bilinear resize (11-bit fixed-point weights, rounded), rows then columns.
-        rows = canvas[y0].astype(np.int64) * (2048 - wy)[:, None, None] + canvas[y1].astype(np.int64) * wy[:, None, None]
+        top, bottom = canvas[y0].astype(np.int64), canvas[y1].astype(np.int64)
+        rows = top * (2048 - wy)[:, None, None] + bottom * wy[:, None, None]
         img = rows[:, x0] * (2048 - wx)[None, :, None] + rows[:, x1] * wx[None, :, None]
         frames.append(((img + (1 << 21)) >> 22).astype(np.uint8))
     return np.stack(frames).astype(np.float32) / 255
@@ -100,7 +102,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (the reference draws on one)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--golden", default=None, help="onetoall.npz: tile its template poses instead of synthetic ones")
+    ap.add_argument("--golden", default=None, help="onetoall.npz: tile its template poses (else synthetic)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -133,10 +135,12 @@ def main() -> None:
     t_ref, b = best(lambda: reference_way(poses, args.height, args.width))
     diff = np.abs(a.cpu().numpy() - b)
     n = args.frames
-    print(f"{n} frames {args.width}x{args.height}, canvas {canvas_size(args.height, args.width)}, torch threads {args.threads}, device {device}")
+    canvas = canvas_size(args.height, args.width)
+    print(f"{n} frames {args.width}x{args.height}, canvas {canvas}, torch threads {args.threads}, device {device}")
     print(f"reference way (per frame, full canvas): {t_ref * 1000:8.1f} ms  ({t_ref * 1000 / n:6.1f} ms/frame)")
     print(f"wanprep_torch.onetoall (batched)      : {t_ours * 1000:8.1f} ms  ({t_ours * 1000 / n:6.1f} ms/frame)")
-    print(f"speed-up: {t_ref / t_ours:.2f}x   outputs: max diff {diff.max() * 255:.0f}/255, {(diff > 1.5 / 255).mean():.2e} of values over 1/255")
+    over = (diff > 1.5 / 255).mean()
+    print(f"speed-up: {t_ref / t_ours:.2f}x   outputs: max diff {diff.max() * 255:.0f}/255, {over:.2e} of values over 1/255")
 
 
 if __name__ == "__main__":

@@ -172,7 +172,8 @@ def test_no_person_in_the_reference():
 )
 def test_bad_input(change, message):
     kps, image = _reference()
-    kw = dict(template_keypoints=_video(), width=832, height=480, align_to="none", reference_keypoints=kps, reference_image=image)
+    kw = dict(template_keypoints=_video(), width=832, height=480, align_to="none")
+    kw.update(reference_keypoints=kps, reference_image=image)
     kw.update(change)
     with pytest.raises(ValueError, match=message):
         onetoall(**kw)
@@ -181,9 +182,8 @@ def test_bad_input(change, message):
 def test_dtypes_and_numpy_inputs_agree():
     kps, image = _reference()
     a = onetoall(_video(), 832, 480, "pose", reference_keypoints=kps, reference_image=image)
-    b = onetoall(
-        _video().double().numpy(), 832, 480, "pose", reference_keypoints=kps.numpy(), reference_image=(image.float() / 255)[None]
-    )
+    as_float = (image.float() / 255)[None]  # a ComfyUI IMAGE
+    b = onetoall(_video().double().numpy(), 832, 480, "pose", reference_keypoints=kps.numpy(), reference_image=as_float)
     for x, y in zip(a, b):
         assert (x - y).abs().max() <= 1 / 255 + 1e-6
 
@@ -233,5 +233,6 @@ def test_warp_affine_identity_and_shift():
     assert torch.equal(warp_affine(img, ident), img)
     shifted = warp_affine(img, np.array([[1, 0, 2], [0, 1, 3]], np.float32))
     assert torch.equal(shifted[3:, 2:], img[:-3, :-2]) and int(shifted[:3].max()) == 0
-    mask = warp_affine(torch.zeros(20, 30, dtype=torch.uint8), np.array([[1, 0, 2], [0, 1, 3]], np.float32), nearest=True, border=255)
+    shift = np.array([[1, 0, 2], [0, 1, 3]], np.float32)
+    mask = warp_affine(torch.zeros(20, 30, dtype=torch.uint8), shift, nearest=True, border=255)
     assert int(mask[:3].min()) == 255 and int(mask[:, :2].min()) == 255 and int(mask[3:, 2:].max()) == 0

@@ -141,9 +141,13 @@ def canvas_size(height: int, width: int) -> tuple[int, int]:
     return int(height * sr), int(width * sr)
 
 
+# The reference's stick-width factor by the canvas's long side (upper bounds, factor).
+_STICK_STEPS = ((512, 1.0), (1080, 1.5), (2160, 2.0), (3240, 2.5), (4320, 3.5), (5400, 4.5))
+
+
 def _stick_width(height: int, width: int, base: int) -> int:
-    m = max(height, width)
-    ratio = 1.0 if m < 512 else 1.5 if m < 1080 else 2.0 if m < 2160 else 2.5 if m < 3240 else 3.5 if m < 4320 else 4.5 if m < 5400 else 4.0
+    long_side = max(height, width)
+    ratio = next((r for bound, r in _STICK_STEPS if long_side < bound), 4.0)
     return int(base * ratio)
 
 
@@ -155,7 +159,8 @@ def _hsv_bone_colors() -> np.ndarray:
     one = np.float32(1.0)
     q, t, p, v = one - f, one - (one - f), np.zeros_like(f), np.ones_like(f)
     # Channel values per hue sector, as the reference's table of (v, t, p), (q, v, p), ...
-    rgb = np.stack([np.choose(i % 6, ch) for ch in ((v, q, p, p, t, v), (t, v, v, q, p, p), (p, p, t, v, v, q))], 1)
+    sectors = ((v, q, p, p, t, v), (t, v, v, q, p, p), (p, p, t, v, v, q))  # R, G, B per sector
+    rgb = np.stack([np.choose(i % 6, ch) for ch in sectors], 1)
     return (rgb.astype(np.float32) * np.float32(255)).astype(np.float32)
 
 
@@ -226,10 +231,6 @@ def _rasterize_sampled(
 
 def _geometry_dtype(device: torch.device) -> torch.dtype:
     return torch.float32 if device.type == "mps" else torch.float64  # MPS has no float64
-
-
-def _trunc(v: torch.Tensor) -> torch.Tensor:
-    return torch.trunc(v)
 
 
 def render_dwposes(
@@ -395,19 +396,19 @@ def _primitives(
         c0, c1 = score[f, a], score[f, b]
         base = body_rgb[l]
         both = (c0 > 0) & (c1 > 0)
-        strong = _trunc(base * (c0 * c1).clamp(min=0)[:, None])
-        weak = _trunc(base * 0.35)
+        strong = torch.trunc(base * (c0 * c1).clamp(min=0)[:, None])
+        weak = torch.trunc(base * 0.35)
         col = torch.where(both[:, None], strong, weak)
         col = torch.where(((c0 == 0) | (c1 == 0))[:, None], torch.zeros_like(col), col)
         if dim_limbs:
-            col = _trunc(col.to(fd) * 0.6)
+            col = torch.trunc(col.to(fd) * 0.6)
         colors[f, _O_LIMB + l] = col.to(torch.uint8)
         x0, x1, y0, y1 = bx[f, a], bx[f, b], by[f, a], by[f, b]
-        center = torch.stack((_trunc((x0 + x1) / 2), _trunc((y0 + y1) / 2)), -1).to(fd)
+        center = torch.stack((torch.trunc((x0 + x1) / 2), torch.trunc((y0 + y1) / 2)), -1).to(fd)
         length = ((y0 - y1) ** 2 + (x0 - x1) ** 2) ** 0.5
-        half = _trunc(length / 2).to(fd)
+        half = torch.trunc(length / 2).to(fd)
         axes = torch.stack((half, torch.full_like(half, float(bw))), -1)
-        angle = _trunc(torch.rad2deg(torch.atan2((y0 - y1).to(fd), (x0 - x1).to(fd))))
+        angle = torch.trunc(torch.rad2deg(torch.atan2((y0 - y1).to(fd), (x0 - x1).to(fd))))
         ids = prims.new_ids(f, _O_LIMB + l)
         prims.add_polygons(ellipse_polygons(center, axes, angle).long(), ids)
 
@@ -416,8 +417,8 @@ def _primitives(
     if f.numel():
         s = score[f, j]
         alpha = torch.where(s == -2, torch.zeros_like(s), s.clamp(min=0))
-        colors[f, _O_JOINT + j] = _trunc(body_rgb[j] * alpha[:, None]).to(torch.uint8)
-        pt = torch.stack((_trunc(bx[f, j]), _trunc(by[f, j])), -1)
+        colors[f, _O_JOINT + j] = torch.trunc(body_rgb[j] * alpha[:, None]).to(torch.uint8)
+        pt = torch.stack((torch.trunc(bx[f, j]), torch.trunc(by[f, j])), -1)
         prims.add_circles(pt, bw, prims.new_ids(f, _O_JOINT + j))
 
     # Hands (right, then left): bones as thick lines, joints as blue discs; points under
@@ -428,20 +429,21 @@ def _primitives(
     for h in range(2):
         base_slot = _O_HAND + h * _HAND_SLOTS
         hs = poses.hands_score[:, h].to(fd)
-        px = _trunc(poses.hands[:, h, :, 0].to(fd) * cw)
-        py = _trunc(poses.hands[:, h, :, 1].to(fd) * ch)
+        px = torch.trunc(poses.hands[:, h, :, 0].to(fd) * cw)
+        py = torch.trunc(poses.hands[:, h, :, 1].to(fd) * ch)
         ok = hs >= 0.3
         on = (px >= 1) & (py >= 1)
         f, e = (ok[:, ea] & ok[:, eb] & on[:, ea] & on[:, eb]).nonzero(as_tuple=True)
         if f.numel():
-            sc = _trunc(hs[f, ea[e]] * hs[f, eb[e]] * 255)
-            colors[f, base_slot + e] = _trunc(hand_rgb[e] * sc.to(f32)[:, None] / 255).to(torch.uint8)  # float32 as the reference
+            sc = torch.trunc(hs[f, ea[e]] * hs[f, eb[e]] * 255)
+            # float32 like the reference's colour arithmetic
+            colors[f, base_slot + e] = torch.trunc(hand_rgb[e] * sc.to(f32)[:, None] / 255).to(torch.uint8)
             p0 = torch.stack((px[f, ea[e]], py[f, ea[e]]), -1).to(fd)
             p1 = torch.stack((px[f, eb[e]], py[f, eb[e]]), -1).to(fd)
             prims.add_thick_lines(p0, p1, hw, prims.new_ids(f, base_slot + e))
         f, j = (ok & on).nonzero(as_tuple=True)
         if f.numel():
-            colors[f, base_slot + len(HAND_EDGES) + j, 2] = _trunc(hs[f, j] * 255).to(torch.uint8)
+            colors[f, base_slot + len(HAND_EDGES) + j, 2] = torch.trunc(hs[f, j] * 255).to(torch.uint8)
             pt = torch.stack((px[f, j], py[f, j]), -1)
             prims.add_circles(pt, hw, prims.new_ids(f, base_slot + len(HAND_EDGES) + j))
 
@@ -449,13 +451,13 @@ def _primitives(
     if draw_face:
         idx = torch.tensor(_FACE_DRAWN, device=device)
         fs = poses.face_score[:, idx].to(fd)
-        px = _trunc(poses.face[:, idx, 0].to(fd) * cw)
-        py = _trunc(poses.face[:, idx, 1].to(fd) * ch)
+        px = torch.trunc(poses.face[:, idx, 0].to(fd) * cw)
+        py = torch.trunc(poses.face[:, idx, 1].to(fd) * ch)
         f, j = ((fs >= 0.3) & (px >= 1) & (py >= 1)).nonzero(as_tuple=True)
         if f.numel():
-            conf = _trunc(fs[f, j] * 255)
+            conf = torch.trunc(fs[f, j] * 255)
             if face_weak:
-                conf = _trunc(conf * 0.35)
+                conf = torch.trunc(conf * 0.35)
             colors[f, _O_FACE + j] = conf.to(torch.uint8)[:, None].expand(-1, 3)
             pt = torch.stack((px[f, j], py[f, j]), -1)
             prims.add_circles(pt, hw, prims.new_ids(f, _O_FACE + j))
@@ -639,7 +641,9 @@ def align_to_reference(
 # --------------------------------------------------------------------------------------
 
 
-def warp_affine(image: torch.Tensor, matrix: np.ndarray, nearest: bool = False, border: float = 0.0) -> torch.Tensor:
+def warp_affine(
+    image: torch.Tensor, matrix: np.ndarray, nearest: bool = False, border: float = 0.0
+) -> torch.Tensor:
     """``cv2.warpAffine(image, matrix, (w, h))`` with a constant border, in torch.
 
     OpenCV inverts the matrix and samples the source at the mapped point of every output
@@ -761,7 +765,8 @@ def onetoall(
         if int(v) != v or int(v) < 1:
             raise ValueError(f"{name} must be a positive integer, got {v!r}")
     width, height = int(width), int(height)
-    for name, v, allowed in (("align_to", align_to, ALIGN_MODES), ("draw_face_points", draw_face_points, STRENGTHS), ("draw_head", draw_head, STRENGTHS)):
+    options = (("align_to", align_to, ALIGN_MODES), ("draw_face_points", draw_face_points, STRENGTHS))
+    for name, v, allowed in options + (("draw_head", draw_head, STRENGTHS),):
         if v not in allowed:
             raise ValueError(f"{name} must be one of {allowed}, got {v!r}")
     frame_h, frame_w = (height, width) if frame_size is None else (int(frame_size[0]), int(frame_size[1]))
@@ -777,7 +782,8 @@ def onetoall(
     if reference_image is None:
         pose_images = render_dwposes(template, height, width, dtype=f32, **draw)
         black = torch.zeros((1, height, width, 3), dtype=f32, device=device)
-        return OneToAllOutputs(pose_images, black, black.clone(), torch.zeros((1, height, width), dtype=f32, device=device))
+        no_mask = torch.zeros((1, height, width), dtype=f32, device=device)
+        return OneToAllOutputs(pose_images, black, black.clone(), no_mask)
 
     ref_kps = _as_tensor(reference_keypoints, "reference_keypoints").to(device)
     if ref_kps.dim() == 3 and ref_kps.shape[0] == 1:
@@ -808,8 +814,8 @@ def onetoall(
         ref_pose = render_dwposes(reference, ref_h, ref_w, draw_face=False)[0]
         ref_pose_image = (warp_affine(ref_pose, matrix).to(f32) / 255)[None]
         ref_image = (warp_affine(image_255, matrix) / 255).clamp(0, 1).to(f32)[None]
-        outside = warp_affine(torch.zeros((ref_h, ref_w), dtype=torch.uint8, device=device), matrix, nearest=True, border=255)
-        ref_mask = (outside.to(f32) / 255)[None]
+        inside = torch.zeros((ref_h, ref_w), dtype=torch.uint8, device=device)
+        ref_mask = (warp_affine(inside, matrix, nearest=True, border=255).to(f32) / 255)[None]
         template = align_to_pose(reference, template)
     else:
         ref_pose_image = render_dwposes(reference, height, width, draw_face=False, dtype=f32)
