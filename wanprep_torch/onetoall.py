@@ -240,7 +240,7 @@ def render_dwposes(
     draw_face: bool = True,
     face_weak: bool = False,
     head: str = "full",
-    chunk: int = 16,
+    chunk: int = 32,
     dtype: torch.dtype = torch.uint8,
 ) -> torch.Tensor:
     """Draw poses in the One-to-All style (reference ``draw_pose_aligned``), resized.
