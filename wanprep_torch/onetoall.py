@@ -287,30 +287,33 @@ def render_dwposes(
         if count == 0:
             continue
         o, r, c = _rasterize_sampled(*segs, num_owners=count, row_map=row_map, col_rank=col_rank)
-        f = owner_frame[o]
+        # index_select / index_fill_ / index_copy_ rather than x[idx]: same result, much
+        # cheaper kernels on the CPU for these 1-D gathers and scatters.
+        f = owner_frame.index_select(0, o)
         index = (f * n_rows + r) * n_cols + c
-        order = (owner_slot[o] + 1).to(scratch.dtype)
+        order = (owner_slot.index_select(0, o) + 1).to(scratch.dtype)
         # Painter's algorithm: the primitive drawn last wins each pixel (as draw.paint_pixels);
         # a frame's primitives have distinct orders, so each pixel has exactly one winner.
         scratch.scatter_reduce_(0, index, order, "amax")
-        win = scratch[index] == order
-        scratch[index] = 0
-        f, r, c = f[win], r[win], c[win]
-        rgb = colors[f * _N_SLOTS + order[win].long() - 1].to(torch.int32)
+        win = (scratch.index_select(0, index) == order).nonzero().squeeze(1)
+        scratch.index_fill_(0, index, 0)
+        f, r, c, order = f.index_select(0, win), r.index_select(0, win), c.index_select(0, win), order.index_select(0, win)
+        rgb = colors.index_select(0, f * _N_SLOTS + order.long() - 1).to(torch.int32)
         # Bilinear resize by scattering each sampled pixel into the output pixels that read
         # it (OpenCV's 11-bit fixed-point weights); unpainted pixels contribute nothing, so
         # only the touched output pixels are ever computed.
-        dy, wy = row_dst[r], row_w[r]  # (Q, K)
-        dx, wx = col_dst[c], col_w[c]
+        dy, wy = row_dst.index_select(0, r), row_w.index_select(0, r)  # (Q, K)
+        dx, wx = col_dst.index_select(0, c), col_w.index_select(0, c)
         dst = (f[:, None, None] * height + dy[:, :, None]) * width + dx[:, None, :]
         w = wy[:, :, None] * wx[:, None, :]
-        keep = w > 0
-        dst = dst[keep]
-        acc.index_add_(0, dst, w[keep][:, None] * rgb[keep.nonzero()[:, 0]])
-        val = (acc[dst] + (1 << 21)) >> 22
-        acc[dst] = 0
-        dst += t0 * height * width
-        out[dst] = val.to(dtype) / 255 if float_out else val.to(dtype)
+        keep = (w > 0).view(-1).nonzero().squeeze(1)
+        dst = dst.view(-1).index_select(0, keep)
+        src_px = torch.div(keep, w.shape[1] * w.shape[2], rounding_mode="floor")
+        acc.index_add_(0, dst, w.view(-1).index_select(0, keep)[:, None] * rgb.index_select(0, src_px))
+        val = (acc.index_select(0, dst) + (1 << 21)) >> 22
+        acc.index_fill_(0, dst, 0)
+        val = val.to(dtype) / 255 if float_out else val.to(dtype)
+        out.index_copy_(0, dst + t0 * height * width, val)  # repeated pixels carry equal values
     return out.view(n, height, width, 3)
 
 
