@@ -236,3 +236,15 @@ def test_warp_affine_identity_and_shift():
     shift = np.array([[1, 0, 2], [0, 1, 3]], np.float32)
     mask = warp_affine(torch.zeros(20, 30, dtype=torch.uint8), shift, nearest=True, border=255)
     assert int(mask[:3].min()) == 255 and int(mask[:, :2].min()) == 255 and int(mask[3:, 2:].max()) == 0
+
+
+def test_sampled_drawing_equals_full_canvas_drawing():
+    """Painting only the rows and columns the resize reads gives what the reference's way
+    (a full 2160-canvas per frame, then the resize) gives; also keeps the bench honest."""
+    from conftest import load_script
+
+    bench = load_script("bench_onetoall")
+    poses = dwposes_from_keypoints(bench.synthetic_keypoints(2, 832, 480), 832, 480)
+    full = bench.reference_way(poses, 480, 832)
+    ours = render_dwposes(poses, 480, 832, dtype=torch.float32).numpy()
+    assert np.array_equal(ours, full)
