@@ -585,6 +585,11 @@ class _Prims:
         if width <= 1:
             self.add_lines(p0, p1, ids)
             return
+        # cv2.line first clips the segment to the canvas grown by the thickness on every side
+        # (a line wholly outside is not drawn, caps included).
+        m = torch.tensor([width, width], dtype=torch.long, device=p0.device)
+        a, b, inside = _clip_line(p0.long() + m, p1.long() + m, self.width + 2 * width, self.height + 2 * width)
+        p0, p1, ids = (a - m)[inside].to(p0.dtype), (b - m)[inside].to(p1.dtype), ids[inside]
         # cv2 ThickLine: a rectangle of half width t/2 (+0.5 for odd t) in 16.16 fixed
         # point, plus round caps drawn as discs of radius (t + 1) // 2.
         half = (width << 15) + (width & 1) * _HALF
@@ -596,9 +601,12 @@ class _Prims:
         quad = torch.stack((q0 + dp, q0 - dp, q1 - dp, q1 + dp), 1)
         has_len = length > 0
         self.add_polygons(quad[has_len], ids[has_len], shift=16)
+        # The caps are separate convex fills in OpenCV: own primitive ids (same frame and draw
+        # order), or a row that meets the quad and a cap apart would be filled across the gap.
+        frames, orders = torch.cat(self.frames), torch.cat(self.orders)
         cap = (width + 1) // 2
-        self.add_circles(p0, cap, ids)
-        self.add_circles(p1, cap, ids)
+        for p in (p0, p1):
+            self.add_circles(p, cap, self.new_ids(frames[ids], orders[ids]))
 
     def add_polygons(self, verts: torch.Tensor, ids: torch.Tensor, shift: int = 0) -> None:
         """Filled convex polygons, verts (N, K, 2) long with ``shift`` fractional bits."""
