@@ -15,11 +15,21 @@ full canvas would hold there).
 Layout of the internal poses (:class:`DwPoses`, normalised x / W, y / H): 18 OpenPose body
 points (Wan's 20 without the toes), two hands stacked (right, left) as the reference does,
 and the 68 face points.
+
+Where this differs from the reference node:
+
+- "ref" uses this package's retargeting (:mod:`wanprep_torch.retargeting`), and the reference
+  keypoints are taken in the reference image's own pixels; the reference normalises
+  keypoints found on a resized copy by the original size, which misplaces the pose whenever
+  the image was resized. Retargeted hands are labelled by the wrist they hang from; the
+  reference sometimes swaps the labels, which only changes which hand is painted on top
+  where both overlap.
+- The "pose" warp samples like OpenCV >= 4.11 (float bilinear, as the goldens were made);
+  older OpenCV steps in 1/32 pixel, a few levels apart at most.
 """
 
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 import numpy as np
