@@ -330,6 +330,13 @@ def _cv_line_thick(img, p0, p1, color, t):
     if t <= 1:
         _put(img, _cv_line(p0, p1, img.shape[1], img.shape[0]), color)
         return
+    # The segment is first clipped to the image grown by t on every side (a line wholly
+    # outside draws nothing), as OpenCV does (checked against cv2 on lines crossing the border).
+    grown = (img.shape[1] + 2 * t, img.shape[0] + 2 * t)
+    clipped = _cv_clip_line(*grown, (p0[0] + t, p0[1] + t), (p1[0] + t, p1[1] + t))
+    if clipped is None:
+        return
+    p0, p1 = [(x - t, y - t) for x, y in clipped]
     q0, q1 = (p0[0] << 16, p0[1] << 16), (p1[0] << 16, p1[1] << 16)
     dx, dy = (q0[0] - q1[0]) / _ONE, (q1[1] - q0[1]) / _ONE
     r2 = dx * dx + dy * dy
@@ -734,3 +741,28 @@ def test_cuda_matches_cpu():
             assert (gpu.cpu() - cpu).abs().max() <= 1 / 255 + 1e-6
         else:
             torch.testing.assert_close(gpu.cpu(), cpu, rtol=0, atol=0)
+
+
+def test_thick_lines_match_reference_emulation():
+    """Thick lines alone, pixel for pixel: caps that touch a row apart from the quad (OpenCV
+    fills them separately: no bridge across the gap), and lines clipped at the border."""
+    from wanprep_torch.draw import _Prims, rasterize_row_segments
+
+    rng = np.random.default_rng(3)
+    cases = [((13, 24), (29, 16), 7)]  # the cap's top row meets the quad's apart from it
+    for _ in range(60):
+        ends = rng.integers(-15, 95, 4).tolist()
+        cases.append(((ends[0], ends[1]), (ends[2], ends[3]), int(rng.integers(2, 12))))
+    h, w = 60, 80
+    for p0, p1, t in cases:
+        want = np.zeros((h, w, 3), np.uint8)
+        _cv_line_thick(want, p0, p1, (255, 255, 255), t)
+        prims = _Prims(h, w, torch.device("cpu"))
+        ids = prims.new_ids(torch.tensor([0]), torch.tensor([0]))
+        prims.add_thick_lines(torch.tensor([p0], dtype=torch.float64), torch.tensor([p1], dtype=torch.float64), t, ids)
+        got = np.zeros((h, w), bool)
+        if prims.segs:
+            segs = (torch.cat(s) for s in zip(*prims.segs))
+            _, y, x = rasterize_row_segments(*segs, num_owners=prims.count, width=w)
+            got[y.numpy(), x.numpy()] = True
+        np.testing.assert_array_equal(got, want[..., 0] > 0, err_msg=f"{p0} {p1} t={t}")

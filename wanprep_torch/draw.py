@@ -299,8 +299,14 @@ def _clip_lines(
     return a, b, keep
 
 
+def _keep_rows(e: torch.Tensor, y: torch.Tensor, row_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    # Callers that read only some canvas rows (a resize) skip the rest's arithmetic.
+    keep = row_mask[y]
+    return e[keep], y[keep]
+
+
 def line_row_segments(
-    a: torch.Tensor, b: torch.Tensor, owner: torch.Tensor, height: int, width: int
+    a: torch.Tensor, b: torch.Tensor, owner: torch.Tensor, height: int, width: int, row_mask: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Pixels of ``cv2.line(thickness=1)`` / polygon outlines, as per-row extents.
 
@@ -312,6 +318,7 @@ def line_row_segments(
         a, b: (M, 2) long integer (x, y) end points.
         owner: (M,) long primitive id of each line.
         height, width: canvas size.
+        row_mask: optional (height,) bool: only these rows are returned.
 
     Returns:
         ``(owner, y, x_lo, x_hi)``, each (S,) long.
@@ -327,6 +334,8 @@ def line_row_segments(
     hi = torch.maximum(a[:, 1], b[:, 1]).clamp(max=height - 1)
     e, k = _expand(hi - lo + 1)
     y = lo[e] + k
+    if row_mask is not None:
+        e, y = _keep_rows(e, y, row_mask)
     ax, ay, dxe, q, ne = a[e, 0], a[e, 1], dx[e], dy[e].abs(), n[e]
     # Step j lands on row offset s when j * q / n is within (s - 1/2, s + 1/2].
     s = (y - ay).abs()
@@ -345,7 +354,7 @@ def line_row_segments(
 
 
 def subpixel_line_row_segments(
-    a: torch.Tensor, b: torch.Tensor, owner: torch.Tensor, height: int, width: int
+    a: torch.Tensor, b: torch.Tensor, owner: torch.Tensor, height: int, width: int, row_mask: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Pixels of OpenCV's sub-pixel ``Line2`` (outlines of thick lines), per-row extents.
 
@@ -353,6 +362,7 @@ def subpixel_line_row_segments(
         a, b: (M, 2) long end points in 16.16 fixed point.
         owner: (M,) long primitive id of each line.
         height, width: canvas size.
+        row_mask: optional (height,) bool: only these rows are returned.
 
     Returns:
         ``(owner, y, x_lo, x_hi)``, each (S,) long.
@@ -380,6 +390,8 @@ def subpixel_line_row_segments(
     hi = torch.maximum(r0, r1).clamp(max=height - 1)
     e, k = _expand(hi - lo + 1)
     y = lo[e] + k
+    if row_mask is not None:
+        e, y = _keep_rows(e, y, row_mask)
     sh, m0, mi, st, cnt = shallow[e], major0[e], minor[e], step[e], count[e]
     # Steep: one pixel per row. Shallow: samples whose floored minor coordinate is y.
     steep_x = (mi + (y - m0) * st) >> 16
@@ -404,7 +416,7 @@ def subpixel_line_row_segments(
 
 
 def polygon_fill_row_segments(
-    a: torch.Tensor, b: torch.Tensor, owner: torch.Tensor, height: int
+    a: torch.Tensor, b: torch.Tensor, owner: torch.Tensor, height: int, row_mask: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Scan-line span ends of ``FillConvexPoly`` contributed by polygon edges a-b.
 
@@ -416,6 +428,7 @@ def polygon_fill_row_segments(
         a, b: (M, 2) long edge end points in 16.16 fixed point.
         owner: (M,) long primitive id of each edge.
         height: canvas height.
+        row_mask: optional (height,) bool: only these rows are returned.
 
     Returns:
         ``(owner, y, x, x)``, each (S,) long.
@@ -432,6 +445,8 @@ def polygon_fill_row_segments(
     hi = torch.minimum(r_low - 1, torch.full_like(r_low, height - 1))
     e, k = _expand(hi - lo + 1)
     y = lo[e] + k
+    if row_mask is not None:
+        e, y = _keep_rows(e, y, row_mask)
     x = (up_pt[e, 0] + (y - r_up[e]) * dxs[e] + _HALF) >> 16
     return owner[e], y, x, x
 
@@ -454,7 +469,7 @@ def _circle_half_widths(radius: int) -> list[int]:
 
 
 def circle_row_segments(
-    center: torch.Tensor, radius: int, owner: torch.Tensor, height: int
+    center: torch.Tensor, radius: int, owner: torch.Tensor, height: int, row_mask: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Row spans of filled ``cv2.circle`` discs.
 
@@ -463,6 +478,7 @@ def circle_row_segments(
         radius: integer radius (>= 0) shared by all discs.
         owner: (N,) long primitive id of each disc.
         height: canvas height.
+        row_mask: optional (height,) bool: only these rows are returned.
 
     Returns:
         ``(owner, y, x_lo, x_hi)``, each (S,) long; rows outside ``[0, height)`` dropped.
@@ -474,6 +490,8 @@ def circle_row_segments(
     c = center.long()
     y = c[:, 1:] + dy[None]
     keep = (y >= 0) & (y < height)
+    if row_mask is not None:
+        keep &= row_mask[y.clamp(0, height - 1)]
     cx = c[:, :1].expand_as(y)
     return (
         owner[:, None].expand_as(y)[keep],
@@ -536,8 +554,9 @@ def rasterize_row_segments(
 class _Prims:
     """Collects row segments; primitive id -> (frame, draw order)."""
 
-    def __init__(self, height: int, width: int, device: torch.device):
+    def __init__(self, height: int, width: int, device: torch.device, row_mask: torch.Tensor | None = None):
         self.height, self.width, self.device = height, width, device
+        self.row_mask = row_mask  # optional (height,) bool: the only rows anyone reads
         self.frames: list[torch.Tensor] = []
         self.orders: list[torch.Tensor] = []
         self.segs: list[tuple[torch.Tensor, ...]] = []
@@ -552,12 +571,42 @@ class _Prims:
 
     def add_circles(self, center: torch.Tensor, radius: int, ids: torch.Tensor) -> None:
         if ids.numel():
-            self.segs.append(circle_row_segments(center, radius, ids, self.height))
+            self.segs.append(circle_row_segments(center, radius, ids, self.height, self.row_mask))
 
     def add_lines(self, a: torch.Tensor, b: torch.Tensor, ids: torch.Tensor) -> None:
         """1-px lines between integer points a, b (N, 2)."""
         if ids.numel():
-            self.segs.append(line_row_segments(a.long(), b.long(), ids, self.height, self.width))
+            self.segs.append(line_row_segments(a.long(), b.long(), ids, self.height, self.width, self.row_mask))
+
+    def add_thick_lines(self, p0: torch.Tensor, p1: torch.Tensor, width: int, ids: torch.Tensor) -> None:
+        """``cv2.line(p0, p1, thickness=width)`` (LINE_8) between integer points (N, 2)."""
+        if ids.numel() == 0:
+            return
+        if width <= 1:
+            self.add_lines(p0, p1, ids)
+            return
+        # cv2.line first clips the segment to the canvas grown by the thickness on every side
+        # (a line wholly outside is not drawn, caps included).
+        m = torch.tensor([width, width], dtype=torch.long, device=p0.device)
+        a, b, inside = _clip_line(p0.long() + m, p1.long() + m, self.width + 2 * width, self.height + 2 * width)
+        p0, p1, ids = (a - m)[inside].to(p0.dtype), (b - m)[inside].to(p1.dtype), ids[inside]
+        # cv2 ThickLine: a rectangle of half width t/2 (+0.5 for odd t) in 16.16 fixed
+        # point, plus round caps drawn as discs of radius (t + 1) // 2.
+        half = (width << 15) + (width & 1) * _HALF
+        dx, dy = p0[:, 0] - p1[:, 0], p1[:, 1] - p0[:, 1]
+        length = torch.hypot(dx, dy)
+        r = half / length.clamp(min=1e-12)
+        dp = torch.round(torch.stack((dy * r, dx * r), -1)).long()
+        q0, q1 = p0.long() << 16, p1.long() << 16
+        quad = torch.stack((q0 + dp, q0 - dp, q1 - dp, q1 + dp), 1)
+        has_len = length > 0
+        self.add_polygons(quad[has_len], ids[has_len], shift=16)
+        # The caps are separate convex fills in OpenCV: own primitive ids (same frame and draw
+        # order), or a row that meets the quad and a cap apart would be filled across the gap.
+        frames, orders = torch.cat(self.frames), torch.cat(self.orders)
+        cap = (width + 1) // 2
+        for p in (p0, p1):
+            self.add_circles(p, cap, self.new_ids(frames[ids], orders[ids]))
 
     def add_polygons(self, verts: torch.Tensor, ids: torch.Tensor, shift: int = 0) -> None:
         """Filled convex polygons, verts (N, K, 2) long with ``shift`` fractional bits."""
@@ -572,12 +621,12 @@ class _Prims:
             on = (a[:, 1] >= 0) & (a[:, 1] < self.height)
             self.segs.append((owner[on], a[on, 1], a[on, 0], a[on, 0]))
             long = (b - a).abs().amax(-1) >= 2
-            self.segs.append(line_row_segments(a[long], b[long], owner[long], self.height, self.width))
+            self.segs.append(line_row_segments(a[long], b[long], owner[long], self.height, self.width, self.row_mask))
         else:
-            self.segs.append(subpixel_line_row_segments(a, b, owner, self.height, self.width))
+            self.segs.append(subpixel_line_row_segments(a, b, owner, self.height, self.width, self.row_mask))
         fa, fb = a << (16 - shift), b << (16 - shift)
         step = ((fa[:, 1] + _HALF) >> 16) != ((fb[:, 1] + _HALF) >> 16)  # edges that change row
-        self.segs.append(polygon_fill_row_segments(fa[step], fb[step], owner[step], self.height))
+        self.segs.append(polygon_fill_row_segments(fa[step], fb[step], owner[step], self.height, self.row_mask))
 
 
 def _edges_both_ok(edges, ok: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -620,23 +669,7 @@ def _add_hand(prims: _Prims, hand: torch.Tensor, ok: torch.Tensor, width: int, b
     ids = prims.new_ids(f, base + e)
     if ids.numel():
         p0, p1 = pt[f, ea[e]], pt[f, eb[e]]
-        if width <= 1:
-            prims.add_lines(p0, p1, ids)
-        else:
-            # cv2 ThickLine: a rectangle of half width t/2 (+0.5 for odd t) in 16.16 fixed
-            # point, plus round caps drawn as discs of radius (t + 1) // 2.
-            half = (width << 15) + (width & 1) * _HALF
-            dx, dy = p0[:, 0] - p1[:, 0], p1[:, 1] - p0[:, 1]
-            length = torch.hypot(dx, dy)
-            r = half / length.clamp(min=1e-12)
-            dp = torch.round(torch.stack((dy * r, dx * r), -1)).long()
-            q0, q1 = p0.long() << 16, p1.long() << 16
-            quad = torch.stack((q0 + dp, q0 - dp, q1 - dp, q1 + dp), 1)
-            has_len = length > 0
-            prims.add_polygons(quad[has_len], ids[has_len], shift=16)
-            cap = (width + 1) // 2
-            prims.add_circles(p0, cap, ids)
-            prims.add_circles(p1, cap, ids)
+        prims.add_thick_lines(p0, p1, width, ids)
     f, j = ok.nonzero(as_tuple=True)
     ids = prims.new_ids(f, base + len(HAND_EDGES) + j)
     prims.add_circles(pt[f, j], width, ids)
