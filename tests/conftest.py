@@ -50,3 +50,17 @@ def run_default(models, clip):
 
     pre = Preprocessor(models["det"], models["pose"], progress=False, gate="off")
     return pre(clip.frames)
+
+
+def golden_file(name: str) -> Path:
+    """A file of the reference pack's golden cases: $WANPREP_GOLDEN, else the project's shared
+    folder beside the repository (../shared/golden, where CI puts it), else /work/shared/golden.
+    Missing in CI (CI=true) is an error, not a skip: those tests are the contract."""
+    env = os.environ.get("WANPREP_GOLDEN")
+    candidates = [Path(env)] if env else [Path(__file__).resolve().parents[2] / "shared" / "golden", Path("/work/shared/golden")]
+    for d in candidates:
+        if (d / name).exists():
+            return d / name
+    if os.environ.get("CI"):
+        pytest.fail(f"golden file {name} not found in {[str(c) for c in candidates]}", pytrace=False)
+    return candidates[0] / name

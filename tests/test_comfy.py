@@ -92,12 +92,15 @@ def images():
 
 
 def test_node_definitions(no_comfy):
-    assert set(nodes.NODE_CLASS_MAPPINGS) == {"OnnxDetectionModelLoader", "PoseAndFaceDetection", "DrawViTPose", "PoseRetargetPromptHelper"}
+    assert set(nodes.NODE_CLASS_MAPPINGS) == {
+        "OnnxDetectionModelLoader", "PoseAndFaceDetection", "DrawViTPose", "PoseRetargetPromptHelper", "PoseDetectionOneToAllAnimation",
+    }
     assert nodes.NODE_DISPLAY_NAME_MAPPINGS == {
         "OnnxDetectionModelLoader": "ONNX Detection Model Loader",
         "PoseAndFaceDetection": "Pose and Face Detection",
         "DrawViTPose": "Draw ViT Pose",
         "PoseRetargetPromptHelper": "Pose Retarget Prompt Helper",
+        "PoseDetectionOneToAllAnimation": "Pose Detection OneToAll Animation",
     }
     for name, cls in nodes.NODE_CLASS_MAPPINGS.items():
         spec = cls.INPUT_TYPES()
@@ -408,3 +411,69 @@ def test_key_frame_body_points_never_empty(fake_comfy, loaded):
     _, _, key_points, bboxes, _, _ = nodes.PoseAndFaceDetection().process(loaded, blank, 416, 240, gate="off")
     assert bboxes == [(0, 0, 416, 240)]
     assert json.loads(key_points) == [{"x": 208, "y": 120}]
+
+
+# -- Pose Detection OneToAll Animation ---------------------------------------------------------
+
+
+def test_onetoall_node_signature(no_comfy):
+    node = nodes.PoseDetectionOneToAllAnimation
+    spec = node.INPUT_TYPES()
+    assert list(spec["required"]) == ["model", "images", "width", "height", "align_to", "draw_face_points", "draw_head"]
+    assert list(spec["optional"]) == ["ref_image"] and spec["optional"]["ref_image"][0] == "IMAGE"
+    w, h = spec["required"]["width"][1], spec["required"]["height"][1]
+    assert (w["default"], h["default"], w["step"], h["step"]) == (832, 480, 2, 2)
+    assert spec["required"]["align_to"][0] == ["ref", "pose", "none"] and spec["required"]["align_to"][1]["default"] == "ref"
+    for opt in ("draw_face_points", "draw_head"):
+        assert spec["required"][opt][0] == ["full", "weak", "none"] and spec["required"][opt][1]["default"] == "full"
+    assert node.RETURN_TYPES == ("IMAGE", "IMAGE", "IMAGE", "MASK")
+    assert node.RETURN_NAMES == ("pose_images", "ref_pose_image", "ref_image", "ref_mask")
+
+
+def _onetoall_direct(loaded, images, ref, **kw):
+    """The same through the library: the stages' keypoints, then onetoall()."""
+    from wanprep_torch import PersonDetector, PoseEstimator
+    from wanprep_torch.onetoall import onetoall
+
+    det, pose = PersonDetector(loaded.det_path), PoseEstimator(loaded.pose_path)
+    kps = pose(images, det(images).boxes)
+    rk = pose(ref, det(ref).boxes)[0] if ref is not None else None
+    return onetoall(kps, 416, 240, kw["align_to"], "full", "full", reference_keypoints=rk,
+                    reference_image=None if ref is None else ref[0], frame_size=tuple(images.shape[1:3]))
+
+
+@pytest.mark.parametrize("align_to", ["ref", "pose", "none"])
+def test_onetoall_node_end_to_end(fake_comfy, loaded, images, align_to):
+    from wanprep_torch.testkit import make_clip
+
+    # A reference character with other proportions (shorter) than the video's person.
+    ref = make_clip(1, H=240, W=416, seed=9, person_height=150).frames
+    got = nodes.PoseDetectionOneToAllAnimation().process(loaded, images[:3], 416, 240, align_to, "full", "full", ref_image=ref)
+    pose_images, ref_pose, ref_out, mask = got
+    assert pose_images.shape == (3, 240, 416, 3) and pose_images.dtype == torch.float32
+    assert ref_out.shape[0] == 1 and mask.dim() == 3 and ref_pose.shape[0] == 1
+    assert float(pose_images.amax()) > 0.5, "poses are drawn"
+    want = _onetoall_direct(loaded, images[:3], ref, align_to=align_to)
+    for g, w in zip(got, want):
+        assert torch.equal(g, w.cpu().float())
+    if align_to == "none":
+        assert torch.equal(ref_out[0], ref[0])  # passed through
+
+
+def test_onetoall_node_without_reference(fake_comfy, loaded, images):
+    pose_images, ref_pose, ref_out, mask = nodes.PoseDetectionOneToAllAnimation().process(loaded, images[:2], 416, 240)
+    assert pose_images.shape == (2, 240, 416, 3) and float(pose_images.amax()) > 0.5
+    assert ref_pose.shape == (1, 240, 416, 3) and float(ref_pose.abs().max()) == 0.0
+    assert ref_out.shape == (1, 240, 416, 3) and float(ref_out.abs().max()) == 0.0
+    assert mask.shape == (1, 240, 416) and float(mask.abs().max()) == 0.0
+
+
+def test_onetoall_node_bad_inputs(fake_comfy, loaded, images):
+    node = nodes.PoseDetectionOneToAllAnimation()
+    with pytest.raises(ValueError, match="ComfyUI IMAGE"):
+        node.process(loaded, images[0], 416, 240)
+    with pytest.raises(ValueError, match="align_to"):
+        node.process(loaded, images[:1], 416, 240, "sideways")
+    # A reference image with nobody in it: nothing to align to.
+    with pytest.raises(ValueError, match="no person"):
+        node.process(loaded, images[:1], 416, 240, "ref", ref_image=torch.zeros(1, 200, 300, 3))

@@ -20,7 +20,9 @@ from wanprep_torch.onetoall import (
     warp_affine,
 )
 
-GOLDEN = Path(os.environ.get("WANPREP_GOLDEN", "/work/shared/golden")) / "onetoall.npz"
+from conftest import golden_file  # noqa: E402
+
+GOLDEN = golden_file("onetoall.npz")
 OUTPUTS = ("pose_images", "ref_pose_image", "ref_image_out", "ref_mask")
 HAS_RETARGET = importlib.util.find_spec("wanprep_torch.retargeting") is not None
 

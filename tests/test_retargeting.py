@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import load_script
+from conftest import golden_file, load_script
 from wanprep_torch import PoseMeta, retarget
 from wanprep_torch.posemeta import WanBatch
 from wanprep_torch.retargeting import L_WRIST, R_WRIST, Extent, body_extent, plan_retarget, retarget_arrays
 from wanprep_torch.wan import pose_metas
 
-GOLDEN = Path(os.environ.get("WANPREP_GOLDEN", "/work/shared/golden")) / "retarget.json"
+GOLDEN = golden_file("retarget.json")
 TOL = 0.01  # px, the tolerance for body and hand points
 
 

@@ -8,6 +8,8 @@ Same class names, inputs, outputs and order as the reference, so saved workflows
   face_bboxes, plus an extra last output ``pose_keypoint`` (OpenPose JSON layout per frame)
 * ``DrawViTPose`` -> pose_images
 * ``PoseRetargetPromptHelper`` -> prompt, retarget_prompt
+* ``PoseDetectionOneToAllAnimation`` (model, images, width, height, align_to, draw_face_points,
+  draw_head; optional ref_image) -> pose_images, ref_pose_image, ref_image, ref_mask
 
 Importable without ComfyUI (for tests and scripts): ``folder_paths``, ``comfy.utils`` and
 ``comfy.model_management`` are imported inside the functions, with fallbacks. Without
@@ -41,6 +43,7 @@ __all__ = [
     "PoseAndFaceDetection",
     "DrawViTPose",
     "PoseRetargetPromptHelper",
+    "PoseDetectionOneToAllAnimation",
     "PoseModel",
     "retarget_prompts",
 ]
@@ -499,11 +502,82 @@ class PoseRetargetPromptHelper:
         return retarget_prompts(pose_data.get("pose_metas_original") or [], pose_data.get("refer_pose_meta"))
 
 
+ONETOALL_CHOICES = ["full", "weak", "none"]
+
+
+def _person_keypoints(pre, images: torch.Tensor, progress: "_Progress | None" = None) -> torch.Tensor:
+    """(T, 133, 3) keypoints of the IMAGE batch in its own pixels, on the CPU: the detector's
+    largest person per frame, then the pose model (every frame, as the reference node)."""
+    out = []
+    for s in range(0, images.shape[0], pre.chunk_size):
+        if progress is not None:
+            progress.check_interrupt()
+        chunk = images[s : s + pre.chunk_size].to(pre.device)
+        out.append(pre.estimator(chunk, pre.detector(chunk).boxes).cpu())
+        if progress is not None:
+            progress.set(s + chunk.shape[0])
+    return torch.cat(out)
+
+
+class PoseDetectionOneToAllAnimation:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "model": ("POSEMODEL",),
+                "images": ("IMAGE",),
+                "width": ("INT", {"default": 832, "min": 64, "max": 2048, "step": 2, "tooltip": "Width of the pose images"}),
+                "height": ("INT", {"default": 480, "min": 64, "max": 2048, "step": 2, "tooltip": "Height of the pose images"}),
+                "align_to": (["ref", "pose", "none"], {"default": "ref", "tooltip": "ref: retarget the poses to the reference character; pose: warp the reference image onto the first pose; none: no alignment"}),
+                "draw_face_points": (ONETOALL_CHOICES, {"default": "full", "tooltip": "Face points: full, weak (faint) or none"}),
+                "draw_head": (ONETOALL_CHOICES, {"default": "full", "tooltip": "Head limbs: full, weak (faint) or none"}),
+            },
+            "optional": {
+                "ref_image": ("IMAGE", {"tooltip": "The reference character image (one frame)"}),
+            },
+        }
+
+    RETURN_TYPES = ("IMAGE", "IMAGE", "IMAGE", "MASK")
+    RETURN_NAMES = ("pose_images", "ref_pose_image", "ref_image", "ref_mask")
+    FUNCTION = "process"
+    CATEGORY = CATEGORY
+    DESCRIPTION = (
+        "Detects the poses and draws them in the One-to-All Animation model's style, optionally aligned "
+        "to a reference character image (torch-native, batched drawing)."
+    )
+
+    def process(self, model, images, width, height, align_to="ref", draw_face_points="full", draw_head="full", ref_image=None):
+        from .onetoall import onetoall
+
+        if not isinstance(model, PoseModel):
+            raise TypeError(f"model must come from the wanprep ONNX Detection Model Loader, got {type(model).__name__}")
+        if not isinstance(images, torch.Tensor) or images.dim() != 4 or images.shape[-1] != 3:
+            shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+            raise ValueError(f"images must be a ComfyUI IMAGE (T, H, W, 3), got {shape}")
+        pre = model.preprocessor(**_default_options(gate="off"))
+        progress = _Progress(images.shape[0])
+        kps = _person_keypoints(pre, images, progress)
+        ref_kps = ref = None
+        if ref_image is not None:
+            if not isinstance(ref_image, torch.Tensor) or ref_image.dim() not in (3, 4) or ref_image.shape[-1] != 3:
+                raise ValueError(f"ref_image must be a ComfyUI IMAGE (1, H, W, 3), got {tuple(getattr(ref_image, 'shape', ()))}")
+            ref = ref_image[:1] if ref_image.dim() == 4 else ref_image.unsqueeze(0)
+            ref_kps = _person_keypoints(pre, ref)[0]
+        out = onetoall(
+            kps, int(width), int(height), align_to, draw_face_points, draw_head,
+            reference_keypoints=ref_kps, reference_image=None if ref is None else ref[0].cpu(),
+            frame_size=(int(images.shape[1]), int(images.shape[2])),
+        )
+        progress.set(progress.total)
+        return tuple(t.to("cpu", torch.float32) for t in out)
+
+
 NODE_CLASS_MAPPINGS = {
     "OnnxDetectionModelLoader": OnnxDetectionModelLoader,
     "PoseAndFaceDetection": PoseAndFaceDetection,
     "DrawViTPose": DrawViTPose,
     "PoseRetargetPromptHelper": PoseRetargetPromptHelper,
+    "PoseDetectionOneToAllAnimation": PoseDetectionOneToAllAnimation,
 }
 
 NODE_DISPLAY_NAME_MAPPINGS = {
@@ -511,4 +585,5 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "PoseAndFaceDetection": "Pose and Face Detection",
     "DrawViTPose": "Draw ViT Pose",
     "PoseRetargetPromptHelper": "Pose Retarget Prompt Helper",
+    "PoseDetectionOneToAllAnimation": "Pose Detection OneToAll Animation",
 }
