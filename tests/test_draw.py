@@ -746,7 +746,7 @@ def test_cuda_matches_cpu():
 def test_thick_lines_match_reference_emulation():
     """Thick lines alone, pixel for pixel: caps that touch a row apart from the quad (OpenCV
     fills them separately: no bridge across the gap), and lines clipped at the border."""
-    from wanprep_torch.draw import _Prims, rasterize_row_segments
+    from wanprep_torch.draw import RowSegments, rasterize_row_segments
 
     rng = np.random.default_rng(3)
     cases = [((13, 24), (29, 16), 7)]  # the cap's top row meets the quad's apart from it
@@ -757,7 +757,7 @@ def test_thick_lines_match_reference_emulation():
     for p0, p1, t in cases:
         want = np.zeros((h, w, 3), np.uint8)
         _cv_line_thick(want, p0, p1, (255, 255, 255), t)
-        prims = _Prims(h, w, torch.device("cpu"))
+        prims = RowSegments(h, w, torch.device("cpu"))
         ids = prims.new_ids(torch.tensor([0]), torch.tensor([0]))
         prims.add_thick_lines(torch.tensor([p0], dtype=torch.float64), torch.tensor([p1], dtype=torch.float64), t, ids)
         got = np.zeros((h, w), bool)

@@ -49,6 +49,9 @@ __all__ = [
     "render_pose_pixels",
     "paint_pixels",
     "palette_rgb255",
+    "expand_counts",
+    "RowSegments",
+    "order_scratch",
     "fit_box",
     "draw_pose",
 ]
@@ -196,7 +199,7 @@ def _trunc_int(v: torch.Tensor) -> torch.Tensor:
 # --------------------------------------------------------------------------------------
 
 
-def _expand(counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def expand_counts(counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """counts (M,) -> (owner (S,), local index (S,)), S = counts.sum()."""
     counts = counts.clamp(min=0)
     owner = torch.repeat_interleave(torch.arange(counts.numel(), device=counts.device), counts)
@@ -332,7 +335,7 @@ def line_row_segments(
     n = torch.maximum(dx, dy.abs())
     lo = torch.minimum(a[:, 1], b[:, 1]).clamp(min=0)
     hi = torch.maximum(a[:, 1], b[:, 1]).clamp(max=height - 1)
-    e, k = _expand(hi - lo + 1)
+    e, k = expand_counts(hi - lo + 1)
     y = lo[e] + k
     if row_mask is not None:
         e, y = _keep_rows(e, y, row_mask)
@@ -388,7 +391,7 @@ def subpixel_line_row_segments(
     r1 = torch.where(shallow, minor_end, major0 + count)
     lo = torch.minimum(r0, r1).clamp(min=0)
     hi = torch.maximum(r0, r1).clamp(max=height - 1)
-    e, k = _expand(hi - lo + 1)
+    e, k = expand_counts(hi - lo + 1)
     y = lo[e] + k
     if row_mask is not None:
         e, y = _keep_rows(e, y, row_mask)
@@ -443,7 +446,7 @@ def polygon_fill_row_segments(
     )
     lo = r_up.clamp(min=0)
     hi = torch.minimum(r_low - 1, torch.full_like(r_low, height - 1))
-    e, k = _expand(hi - lo + 1)
+    e, k = expand_counts(hi - lo + 1)
     y = lo[e] + k
     if row_mask is not None:
         e, y = _keep_rows(e, y, row_mask)
@@ -537,12 +540,12 @@ def rasterize_row_segments(
     n_slots = int(rows.sum())
     lo = torch.full((n_slots,), _BIG, dtype=torch.long, device=device).scatter_reduce(0, slot, x_lo, "amin")
     hi = torch.full((n_slots,), -_BIG, dtype=torch.long, device=device).scatter_reduce(0, slot, x_hi, "amax")
-    slot_owner, slot_row = _expand(rows)
+    slot_owner, slot_row = expand_counts(rows)
     slot_y = y_min[slot_owner] + slot_row
     lo, hi = lo.clamp(min=0), hi.clamp(max=width - 1)
     keep = lo <= hi
     slot_owner, slot_y, lo, hi = slot_owner[keep], slot_y[keep], lo[keep], hi[keep]
-    s, k = _expand(hi - lo + 1)
+    s, k = expand_counts(hi - lo + 1)
     return slot_owner[s], slot_y[s], lo[s] + k
 
 
@@ -551,7 +554,7 @@ def rasterize_row_segments(
 # --------------------------------------------------------------------------------------
 
 
-class _Prims:
+class RowSegments:
     """Collects row segments; primitive id -> (frame, draw order)."""
 
     def __init__(self, height: int, width: int, device: torch.device, row_mask: torch.Tensor | None = None):
@@ -644,7 +647,7 @@ def _edges_both_ok(edges, ok: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor,
     return f, e, a, b
 
 
-def _add_body(prims: _Prims, body: torch.Tensor, ok: torch.Tensor, width: int) -> None:
+def _add_body(prims: RowSegments, body: torch.Tensor, ok: torch.Tensor, width: int) -> None:
     f, l, la, lb = _edges_both_ok(LIMBS, ok)
     ids = prims.new_ids(f, _O_LIMB + l)
     if ids.numel():
@@ -661,7 +664,7 @@ def _add_body(prims: _Prims, body: torch.Tensor, ok: torch.Tensor, width: int) -
     prims.add_circles(_trunc_int(body[f, j]), width, ids)
 
 
-def _add_hand(prims: _Prims, hand: torch.Tensor, ok: torch.Tensor, width: int, base: int) -> None:
+def _add_hand(prims: RowSegments, hand: torch.Tensor, ok: torch.Tensor, width: int, base: int) -> None:
     pt = _trunc_int(hand)
     # Reference skips points whose int() coordinate is not > 0.01, i.e. x < 1 or y < 1.
     ok = ok & (pt[..., 0] >= 1) & (pt[..., 1] >= 1)
@@ -709,7 +712,7 @@ def render_pose_pixels(
     # that far away are off-canvas garbage anyway.
     xy = xy.clamp(-16000, 16000)
     ok = (kps[..., 2] >= score_threshold) & torch.isfinite(kps).all(-1)
-    prims = _Prims(height, width, device)
+    prims = RowSegments(height, width, device)
     if body_stick_width > 0:
         body_ok = ok[:, :_N_BODY].clone()
         if not draw_head:
@@ -735,7 +738,7 @@ def render_pose_pixels(
     return (frame * height + py) * width + px, order
 
 
-def _scratch(n: int, device: torch.device) -> torch.Tensor:
+def order_scratch(n: int, device: torch.device) -> torch.Tensor:
     # uint8 keeps the CPU buffer small; int32 elsewhere, where uint8 scatter-max may be missing.
     return torch.zeros(n, dtype=torch.uint8 if device.type == "cpu" else torch.int32, device=device)
 
@@ -762,7 +765,7 @@ def paint_pixels(
     if index.numel() == 0:
         return
     if scratch is None:
-        scratch = _scratch(canvas.shape[0] * canvas.shape[1] * canvas.shape[2], canvas.device)
+        scratch = order_scratch(canvas.shape[0] * canvas.shape[1] * canvas.shape[2], canvas.device)
     scratch.scatter_reduce_(0, index, (order + 1).to(scratch.dtype), "amax")
     win = scratch[index].long() - 1
     canvas.view(-1, canvas.shape[-1])[index] = palette[win]  # repeats write the same colour
@@ -902,7 +905,7 @@ def draw_pose(
     else:
         out = torch.zeros((n_frames, out_h, out_w, 3), dtype=torch.float32, device=device)
     chunk = max(min(int(chunk), n_frames), 1)
-    scratch = _scratch(chunk * height * width, device)
+    scratch = order_scratch(chunk * height * width, device)
     # Framing works on a uint8 canvas like the reference: 4x less memory traffic, and the
     # uint8 bilinear kernel rounds to integers as cv2 does (float32 off the CPU, where a
     # uint8 kernel may be missing, rounded afterwards).

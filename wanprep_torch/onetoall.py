@@ -35,7 +35,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from .draw import BODY_COLORS, HAND_EDGES, LIMBS, _expand, _Prims, _scratch, ellipse_polygons
+from .draw import BODY_COLORS, HAND_EDGES, LIMBS, RowSegments, ellipse_polygons, expand_counts, order_scratch
 from .wan import FACE_ROWS, LEFT_HAND_ROWS, RIGHT_HAND_ROWS, wan_body
 
 __all__ = [
@@ -227,7 +227,7 @@ def _rasterize_sampled(
     n = int(rows.sum())
     lo = torch.full((n,), big, dtype=torch.long, device=device).scatter_reduce(0, slot, x_lo, "amin")
     hi = torch.full((n,), -big, dtype=torch.long, device=device).scatter_reduce(0, slot, x_hi, "amax")
-    s_owner, s_row = _expand(rows)
+    s_owner, s_row = expand_counts(rows)
     s_r = r_min[s_owner] + s_row
     # A convex primitive fills each row between its extreme outline pixels.
     last = col_rank.numel() - 1
@@ -235,7 +235,7 @@ def _rasterize_sampled(
     c_hi = col_rank[(hi + 1).clamp(0, last)]
     ok = c_lo < c_hi
     s_owner, s_r, c_lo, c_hi = s_owner[ok], s_r[ok], c_lo[ok], c_hi[ok]
-    e, k = _expand(c_hi - c_lo)
+    e, k = expand_counts(c_hi - c_lo)
     return s_owner[e], s_r[e], c_lo[e] + k
 
 
@@ -286,7 +286,7 @@ def render_dwposes(
     float_out = dtype.is_floating_point
     out = _zeros((n * height * width, 3), dtype, device)
     chunk = max(1, min(chunk, n))
-    scratch = _zeros((chunk * n_rows * n_cols,), _scratch(0, device).dtype, device)
+    scratch = _zeros((chunk * n_rows * n_cols,), order_scratch(0, device).dtype, device)
     acc = _zeros((chunk * height * width, 3), torch.int32, device)
     for t0 in range(0, n, chunk):
         t1 = min(t0 + chunk, n)
@@ -385,7 +385,7 @@ def _primitives(
     n = poses.body.shape[0]
     f32, fd = torch.float32, _geometry_dtype(device)
     colors = torch.zeros((n, _N_SLOTS, 3), dtype=torch.uint8, device=device)
-    prims = _Prims(ch, cw, device, row_mask)
+    prims = RowSegments(ch, cw, device, row_mask)
     bw = _stick_width(ch, cw, 3)
     hw = _stick_width(ch, cw, 2)
 
