@@ -124,19 +124,19 @@ class VideoReader:
     def chunks(self, chunk: int, device="cpu", size: tuple[int, int] | None = None, bar=None, on_error: str = "raise"):
         """Yield (n, H, W, 3) uint8 tensors of ``chunk`` frames on ``device``, resized to ``size``.
 
-        A decoder error mid-stream raises VideoError (``on_error="raise"``) or, with
-        ``on_error="stop"``, ends the chunks after the frames decoded so far and is kept in
-        ``self.error``. ``self.decoded`` counts the frames decoded.
+        A decoder error mid-stream (a corrupt packet, a cut file) or a frame size change raises
+        VideoError (``on_error="raise"``); with ``on_error="stop"`` the frames that decode are
+        kept (a corrupt packet is skipped, a size change ends the chunks) and the first error
+        is kept in ``self.error``. ``self.decoded`` counts the frames decoded.
         """
         if on_error not in ("raise", "stop"):
             raise ValueError(f"on_error must be 'raise' or 'stop', got {on_error!r}")
         import numpy as np
         import torch
 
-        av = self._av
         buf: list = []
         shape = None
-        it = self.container.decode(self.stream)
+        it = self._decode(on_error)
         while True:
             t0 = time.perf_counter()
             try:
@@ -149,11 +149,10 @@ class VideoReader:
                         raise VideoError(f"cannot decode {self.path}: the frame size changes mid-video (frame {self.decoded})")
                     buf.append(arr)
                     self.decoded += 1
-            except (av.FFmpegError, VideoError) as exc:
-                msg = str(exc) if isinstance(exc, VideoError) else f"cannot decode {self.path}: {one_line(exc)}"
+            except VideoError as exc:
                 if on_error == "raise":
-                    raise VideoError(msg) from None
-                self.error = msg
+                    raise
+                self.error = self.error or str(exc)
                 frame = None
             done = frame is None
             out = None
@@ -169,6 +168,40 @@ class VideoReader:
                 yield out
             if done:
                 return
+
+    def _decode(self, on_error: str):
+        """Decoded frames, packet by packet: a packet the decoder rejects raises VideoError
+        (``on_error="raise"``) or is skipped and remembered in ``self.error`` (the frames
+        around it are kept); a demuxer error ends the stream after flushing the decoder."""
+        av = self._av
+
+        def failed(exc) -> None:
+            msg = f"cannot decode {self.path}: {one_line(exc)} (after {self.decoded} frames)"
+            if on_error == "raise":
+                raise VideoError(msg) from None
+            self.error = self.error or msg
+
+        packets = self.container.demux(self.stream)  # ends with an empty packet that flushes
+        while True:
+            try:
+                packet = next(packets, None)
+            except av.FFmpegError as exc:
+                failed(exc)
+                try:
+                    yield from self.stream.codec_context.decode(None)  # flush what is buffered
+                except av.FFmpegError:
+                    pass
+                return
+            if packet is None:
+                return
+            try:
+                frames = packet.decode()
+            except av.FFmpegError as exc:
+                if packet.size == 0 and isinstance(exc, av.error.EOFError):
+                    return
+                failed(exc)
+                continue
+            yield from frames
 
     def close(self) -> None:
         self.container.close()
