@@ -331,6 +331,9 @@ _COLUMNS = (
 )
 
 
+_DRAW_CHUNK = 8  # pose frames drawn per step: the float canvases (5 MB a frame at 832x480) stay small
+
+
 class _Outputs:
     """pose.mp4, face.mp4 and poses.jsonl written part by part; poses.json folded at the end.
 
@@ -359,8 +362,8 @@ class _Outputs:
 
         t0 = time.perf_counter()
         n = len(part)
-        for s in range(0, n, 32):  # 32 pose frames per step: bounds the canvas memory
-            self.pose.write(draw_pose(part.pose_metas[s : s + 32], device=self.device))
+        for s in range(0, n, _DRAW_CHUNK):
+            self.pose.write(draw_pose(part.pose_metas[s : s + _DRAW_CHUNK], device=self.device))
         self.face.write(part.face_images)
         cols = part.to_json()
         for i in range(n):
@@ -729,9 +732,28 @@ def main(argv: list[str] | None = None) -> int:
     return EXIT_USER
 
 
+def _tune_malloc() -> None:
+    """On glibc, serve allocations of 1 MB and more with mmap (given back to the system when
+    freed) and use at most 2 malloc arenas: the chunks' large short-lived buffers then do not
+    fragment the heap, and the peak stays flat over long videos (scripts/measure_memory.py).
+    Only the `wanprep run` process; left alone when MALLOC_MMAP_THRESHOLD_ or MALLOC_ARENA_MAX
+    is set, and elsewhere than glibc."""
+    if not sys.platform.startswith("linux") or "MALLOC_MMAP_THRESHOLD_" in os.environ or "MALLOC_ARENA_MAX" in os.environ:
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD (fixing it also stops glibc's dynamic raise)
+        libc.mallopt(-8, 2)  # M_ARENA_MAX
+    except (OSError, AttributeError):
+        pass
+
+
 def _main_run(args) -> int:
     from .runtime import ModelError
 
+    _tune_malloc()
     stop = _Stop().install()
     try:
         summary = run_video(
