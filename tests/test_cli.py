@@ -487,3 +487,14 @@ def test_every_option_has_help():
         assert code in epilog
     for code in ("0 ", "1 ", "2 ", "3 ", "130"):
         assert f"    {code}" in cli.__doc__
+
+
+def test_measure_memory_script(tmp_path):
+    """scripts/measure_memory.py: its clip maker and its per-child peak RSS reading."""
+    from conftest import load_script
+
+    mm = load_script("measure_memory")
+    path = mm.make_video(tmp_path / "v.mp4", 5, (64, 48))
+    assert probe(path)[:3] == (5, 64, 48)
+    mb, _, rc = mm.peak_rss_mb([sys.executable, "-c", "x = bytearray(80_000_000); x[::4096] = b'1' * len(x[::4096])"], ENV)
+    assert rc == 0 and mb >= 80

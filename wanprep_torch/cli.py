@@ -472,7 +472,7 @@ def run_video(
     try:
         asked = target_size((reader.height, reader.width), width, height)
         size = even_size(asked)
-        if size != asked and (width is not None or height is not None):
+        if size != asked:
             print(f"wanprep: note: processing at {size[1]}x{size[0]}, not {asked[1]}x{asked[0]}: "
                   "H.264 (yuv420p) needs even sides", file=sys.stderr)
         created = _prepare_out(out_dir)
