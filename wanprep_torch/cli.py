@@ -337,7 +337,7 @@ _DRAW_CHUNK = 8  # pose frames drawn per step: the float canvases (5 MB a frame 
 class _Outputs:
     """pose.mp4, face.mp4 and poses.jsonl written part by part; poses.json folded at the end.
 
-    Holds only the keypoints of the frames done (1.6 KB a frame, for the key-frame points)."""
+    Holds nothing per frame in memory: the key-frame points are read back from the records."""
 
     def __init__(self, out_dir: Path, fps, device):
         from .video import VideoWriter
@@ -349,7 +349,6 @@ class _Outputs:
         self.face = VideoWriter(self.paths[1], fps)
         self.jsonl = open(self.paths[2], "w")
         self.frames = 0
-        self.keypoints: list = []
         self.fallback = 0  # frames where no person was detected (full-frame box)
         self.held = 0  # frames where no face was visible
         self.width = self.height = None
@@ -358,6 +357,7 @@ class _Outputs:
         self.write_s = 0.0
 
     def add(self, part) -> None:
+        from . import wan
         from .draw import draw_pose
 
         t0 = time.perf_counter()
@@ -366,12 +366,13 @@ class _Outputs:
             self.pose.write(draw_pose(part.pose_metas[s : s + _DRAW_CHUNK], device=self.device))
         self.face.write(part.face_images)
         cols = part.to_json()
+        kps = part.keypoints.detach().float().cpu()
         for i in range(n):
             rec = {"frame": part.start + i}
             rec.update({key: cols[col][i] for col, key in _COLUMNS})
+            rec["key_points"] = wan.key_frame_points(kps[i])  # SAM2 prompt points, if it is a key frame
             self.jsonl.write(json.dumps(rec) + "\n")
         self.jsonl.flush()
-        self.keypoints.append(part.keypoints.detach().float().cpu())
         self.fallback += int((part.bboxes[:, 4] == -1).sum())
         self.held += int(part.face_held.sum())
         self.width, self.height = part.width, part.height
@@ -398,10 +399,13 @@ class _Outputs:
         and remove poses.jsonl."""
         from . import wan
 
-        import torch
-
-        kps = torch.cat(self.keypoints) if self.keypoints else torch.zeros((0, 133, 3))
         rows = self.paths[2]
+        wanted = set(wan.key_frame_indices(self.frames)) if self.frames else set()
+        points = {}
+        with open(rows) as r:
+            for i, line in enumerate(r):
+                if i in wanted:
+                    points[i] = json.loads(line)["key_points"]
         path = self.dir / "poses.json"
         tmp = self.dir / "poses.json.tmp"
         with open(tmp, "w") as f:
@@ -413,8 +417,8 @@ class _Outputs:
                         f.write((", " if i else "") + json.dumps(json.loads(line)[key]))
                 f.write("]")
                 if col == "face_bboxes":
-                    kfp = wan.key_frame_points(kps[0]) if len(kps) else []
-                    kf = [{"frame": i, "points": wan.key_frame_points(kps[i])} for i in wan.key_frame_indices(len(kps))] if len(kps) else []
+                    kfp = points.get(0, [])
+                    kf = [{"frame": i, "points": points[i]} for i in sorted(points)]
                     f.write(f", \"key_frame_points\": {json.dumps(kfp)}, \"key_frames\": {json.dumps(kf)}")
             for k, v in footer.items():
                 f.write(f", {json.dumps(k)}: {json.dumps(v)}")
