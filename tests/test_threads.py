@@ -82,3 +82,28 @@ def test_nested_run_in_one_thread_is_a_clear_error(pre, clip):
         pre.model_inputs(frames[:1], torch.tensor([[0.0, 0.0, 10.0, 10.0]]))
     g.close()  # closing the stream frees the Preprocessor
     assert len(pre(frames[:4])) == 4
+
+
+def test_interrupt_from_the_callback_frees_the_preprocessor(models, clip):
+    """A host app's interrupt (an exception from progress_callback, as ComfyUI's) ends the run
+    and leaves the Preprocessor usable, from this thread and from another."""
+
+    class Interrupted(Exception):
+        pass
+
+    calls = []
+
+    def cb(stage, done, total):
+        calls.append(done)
+        if len(calls) == 1:
+            raise Interrupted
+
+    pre = Preprocessor(models["det"], models["pose"], progress=False, gate="off", chunk_size=4, progress_callback=cb)
+    with pytest.raises(Interrupted):
+        pre(clip.frames[:8])
+    assert len(pre(clip.frames[:4])) == 4
+    got = []
+    t = threading.Thread(target=lambda: got.append(len(pre(clip.frames[:4]))))
+    t.start()
+    t.join(timeout=120)
+    assert got == [4]
