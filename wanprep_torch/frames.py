@@ -60,7 +60,8 @@ def as_tchw(frames: torch.Tensor, finite: bool = True) -> torch.Tensor:
 
 
 def check_finite(frames: torch.Tensor, first_index: int = 0) -> None:
-    """Raise ValueError naming the first frame with NaN or inf values.
+    """Raise ValueError naming the first frame with NaN or inf values, or whose mean is outside
+    [0, 1] (float frames in 0-255, a common mistake, would otherwise run silently as white).
 
     One float32 sum per frame finds them (NaN and inf propagate); only a bad video pays for
     the exact per-element scan.
@@ -69,6 +70,15 @@ def check_finite(frames: torch.Tensor, first_index: int = 0) -> None:
         return
     sums = frames.sum(dim=(1, 2, 3), dtype=torch.float32)
     if bool(torch.isfinite(sums).all()):
+        per_frame = max(frames[0].numel(), 1)
+        off = (sums > 1.001 * per_frame) | (sums < -0.001 * per_frame)
+        if bool(off.any()):
+            i = int(torch.nonzero(off)[0])
+            mean = float(sums[i]) / per_frame
+            raise ValueError(
+                f"frame {first_index + i} averages {mean:.3g}: float frames must be in [0, 1] "
+                "(for 0-255 values divide by 255 or pass uint8)"
+            )
         return
     bad = ~torch.isfinite(frames).flatten(1).all(dim=1)
     if not bool(bad.any()):

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -209,6 +211,11 @@ class Preprocessor:
         self.progress_callback = progress_callback
         self.timings = timings
         self._ws = Workspace()  # frame conversions shared by both stages within a group
+        # One run at a time: the sessions' bindings, the stages' scratch buffers and the
+        # workspace are shared. Another thread waits for the run in progress; the same thread
+        # starting a second run while its stream is open gets a RuntimeError.
+        self._lock = threading.Lock()
+        self._owner: int | None = None
 
     @property
     def batch_size(self) -> int:
@@ -230,10 +237,29 @@ class Preprocessor:
         Returns:
             (N, 3, 640, 640) detector input and (N, 3, 256, 192) pose input, float32, new tensors.
         """
-        fb = FrameBatch(as_tchw(frames))  # its own buffers: the results outlive the call
-        det_in = self.detector.preprocess(fb)
-        pose_in = self.estimator.preprocess(fb, boxes.float())
-        return det_in, pose_in.pixels
+        with self._exclusive():
+            fb = FrameBatch(as_tchw(frames))  # its own buffers: the results outlive the call
+            det_in = self.detector.preprocess(fb)
+            pose_in = self.estimator.preprocess(fb, boxes.float())
+            return det_in, pose_in.pixels
+
+    @contextlib.contextmanager
+    def _exclusive(self):
+        """Hold the Preprocessor for one run: other threads wait; the same thread may not nest."""
+        me = threading.get_ident()
+        if not self._lock.acquire(blocking=False):
+            if self._owner == me:
+                raise RuntimeError(
+                    "this Preprocessor is already running in this thread (an unfinished stream()): "
+                    "finish or close() that stream first, or use a second Preprocessor"
+                )
+            self._lock.acquire()  # another thread's run: wait for it
+        self._owner = me
+        try:
+            yield
+        finally:
+            self._owner = None
+            self._lock.release()
 
     def reference_pose(self, image, size: tuple[int, int]) -> ReferencePose:
         """The pose of the person in a reference image, measured as the reference node does
@@ -283,7 +309,15 @@ class Preprocessor:
         Memory follows ``chunk_size``, not the video's length. Each part's ``timings`` cover the
         run so far. On bad input the frames already read are finished and yielded first, then
         the error is raised.
+
+        Thread safety: one run at a time per Preprocessor. A stream holds it from its first
+        part until it is exhausted or closed; a call from another thread waits for it, a
+        second run started from the same thread meanwhile raises RuntimeError.
         """
+        with self._exclusive():
+            yield from self._stream(video, reference_image, reference_size)
+
+    def _stream(self, video, reference_image=None, reference_size: tuple[int, int] | None = None):
         total = as_tchw(video, finite=False).shape[0] if isinstance(video, torch.Tensor) else None
         timer = StageTimer(self.device) if self.timings else NULL_TIMER
         prog = _Progress(self.progress, self.progress_callback, total)

@@ -9,7 +9,7 @@ import time
 from fractions import Fraction
 from pathlib import Path
 
-__all__ = ["VideoError", "target_size", "resize_frames", "VideoReader", "write_video", "one_line"]
+__all__ = ["VideoError", "target_size", "even_size", "resize_frames", "VideoReader", "VideoWriter", "write_video", "one_line"]
 
 
 class VideoError(ValueError):
@@ -31,6 +31,11 @@ def target_size(src_hw: tuple[int, int], width: int | None, height: int | None) 
     if width is not None:
         return max(int(round(sh * width / sw)), 1), int(width)
     return int(height), max(int(round(sw * height / sh)), 1)
+
+
+def even_size(hw: tuple[int, int]) -> tuple[int, int]:
+    """(H, W) rounded up to even sides (H.264 yuv420p needs them)."""
+    return int(hw[0]) + int(hw[0]) % 2, int(hw[1]) + int(hw[1]) % 2
 
 
 def resize_frames(frames, hw: tuple[int, int]):
@@ -88,29 +93,70 @@ class VideoReader:
         rate = self.stream.average_rate or self.stream.guessed_rate or self.stream.base_rate
         self.fps = Fraction(rate) if rate else Fraction(25)
         self.frames = int(self.stream.frames or 0) or None  # container's count; 0 when unknown
+        self.expected_frames, self.expected_from = self._expected()
+        self.decoded = 0  # frames decoded so far
+        self.error: str | None = None  # a decoder error that ended chunks(on_error="stop")
         self.decode_seconds = 0.0
 
-    def chunks(self, chunk: int, device="cpu", size: tuple[int, int] | None = None, bar=None):
-        """Yield (n, H, W, 3) uint8 tensors of ``chunk`` frames on ``device``, resized to ``size``."""
+    def _expected(self) -> tuple[int | None, str | None]:
+        """The frame count the container promises, and where it comes from ("frame count",
+        "duration"), or (None, None) when it says nothing."""
+        if self.frames:
+            return self.frames, "frame count"
+        seconds = None
+        if self.stream.duration and self.stream.time_base:
+            seconds = float(self.stream.duration * self.stream.time_base)
+        elif self.container.duration:
+            seconds = self.container.duration / 1_000_000  # av.time_base
+        if seconds and seconds > 0:
+            return max(int(round(seconds * float(self.fps))), 1), "duration"
+        return None, None
+
+    def shortfall(self) -> int:
+        """Frames the container promised but decoding did not give (0 when none or unknown;
+        a duration-based estimate is allowed 1 frame or 1% of slack)."""
+        if self.expected_frames is None:
+            return 0
+        missing = self.expected_frames - self.decoded
+        slack = 0 if self.expected_from == "frame count" else max(1, self.expected_frames // 100)
+        return missing if missing > slack else 0
+
+    def chunks(self, chunk: int, device="cpu", size: tuple[int, int] | None = None, bar=None, on_error: str = "raise"):
+        """Yield (n, H, W, 3) uint8 tensors of ``chunk`` frames on ``device``, resized to ``size``.
+
+        A decoder error mid-stream (a corrupt packet, a cut file) or a frame size change raises
+        VideoError (``on_error="raise"``); with ``on_error="stop"`` the frames that decode are
+        kept (a corrupt packet is skipped, a size change ends the chunks) and the first error
+        is kept in ``self.error``. ``self.decoded`` counts the frames decoded.
+        """
+        if on_error not in ("raise", "stop"):
+            raise ValueError(f"on_error must be 'raise' or 'stop', got {on_error!r}")
         import numpy as np
         import torch
 
-        av = self._av
         buf: list = []
-        it = self.container.decode(self.stream)
+        shape = None
+        it = self._decode(on_error)
         while True:
             t0 = time.perf_counter()
             try:
                 frame = next(it, None)
                 if frame is not None:
-                    buf.append(frame.to_ndarray(format="rgb24"))
-            except av.FFmpegError as exc:
-                raise VideoError(f"cannot decode {self.path}: {one_line(exc)}") from None
+                    arr = frame.to_ndarray(format="rgb24")
+                    if shape is None:
+                        shape = arr.shape
+                    elif arr.shape != shape:
+                        raise VideoError(f"cannot decode {self.path}: the frame size changes mid-video (frame {self.decoded})")
+                    buf.append(arr)
+                    self.decoded += 1
+            except VideoError as exc:
+                if on_error == "raise":
+                    raise
+                self.error = self.error or str(exc)
+                frame = None
             done = frame is None
             out = None
             if buf and (done or len(buf) == chunk):
-                if len({a.shape for a in buf}) != 1:
-                    raise VideoError(f"cannot decode {self.path}: the frame size changes mid-video")
                 out = torch.from_numpy(np.stack(buf)).to(device)
                 if size is not None:
                     out = resize_frames(out, size)
@@ -123,8 +169,119 @@ class VideoReader:
             if done:
                 return
 
+    def _decode(self, on_error: str):
+        """Decoded frames, packet by packet: a packet the decoder rejects raises VideoError
+        (``on_error="raise"``) or is skipped and remembered in ``self.error`` (the frames
+        around it are kept); a demuxer error ends the stream after flushing the decoder."""
+        av = self._av
+
+        def failed(exc) -> None:
+            msg = f"cannot decode {self.path}: {one_line(exc)} (after {self.decoded} frames)"
+            if on_error == "raise":
+                raise VideoError(msg) from None
+            self.error = self.error or msg
+
+        packets = self.container.demux(self.stream)  # ends with an empty packet that flushes
+        while True:
+            try:
+                packet = next(packets, None)
+            except av.FFmpegError as exc:
+                failed(exc)
+                try:
+                    yield from self.stream.codec_context.decode(None)  # flush what is buffered
+                except av.FFmpegError:
+                    pass
+                return
+            if packet is None:
+                return
+            try:
+                frames = packet.decode()
+            except av.FFmpegError as exc:
+                if packet.size == 0 and isinstance(exc, av.error.EOFError):
+                    return
+                failed(exc)
+                continue
+            yield from frames
+
     def close(self) -> None:
         self.container.close()
+
+
+class VideoWriter:
+    """An H.264 (yuv420p) file written chunk by chunk: ``write(chunk)`` as frames become final,
+    ``close()`` at the end (also on interrupts: the file then holds exactly the frames written).
+
+    Chunks are (n, H, W, 3) uint8, or float in [0, 1]. The stream opens on the first chunk;
+    odd sides are padded with one black row / column (``padded`` says so; the command line
+    resizes to even sides first so that it never happens there).
+    """
+
+    def __init__(self, path, fps, crf: int = 18):
+        import av
+
+        self._av = av
+        self.path = Path(path)
+        self.codec = "libx264" if "libx264" in av.codecs_available else "h264"
+        self.fps = Fraction(fps).limit_denominator(1_000_000)
+        self.crf = crf
+        self.frames = 0
+        self.size: tuple[int, int] | None = None  # (H, W) of the frames given
+        self.padded = False
+        self._container = av.open(str(self.path), mode="w")
+        self._stream = None
+
+    def write(self, chunk) -> int:
+        """Encode a chunk; returns the frames written so far."""
+        import torch
+        import torch.nn.functional as F
+
+        if self._container is None:
+            raise ValueError(f"{self.path} is closed")
+        av = self._av
+        chunk = chunk.to("cpu")
+        if chunk.dtype != torch.uint8:
+            chunk = chunk.float().mul(255.0).round_().clamp_(0, 255).to(torch.uint8)
+        h, w = int(chunk.shape[1]), int(chunk.shape[2])
+        if self._stream is None:
+            self.size = (h, w)
+            s = self._container.add_stream(self.codec, rate=self.fps)
+            s.width, s.height = _even(w), _even(h)
+            s.pix_fmt = "yuv420p"
+            s.options = {"crf": str(self.crf)} if self.codec == "libx264" else {}
+            self._stream = s
+            self.padded = (s.height, s.width) != (h, w)
+        elif (h, w) != self.size:
+            raise ValueError(f"{self.path}: frames of {w}x{h} after frames of {self.size[1]}x{self.size[0]}")
+        s = self._stream
+        if (h, w) != (s.height, s.width):
+            chunk = F.pad(chunk.permute(0, 3, 1, 2), (0, s.width - w, 0, s.height - h)).permute(0, 2, 3, 1)
+        arr = chunk.contiguous().numpy()
+        for i in range(arr.shape[0]):
+            frame = av.VideoFrame.from_ndarray(arr[i], format="rgb24")
+            frame.pts = self.frames
+            frame.time_base = 1 / self.fps
+            for packet in s.encode(frame):
+                self._container.mux(packet)
+            self.frames += 1
+        return self.frames
+
+    def close(self) -> int:
+        """Flush the encoder and finish the file; returns the frame count. Idempotent."""
+        if self._container is not None:
+            try:
+                if self._stream is not None:
+                    for packet in self._stream.encode():
+                        self._container.mux(packet)
+            finally:
+                self._container.close()
+                self._container = None
+        return self.frames
+
+    def __enter__(self) -> "VideoWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def _even(n: int) -> int:
@@ -136,38 +293,7 @@ def write_video(path, chunks, fps, crf: int = 18) -> int:
 
     yuv420p needs even sides: odd ones are padded with one black row / column.
     """
-    import av
-    import torch
-    import torch.nn.functional as F
-
-    codec = "libx264" if "libx264" in av.codecs_available else "h264"
-    fps = Fraction(fps).limit_denominator(1_000_000)
-    n = 0
-    with av.open(str(path), mode="w") as container:
-        stream = None
+    with VideoWriter(path, fps, crf) as w:
         for chunk in chunks:
-            chunk = chunk.to("cpu")
-            if chunk.dtype != torch.uint8:
-                chunk = chunk.float().mul(255.0).round_().clamp_(0, 255).to(torch.uint8)
-            h, w = chunk.shape[1], chunk.shape[2]
-            if stream is None:
-                stream = container.add_stream(codec, rate=fps)
-                stream.width, stream.height = _even(w), _even(h)
-                stream.pix_fmt = "yuv420p"
-                stream.options = {"crf": str(crf)} if codec == "libx264" else {}
-            if (h, w) != (stream.height, stream.width):
-                chunk = F.pad(chunk.permute(0, 3, 1, 2), (0, stream.width - w, 0, stream.height - h)).permute(0, 2, 3, 1)
-            arr = chunk.contiguous().numpy()
-            for i in range(arr.shape[0]):
-                frame = av.VideoFrame.from_ndarray(arr[i], format="rgb24")
-                frame.pts = n
-                frame.time_base = 1 / fps
-                for packet in stream.encode(frame):
-                    container.mux(packet)
-                n += 1
-        if stream is not None:
-            for packet in stream.encode():
-                container.mux(packet)
-    return n
-
-
+            w.write(chunk)
+    return w.frames
