@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from .buffers import Workspace
 from .frames import FrameBatch, as_tchw
-from .runtime import OrtModel, check_detector, resolve_batch_size
+from .runtime import OrtModel, as_model, check_detector, resolve_batch_size
 from .timing import NULL_TIMER
 
 __all__ = [
@@ -299,7 +299,7 @@ class PersonDetector:
         iou_threshold: float = 0.5,
     ):
         self.device = torch.device(device)
-        self.model = model if isinstance(model, OrtModel) else OrtModel(model, self.device, providers, intra_op_threads, role="detector")
+        self.model = as_model(model, self.device, providers, intra_op_threads, role="detector")
         check_detector(self.model)
         self.batch_size = resolve_batch_size(batch_size, self.device)
         self.config = DetectConfig(score_threshold=score_threshold, iou_threshold=iou_threshold)

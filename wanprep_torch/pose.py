@@ -20,7 +20,7 @@ import torch
 from .buffers import Workspace
 from .codec import decode_heatmaps
 from .frames import FrameBatch, as_tchw
-from .runtime import OrtModel, check_pose, resolve_batch_size
+from .runtime import OrtModel, as_model, check_pose, resolve_batch_size
 from .timing import NULL_TIMER
 
 __all__ = [
@@ -228,7 +228,7 @@ class PoseEstimator:
         dark: bool = True,
     ):
         self.device = torch.device(device)
-        self.model = model if isinstance(model, OrtModel) else OrtModel(model, self.device, providers, intra_op_threads, role="pose")
+        self.model = as_model(model, self.device, providers, intra_op_threads, role="pose")
         check_pose(self.model)
         self.batch_size = resolve_batch_size(batch_size, self.device)
         self.dark = dark

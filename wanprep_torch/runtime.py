@@ -23,6 +23,7 @@ __all__ = [
     "check_detector",
     "check_pose",
     "open_models",
+    "as_model",
     "cuda_provider_options",
     "OrtModel",
     "TensorSpec",
@@ -351,6 +352,11 @@ class OrtModel:
         return out
 
 
+def as_model(model, device, providers=None, intra_op_threads=None, role: str = "model") -> "OrtModel":
+    """``model`` itself when it is an :class:`OrtModel` already, else the ONNX file opened."""
+    return model if isinstance(model, OrtModel) else OrtModel(model, device, providers, intra_op_threads, role=role)
+
+
 def cuda_provider_options(device_id: int, stream_handle: int | None = None) -> dict:
     """CUDA provider options: the device, and torch's stream as ONNX Runtime's compute stream
     when ``stream_handle`` (a ``torch.cuda.Stream.cuda_stream``) is given."""
@@ -408,8 +414,8 @@ def open_models(det_model, pose_model, device: torch.device, providers=None, int
     model) when CUDA was asked for but ONNX Runtime's CUDA provider is missing."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        det = det_model if isinstance(det_model, OrtModel) else OrtModel(det_model, device, providers, intra_op_threads, role="detector")
-        pose = pose_model if isinstance(pose_model, OrtModel) else OrtModel(pose_model, device, providers, intra_op_threads, role="pose")
+        det = as_model(det_model, device, providers, intra_op_threads, role="detector")
+        pose = as_model(pose_model, device, providers, intra_op_threads, role="pose")
     fallback = [m.role for m in (det, pose) if device.type == "cuda" and not m.on_cuda]
     for w in caught:  # pass on anything else the sessions said
         if not (fallback and "CUDA provider is not available" in str(w.message)):
