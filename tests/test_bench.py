@@ -24,7 +24,6 @@ def test_tiny_suite_prints_wall_time_ratio_spread_and_stages(bench, models, tmp_
     pipe, model, ratio, overhead, stages_total, outside = (v[i : i + 3] for i in range(0, 18, 3))
     for med, lo, hi in (pipe, model, ratio, stages_total):
         assert 0 < lo <= med <= hi
-    assert pipe[0] > model[0]  # the pipeline's wall time includes the models' runs
     assert stages_total[0] <= pipe[0] and outside[1] >= 0  # the stage timers run inside the wall time
     pairs = re.search(r"pipeline / model-only of each pair, in run order: ([\d., ]+)$", out, re.M)
     pairs = [float(x) for x in pairs.group(1).split(",")]
