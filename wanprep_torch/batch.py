@@ -322,6 +322,7 @@ class _Board:
     def __init__(self, records, out_dir: Path, meta: dict, progress: bool, log=None, min_interval: float = 2.0):
         self.records = records
         self.path = Path(out_dir) / REPORT
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         self.meta = meta
         self.log = log or print
         self.min_interval = min_interval
@@ -373,9 +374,11 @@ class _Board:
             return f"{head}: already complete"
         if rec.status == "failed":
             return f"{head}: {rec.error}"
+        if rec.error and rec.seconds is None:
+            return f"{head}: {rec.error}"
         rate = f" ({rec.frames / rec.seconds:.1f} frames/s)" if rec.frames and rec.seconds else ""
         tail = f" [{rec.error}]" if rec.error else ""
-        return f"{head}: {rec.frames} frames in {rec.seconds:.1f} s{rate}{tail}"
+        return f"{head}: {rec.frames} frames in {rec.seconds or 0:.1f} s{rate}{tail}"
 
     def write(self, force: bool = False) -> None:
         now = time.perf_counter()
