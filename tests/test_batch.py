@@ -1,5 +1,6 @@
 """`wanprep batch` (the local engine): inputs, names, batch.json, same results as `wanprep run`,
-resume, failures, interrupts, spawned workers, exit statuses."""
+resume, failures, interrupts, spawned workers, exit statuses. The clips come from conftest's
+``batch_clips``."""
 
 import json
 import os
@@ -17,35 +18,6 @@ av = pytest.importorskip("av")
 from wanprep_torch import batch, cli  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def write_clip(path: Path, T: int, seed: int, H: int = 96, W: int = 160) -> Path:
-    """A small H.264 clip of the test kit's synthetic person."""
-    from wanprep_torch.testkit import make_clip
-
-    frames = (make_clip(T, H=H, W=W, seed=seed).frames * 255).round().to(torch.uint8).numpy()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with av.open(str(path), "w") as c:
-        s = c.add_stream("libx264" if "libx264" in av.codecs_available else "h264", rate=24)
-        s.width, s.height, s.pix_fmt = W, H, "yuv420p"
-        for f in frames:
-            for p in s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
-                c.mux(p)
-        for p in s.encode():
-            c.mux(p)
-    return path
-
-
-@pytest.fixture(scope="session")
-def clips(tmp_path_factory):
-    """clips/a.mp4 (10 frames), clips/b.mp4 (8), clips/sub/a.mp4 (12: the same name), and a
-    file that is not a video."""
-    root = tmp_path_factory.mktemp("batch_clips")
-    write_clip(root / "clips" / "a.mp4", 10, 0)
-    write_clip(root / "clips" / "b.mp4", 8, 2)
-    write_clip(root / "clips" / "sub" / "a.mp4", 12, 1)
-    (root / "bad.mp4").write_text("not a video")
-    return root
 
 
 def batch_args(inputs, models, out, *extra):
@@ -224,9 +196,9 @@ def test_pool_ctrl_c(tmp_path):
 # ----------------------------------------------------------------------------- the command, real models
 
 
-def test_batch_same_as_run(clips, models, tmp_path, capsys):
+def test_batch_same_as_run(batch_clips, models, tmp_path, capsys):
     out = tmp_path / "out"
-    rc = cli.main(batch_args([clips / "clips", clips / "bad.mp4"], models, out))
+    rc = cli.main(batch_args([batch_clips / "clips", batch_clips / "bad.mp4"], models, out))
     captured = capsys.readouterr()
     assert rc == 1  # bad.mp4 failed
     lines = captured.out.splitlines()
@@ -234,13 +206,13 @@ def test_batch_same_as_run(clips, models, tmp_path, capsys):
     assert lines[-1].startswith("batch: 4 videos: 3 ok, 1 failed")
     rep = by_name(report(out))
     assert {n: v["status"] for n, v in rep.items()} == {"a": "ok", "b": "ok", "a-2": "ok", "bad": "failed"}
-    assert rep["a-2"]["video"] == str(clips / "clips" / "sub" / "a.mp4") and rep["a-2"]["frames"] == 12
+    assert rep["a-2"]["video"] == str(batch_clips / "clips" / "sub" / "a.mp4") and rep["a-2"]["frames"] == 12
     assert "not a readable video" in rep["bad"]["error"]
     for n in ("a", "b", "a-2"):
         assert {f.name for f in (out / n).iterdir()} >= {"pose.mp4", "face.mp4", "poses.json", "timings.txt"}
 
     # The same keypoints as `wanprep run` on each video (one Preprocessor served all three).
-    for n, src in (("a-2", clips / "clips" / "sub" / "a.mp4"), ("b", clips / "clips" / "b.mp4")):
+    for n, src in (("a-2", batch_clips / "clips" / "sub" / "a.mp4"), ("b", batch_clips / "clips" / "b.mp4")):
         single = tmp_path / f"run_{n}"
         assert cli.main(["run", str(src), "--det", str(models["det"]), "--pose", str(models["pose"]),
                          "--out", str(single), "--no-progress"]) == 0
@@ -251,7 +223,7 @@ def test_batch_same_as_run(clips, models, tmp_path, capsys):
     doc = json.loads((out / "b" / "poses.json").read_text())
     doc["complete"] = False
     (out / "b" / "poses.json").write_text(json.dumps(doc))
-    rc = cli.main(batch_args([clips / "clips", clips / "bad.mp4"], models, out, "--resume"))
+    rc = cli.main(batch_args([batch_clips / "clips", batch_clips / "bad.mp4"], models, out, "--resume"))
     assert rc == 1
     rep = by_name(report(out))
     assert {n: v["status"] for n, v in rep.items()} == {"a": "skipped", "b": "ok", "a-2": "skipped", "bad": "failed"}
@@ -259,12 +231,12 @@ def test_batch_same_as_run(clips, models, tmp_path, capsys):
     assert "skipped" in capsys.readouterr().out
 
     # All done: exit 0.
-    assert cli.main(batch_args([clips / "clips"], models, out, "--resume")) == 0
+    assert cli.main(batch_args([batch_clips / "clips"], models, out, "--resume")) == 0
 
 
-def test_batch_options_reach_the_run(clips, models, tmp_path):
+def test_batch_options_reach_the_run(batch_clips, models, tmp_path):
     out = tmp_path / "out"
-    assert cli.main(batch_args([clips / "clips" / "b.mp4"], models, out, "--width", "80", "--gate", "off")) == 0
+    assert cli.main(batch_args([batch_clips / "clips" / "b.mp4"], models, out, "--width", "80", "--gate", "off")) == 0
     rep = json.loads((out / "b" / "poses.json").read_text())
     assert (rep["width"], rep["height"]) == (80, 48) and rep["video"]["gate"] == "off"
     assert all(rep["pose_ran"])
@@ -277,8 +249,8 @@ def test_batch_options_reach_the_run(clips, models, tmp_path):
         (["--ray-address", "auto"], "--ray-address needs --engine ray"),
     ],
 )
-def test_usage_errors(clips, models, tmp_path, capsys, extra, needle):
-    assert cli.main(batch_args([clips / "clips"], models, tmp_path / "o", *extra)) == 2
+def test_usage_errors(batch_clips, models, tmp_path, capsys, extra, needle):
+    assert cli.main(batch_args([batch_clips / "clips"], models, tmp_path / "o", *extra)) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("wanprep: error: ") and needle in err and "\n" not in err
 
@@ -292,8 +264,8 @@ def test_usage_no_videos_and_missing_model(models, tmp_path, capsys):
     assert "detector model file not found" in capsys.readouterr().err
 
 
-def test_ray_missing_exits_2(clips, models, tmp_path, capsys, monkeypatch):
+def test_ray_missing_exits_2(batch_clips, models, tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray raises ImportError
-    assert cli.main(batch_args([clips / "clips"], models, tmp_path / "o", "--engine", "ray")) == 2
+    assert cli.main(batch_args([batch_clips / "clips"], models, tmp_path / "o", "--engine", "ray")) == 2
     err = capsys.readouterr().err
     assert 'pip install "wanprep_torch[ray]"' in err

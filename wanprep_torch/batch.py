@@ -387,7 +387,7 @@ class _Board:
             self.last_write = now
 
     def close(self, interrupted: bool = False) -> None:
-        self.meta["finished"] = not interrupted
+        self.meta["finished"] = not interrupted and all(r.status != "pending" for r in self.records)
         self.meta["interrupted"] = interrupted
         self.meta["seconds"] = round(time.perf_counter() - self.t0, 3)
         self.write(force=True)
