@@ -590,9 +590,30 @@ def _run_pool(board: _Board, todo, options, process_video, load_models, wplan, r
     remaining = set(todo)
     _handle = _make_handler(board, current, remaining, exited)
     load_error = None
-    interrupted = False
+    # Ctrl-C only raises a flag here: a KeyboardInterrupt in the middle of reading a message
+    # from the workers would leave the pipe out of step. The workers ignore SIGINT and stop at
+    # their next progress beat once ``stop`` is set (the videos they run end incomplete).
+    sigints = [0]
+
+    def on_sigint(signum, frame):
+        sigints[0] += 1
+
+    import threading
+
+    old_handler = None
+    if threading.current_thread() is threading.main_thread():
+        old_handler = signal.signal(signal.SIGINT, on_sigint)
+    announced = False
+    t_give_up = None
     try:
         while procs.keys() - exited:
+            if sigints[0] and not announced:
+                announced = True
+                stop.set()
+                t_give_up = time.perf_counter() + 60
+                print("wanprep: interrupted: stopping the workers (Ctrl-C again to kill them)", file=sys.stderr)
+            if sigints[0] > 1 or (t_give_up is not None and time.perf_counter() > t_give_up):
+                break
             try:
                 msg = results.get(timeout=0.5)
             except queue.Empty:
@@ -620,28 +641,17 @@ def _run_pool(board: _Board, todo, options, process_video, load_models, wplan, r
             load_error = _handle(msg) or load_error
             if load_error and not stop.is_set():
                 stop.set()
-    except KeyboardInterrupt:
-        interrupted = True
-    if interrupted:
-        stop.set()
-        print("wanprep: interrupted: stopping the workers (Ctrl-C again to kill them)", file=sys.stderr)
-        try:
-            t_end = time.perf_counter() + 60
-            while procs.keys() - exited and time.perf_counter() < t_end:
-                try:
-                    _handle(results.get(timeout=0.5))
-                except queue.Empty:
-                    if all(not p.is_alive() for p, _ in procs.values()):
-                        break
-        except KeyboardInterrupt:
-            pass
-    for p, _ in procs.values():
-        p.join(timeout=5)
-        if p.is_alive():
-            p.terminate()
-            p.join(timeout=5)
-    tasks.cancel_join_thread()
-    results.cancel_join_thread()
+    finally:
+        if old_handler is not None:
+            signal.signal(signal.SIGINT, old_handler)
+        for p, _ in procs.values():
+            p.join(timeout=5 if not sigints[0] > 1 else 0)
+            if p.is_alive():
+                p.terminate()
+                p.join(timeout=5)
+        tasks.cancel_join_thread()
+        results.cancel_join_thread()
+    interrupted = sigints[0] > 0
     if interrupted or load_error:
         _interrupted_records(board, current.values())
     if load_error:
