@@ -86,6 +86,7 @@ def test_ray_pool_sizing(monkeypatch):
     assert (opts["device"], size, ngpu, ncpu) == ("cuda", 4, 1, 1)  # one actor per GPU
     assert batch._ray_pool(gpus, {"device": None}, None, 3)[1] == 3  # no more actors than videos
     assert batch._ray_pool(gpus, {"device": "cpu"}, None, 100)[0]["device"] == "cpu"
+    assert batch._ray_pool(gpus, {"device": "cuda"}, 8, 100)[1:] == (8, 0.5, 1)  # 2 actors a GPU
 
     cpus = _FakeRay({"CPU": 48}, [{"CPU": 16}, {"CPU": 32}])
     opts, size, ngpu, ncpu = batch._ray_pool(cpus, {"device": None}, None, 100)

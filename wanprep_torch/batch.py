@@ -728,8 +728,8 @@ class _RayVideoActor:
 def _ray_pool(ray, options: dict, workers: int | None, n_videos: int) -> tuple[dict, int, int, int]:
     """(actor options, actors, GPUs per actor, CPUs per actor) from the cluster's resources:
     one GPU per actor and as many actors as GPUs where the cluster has GPUs (and the device is
-    not the CPU); else actors of ``physical cores`` CPUs each (ONNX Runtime's threads), as many
-    as the nodes hold."""
+    not the CPU; ``workers`` above the GPU count share them, 1/k of a GPU each); else actors
+    of ``physical cores`` CPUs each (ONNX Runtime's threads), as many as the nodes hold."""
     from .runtime import physical_cores
 
     res = ray.cluster_resources()
@@ -741,7 +741,9 @@ def _ray_pool(ray, options: dict, workers: int | None, n_videos: int) -> tuple[d
     if n_gpu and device in (None, "auto") or str(device).startswith("cuda"):
         opts["device"] = "cuda"  # the actor sees only its own GPU (CUDA_VISIBLE_DEVICES)
         size = workers or n_gpu
-        gpus, cpus = 1, 1
+        # More actors than GPUs (--workers): k actors share a GPU, 1/k of it each.
+        share = -(-size // n_gpu) if n_gpu else 1
+        gpus, cpus = (1 if share <= 1 else 1.0 / share), 1
     else:
         opts["device"] = "cpu"
         node_cpus = [n["Resources"].get("CPU", 0) for n in ray.nodes() if n.get("Alive")] or [res.get("CPU", 1)]
