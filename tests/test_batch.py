@@ -269,3 +269,25 @@ def test_ray_missing_exits_2(batch_clips, models, tmp_path, capsys, monkeypatch)
     assert cli.main(batch_args([batch_clips / "clips"], models, tmp_path / "o", "--engine", "ray")) == 2
     err = capsys.readouterr().err
     assert 'pip install "wanprep_torch[ray]"' in err
+
+
+def test_progress_display(tmp_path, capsys):
+    """One bar (videos done / total, frames/s, ETA) on stderr; a line per finished video."""
+    recs = fake_records(tmp_path, ["one", "two"])
+    done = batch.run_local(recs, tmp_path / "out", {"device": "cpu"}, fake_process, fake_load, progress=True)
+    assert [r.status for r in done] == ["ok", "ok"]
+    cap = capsys.readouterr()
+    assert "videos" in cap.err and "frames/s" in cap.err and "2/2" in cap.err
+    lines = [line for line in cap.out.splitlines() if line.strip()]
+    assert lines[0].startswith("ok") and "one: 5 frames in" in lines[0] and "two" in lines[1]
+
+
+def test_batch_fp16_converts_once(batch_clips, models, tmp_path):
+    pytest.importorskip("onnxconverter_common")
+    out = tmp_path / "out"
+    assert cli.main(batch_args([batch_clips / "clips" / "a.mp4", batch_clips / "clips" / "b.mp4"], models, out, "--fp16")) == 0
+    converted = sorted(p.name for p in (out / ".models").iterdir())
+    assert len(converted) == 2 and all(n.endswith(".fp16.onnx") for n in converted)
+    rep = report(out)
+    assert rep["options"]["fp16"] is True and rep["options"]["det"].endswith(".fp16.onnx")
+    assert not (out / "a" / ".models").exists()  # not converted again per video
