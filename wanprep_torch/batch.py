@@ -833,7 +833,10 @@ def run_ray(
         return board.records
     finally:
         if started:
-            ray.shutdown()
+            try:
+                ray.shutdown()
+            except KeyboardInterrupt:  # a Ctrl-C after the last video: the report stands
+                pass
 
 
 def _local_runtime_env() -> dict:
