@@ -64,3 +64,33 @@ def golden_file(name: str) -> Path:
     if os.environ.get("CI"):
         pytest.fail(f"golden file {name} not found in {[str(c) for c in candidates]}", pytrace=False)
     return candidates[0] / name
+
+
+def write_clip(path: Path, T: int, seed: int, H: int = 96, W: int = 160) -> Path:
+    """A small H.264 clip of the test kit's synthetic person (PyAV)."""
+    av = pytest.importorskip("av")
+    from wanprep_torch.testkit import make_clip
+
+    frames = (make_clip(T, H=H, W=W, seed=seed).frames * 255).round().to(torch.uint8).numpy()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264" if "libx264" in av.codecs_available else "h264", rate=24)
+        s.width, s.height, s.pix_fmt = W, H, "yuv420p"
+        for f in frames:
+            for p in s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    return path
+
+
+@pytest.fixture(scope="session")
+def batch_clips(tmp_path_factory):
+    """clips/a.mp4 (10 frames), clips/b.mp4 (8), clips/sub/a.mp4 (12: the same name), and a
+    file that is not a video."""
+    root = tmp_path_factory.mktemp("batch_clips")
+    write_clip(root / "clips" / "a.mp4", 10, 0)
+    write_clip(root / "clips" / "b.mp4", 8, 2)
+    write_clip(root / "clips" / "sub" / "a.mp4", 12, 1)
+    (root / "bad.mp4").write_text("not a video")
+    return root

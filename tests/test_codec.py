@@ -209,3 +209,20 @@ def test_dark_recovers_subpixel_centre():
 def test_rejects_bad_rank():
     with pytest.raises(ValueError):
         decode_heatmaps(torch.zeros(3, H, W))
+
+
+def test_full_map_blur_equals_kornias_gaussian():
+    """The DARK full-map blur (banded matrix products, zero border) is kornia's gaussian_blur2d
+    with OpenCV's sigma for the size: an independent implementation of the same filter."""
+    from kornia.filters import gaussian_blur2d
+
+    from wanprep_torch.codec import _band, _opencv_sigma, gaussian_kernel1d
+
+    g = torch.Generator().manual_seed(5)
+    maps = torch.randn(7, 64, 48, generator=g)
+    k = 11
+    kern = gaussian_kernel1d(k)
+    ours = _band(kern, 64, 64, -(k // 2)) @ maps @ _band(kern, 48, 48, -(k // 2)).T
+    sigma = _opencv_sigma(k)
+    ref = gaussian_blur2d(maps.unsqueeze(1), (k, k), (sigma, sigma), border_type="constant")[:, 0]
+    assert torch.allclose(ours, ref, atol=1e-6)

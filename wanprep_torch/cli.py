@@ -3,6 +3,8 @@
     wanprep run VIDEO --det DET.onnx --pose POSE.onnx --out DIR [--width W] [--height H]
                 [--gate off|safe|fast] [--device cpu|cuda] [--fp16] [--batch auto|N]
                 [--chunk 64] [--face-padding 0] [--no-progress]
+    wanprep batch INPUT... --det DET.onnx --pose POSE.onnx --out DIR [run options] [--resume]
+                [--workers N] [--devices cuda:0,cuda:1] [--engine local|ray] [--ray-address ADDR]
     wanprep demo [--out demo_out] [--frames 24] ...
     wanprep --version
     wanprep models [list]
@@ -28,6 +30,10 @@ Exit status (`wanprep`, `wanprep run`, `wanprep demo`):
          container promises, or a decoder error mid-stream); the frames decoded are processed
          and kept, poses.json has "complete": false with expected vs decoded counts
     130  interrupted (SIGINT/SIGTERM): the frames done are kept, poses.json has "complete": false
+
+`batch` runs `run` over many videos (files, folders, globs, text/CSV manifests) into DIR/<name>/,
+the models loaded once per worker (wanprep_torch.batch; DIR/batch.json records each video).
+Its exit statuses: 0 all ok or skipped, 1 some failed or incomplete, 2 usage, 130 interrupted.
 
 `models` lists the detector and pose models and their Hugging Face sources; `models download`
 fetches them (wanprep_torch.hub). Its exit statuses: 0 done, 2 usage (unknown name, --to not
@@ -56,6 +62,8 @@ __all__ = [
     "format_timings",
     "run_demo",
     "run_video",
+    "batch_load",
+    "batch_process",
     "CliError",
     "prepare_fp16_models",
 ]
@@ -102,8 +110,6 @@ def run_demo(out_dir: Path, frames: int = 24, device: str = "cpu", models_dir: P
 
     Returns a summary dict (also written as summary.json).
     """
-    import torch
-
     from . import Preprocessor
     from .testkit import build_test_models, default_cache_dir, make_clip
 
@@ -462,17 +468,17 @@ def run_video(
     face_padding: int = 0,
     progress: bool = True,
     stop: "_Stop | None" = None,
+    pre=None,
 ) -> dict:
     """Decode ``video`` in chunks, run the Preprocessor part by part, and stream the outputs
     into ``out_dir`` (see the module docstring).
 
     ``gate=None`` is the Preprocessor's default, "safe". ``stop`` (set by main's signal
-    handlers) ends the run after the current chunk. Returns a summary dict with "exit" (0, 3
-    or 130, see the module docstring). Raises CliError / ModelError / VideoError for user errors.
+    handlers) ends the run after the current chunk. ``pre``: a Preprocessor built once by the
+    caller (:func:`batch_load`); the model options are then its own. Returns a summary dict with
+    "exit" (0, 3 or 130, see the module docstring). Raises CliError / ModelError / VideoError
+    for user errors.
     """
-    import torch
-
-    from .pipeline import Preprocessor
     from .runtime import ModelError
 
     t_start = time.perf_counter()
@@ -500,26 +506,11 @@ def run_video(
                   "H.264 (yuv420p) needs even sides", file=sys.stderr)
         created = _prepare_out(out_dir)
         models = {"detector": Path(det), "pose": Path(pose)}
-        if fp16:
+        if fp16 and pre is None:
             models = prepare_fp16_models(models, out_dir / ".models", log=print if progress else (lambda _m: None))
         bar = _Progress(reader.expected_frames, progress)
-        opts = dict(
-            device=device,
-            batch_size=batch,
-            face_padding=face_padding,
-            face_dtype=torch.uint8,  # 4x smaller than float on the way to the encoder
-            face_device="cpu",
-            chunk_size=chunk,
-            progress=False,  # one report, driven here
-            progress_callback=bar,
-            gate=gate,
-        )
-        try:
-            pre = Preprocessor(models["detector"], models["pose"], **opts)
-        except ModelError:
-            raise
-        except (ValueError, TypeError) as exc:
-            raise CliError(_one_line(exc)) from None
+        if pre is None:  # one report, driven here: the Preprocessor's own bar stays off
+            pre = _preprocessor(models["detector"], models["pose"], device, batch, face_padding, chunk, False, gate, progress_callback=bar)
         outputs = _Outputs(out_dir, reader.fps, pre.device)
 
         def frames():
@@ -649,6 +640,83 @@ def _warn_empty(n: int, fallback: int, held: int) -> None:
     if held * 2 > n:
         print(f"wanprep: warning: no face visible on {held} of {n} frames (face boxes held or a fallback square): "
               "a wrong or random-weight pose model, or the person faces away", file=sys.stderr)
+
+
+def _preprocessor(det, pose, device, batch, face_padding, chunk, progress, gate, **extra):
+    """The Preprocessor `wanprep run` uses (``extra``: more Preprocessor arguments)."""
+    import torch
+
+    from .pipeline import Preprocessor
+    from .runtime import ModelError
+
+    opts = dict(
+        device=device,
+        batch_size=batch,
+        face_padding=face_padding,
+        face_dtype=torch.uint8,  # 4x smaller than float while the crops wait for the encoder
+        face_device="cpu",
+        chunk_size=chunk,
+        progress=progress,
+        gate=gate,
+    )
+    try:
+        return Preprocessor(det, pose, **opts, **extra)
+    except ModelError:
+        raise
+    except (ValueError, TypeError) as exc:
+        raise CliError(_one_line(exc)) from None
+
+
+def batch_load(options: dict, progress_callback=None):
+    """`wanprep batch`: a worker's Preprocessor, built once with the run options (FP16 models
+    are converted beforehand, in the parent)."""
+    return _preprocessor(options["det"], options["pose"], options["device"], options["batch"],
+                         options["face_padding"], options["chunk"], False, options["gate"] or "safe",
+                         progress_callback=progress_callback, intra_op_threads=options.get("threads"))
+
+
+def batch_process(pre, video, out_dir, options: dict) -> dict:
+    """`wanprep batch`: one video through `wanprep run` with the worker's Preprocessor."""
+    return run_video(video, options["det"], options["pose"], out_dir, width=options["width"],
+                     height=options["height"], gate=options["gate"], device=str(pre.device),
+                     batch=options["batch"], chunk=options["chunk"], face_padding=options["face_padding"],
+                     progress=False, pre=pre)
+
+
+def _add_batch_parser(sub, run_parser) -> None:
+    from .batch import EXIT_HELP
+
+    b = sub.add_parser(
+        "batch",
+        help="preprocess many videos: DIR/<name>/ per video, DIR/batch.json, models loaded once per worker",
+        description="Run `wanprep run` over many videos: INPUT may be video files, folders (searched "
+        "for videos), glob patterns, or text/CSV manifests listing paths. Each video gets DIR/<name>/ "
+        "with the files `run` writes (names made unique); DIR/batch.json records every video's "
+        "status (ok, failed, incomplete, skipped), frames, seconds and error.",
+        epilog=EXIT_HELP,
+    )
+    b.add_argument("inputs", nargs="+", metavar="INPUT", help="video files, folders, glob patterns, .txt/.csv manifests")
+    for action in run_parser._actions:  # the run options, shared (argparse's parents= does the same)
+        if action.dest not in ("help", "video", "out", "device"):
+            b._add_action(action)
+    b.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder: DIR/<name>/ per video, DIR/batch.json")
+    b.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: every GPU, else the CPU)")
+    b.add_argument("--devices", default=None, metavar="LIST", help="devices for the workers, e.g. cuda:0,cuda:1 (default: one worker per GPU)")
+    b.add_argument("--workers", type=int, default=None, metavar="N", help="worker processes (Ray: actors); default: one per GPU, 1 on the CPU")
+    b.add_argument("--resume", action="store_true", help="skip videos whose poses.json is complete; run interrupted or failed ones again")
+    b.add_argument("--engine", choices=("local", "ray"), default="local", help="local processes (default) or a Ray Data job")
+    b.add_argument("--ray-address", default=None, metavar="ADDR", help="Ray cluster to join (e.g. ray://head:10001 or auto); default: a local instance")
+
+
+def _run_batch(args) -> int:
+    from . import batch
+    from .runtime import ModelError
+
+    try:
+        return batch.main(args, batch_process, batch_load, prepare_fp16_models)
+    except (CliError, ModelError, VideoError, batch.BatchError) as exc:
+        print(f"wanprep: error: {_one_line(exc)}", file=sys.stderr)
+        return 2
 
 
 def _batch_arg(v: str):
@@ -792,6 +860,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--chunk", type=int, default=64, metavar="N", help="frames decoded and processed per step; an interrupt stops after one (default: 64)")
     r.add_argument("--face-padding", type=int, default=0, metavar="PX", help="extra pixels on each side of the face box (default: 0)")
     r.add_argument("--no-progress", action="store_true", help="no progress report (a bar on a terminal, plain lines otherwise)")
+    _add_batch_parser(sub, r)
     _add_models_parser(sub)
     return parser
 
@@ -804,6 +873,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USER
     args = parser.parse_args(argv)
+    if args.cmd == "batch":
+        return _run_batch(args)
     if args.cmd == "demo":
         run_demo(args.out, args.frames, args.device, args.models_dir, progress=not args.no_progress)
         return EXIT_OK

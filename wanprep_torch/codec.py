@@ -138,11 +138,9 @@ def dark_refine(heatmaps: torch.Tensor, coords: torch.Tensor, kernel: int = 11) 
     floor = 1e-10
     need = ok & (blurred <= floor).flatten(2).any(dim=2)
     if bool(need.any()):
-        from kornia.filters import gaussian_blur2d
-
         sel = heatmaps[need].float()  # (M, h, w)
-        sigma = _opencv_sigma(kernel)
-        full = gaussian_blur2d(sel.unsqueeze(1), (kernel, kernel), (sigma, sigma), border_type="constant")
+        g32 = g.float()
+        full = _band(g32, h, h, -r) @ sel @ _band(g32, w, w, -r).T
         factor = sel.flatten(1).amax(dim=1) / full.flatten(1).amax(dim=1)
         blurred[need] = blurred[need] * factor.to(dt).view(-1, 1, 1)
     lg = torch.log(blurred.clamp_min(floor))

@@ -319,8 +319,6 @@ class OrtModel:
 
     def _run_bound(self, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         """One session run with input and output bound to torch memory (``out`` when given)."""
-        import onnxruntime as ort
-
         dev_type = "cuda" if self.on_cuda else "cpu"
         dev_id = self._mem_device.index or 0
         io = self.session.io_binding()

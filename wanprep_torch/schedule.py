@@ -26,7 +26,7 @@ from .runtime import run_in_batches
 from .timing import NULL_TIMER
 from .track import SubjectTracker
 
-__all__ = ["Decision", "FrameRecord", "Scheduler"]
+__all__ = ["FrameRecord", "Scheduler"]
 
 # On the CPU the models run at batch 1 (fastest per frame there) but pre/post-processing runs
 # on groups of frames, so per-op dispatch overhead is paid once per group. Only ungated runs
