@@ -34,7 +34,7 @@ def test_tiny_suite_prints_wall_time_ratio_spread_and_stages(bench, models, tmp_
     assert all(float(x) > 0 for x in stages.group(1).split("|")[1:])  # every stage did work
     fresh = re.search(r"face output took ([\d.]+) ms/frame", out)
     assert fresh and float(fresh.group(1)) > 0
-    # The models alone in ORT-default sessions, and the pipeline with the previous no-spin sessions.
+    # The models alone in ORT-default sessions, and the pipeline with spin + stop sessions.
     spin = re.search(r"^\| tiny analytic det \+ pose \| " + r" \| ".join([NUM] * 4) + r" \|$", out, re.M)
     assert spin, out
     w = [float(x) for x in spin.groups()]

@@ -187,9 +187,11 @@ class OrtModel:
         providers: explicit ONNX Runtime providers (overrides the device's choice).
         intra_op_threads: CPU threads (default: physical cores).
         role: name used in messages ("detector", "pose").
-        spin: let ONNX Runtime's threads spin-wait during a run.
-        stop_spinning: end the spin when each run returns (so torch work between runs keeps
-            its cores); False is ONNX Runtime's default (for timing the models alone).
+        spin: let ONNX Runtime's threads spin-wait (off by default: measured end to end on
+            2-core CPUs, the whole pipeline ran faster without, though the models alone run
+            faster with it; BENCHMARKS.md).
+        stop_spinning: with ``spin``, end the spin when each run returns (so torch work between
+            runs keeps its cores); False is ONNX Runtime's default.
     """
 
     def __init__(
@@ -199,7 +201,7 @@ class OrtModel:
         providers: Sequence | None = None,
         intra_op_threads: int | None = None,
         role: str = "model",
-        spin: bool = True,
+        spin: bool = False,
         stop_spinning: bool = True,
     ):
         import onnxruntime as ort
@@ -212,9 +214,8 @@ class OrtModel:
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         so.intra_op_num_threads = int(intra_op_threads or physical_cores())
         so.log_severity_level = 3
-        # Spinning makes the model's own run faster, but idle threads that keep spinning after
-        # a run fight torch for the cores between runs; force_spinning_stop ends the spin when
-        # each run returns, which keeps both (measured; see BENCHMARKS.md).
+        # Spinning makes a model's own run faster, but spinning threads fight torch for the
+        # cores around the runs; end to end the pipeline was faster without (BENCHMARKS.md).
         so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
         if stop_spinning:
             so.add_session_config_entry("session.force_spinning_stop", "1")
