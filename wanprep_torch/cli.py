@@ -85,10 +85,10 @@ def format_timings(timings: dict) -> str:
     rows = [(k, v) for k, v in timings.items() if isinstance(v, dict)]
     lines = [f"{'stage':<14}{'seconds':>10}{'ms/frame':>11}"]
     for name, v in rows:
-        if name in ("total", "non_model"):
+        if name in ("total", "non_model", "wall"):
             continue
         lines.append(f"{name:<14}{v['s']:>10.3f}{v['ms_per_frame']:>11.2f}")
-    for name in ("non_model", "total"):
+    for name in ("non_model", "total", "wall"):
         if name in timings:
             v = timings[name]
             lines.append(f"{name:<14}{v['s']:>10.3f}{v['ms_per_frame']:>11.2f}")
