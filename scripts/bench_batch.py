@@ -24,24 +24,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo, when n
 
 
 def write_clips(root: Path, n: int, T: int, H: int = 480, W: int = 832) -> list[Path]:
-    import av
     import torch
 
     from wanprep_torch.testkit import make_clip
+    from wanprep_torch.video import write_video
 
     root.mkdir(parents=True, exist_ok=True)
     out = []
     for i in range(n):
         frames = (make_clip(T, H=H, W=W, seed=i, motion="slow").frames * 255).round().to(torch.uint8).numpy()
         path = root / f"clip{i:03d}.mp4"
-        with av.open(str(path), "w") as c:
-            s = c.add_stream("libx264" if "libx264" in av.codecs_available else "h264", rate=24)
-            s.width, s.height, s.pix_fmt = W, H, "yuv420p"
-            for f in frames:
-                for p in s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
-                    c.mux(p)
-            for p in s.encode():
-                c.mux(p)
+        write_video(path, [torch.from_numpy(frames)], 24)
         out.append(path)
     return out
 

@@ -66,22 +66,29 @@ def golden_file(name: str) -> Path:
     return candidates[0] / name
 
 
-def write_clip(path: Path, T: int, seed: int, H: int = 96, W: int = 160) -> Path:
-    """A small H.264 clip of the test kit's synthetic person (PyAV)."""
-    av = pytest.importorskip("av")
-    from wanprep_torch.testkit import make_clip
+def encode_clip(path: Path, frames, fps=24, options=None) -> Path:
+    """Write (T, H, W, 3) uint8 frames (numpy or torch) as an H.264 file with PyAV, independently
+    of the library's writer (``options``: muxer options, e.g. movflags=faststart)."""
+    import av
 
-    frames = (make_clip(T, H=H, W=W, seed=seed).frames * 255).round().to(torch.uint8).numpy()
+    frames = frames.numpy() if isinstance(frames, torch.Tensor) else frames
     path.parent.mkdir(parents=True, exist_ok=True)
-    with av.open(str(path), "w") as c:
-        s = c.add_stream("libx264" if "libx264" in av.codecs_available else "h264", rate=24)
-        s.width, s.height, s.pix_fmt = W, H, "yuv420p"
+    with av.open(str(path), "w", options=options or {}) as c:
+        s = c.add_stream("libx264" if "libx264" in av.codecs_available else "h264", rate=fps)
+        s.width, s.height, s.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
         for f in frames:
             for p in s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
                 c.mux(p)
         for p in s.encode():
             c.mux(p)
     return path
+
+
+def write_clip(path: Path, T: int, seed: int, H: int = 96, W: int = 160) -> Path:
+    """A small H.264 clip of the test kit's synthetic person."""
+    from wanprep_torch.testkit import make_clip
+
+    return encode_clip(path, (make_clip(T, H=H, W=W, seed=seed).frames * 255).round().to(torch.uint8))
 
 
 @pytest.fixture(scope="session")

@@ -16,6 +16,7 @@ import torch
 
 import av  # noqa: E402,F401  (the [test] extra installs PyAV)
 
+from conftest import encode_clip  # noqa: E402
 from wanprep_torch import cli  # noqa: E402
 from wanprep_torch import video as videoio  # noqa: E402
 
@@ -30,30 +31,13 @@ def video(tmp_path_factory):
     """An 8-frame 832x480 H.264 clip of the synthetic person, encoded here with PyAV."""
     from wanprep_torch.testkit import make_clip
 
-    frames = (make_clip(T, seed=0).frames * 255).round().to(torch.uint8).numpy()
-    path = tmp_path_factory.mktemp("video") / "clip.mp4"
-    with av.open(str(path), "w") as c:
-        s = c.add_stream("libx264" if "libx264" in av.codecs_available else "h264", rate=FPS)
-        s.width, s.height, s.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
-        for f in frames:
-            for p in s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
-                c.mux(p)
-        for p in s.encode():
-            c.mux(p)
-    return path
+    frames = (make_clip(T, seed=0).frames * 255).round().to(torch.uint8)
+    return encode_clip(tmp_path_factory.mktemp("video") / "clip.mp4", frames, FPS)
 
 
 def encode(path, frames, options=None):
     """Write (T, H, W, 3) uint8 frames as H.264 at FPS (``options``: muxer options)."""
-    with av.open(str(path), "w", options=options or {}) as c:
-        s = c.add_stream("libx264" if "libx264" in av.codecs_available else "h264", rate=FPS)
-        s.width, s.height, s.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
-        for f in frames:
-            for p in s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
-                c.mux(p)
-        for p in s.encode():
-            c.mux(p)
-    return path
+    return encode_clip(path, frames, FPS, options)
 
 
 def probe(path):
@@ -200,12 +184,14 @@ def test_target_size_and_resize():
     assert videoio.target_size((480, 832), 416, None) == (240, 416)
     assert videoio.target_size((480, 832), None, 240) == (240, 416)
     assert videoio.target_size((480, 832), 100, 50) == (50, 100)
-    x = torch.randint(0, 256, (2, 48, 64, 3), dtype=torch.uint8)
+    x = torch.randint(0, 256, (2, 48, 64, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     assert videoio.resize_frames(x, (48, 64)) is x
     y = videoio.resize_frames(x, (24, 32))
     assert y.shape == (2, 24, 32, 3) and y.dtype == torch.uint8 and y.is_contiguous()
     f = videoio.resize_frames(x.float() / 255, (24, 32))
-    assert f.dtype == torch.float32 and (f * 255 - y.float()).abs().max() <= 1.0
+    # One uint8 step at most; float32 rounding of f * 255 adds ~1e-5 (flaky before the seed:
+    # 1.0000153 seen over 300 random inputs).
+    assert f.dtype == torch.float32 and (f * 255 - y.float()).abs().max() <= 1.0 + 1e-4
     flat = torch.full((1, 20, 30, 3), 77, dtype=torch.uint8)
     assert bool((videoio.resize_frames(flat, (41, 17)) == 77).all())
 
