@@ -348,7 +348,7 @@ class PersonDetector:
         if view.device != self.device:
             raise ValueError(f"frames are on {view.device} but the detector runs on {self.device}")
         cands: list = []
-        for s in range(0, view.shape[0], max(self.batch_size, 1)):
+        for s in range(0, view.shape[0], self.batch_size):
             cands.extend(self.candidates(FrameBatch(view[s : s + self.batch_size])))
         hw = (int(view.shape[-2]), int(view.shape[-1]))
         boxes, others = _stack_selections([self.select(c, hw) for c in cands])

@@ -63,13 +63,12 @@ class Result:
     def concat(parts) -> "Result":
         """Join consecutive parts (from :meth:`Preprocessor.stream`) into one Result, equal to
         processing the whole video at once; the last part's timings cover the whole run."""
-        joined = _Joiner()
-        for p in parts:
-            if not joined.frames:
-                joined.frames = p.start  # a run of parts may start mid-video
-            joined.add(p)
-        if not joined.parts:
+        parts = list(parts)
+        if not parts:
             raise ValueError("Result.concat needs at least one part")
+        joined = _Joiner(start=parts[0].start)  # a run of parts may start mid-video
+        for p in parts:
+            joined.add(p)
         return joined.result()
 
     def to_openpose(self, retargeted: bool = False, min_score: float = 0.3) -> list[dict]:
@@ -400,7 +399,6 @@ class _PartState:
         self.timer = timer
         self.providers = providers
         self.frames = 0
-        self.width = self.height = None
         self.reference: ReferencePose | None = None
         self.retarget: RetargetStream | None = None
 
@@ -431,7 +429,7 @@ class _PartState:
                 det_ran=torch.tensor([v for e in extra for v in e.det_ran], dtype=torch.bool, device=dev),
                 pose_ran=torch.tensor([v for e in extra for v in e.pose_ran], dtype=torch.bool, device=dev),
                 gate_distance=torch.tensor([v for e in extra for v in e.distance], dtype=torch.float32, device=dev),
-                width=int(extra and done.metas[0]["width"]),
+                width=int(done.metas[0]["width"]),
                 height=int(done.metas[0]["height"]),
                 start=extra[0].start,
             )
@@ -459,19 +457,21 @@ class _Joiner:
     tensor as it arrives (preallocated when the video's length is known), so the parts can be
     freed as they go."""
 
-    def __init__(self, total: int | None = None):
+    def __init__(self, total: int | None = None, start: int = 0):
         self.total = total
+        self.start = start
         self.parts: list[Result] = []
         self.faces: torch.Tensor | None = None
         self.face_chunks: list[torch.Tensor] = []
-        self.frames = 0
+        self.frames = 0  # frames joined so far
 
     def add(self, part: Result) -> None:
-        if part.start != self.frames:
-            raise ValueError(f"parts out of order: part starts at frame {part.start}, expected {self.frames}")
+        expected = self.start + self.frames
+        if part.start != expected:
+            raise ValueError(f"parts out of order: part starts at frame {part.start}, expected {expected}")
         n = len(part)
         f = part.face_images
-        if self.total is not None and self.frames + n <= self.total:
+        if self.total is not None:  # the whole video's length: one output, filled as parts come
             if self.faces is None:
                 self.faces = torch.empty((self.total,) + tuple(f.shape[1:]), dtype=f.dtype, device=f.device)
             self.faces[self.frames : self.frames + n] = f

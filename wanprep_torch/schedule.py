@@ -374,8 +374,8 @@ def _stack(frames: list) -> torch.Tensor:
     """(n, 3, H, W) of the given frames (anything with ``chunk`` and ``local``): a view when
     they are consecutive frames of one chunk, else a copy."""
     c = frames[0].chunk
-    if all(f.chunk is c for f in frames) and [f.local for f in frames] == list(range(frames[0].local, frames[0].local + len(frames))):
-        return c[frames[0].local : frames[0].local + len(frames)]
+    if all(f.chunk is c for f in frames):
+        return _gather(c, [f.local for f in frames])
     return torch.stack([f.chunk[f.local] for f in frames])
 
 
