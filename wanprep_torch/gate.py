@@ -29,6 +29,8 @@ import torch.nn.functional as F
 from kornia.color import rgb_to_grayscale
 from kornia.filters import spatial_gradient
 
+from .skeleton import BODY
+
 __all__ = [
     "GateConfig",
     "PRESETS",
@@ -285,8 +287,7 @@ def interpolation_error(
         (L,) float32 on the keypoints' device.
     """
     w = ((t - t0).float() / (t1 - t0).float()).to(got.device).view(-1, 1, 1)
-    body = slice(0, 17)
-    ka, kb, kg = a[:, body], b[:, body], got[:, body]
+    ka, kb, kg = a[:, BODY], b[:, BODY], got[:, BODY]
     ok_a, ok_b = ka[..., 2] >= min_score, kb[..., 2] >= min_score
     want = ka[..., :2] + (kb[..., :2] - ka[..., :2]) * w
     both = ok_a & ok_b

@@ -36,7 +36,8 @@ import numpy as np
 import torch
 
 from .draw import BODY_COLORS, HAND_EDGES, LIMBS, RowSegments, ellipse_polygons, expand_counts, order_scratch
-from .wan import FACE_ROWS, LEFT_HAND_ROWS, RIGHT_HAND_ROWS, wan_body
+from .skeleton import LEFT_HAND, RIGHT_HAND, WAN_FACE
+from .wan import wan_body
 
 __all__ = [
     "OneToAllOutputs",
@@ -114,8 +115,8 @@ def dwposes_from_keypoints(keypoints: torch.Tensor, width: int, height: int) -> 
     (the reference's Wan metas, then its DWPose conversion)."""
     kp, body = _normalised(keypoints, width, height)
     body = body[:, :_N_BODY]
-    hands = torch.stack((kp[:, RIGHT_HAND_ROWS], kp[:, LEFT_HAND_ROWS]), 1)
-    face = kp[:, FACE_ROWS][:, 1:]
+    hands = torch.stack((kp[:, RIGHT_HAND], kp[:, LEFT_HAND]), 1)
+    face = kp[:, WAN_FACE][:, 1:]
     return DwPoses(
         body[..., :2], body[..., 2], body[..., 2] > 0, hands[..., :2], hands[..., 2], face[..., :2], face[..., 2]
     )
@@ -131,9 +132,9 @@ def wan_metas(keypoints: torch.Tensor, width: int, height: int) -> list[dict]:
             "width": int(width),
             "height": int(height),
             "keypoints_body": body[t],
-            "keypoints_left_hand": kp[t, LEFT_HAND_ROWS],
-            "keypoints_right_hand": kp[t, RIGHT_HAND_ROWS],
-            "keypoints_face": kp[t, FACE_ROWS],
+            "keypoints_left_hand": kp[t, LEFT_HAND],
+            "keypoints_right_hand": kp[t, RIGHT_HAND],
+            "keypoints_face": kp[t, WAN_FACE],
         }
         for t in range(kp.shape[0])
     ]

@@ -23,6 +23,7 @@ from .frames import FrameBatch
 from .gate import GateConfig, MotionGate, interpolate_boxes, interpolate_keypoints, interpolation_error, signatures
 from .pose import PoseEstimator, box_to_center_window
 from .runtime import run_in_batches
+from .skeleton import BODY
 from .timing import NULL_TIMER
 from .track import SubjectTracker
 
@@ -312,7 +313,7 @@ class Scheduler:
             # Tracking in doubt: weak body keypoints, or confident body keypoints at the crop
             # window's edge (the window no longer holds the body). Detect and run the pose
             # model again on those frames.
-            lost = (kps[:, :17, 2].mean(dim=1) < self.cfg.track_min_score) | _at_window_edge(
+            lost = (kps[:, BODY, 2].mean(dim=1) < self.cfg.track_min_score) | _at_window_edge(
                 kps, box_t.to(kps.device), self.pose.input_hw, self.cfg.track_kp_score, self.cfg.track_edge_margin
             )
             lost = lost.cpu().tolist()
@@ -364,7 +365,7 @@ def _at_window_edge(
     center, window = box_to_center_window(boxes, pose_hw)
     lo = center - window * (0.5 - margin)
     hi = center + window * (0.5 - margin)
-    body = kps[:, :17]
+    body = kps[:, BODY]
     xy = body[..., :2]
     outside = ((xy < lo[:, None]) | (xy > hi[:, None])).any(dim=-1)
     return (outside & (body[..., 2] >= min_score)).any(dim=1)

@@ -15,15 +15,10 @@ import torch.nn.functional as F
 
 from .frames import FrameBatch
 from .posemeta import PoseMeta
+from .skeleton import FACE, LEFT_HAND, OPENPOSE_BODY, OPENPOSE_FACE, RIGHT_HAND, WAN_BODY_A, WAN_BODY_B, WAN_FACE, WAN_KEY_POINT_ROWS
 from .timing import NULL_TIMER
 
 __all__ = [
-    "BODY_A",
-    "BODY_B",
-    "FACE_ROWS",
-    "LEFT_HAND_ROWS",
-    "RIGHT_HAND_ROWS",
-    "KEY_POINT_BODY_ROWS",
     "wan_body",
     "pose_metas",
     "face_boxes",
@@ -37,17 +32,6 @@ __all__ = [
     "WanAssembler",
 ]
 
-# Wan's 20 body rows: row i is the mean of 133-rows A[i] and B[i] (row 1, the neck, is the
-# shoulders' midpoint; rows 18, 19 the feet from the big and small toes).
-BODY_A = (0, 6, 6, 8, 10, 5, 7, 9, 12, 14, 16, 11, 13, 15, 2, 1, 4, 3, 17, 20)
-BODY_B = (0, 5, 6, 8, 10, 5, 7, 9, 12, 14, 16, 11, 13, 15, 2, 1, 4, 3, 18, 21)
-FACE_ROWS = slice(22, 91)  # 69 rows; consumers use rows 1..68 (the 68 face points)
-LEFT_HAND_ROWS = slice(91, 112)
-RIGHT_HAND_ROWS = slice(112, 133)
-# SAM2 prompt points: nose, neck, both shoulders, both hips, both knees (Wan body rows).
-KEY_POINT_BODY_ROWS = (0, 1, 2, 5, 8, 11, 10, 13)
-
-
 def wan_body(keypoints: torch.Tensor) -> torch.Tensor:
     """133 wholebody rows -> Wan's 20 body rows.
 
@@ -57,8 +41,8 @@ def wan_body(keypoints: torch.Tensor) -> torch.Tensor:
     Returns:
         (T, 20, C).
     """
-    a = torch.as_tensor(BODY_A, device=keypoints.device)
-    b = torch.as_tensor(BODY_B, device=keypoints.device)
+    a = torch.as_tensor(WAN_BODY_A, device=keypoints.device)
+    b = torch.as_tensor(WAN_BODY_B, device=keypoints.device)
     return (keypoints.index_select(1, a) + keypoints.index_select(1, b)) * 0.5
 
 
@@ -90,9 +74,9 @@ def pose_metas(keypoints: torch.Tensor, width: int, height: int, last_body: np.n
                 "width": int(width),
                 "height": int(height),
                 "keypoints_body": b.copy(),
-                "keypoints_left_hand": kp_np[t, LEFT_HAND_ROWS].copy(),
-                "keypoints_right_hand": kp_np[t, RIGHT_HAND_ROWS].copy(),
-                "keypoints_face": kp_np[t, FACE_ROWS].copy(),
+                "keypoints_left_hand": kp_np[t, LEFT_HAND].copy(),
+                "keypoints_right_hand": kp_np[t, RIGHT_HAND].copy(),
+                "keypoints_face": kp_np[t, WAN_FACE].copy(),
             }
         )
     return metas, last_body
@@ -115,7 +99,7 @@ def face_boxes(
         face-point score >= ``min_score``) and the clipped box is not empty. Invalid rows hold
         zeros, never NaN.
     """
-    face = keypoints[:, 23:91].float()  # the 68 face points (Wan face rows 1..68)
+    face = keypoints[:, FACE].float()  # the 68 face points (Wan face rows 1..68)
     xy = face[..., :2]
     lo = xy.amin(dim=1)
     hi = xy.amax(dim=1)
@@ -234,7 +218,7 @@ def key_frame_points(keypoints: torch.Tensor, min_score: float = 0.3, box: torch
     """
     body = wan_body(keypoints.unsqueeze(0).float())[0].cpu().tolist()
     pts = []
-    for r in KEY_POINT_BODY_ROWS:
+    for r in WAN_KEY_POINT_ROWS:
         x, y, s = body[r]
         if s >= min_score and math.isfinite(x) and math.isfinite(y):
             pts.append({"x": int(x), "y": int(y)})
@@ -242,12 +226,6 @@ def key_frame_points(keypoints: torch.Tensor, min_score: float = 0.3, box: torch
         x1, y1, x2, y2 = (float(v) for v in box[:4].tolist())
         pts.append({"x": int((x1 + x2) / 2), "y": int((y1 + y2) / 2)})
     return pts
-
-
-# OpenPose JSON: 18 body points (Wan body rows 0-17 are OpenPose's order), 68 face points (Wan
-# face rows 1-68), 21 points per hand.
-OPENPOSE_BODY_ROWS = slice(0, 18)
-OPENPOSE_FACE_ROWS = slice(1, 69)
 
 
 def _openpose_flat(xy: np.ndarray, p: np.ndarray, min_score: float) -> np.ndarray:
@@ -278,8 +256,8 @@ def openpose_frames(pose_metas, min_score: float = 0.3) -> list[dict]:
         return []
     parts = {}
     for name, stem, rows in (
-        ("pose_keypoints_2d", "kps_body", OPENPOSE_BODY_ROWS),
-        ("face_keypoints_2d", "kps_face", OPENPOSE_FACE_ROWS),
+        ("pose_keypoints_2d", "kps_body", OPENPOSE_BODY),
+        ("face_keypoints_2d", "kps_face", OPENPOSE_FACE),
         ("hand_left_keypoints_2d", "kps_lhand", slice(None)),
         ("hand_right_keypoints_2d", "kps_rhand", slice(None)),
     ):
