@@ -33,6 +33,11 @@ def raises(exc_type, prefix, fn, *args, **kwargs):
 # -- Pose and Face Detection ----------------------------------------------------------------------
 
 
+# The frames' values (NaN, a 0-255 range) are scanned as the pipeline reads each chunk: those
+# errors come once the run has started; every other one before any work.
+SCANNED = ("frame 1 contains NaN", "[0, 1]")
+
+
 def detection_cases(frames):
     """(input name, exception, keyword overrides, words the message must hold)."""
     return [
@@ -58,15 +63,21 @@ def detection_cases(frames):
     ]
 
 
-def test_detection_inputs(fake_comfy, loaded, images):
+def test_detection_inputs(fake_comfy, loaded, images, monkeypatch):
     frames = images[:2]
     for name, exc, override, words in detection_cases(frames):
         kwargs = dict(model=loaded, images=frames, width=416, height=240, retarget_image=None, face_padding=0, gate="off")
         kwargs.update(override)
         bars = len(fake_comfy.bars)
         msg = raises(exc, name, nodes.PoseAndFaceDetection().process, **kwargs)
-        assert words in msg, (name, msg)
-        assert len(fake_comfy.bars) == bars, "checked before any work"
+        assert words in msg and "chunk" not in msg, (name, msg)
+        if not (name == "images" and words in SCANNED):
+            assert len(fake_comfy.bars) == bars, "checked before any work"
+    # The frames' values are scanned as the pipeline reads them: a NaN past the first chunk is
+    # reported with its frame index in the batch.
+    monkeypatch.setattr(loaded.preprocessor(**nodes._default_options(gate="off")), "chunk_size", 2)
+    msg = raises(ValueError, "images", nodes.PoseAndFaceDetection().process, loaded, nan_at(images[:5], 3), 416, 240, gate="off")
+    assert msg == "images: frame 3 contains NaN values"
     # Whole-number floats (a value linked from a FLOAT output) and NumPy integers are fine.
     out = nodes.PoseAndFaceDetection().process(loaded, frames, np.int64(416), 240.0, face_padding=np.int32(0), gate="off")
     assert out[1].shape[0] == 2

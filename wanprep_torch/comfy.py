@@ -194,9 +194,10 @@ def _blame(name: str, exc: Exception) -> Exception:
         return ValueError(message)
 
 
-def _image_input(name: str, value, first_only: bool = False) -> torch.Tensor:
+def _image_input(name: str, value, first_only: bool = False, values: bool = True) -> torch.Tensor:
     """An IMAGE input checked with the library's frame rules (dtype, NaN / inf, values outside
-    [0, 1]); ``first_only`` checks only the frame the node uses."""
+    [0, 1]); ``first_only`` checks only the frame the node uses; ``values=False`` leaves the
+    scan of the values (a pass over the batch) to the caller (the pipeline checks each chunk)."""
     if not isinstance(value, torch.Tensor):
         raise TypeError(f"{name}: expected a ComfyUI IMAGE (a (T, H, W, 3) tensor), got {type(value).__name__}")
     if value.dim() != 4 or value.shape[-1] != 3:
@@ -208,7 +209,7 @@ def _image_input(name: str, value, first_only: bool = False) -> torch.Tensor:
         what = "the image is" if t == 1 or first_only else "the images are"
         raise ValueError(f"{name}: {what} {w}x{h} px; at least {MIN_SIDE}x{MIN_SIDE} px is needed")
     try:
-        as_tchw(value[:1] if first_only else value)
+        as_tchw(value[:1] if first_only else value, finite=values)
     except (TypeError, ValueError) as exc:
         raise _blame(name, exc) from None
     return value
@@ -395,7 +396,7 @@ class PoseAndFaceDetection:
 
     def process(self, model, images, width, height, retarget_image=None, face_padding=0, gate="safe"):
         model = _model_input(model)
-        _image_input("images", images)
+        _image_input("images", images, values=False)  # the pipeline scans the values chunk by chunk
         width, height = _int_input(type(self), "width", width), _int_input(type(self), "height", height)
         if retarget_image is not None:
             _image_input("retarget_image", retarget_image, first_only=True)
@@ -411,9 +412,13 @@ class PoseAndFaceDetection:
                 reference_size=(width, height),
             )
         except ValueError as exc:
-            # The inputs were checked above; what is left is the retargeting onto the
-            # reference's person (a person of zero height, say).
-            if retarget_image is not None and str(exc).startswith("retarget"):
+            # The inputs' shapes were checked above; what is left is the frames' values (the
+            # pipeline's message for a chunk of them) and the retargeting onto the reference's
+            # person (a person of zero height, say).
+            message = str(exc)
+            if message.startswith("chunk "):
+                raise ValueError(f"images: {message.split(': ', 1)[-1]}") from None
+            if retarget_image is not None and message.startswith("retarget"):
                 raise _blame("retarget_image", exc) from None
             raise
         finally:
