@@ -17,7 +17,8 @@ Importable without ComfyUI (for tests and scripts): ``folder_paths``, ``comfy.ut
 ``folder_paths`` the model list comes from the folder named by ``WANPREP_COMFY_MODELS``.
 
 Bad input raises ValueError / TypeError whose message starts with the node input at fault
-("retarget_image: ...", "images: ..."), checked at the boundary before any work is done.
+("retarget_image: ...", "images: ..."), checked at the boundary before any work is done (but
+for the frames' values, which the pipeline checks chunk by chunk as it reads them).
 
 Frames are processed at their own size and every output is in their pixels; ``width`` and
 ``height`` only set the area the retarget image is resized to (as the reference). ``bboxes``
