@@ -7,88 +7,17 @@ import sys
 import types
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
-
-import numpy as np
+from comfy_fixtures import Interrupted, fake_comfy, images, loaded, no_comfy  # noqa: F401  (fixtures)
 
 from wanprep_torch import PoseMeta
 from wanprep_torch import comfy as nodes
 from wanprep_torch.draw import draw_pose
-from wanprep_torch.wan import openpose_frames
+from wanprep_torch.wan import pose_keypoint_frames
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-class Interrupted(Exception):
-    pass
-
-
-@pytest.fixture
-def no_comfy(monkeypatch):
-    """As outside ComfyUI: none of its modules importable."""
-    for name in ("folder_paths", "comfy", "comfy.utils", "comfy.model_management"):
-        monkeypatch.setitem(sys.modules, name, None)  # None in sys.modules makes import fail
-    monkeypatch.delenv(nodes.MODELS_ENV, raising=False)
-
-
-@pytest.fixture
-def fake_comfy(monkeypatch, models):
-    models_dir = Path(models["det"]).parent
-    fp = types.ModuleType("folder_paths")
-
-    def get_filename_list(kind):
-        assert kind == "detection"
-        return sorted(p.name for p in models_dir.glob("*.onnx"))
-
-    def get_full_path_or_raise(kind, name):
-        p = models_dir / name
-        if kind != "detection" or not p.is_file():
-            raise FileNotFoundError(f"Model in folder '{kind}' with filename '{name}' not found.")
-        return str(p)
-
-    fp.get_filename_list = get_filename_list
-    fp.get_full_path_or_raise = get_full_path_or_raise
-
-    state = types.SimpleNamespace(bars=[], interrupt=False, checks=0)
-
-    class ProgressBar:
-        def __init__(self, total):
-            self.total = total
-            self.updates = []
-            state.bars.append(self)
-
-        def update_absolute(self, value, total=None, preview=None):
-            self.updates.append(value)
-
-    def throw_exception_if_processing_interrupted():
-        state.checks += 1
-        if state.interrupt:
-            raise Interrupted("Processing interrupted")
-
-    comfy = types.ModuleType("comfy")
-    utils = types.ModuleType("comfy.utils")
-    utils.ProgressBar = ProgressBar
-    mm = types.ModuleType("comfy.model_management")
-    mm.throw_exception_if_processing_interrupted = throw_exception_if_processing_interrupted
-    mm.get_torch_device = lambda: torch.device("cpu")
-    comfy.utils, comfy.model_management = utils, mm
-    for name, mod in (("folder_paths", fp), ("comfy", comfy), ("comfy.utils", utils), ("comfy.model_management", mm)):
-        monkeypatch.setitem(sys.modules, name, mod)
-    return state
-
-
-@pytest.fixture
-def loaded(fake_comfy, models):
-    (model,) = nodes.OnnxDetectionModelLoader().loadmodel(models["pose"].name, models["det"].name, "CPUExecutionProvider")
-    return model
-
-
-@pytest.fixture(scope="module")
-def images():
-    from wanprep_torch.testkit import make_clip
-
-    return make_clip(6, H=240, W=416, seed=3).frames  # ComfyUI IMAGE: (T, H, W, 3) float in [0, 1]
 
 
 def test_node_definitions(no_comfy):
@@ -131,7 +60,8 @@ def test_node_definitions(no_comfy):
     assert spec["optional"]["face_padding"][1]["default"] == 0
     assert spec["optional"]["gate"][0] == ["off", "safe", "fast"] and spec["optional"]["gate"][1]["default"] == "safe"
     assert list(inspect.signature(det.process).parameters)[1:] == ["model", "images", "width", "height", "retarget_image", "face_padding", "gate"]
-    assert det.RETURN_TYPES == ("POSEDATA", "IMAGE", "STRING", "BBOX", "BBOX", "POSE_KEYPOINT")
+    # face_bboxes: the reference's "BBOX," (test_comfy_workflow.py checks the links it keeps).
+    assert det.RETURN_TYPES == ("POSEDATA", "IMAGE", "STRING", "BBOX", "BBOX,", "POSE_KEYPOINT")
     assert det.RETURN_NAMES == ("pose_data", "face_images", "key_frame_body_points", "bboxes", "face_bboxes", "pose_keypoint")
 
     helper = nodes.PoseRetargetPromptHelper
@@ -191,8 +121,9 @@ def test_detect_and_draw(fake_comfy, loaded, images):
     assert (metas[0].width, metas[0].height) == (416, 240)
     np.testing.assert_allclose(metas[0].kps_body, originals[0]["keypoints_body"][:, :2] * (416, 240), rtol=1e-6)
     assert pose_data["wanprep"]["keypoints"].shape == (t, 133, 3)
-    # pose_keypoint: OpenPose JSON per frame of pose_data["pose_metas"].
-    assert pose_keypoint == openpose_frames(metas) and len(pose_keypoint) == t
+    # pose_keypoint: POSE_KEYPOINT per frame of pose_data["pose_metas"] (test_comfy_pose_keypoint.py
+    # decodes it as comfyui_controlnet_aux does).
+    assert pose_keypoint == pose_keypoint_frames(metas) and len(pose_keypoint) == t
     assert pose_keypoint[0]["canvas_width"] == 416 and len(pose_keypoint[0]["people"][0]["pose_keypoints_2d"]) == 54
 
     bar = fake_comfy.bars[-1]
@@ -351,8 +282,11 @@ def test_retarget_image(fake_comfy, loaded, images):
     assert shoulders(metas[0].kps_body) == pytest.approx(shoulders(PoseMeta.from_wan(refer).kps_body), rel=0.03)
     # Face crops, boxes and SAM2 points stay the video's.
     assert faces.shape == (t, 512, 512, 3) and len(face_bboxes) == t and bboxes[0][2] <= 417
-    assert pose_keypoint == openpose_frames(metas) and pose_keypoint[0]["canvas_width"] == 288
-    assert all(v == 0 for v in pose_keypoint[0]["people"][0]["face_keypoints_2d"])  # retargeting drops the face
+    assert pose_keypoint == pose_keypoint_frames(metas) and pose_keypoint[0]["canvas_width"] == 288
+    person = pose_keypoint[0]["people"][0]
+    assert all(v == 0 for v in person["face_keypoints_2d"][: 68 * 3])  # retargeting drops the face
+    # ... but the 69th and 70th face points are the (retargeted) body's right and left eye.
+    assert person["face_keypoints_2d"][68 * 3 :] == person["pose_keypoints_2d"][14 * 3 : 16 * 3]
 
     # Draw ViT Pose: each pose on its own (reference) canvas, framed by frame 0's bounds + padding.
     (pose_images,) = nodes.DrawViTPose().process(pose_data, 416, 240, 16, -1, -1, True)

@@ -5,7 +5,8 @@ Same class names, inputs, outputs and order as the reference, so saved workflows
 * ``OnnxDetectionModelLoader`` -> POSEMODEL (models from ``ComfyUI/models/detection``)
 * ``PoseAndFaceDetection`` (model, images, width, height; optional retarget_image, face_padding,
   and this project's ``gate`` last) -> pose_data, face_images, key_frame_body_points, bboxes,
-  face_bboxes, plus an extra last output ``pose_keypoint`` (OpenPose JSON layout per frame)
+  face_bboxes, plus an extra last output ``pose_keypoint`` (POSE_KEYPOINT, see
+  :func:`wanprep_torch.wan.pose_keypoint_frames`)
 * ``DrawViTPose`` -> pose_images
 * ``PoseRetargetPromptHelper`` -> prompt, retarget_prompt
 * ``PoseDetectionOneToAllAnimation`` (model, images, width, height, align_to, draw_face_points,
@@ -14,6 +15,10 @@ Same class names, inputs, outputs and order as the reference, so saved workflows
 Importable without ComfyUI (for tests and scripts): ``folder_paths``, ``comfy.utils`` and
 ``comfy.model_management`` are imported inside the functions, with fallbacks. Without
 ``folder_paths`` the model list comes from the folder named by ``WANPREP_COMFY_MODELS``.
+
+Bad input raises ValueError / TypeError whose message starts with the node input at fault
+("retarget_image: ...", "images: ..."), checked at the boundary before any work is done (but
+for the frames' values, which the pipeline checks chunk by chunk as it reads them).
 
 Frames are processed at their own size and every output is in their pixels; ``width`` and
 ``height`` only set the area the retarget image is resized to (as the reference). ``bboxes``
@@ -25,6 +30,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -33,8 +39,10 @@ import numpy as np
 import torch
 
 from . import wan
+from .frames import MIN_SIDE, as_tchw
 from .gate import PRESETS
-from .posemeta import PoseMeta
+from .posemeta import PoseMeta, check_wan_meta
+from .runtime import ModelError, open_models
 
 __all__ = [
     "NODE_CLASS_MAPPINGS",
@@ -174,12 +182,85 @@ class _CallbackRelay:
             self.target(stage, done, total)
 
 
+# ----------------------------------------------------------------------------- input checks
+# Node users wire inputs, not frames or iterables: every message starts with the input's name.
+
+
+def _blame(name: str, exc: Exception) -> Exception:
+    """``exc`` again (same type where it takes a message) with ``name: `` in front."""
+    message = f"{name}: {exc}"
+    try:
+        return type(exc)(message)
+    except Exception:  # an exception type with another signature
+        return ValueError(message)
+
+
+def _image_input(name: str, value, first_only: bool = False, values: bool = True) -> torch.Tensor:
+    """An IMAGE input checked with the library's frame rules (dtype, NaN / inf, values outside
+    [0, 1]); ``first_only`` checks only the frame the node uses; ``values=False`` leaves the
+    scan of the values (a pass over the batch) to the caller (the pipeline checks each chunk)."""
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{name}: expected a ComfyUI IMAGE (a (T, H, W, 3) tensor), got {type(value).__name__}")
+    if value.dim() != 4 or value.shape[-1] != 3:
+        raise ValueError(f"{name}: expected a ComfyUI IMAGE (T, H, W, 3), got shape {tuple(value.shape)}")
+    t, h, w = value.shape[:3]
+    if t == 0:
+        raise ValueError(f"{name}: the IMAGE batch is empty (0 images)")
+    if h < MIN_SIDE or w < MIN_SIDE:
+        what = "the image is" if t == 1 or first_only else "the images are"
+        raise ValueError(f"{name}: {what} {w}x{h} px; at least {MIN_SIDE}x{MIN_SIDE} px is needed")
+    try:
+        as_tchw(value[:1] if first_only else value, finite=values)
+    except (TypeError, ValueError) as exc:
+        raise _blame(name, exc) from None
+    return value
+
+
+def _int_input(node, name: str, value) -> int:
+    """A whole number within the min / max that ``node``'s INPUT_TYPES declares for ``name``
+    (ComfyUI checks those for widgets, not for values linked from other nodes)."""
+    spec = node.INPUT_TYPES()
+    entry = {**spec.get("required", {}), **spec.get("optional", {})}[name]
+    opts = entry[1] if len(entry) > 1 else {}
+    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+    if not ok or not math.isfinite(value) or int(value) != value:
+        raise TypeError(f"{name}: expected a whole number, got {value!r}")
+    lo, hi = opts.get("min"), opts.get("max")
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        raise ValueError(f"{name}: {int(value)} is outside the allowed range {lo}..{hi}")
+    return int(value)
+
+
+def _choice_input(name: str, value, options) -> str:
+    if value not in options:
+        raise ValueError(f"{name}: {value!r} is not one of {list(options)}")
+    return value
+
+
+def _bool_input(name: str, value) -> bool:
+    """A BOOLEAN input; also the strings "True" / "False" (the reference declares its default
+    as the string 'True', so its saved workflows hold that string)."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    raise TypeError(f"{name}: expected a boolean (true / false), got {value!r}")
+
+
+def _model_input(model) -> "PoseModel":
+    if not isinstance(model, PoseModel):
+        raise TypeError(f"model: expected the POSEMODEL of the ONNX Detection Model Loader, got {type(model).__name__}")
+    return model
+
+
 # ----------------------------------------------------------------------------- POSEMODEL
 
 
 class PoseModel:
-    """The POSEMODEL value: the two model files, the device, and Preprocessors built on them
-    (one per device and options, reused across runs: sessions load once)."""
+    """The POSEMODEL value: the two model files, the device, their ONNX Runtime sessions
+    (opened once) and Preprocessors built on them (one per option set; all share the sessions,
+    so changing an option does not load the models again). ComfyUI runs one node at a time,
+    which is what sharing the sessions needs."""
 
     def __init__(self, det_path, pose_path, device: torch.device, onnx_device: str = ""):
         self.det_path = Path(det_path)
@@ -187,7 +268,27 @@ class PoseModel:
         self.device = torch.device(device)
         self.onnx_device = onnx_device
         self.relay = _CallbackRelay()
+        self._sessions = None
         self._cache: dict = {}
+
+    def sessions(self):
+        """The detector and pose sessions (opened on first use); a bad file raises ModelError
+        naming the loader input it came from."""
+        if self._sessions is None:
+            try:
+                self._sessions = open_models(self.det_path, self.pose_path, self.device)
+            except ModelError as exc:
+                raise _blame(self._culprit(str(exc)), exc) from None
+        return self._sessions
+
+    def _culprit(self, message: str) -> str:
+        # Every ModelError of open_models names the file; the longer path is tried first so
+        # that one path being a prefix of the other does not mislead.
+        named = sorted((("yolo_model", self.det_path), ("vitpose_model", self.pose_path)), key=lambda e: -len(str(e[1])))
+        for name, path in named:
+            if str(path) in message:
+                return name
+        return "vitpose_model / yolo_model"
 
     def preprocessor(self, **options):
         from .pipeline import Preprocessor
@@ -195,9 +296,8 @@ class PoseModel:
         key = (str(self.device), tuple(sorted((k, repr(v)) for k, v in options.items())))
         pre = self._cache.get(key)
         if pre is None:
-            pre = Preprocessor(
-                self.det_path, self.pose_path, device=self.device, progress_callback=self.relay, **options
-            )
+            det, pose = self.sessions()
+            pre = Preprocessor(det, pose, device=self.device, progress_callback=self.relay, **options)
             self._cache[key] = pre
         return pre
 
@@ -206,14 +306,12 @@ class PoseModel:
 
 
 def _gate_options(gate: str) -> dict:
-    if gate not in GATE_PRESETS:
-        raise ValueError(f"unknown gate preset {gate!r}; choose one of {GATE_PRESETS}")
-    return {"gate": gate}
+    return {"gate": _choice_input("gate", gate, GATE_PRESETS)}
 
 
 def _default_options(face_padding: int = 0, gate: str = "safe") -> dict:
     return dict(
-        face_padding=int(face_padding),
+        face_padding=face_padding,
         face_dtype=torch.float32,  # ComfyUI IMAGE
         face_device="cpu",  # outputs live on the CPU; keeps long videos' crops off the GPU
         **_gate_options(gate),
@@ -242,9 +340,18 @@ class OnnxDetectionModelLoader:
     DESCRIPTION = "Loads the ViTPose (pose) and YOLO (person detector) ONNX models for wanprep_torch's torch-native preprocessing."
 
     def loadmodel(self, vitpose_model, yolo_model, onnx_device):
-        if onnx_device not in ONNX_DEVICES:
-            raise ValueError(f"onnx_device must be one of {ONNX_DEVICES}, got {onnx_device!r}")
-        model = PoseModel(model_path(yolo_model), model_path(vitpose_model), torch_device(onnx_device), onnx_device)
+        _choice_input("onnx_device", onnx_device, ONNX_DEVICES)
+        paths = {}
+        for name, value in (("vitpose_model", vitpose_model), ("yolo_model", yolo_model)):
+            if not isinstance(value, str) or not value:
+                raise TypeError(f"{name}: expected a model file name from the 'detection' folder, got {value!r}")
+            try:
+                paths[name] = model_path(value)
+            except FileNotFoundError as exc:
+                raise _blame(name, exc) from None
+        if paths["vitpose_model"].resolve() == paths["yolo_model"].resolve():
+            raise ValueError(f"vitpose_model and yolo_model: both name {vitpose_model!r}; pick the pose model and the detector")
+        model = PoseModel(paths["yolo_model"], paths["vitpose_model"], torch_device(onnx_device), onnx_device)
         model.preprocessor(**_default_options())  # load now: a wrong file fails here, not mid-workflow
         return (model,)
 
@@ -274,24 +381,28 @@ class PoseAndFaceDetection:
             },
         }
 
-    RETURN_TYPES = ("POSEDATA", "IMAGE", "STRING", "BBOX", "BBOX", "POSE_KEYPOINT")
+    # "BBOX," is the reference's own spelling of face_bboxes' type: saved workflows' links carry
+    # it, and consumers written for the reference declare it (README, differences).
+    RETURN_TYPES = ("POSEDATA", "IMAGE", "STRING", "BBOX", "BBOX,", "POSE_KEYPOINT")
     RETURN_NAMES = ("pose_data", "face_images", "key_frame_body_points", "bboxes", "face_bboxes", "pose_keypoint")
     FUNCTION = "process"
     CATEGORY = CATEGORY
     DESCRIPTION = (
         "Detects the person's wholebody pose and crops the face (512x512) on every frame, torch-native; "
         "optionally retargets the poses onto a reference image's body. bboxes holds frame 0's box "
-        "(x1, y1, x2, y2), face_bboxes one per frame, in the frames' pixels; pose_keypoint is the "
-        "OpenPose JSON layout of the poses in pose_data['pose_metas']."
+        "(x1, y1, x2, y2), face_bboxes one per frame, in the frames' pixels; pose_keypoint holds the "
+        "poses of pose_data['pose_metas'] as POSE_KEYPOINT (comfyui_controlnet_aux's format: pixels, "
+        "confidence 1 for a point scored >= 0.3, else 0, 0, 0)."
     )
 
     def process(self, model, images, width, height, retarget_image=None, face_padding=0, gate="safe"):
-        if not isinstance(model, PoseModel):
-            raise TypeError(f"model must come from the wanprep ONNX Detection Model Loader, got {type(model).__name__}")
-        _check_image(images, "images")
+        model = _model_input(model)
+        _image_input("images", images, values=False)  # the pipeline scans the values chunk by chunk
+        width, height = _int_input(type(self), "width", width), _int_input(type(self), "height", height)
         if retarget_image is not None:
-            _check_image(retarget_image, "retarget_image")
-        pre = model.preprocessor(**_default_options(face_padding, gate))
+            _image_input("retarget_image", retarget_image, first_only=True)
+        options = _default_options(_int_input(type(self), "face_padding", face_padding), gate)
+        pre = model.preprocessor(**options)
         progress = _Progress(images.shape[0])
         progress.check_interrupt()
         model.relay.target = progress
@@ -299,8 +410,18 @@ class PoseAndFaceDetection:
             res = pre(
                 _frame_chunks(images, pre.chunk_size, pre.device),
                 reference_image=None if retarget_image is None else retarget_image[0],
-                reference_size=(int(width), int(height)),
+                reference_size=(width, height),
             )
+        except ValueError as exc:
+            # The inputs' shapes were checked above; what is left is the frames' values (the
+            # pipeline's message for a chunk of them) and the retargeting onto the reference's
+            # person (a person of zero height, say).
+            message = str(exc)
+            if message.startswith("chunk "):
+                raise ValueError(f"images: {message.split(': ', 1)[-1]}") from None
+            if retarget_image is not None and message.startswith("retarget"):
+                raise _blame("retarget_image", exc) from None
+            raise
         finally:
             model.relay.target = None
         progress.set(progress.total)
@@ -337,17 +458,10 @@ class PoseAndFaceDetection:
             "wanprep": extras,
         }
         face_images = res.face_images.to("cpu", torch.float32)
-        pose_keypoint = wan.openpose_frames(metas)
-        return (pose_data, face_images, res.key_frame_points, [first_box], face_bboxes, pose_keypoint)
+        return (pose_data, face_images, res.key_frame_points, [first_box], face_bboxes, wan.pose_keypoint_frames(metas))
 
 
-def _check_image(images, name: str) -> None:
-    if not isinstance(images, torch.Tensor) or images.dim() != 4 or images.shape[-1] != 3:
-        shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
-        raise ValueError(f"{name} must be a ComfyUI IMAGE (T, H, W, 3), got {shape}")
-
-
-def _meta_dict(meta) -> Mapping:
+def _meta_dict(meta, what: str = "pose_metas entry") -> Mapping:
     """A Wan meta dict from a dict, or from a reference AAPoseMeta-like object (pixel
     coordinates in kps_* plus scores in kps_*_p), as the reference's retargeting produces."""
     if isinstance(meta, Mapping):
@@ -355,7 +469,7 @@ def _meta_dict(meta) -> Mapping:
     if isinstance(meta, PoseMeta):
         return meta.to_wan()
     if not hasattr(meta, "kps_body"):
-        raise TypeError(f"pose_metas entries must be Wan meta dicts, got {type(meta).__name__}")
+        raise TypeError(f"{what}: expected a Wan meta dict or a pose meta object, got {type(meta).__name__}")
     w, h = float(meta.width), float(meta.height)
 
     def part(xy_name, p_name):
@@ -375,6 +489,25 @@ def _meta_dict(meta) -> Mapping:
         "keypoints_right_hand": part("kps_rhand", "kps_rhand_p"),
         "keypoints_face": part("kps_face", "kps_face_p"),
     }
+
+
+def _pose_data_input(pose_data) -> Mapping:
+    if not isinstance(pose_data, Mapping):
+        raise TypeError(f"pose_data: expected the POSEDATA of Pose and Face Detection, got {type(pose_data).__name__}")
+    return pose_data
+
+
+def _pose_metas_input(pose_data) -> list[Mapping]:
+    """pose_data["pose_metas"] as checked Wan meta dicts; messages name pose_data."""
+    metas = _pose_data_input(pose_data).get("pose_metas")
+    if not isinstance(metas, (list, tuple)) or len(metas) == 0:
+        raise ValueError(f"pose_data: 'pose_metas' must be a non-empty list of poses, got {metas!r:.80}")
+    out = []
+    for i, meta in enumerate(metas):
+        what = f"pose_data: pose_metas[{i}]"
+        out.append(_meta_dict(meta, what))
+        check_wan_meta(out[-1], what)
+    return out
 
 
 class DrawViTPose:
@@ -401,15 +534,19 @@ class DrawViTPose:
     def process(self, pose_data, width, height, retarget_padding=16, body_stick_width=-1, hand_stick_width=-1, draw_head=True):
         from .draw import draw_pose
 
-        metas = [_meta_dict(m) for m in pose_data["pose_metas"]]
+        metas = _pose_metas_input(pose_data)
+        node = type(self)
+        width, height = _int_input(node, "width", width), _int_input(node, "height", height)
+        retarget_padding = _int_input(node, "retarget_padding", retarget_padding)
+        body_stick_width = _int_input(node, "body_stick_width", body_stick_width)
+        hand_stick_width = _int_input(node, "hand_stick_width", hand_stick_width)
+        draw_head = _bool_input("draw_head", draw_head)
         n = len(metas)
-        if n == 0:
-            raise ValueError("pose_data has no pose_metas")
         # As the reference: the crop-to-bounds framing only applies to retargeted poses.
         crop = retarget_padding > 0 and pose_data.get("retarget_image") is not None
         device = _draw_device()
         progress = _Progress(n)
-        out = torch.empty((n, int(height), int(width), 3), dtype=torch.float32)
+        out = torch.empty((n, height, width, 3), dtype=torch.float32)
         for s in range(0, n, _DRAW_CHUNK):
             progress.check_interrupt()
             e = min(s + _DRAW_CHUNK, n)
@@ -417,12 +554,12 @@ class DrawViTPose:
             sub = metas[s:e] if (s == 0 or not crop) else [metas[0]] + metas[s:e]
             imgs = draw_pose(
                 sub,
-                out_size=(int(height), int(width)),
+                out_size=(height, width),
                 mode="crop" if crop else "pad",
-                retarget_padding=int(retarget_padding),
-                body_stick_width=int(body_stick_width),
-                hand_stick_width=int(hand_stick_width),
-                draw_head=bool(draw_head),
+                retarget_padding=retarget_padding,
+                body_stick_width=body_stick_width,
+                hand_stick_width=hand_stick_width,
+                draw_head=draw_head,
                 device=device,
             )
             out[s:e] = imgs[imgs.shape[0] - (e - s) :].to("cpu")
@@ -499,10 +636,15 @@ class PoseRetargetPromptHelper:
     )
 
     def process(self, pose_data):
-        return retarget_prompts(pose_data.get("pose_metas_original") or [], pose_data.get("refer_pose_meta"))
+        pose_data = _pose_data_input(pose_data)
+        try:
+            return retarget_prompts(pose_data.get("pose_metas_original") or [], pose_data.get("refer_pose_meta"))
+        except (KeyError, IndexError, TypeError, ValueError) as exc:
+            raise ValueError(f"pose_data: not the POSEDATA of Pose and Face Detection ({type(exc).__name__}: {exc})") from None
 
 
 ONETOALL_CHOICES = ["full", "weak", "none"]
+ALIGN_CHOICES = ["ref", "pose", "none"]
 
 
 def _person_keypoints(pre, images: torch.Tensor, progress: "_Progress | None" = None) -> torch.Tensor:
@@ -528,7 +670,7 @@ class PoseDetectionOneToAllAnimation:
                 "images": ("IMAGE",),
                 "width": ("INT", {"default": 832, "min": 64, "max": 2048, "step": 2, "tooltip": "Width of the pose images"}),
                 "height": ("INT", {"default": 480, "min": 64, "max": 2048, "step": 2, "tooltip": "Height of the pose images"}),
-                "align_to": (["ref", "pose", "none"], {"default": "ref", "tooltip": "ref: retarget the poses to the reference character; pose: warp the reference image onto the first pose; none: no alignment"}),
+                "align_to": (ALIGN_CHOICES, {"default": "ref", "tooltip": "ref: retarget the poses to the reference character; pose: warp the reference image onto the first pose; none: no alignment"}),
                 "draw_face_points": (ONETOALL_CHOICES, {"default": "full", "tooltip": "Face points: full, weak (faint) or none"}),
                 "draw_head": (ONETOALL_CHOICES, {"default": "full", "tooltip": "Head limbs: full, weak (faint) or none"}),
             },
@@ -549,25 +691,29 @@ class PoseDetectionOneToAllAnimation:
     def process(self, model, images, width, height, align_to="ref", draw_face_points="full", draw_head="full", ref_image=None):
         from .onetoall import onetoall
 
-        if not isinstance(model, PoseModel):
-            raise TypeError(f"model must come from the wanprep ONNX Detection Model Loader, got {type(model).__name__}")
-        if not isinstance(images, torch.Tensor) or images.dim() != 4 or images.shape[-1] != 3:
-            shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
-            raise ValueError(f"images must be a ComfyUI IMAGE (T, H, W, 3), got {shape}")
+        model = _model_input(model)
+        _image_input("images", images)
+        node = type(self)
+        width, height = _int_input(node, "width", width), _int_input(node, "height", height)
+        _choice_input("align_to", align_to, ALIGN_CHOICES)
+        _choice_input("draw_face_points", draw_face_points, ONETOALL_CHOICES)
+        _choice_input("draw_head", draw_head, ONETOALL_CHOICES)
+        ref = None if ref_image is None else _image_input("ref_image", ref_image, first_only=True)[:1]
         pre = model.preprocessor(**_default_options(gate="off"))
         progress = _Progress(images.shape[0])
         kps = _person_keypoints(pre, images, progress)
-        ref_kps = ref = None
-        if ref_image is not None:
-            if not isinstance(ref_image, torch.Tensor) or ref_image.dim() not in (3, 4) or ref_image.shape[-1] != 3:
-                raise ValueError(f"ref_image must be a ComfyUI IMAGE (1, H, W, 3), got {tuple(getattr(ref_image, 'shape', ()))}")
-            ref = ref_image[:1] if ref_image.dim() == 4 else ref_image.unsqueeze(0)
-            ref_kps = _person_keypoints(pre, ref)[0]
-        out = onetoall(
-            kps, int(width), int(height), align_to, draw_face_points, draw_head,
-            reference_keypoints=ref_kps, reference_image=None if ref is None else ref[0].cpu(),
-            frame_size=(int(images.shape[1]), int(images.shape[2])),
-        )
+        ref_kps = None if ref is None else _person_keypoints(pre, ref)[0]
+        try:
+            out = onetoall(
+                kps, width, height, align_to, draw_face_points, draw_head,
+                reference_keypoints=ref_kps, reference_image=None if ref is None else ref[0].cpu(),
+                frame_size=(int(images.shape[1]), int(images.shape[2])),
+            )
+        except ValueError as exc:
+            # Every other input was checked above: what is left is the reference (no person in it).
+            if ref is not None:
+                raise _blame("ref_image", exc) from None
+            raise
         progress.set(progress.total)
         return tuple(t.to("cpu", torch.float32) for t in out)
 

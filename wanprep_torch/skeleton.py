@@ -29,6 +29,7 @@ __all__ = [
     "WAN_KEY_POINT_ROWS",
     "OPENPOSE_BODY",
     "OPENPOSE_FACE",
+    "OPENPOSE_EYES",
 ]
 
 NUM_WHOLEBODY = 133
@@ -58,3 +59,6 @@ WAN_KEY_POINT_ROWS = (0, 1, 2, 5, 8, 11, 10, 13)
 # (Wan face rows 1-68).
 OPENPOSE_BODY = slice(0, 18)
 OPENPOSE_FACE = slice(1, 69)
+# OpenPose-18 rows of the right and left eye: the 69th and 70th face points of the 70-point
+# OpenPose face, as DWPose (comfyui_controlnet_aux) appends them to the 68 landmarks.
+OPENPOSE_EYES = (14, 15)

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from .frames import FrameBatch
 from .posemeta import PoseMeta
-from .skeleton import FACE, LEFT_HAND, OPENPOSE_BODY, OPENPOSE_FACE, RIGHT_HAND, WAN_BODY_A, WAN_BODY_B, WAN_FACE, WAN_KEY_POINT_ROWS
+from .skeleton import FACE, LEFT_HAND, OPENPOSE_BODY, OPENPOSE_EYES, OPENPOSE_FACE, RIGHT_HAND, WAN_BODY_A, WAN_BODY_B, WAN_FACE, WAN_KEY_POINT_ROWS
 from .timing import NULL_TIMER
 
 __all__ = [
@@ -28,6 +28,8 @@ __all__ = [
     "key_frame_points",
     "key_frame_indices",
     "openpose_frames",
+    "KEEP_SCORE",
+    "pose_keypoint_frames",
     "WanFrames",
     "WanAssembler",
 ]
@@ -236,7 +238,12 @@ def _openpose_flat(xy: np.ndarray, p: np.ndarray, min_score: float) -> np.ndarra
     return out.reshape(out.shape[0], -1)
 
 
-def openpose_frames(pose_metas, min_score: float = 0.3) -> list[dict]:
+# A point with a score under this is unseen in the OpenPose layouts (DWPose's rule in
+# comfyui_controlnet_aux). Draw ViT Pose draws from 0.5, so every point it draws passes.
+KEEP_SCORE = 0.3
+
+
+def openpose_frames(pose_metas, min_score: float = KEEP_SCORE) -> list[dict]:
     """Poses in the OpenPose JSON layout, one dict per frame (what pose editors and ControlNet
     tools read)::
 
@@ -272,6 +279,55 @@ def openpose_frames(pose_metas, min_score: float = 0.3) -> list[dict]:
         }
         for t, m in enumerate(metas)
     ]
+
+
+def pose_keypoint_frames(frames, threshold: float = KEEP_SCORE) -> list[dict]:
+    """Poses as ComfyUI's POSE_KEYPOINT, in comfyui_controlnet_aux's convention (what its DWPose
+    node writes and RenderPeopleKps, the pose editors and other packs read)::
+
+        [{"people": [{"pose_keypoints_2d": [x, y, c, ...], "face_keypoints_2d": [...],
+                      "hand_left_keypoints_2d": [...], "hand_right_keypoints_2d": [...]}, ...],
+          "canvas_width": W, "canvas_height": H}, ...]   # one dict per frame
+
+    x, y are pixels of the frame's canvas (those readers take a part whose points all lie in
+    [0, 1] as normalised and any other as pixels; pixels are what the DWPose node writes). c is
+    exactly 1.0 for a kept point (finite, score >= ``threshold``) and a dropped point is
+    0, 0, 0: the readers drop every point with c < 1. 18 body points (OpenPose order), 70 face
+    points (the 68 landmarks, then the right and left eye from the body, as DWPose appends
+    them), 21 per hand. A part with no kept point is all zeros where DWPose writes null (a fixed
+    layout: some readers index the lists).
+
+    :func:`openpose_frames` is the OpenPose JSON file layout instead: raw scores, 68 face points.
+
+    Args:
+        frames: one entry per frame: a pose (:class:`~wanprep_torch.posemeta.PoseMeta` in pixels
+            or a Wan meta dict), or a non-empty list of the frame's people (one canvas).
+        threshold: the keep rule above.
+    """
+    people = [list(f) if isinstance(f, (list, tuple)) else [f] for f in frames]
+    if any(not p for p in people):
+        raise ValueError("pose_keypoint_frames: every frame needs at least one person")
+    per_person = openpose_frames([p for ps in people for p in ps], min_score=threshold)
+
+    def kept(flat: list[float]) -> list[float]:
+        out = []
+        for x, y, c in zip(flat[0::3], flat[1::3], flat[2::3]):
+            out += [x, y, 1.0] if c > 0 else [0.0, 0.0, 0.0]
+        return out
+
+    result, i = [], 0
+    for ps in people:
+        persons = []
+        for raw in (f["people"][0] for f in per_person[i : i + len(ps)]):
+            body = raw["pose_keypoints_2d"]
+            eyes = [v for row in OPENPOSE_EYES for v in body[3 * row : 3 * row + 3]]
+            person = {key: kept(flat) for key, flat in raw.items()}
+            person["face_keypoints_2d"] += kept(eyes)
+            persons.append(person)
+        canvas = per_person[i]
+        result.append({"people": persons, "canvas_width": canvas["canvas_width"], "canvas_height": canvas["canvas_height"]})
+        i += len(ps)
+    return result
 
 
 @dataclass
