@@ -21,17 +21,8 @@ import time
 import numpy as np
 import torch
 
-from wanprep_torch import draw
-from wanprep_torch.onetoall import (
-    _N_SLOTS,
-    _O_JOINT,
-    _primitives,
-    _resize_taps,
-    DwPoses,
-    canvas_size,
-    dwposes_from_keypoints,
-    render_dwposes,
-)
+from wanprep_torch.onetoall import LIMB_SLOTS, DwPoses, canvas_size, dwposes_from_keypoints, pose_shapes, render_dwposes
+from wanprep_torch.raster import linear_taps, rasterize
 
 
 def synthetic_keypoints(frames: int, width: int, height: int, seed: int = 0) -> torch.Tensor:
@@ -69,23 +60,23 @@ def synthetic_keypoints(frames: int, width: int, height: int, seed: int = 0) -> 
 def reference_way(poses: DwPoses, height: int, width: int) -> np.ndarray:
     """Frame by frame on a full-size canvas: the reference's way (numpy painting and resize)."""
     ch, cw = canvas_size(height, width)
-    y0, y1, wy = _resize_taps(ch, height)
-    x0, x1, wx = _resize_taps(cw, width)
+    y0, y1, wy = linear_taps(ch, height)
+    x0, x1, wx = linear_taps(cw, width)
     frames = []
     for t in range(poses.body.shape[0]):
         one = DwPoses(*(v[t : t + 1] for v in poses))
-        _, slot, colors, segs, count = _primitives(one, ch, cw, True, False, "full", dim_limbs=False)
-        owner, py, px = draw.rasterize_row_segments(*segs, num_owners=count, width=cw)
-        order = slot[owner].numpy()
-        py, px = py.numpy(), px.numpy()
-        colors = colors.numpy()
+        shapes, colors = pose_shapes(one, ch, cw, dim_limbs=False)
+        pix = rasterize(shapes.segments, shapes.count, cw)
+        order = shapes.order[pix.owner].numpy()
+        py, px = pix.y.numpy(), pix.x.numpy()
+        colors = colors[0].numpy()
         canvas = np.zeros((ch, cw, 3), np.uint8)
         first = np.argsort(order, kind="stable")  # paint in draw order: later primitives win
-        limbs = first[order[first] < _O_JOINT]
-        rest = first[order[first] >= _O_JOINT]
+        limbs = first[order[first] < LIMB_SLOTS]
+        rest = first[order[first] >= LIMB_SLOTS]
         canvas[py[limbs], px[limbs]] = colors[order[limbs]]
         canvas = (canvas * 0.6).astype(np.uint8)  # the reference dims the whole canvas
-        canvas[py[rest], px[rest]] = colors[order[rest] % _N_SLOTS]
+        canvas[py[rest], px[rest]] = colors[order[rest]]
         # Bilinear resize (11-bit fixed-point weights, rounded), rows then columns.
         top, bottom = canvas[y0].astype(np.int64), canvas[y1].astype(np.int64)
         rows = top * (2048 - wy)[:, None, None] + bottom * wy[:, None, None]
