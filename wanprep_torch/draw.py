@@ -13,15 +13,17 @@ OpenPose-18 order plus left / right toe (see :data:`LIMBS`).
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .skeleton import BODY_LIMBS, NUM_HAND, WAN_NUM_BODY, WAN_NUM_FACE, WAN_PARTS, WAN_STACK
+from .skeleton import BODY_LIMBS, NUM_HAND, WAN_NUM_BODY, WAN_NUM_FACE, WAN_STACK
 from .skeleton import HAND_EDGES as SKELETON_HAND_EDGES
 from .skeleton import HEAD_POINTS as SKELETON_HEAD_POINTS
+from .posemeta import PoseMeta
+from .poses import Poses
 from .raster import Primitives, geometry_dtype, lazy_zeros, order_scratch, paint, rasterize
 
 __all__ = [
@@ -35,7 +37,6 @@ __all__ = [
     "HEAD_POINTS",
     "auto_stick_width",
     "auto_hand_stick_width",
-    "stack_pose_metas",
     "render_pose_pixels",
     "palette_rgb255",
     "fit_box",
@@ -114,51 +115,6 @@ def auto_hand_stick_width(height: int, width: int) -> int:
     return max(auto_stick_width(height, width) // 2, 1)
 
 
-# --------------------------------------------------------------------------------------
-# Input packing
-# --------------------------------------------------------------------------------------
-
-
-def _kp_array(value: Any, n: int) -> np.ndarray:
-    out = np.zeros((n, 3), np.float64)
-    if value is None:
-        return out
-    if isinstance(value, torch.Tensor):
-        value = value.detach().cpu().numpy()
-    arr = np.asarray(value, dtype=np.float64)
-    if arr.ndim != 2 or arr.size == 0:
-        return out
-    k, c = min(arr.shape[0], n), min(arr.shape[1], 3)
-    out[:k, :c] = arr[:k, :c]
-    return out
-
-
-def stack_pose_metas(pose_metas: Sequence[Mapping[str, Any]]) -> tuple[torch.Tensor, int, int]:
-    """Stack Wan pose metas into one float64 tensor of normalised keypoints.
-
-    Args:
-        pose_metas: T dicts with ``width``, ``height`` and ``keypoints_body`` (20, 3),
-            ``keypoints_left_hand`` / ``keypoints_right_hand`` (21, 3), ``keypoints_face``
-            (69, 3) as numpy arrays, tensors or lists (missing points count as score 0).
-
-    Returns:
-        ``(kps, H, W)``: kps (T, 131, 3) = body 0:20, left hand 20:41, right hand 41:62,
-        face 62:131, on the CPU; H, W from the first meta.
-    """
-    if len(pose_metas) == 0:
-        raise ValueError("pose_metas is empty")
-    height, width = int(pose_metas[0]["height"]), int(pose_metas[0]["width"])
-    rows = [
-        np.concatenate(
-            [
-                *(_kp_array(m.get(key), n) for key, n in WAN_PARTS.items()),
-            ]
-        )
-        for m in pose_metas
-    ]
-    return torch.from_numpy(np.stack(rows)), height, width
-
-
 def _trunc_int(v: torch.Tensor) -> torch.Tensor:
     # Python int() of a pixel coordinate. Snap float noise first: x / W * W can land at
     # 99.99999 for an integer pixel and would truncate to the wrong side.
@@ -220,7 +176,7 @@ def render_pose_pixels(
     """Rasterise a batch of poses into a sparse list of painted pixels.
 
     Args:
-        kps: (T, 131, 3) normalised keypoints as from :func:`stack_pose_metas`, any float
+        kps: (T, 131, 3) normalised keypoints (:attr:`Poses.keypoints <wanprep_torch.poses.Poses>`), any float
             dtype and device (geometry runs in that dtype; float64 keeps cv2's rounding).
         height, width: canvas size in pixels.
         body_stick_width: limb minor half axis and joint radius; 0 skips the body.
@@ -300,8 +256,47 @@ def fit_box(src_h: int, src_w: int, out_h: int, out_w: int, mode: str = "pad") -
     return (out_h - nh) // 2, (out_w - nw) // 2, nh, nw
 
 
+@dataclass(frozen=True)
+class _Framing:
+    """Where a window of the native (height, width) canvas lands in the output: the window
+    (it may reach past the canvas: black there), its part on the canvas, the black margins
+    around that part (F.pad order: left, right, top, bottom) and the box in the output."""
+
+    window: tuple[int, int, int, int]  # y0, y1, x0, x1
+    on_canvas: tuple[int, int, int, int]
+    margins: tuple[int, int, int, int]
+    box: tuple[int, int, int, int]  # top, left, new_h, new_w
+    resize: bool
+    identity: bool  # nothing to crop, resize or pad: paint straight into the output
+
+    @classmethod
+    def of(cls, window, height: int, width: int, out_h: int, out_w: int, mode: str) -> "_Framing":
+        y0, y1, x0, x1 = window
+        cy0, cy1, cx0, cx1 = max(y0, 0), min(y1, height), max(x0, 0), min(x1, width)
+        box = fit_box(y1 - y0, x1 - x0, out_h, out_w, mode)
+        resize = (y1 - y0, x1 - x0) != box[2:]
+        identity = not resize and (y0, x0, y1, x1, out_h, out_w) == (0, 0, height, width, height, width)
+        margins = (cx0 - x0, x1 - cx1, cy0 - y0, y1 - cy1)
+        return cls(window, (cy0, cy1, cx0, cx1), margins, box, resize, identity)
+
+    def apply(self, frames: torch.Tensor) -> torch.Tensor:
+        """(n, H, W, 3) painted canvases -> the (n, new_h, new_w, 3) content of the box, 0-255."""
+        cy0, cy1, cx0, cx1 = self.on_canvas
+        src = frames[:, cy0:cy1, cx0:cx1]
+        if any(self.margins):
+            src = F.pad(src.permute(0, 3, 1, 2), self.margins).permute(0, 2, 3, 1)
+        if self.resize:
+            # NHWC memory seen as NCHW is channels_last, which F.interpolate handles fast; the
+            # uint8 kernel rounds to integers as cv2 does (float canvases are rounded after).
+            src = src.contiguous().permute(0, 3, 1, 2)
+            src = F.interpolate(src, size=self.box[2:], mode="bilinear", align_corners=False).permute(0, 2, 3, 1)
+            if src.dtype.is_floating_point:
+                src = src.round()
+        return src
+
+
 def draw_pose(
-    pose_metas: Sequence[Mapping[str, Any]],
+    pose_metas: Sequence[Mapping[str, Any] | PoseMeta] | Poses,
     out_size: tuple[int, int] | None = None,
     mode: str = "pad",
     retarget_padding: int = 16,
@@ -314,6 +309,9 @@ def draw_pose(
     score_threshold: float = 0.5,
     device: str | torch.device = "cpu",
     chunk: int = 32,
+    *,
+    out: torch.Tensor | None = None,
+    on_chunk: Callable[[int], None] | None = None,
 ) -> torch.Tensor:
     """Render Wan pose metas as OpenPose-style skeleton images (reference "Draw ViT Pose").
 
@@ -331,7 +329,8 @@ def draw_pose(
     uint8 images like the reference, so output values are multiples of 1/255.
 
     Args:
-        pose_metas: T dicts in Wan's format (see :func:`stack_pose_metas`).
+        pose_metas: T Wan meta dicts or :class:`~wanprep_torch.PoseMeta` objects (a missing
+            part or point is unseen; the canvas is the first one's), or :class:`Poses`.
         out_size: (out_H, out_W); None keeps (H, W).
         mode: "pad" or "crop".
         retarget_padding: crop margin in native pixels (``mode="crop"``), black where it
@@ -344,82 +343,86 @@ def draw_pose(
         score_threshold: a point, and a limb / bone whose two points both pass, is drawn
             when its score is >= this value (the reference skips ``score < threshold``).
         device: where to render.
-        chunk: frames rendered at once; bounds the working memory.
+        chunk: frames rendered at once; bounds the working memory on ``device``.
+        out: optional (T, out_H, out_W, 3) float32 zeros, on any device, to draw into (a
+            caller that keeps the images elsewhere than ``device`` saves a copy).
+        on_chunk: called with the number of frames done, before the first chunk (0) and
+            after each (progress, or an interrupt check that raises).
 
     Returns:
-        (T, out_H, out_W, 3) float32 RGB in [0, 1], black background, on ``device``.
+        (T, out_H, out_W, 3) float32 RGB in [0, 1], black background: ``out``, or a new
+        tensor on ``device``.
+
+    Example::
+
+        >>> from wanprep_torch import PoseMeta
+        >>> pose = PoseMeta.unseen(64, 48)
+        >>> pose.kps_body[1], pose.kps_body_p[1] = (32, 10), 1.0   # neck
+        >>> pose.kps_body[8], pose.kps_body_p[8] = (32, 40), 1.0   # right hip
+        >>> img = draw_pose([pose])
+        >>> img.shape, [round(float(v) * 255) for v in img[0, 25, 32]]   # the limb's middle
+        (torch.Size([1, 48, 64, 3]), [0, 153, 51])
     """
     if mode not in ("pad", "crop"):
         raise ValueError(f"mode must be 'pad' or 'crop', got {mode!r}")
     device = torch.device(device)
-    kps_all, height, width = stack_pose_metas(pose_metas)
+    poses = pose_metas if isinstance(pose_metas, Poses) else Poses.from_metas(pose_metas)
+    kps_all, height, width = poses.keypoints, poses.height, poses.width
     n_frames = kps_all.shape[0]
     out_h, out_w = (height, width) if out_size is None else (int(out_size[0]), int(out_size[1]))
     if min(height, width, out_h, out_w) <= 0:
         raise ValueError(f"sizes must be positive: native {(height, width)}, out {(out_h, out_w)}")
-    pad = max(int(retarget_padding), 0)
-    gdtype = torch.float32 if device.type == "mps" else torch.float64  # mps has no float64
-
+    if out is not None and (tuple(out.shape) != (n_frames, out_h, out_w, 3) or out.dtype != torch.float32):
+        raise ValueError(f"out must be float32 {(n_frames, out_h, out_w, 3)}, got {out.dtype} {tuple(out.shape)}")
     bw = auto_stick_width(height, width) if body_stick_width == -1 else int(body_stick_width)
     hw = auto_hand_stick_width(height, width) if hand_stick_width == -1 else int(hand_stick_width)
-    bw, hw = (bw if draw_body else 0), (hw if draw_hands else 0)
-    fr = auto_hand_stick_width(height, width) if draw_face else 0
-    palette_u8 = torch.tensor(palette_rgb255(), dtype=torch.uint8, device=device)
-    palette = palette_u8 / 255
+    widths = (bw if draw_body else 0, hw if draw_hands else 0, auto_hand_stick_width(height, width) if draw_face else 0)
 
     def render(t0: int, t1: int) -> tuple[torch.Tensor, torch.Tensor]:
-        kps = kps_all[t0:t1].to(device=device, dtype=gdtype)
-        return render_pose_pixels(kps, height, width, bw, hw, fr, draw_head, score_threshold)
+        kps = kps_all[t0:t1].to(device=device, dtype=geometry_dtype(device))
+        return render_pose_pixels(kps, height, width, *widths, draw_head, score_threshold)
 
-    # Source window on the native canvas (it may reach past the canvas: black there), and
-    # where it lands in the output.
-    y0, y1, x0, x1 = 0, height, 0, width
+    window = (0, height, 0, width)
     if mode == "crop":
         index, _ = render(0, 1)
         if index.numel():
+            pad = max(int(retarget_padding), 0)
             py, px = index // width, index % width
-            y0, y1 = int(py.min()) - pad, int(py.max()) + 1 + pad
-            x0, x1 = int(px.min()) - pad, int(px.max()) + 1 + pad
-    # The part of the window on the canvas, and the black margins around it.
-    cy0, cy1, cx0, cx1 = max(y0, 0), min(y1, height), max(x0, 0), min(x1, width)
-    margins = (cx0 - x0, x1 - cx1, cy0 - y0, y1 - cy1)  # left, right, top, bottom (F.pad order)
-    top, left, nh, nw = fit_box(y1 - y0, x1 - x0, out_h, out_w, mode)
-    resize = (y1 - y0, x1 - x0) != (nh, nw)
-    # Nothing to crop, resize or pad: paint straight into the output.
-    in_place = not resize and (y0, x0, y1, x1, out_h, out_w) == (0, 0, height, width, height, width)
+            window = (int(py.min()) - pad, int(py.max()) + 1 + pad, int(px.min()) - pad, int(px.max()) + 1 + pad)
+    framing = _Framing.of(window, height, width, out_h, out_w, mode)
+    if out is None:
+        out = lazy_zeros((n_frames, out_h, out_w, 3), torch.float32, device)
+    _paint_chunks(out, render, framing, height, width, device, max(min(int(chunk), n_frames), 1), on_chunk)
+    return out
 
-    if device.type == "cpu":
-        # calloc'd memory: the OS hands out zero pages lazily, so the 1+ GB output is not
-        # written twice (zero fill, then paint).
-        out = torch.from_numpy(np.zeros((n_frames, out_h, out_w, 3), dtype=np.float32))
-    else:
-        out = torch.zeros((n_frames, out_h, out_w, 3), dtype=torch.float32, device=device)
-    chunk = max(min(int(chunk), n_frames), 1)
+
+def _paint_chunks(out, render, framing: _Framing, height: int, width: int, device, chunk: int, on_chunk) -> None:
+    """Render ``chunk`` frames at a time and frame them into ``out``."""
+    n_frames = out.shape[0]
+    palette_u8 = torch.tensor(palette_rgb255(), dtype=torch.uint8, device=device)
     scratch = order_scratch(chunk * height * width, device)
+    in_place = framing.identity and out.device == device
     # Framing works on a uint8 canvas like the reference: 4x less memory traffic, and the
     # uint8 bilinear kernel rounds to integers as cv2 does (float32 off the CPU, where a
     # uint8 kernel may be missing, rounded afterwards).
     u8 = device.type == "cpu"
-    canvas = None
-    if not in_place:
-        canvas = torch.zeros((chunk, height, width, 3), dtype=torch.uint8 if u8 else torch.float32, device=device)
+    canvas = None if in_place else torch.zeros((chunk, height, width, 3), dtype=torch.uint8 if u8 else torch.float32, device=device)
+    top, left, nh, nw = framing.box
     for t0 in range(0, n_frames, chunk):
+        if on_chunk is not None:
+            on_chunk(t0)
         t1 = min(t0 + chunk, n_frames)
         index, order = render(t0, t1)
         if in_place:
-            paint(out[t0:t1], index, order, palette, scratch)  # contiguous slice
+            paint(out[t0:t1], index, order, palette_u8 / 255, scratch)  # a contiguous slice
             continue
         frames = canvas[: t1 - t0]
         paint(frames, index, order, palette_u8 if u8 else palette_u8.float(), scratch)
-        src = frames[:, cy0:cy1, cx0:cx1]
-        if any(margins):
-            src = F.pad(src.permute(0, 3, 1, 2), margins).permute(0, 2, 3, 1)
-        if resize:
-            # NHWC memory seen as NCHW is channels_last, which F.interpolate handles fast.
-            src = src.contiguous().permute(0, 3, 1, 2)
-            src = F.interpolate(src, size=(nh, nw), mode="bilinear", align_corners=False).permute(0, 2, 3, 1)
-            if not u8:
-                src = src.round()
-        torch.div(src, 255, out=out[t0:t1, top : top + nh, left : left + nw])
-        frames.view(-1, 3)[index] = 0  # reset only what was painted
-    return out
+        dst = out[t0:t1, top : top + nh, left : left + nw]
+        if dst.device == device:
+            torch.div(framing.apply(frames), 255, out=dst)
+        else:
+            dst.copy_(framing.apply(frames) / 255)
+        frames.view(-1, 3).index_fill_(0, index, 0)  # reset only what was painted
+    if on_chunk is not None:
+        on_chunk(n_frames)

@@ -38,10 +38,10 @@ import torch
 from .draw import BODY_COLORS
 from .raster import LinearResize, Primitives, Shapes, geometry_dtype, lazy_zeros, order_scratch, rasterize, top_order
 from .skeleton import (
-    DWPOSE_HANDS, FACE, FACE68_CHIN, FACE68_EYE_CORNERS, FACE68_JAW, FACE68_NOSE, FACE68_NOSE_BRIDGE, FACE68_NOSE_TIP,
-    HAND_EDGES, HEAD_POINTS, LEFT_HAND, NUM_FACE68, NUM_HAND, OPENPOSE_LIMBS, OPENPOSE_NUM_BODY, RIGHT_HAND, WAN_FACE,
+    FACE68_CHIN, FACE68_EYE_CORNERS, FACE68_JAW, FACE68_NOSE, FACE68_NOSE_BRIDGE, FACE68_NOSE_TIP,
+    HAND_EDGES, HEAD_POINTS, NUM_FACE68, NUM_HAND, OPENPOSE_LIMBS, OPENPOSE_NUM_BODY,
 )  # fmt: skip
-from .wan import wan_body
+from .poses import DwPoses, Poses
 
 __all__ = [
     "OneToAllOutputs",
@@ -85,65 +85,22 @@ class OneToAllOutputs(NamedTuple):
     ref_mask: torch.Tensor  # (1, h, w): 1 where the "pose" warp left the image, else 0
 
 
-class DwPoses(NamedTuple):
-    """N poses, normalised coordinates (x / W, y / H)."""
-
-    body: torch.Tensor  # (N, 18, 2)
-    body_score: torch.Tensor  # (N, 18)
-    body_present: torch.Tensor  # (N, 18) bool: score > 0 when detected (DWPose "subset")
-    hands: torch.Tensor  # (N, 2, 21, 2): right hand, left hand
-    hands_score: torch.Tensor  # (N, 2, 21)
-    face: torch.Tensor  # (N, 68, 2)
-    face_score: torch.Tensor  # (N, 68)
-
-
-def _normalised(keypoints: torch.Tensor, width: int, height: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(N, 133, 3) pixels -> normalised rows (N, 133, 3) and Wan body rows (N, 20, 3).
-
-    Float64 (float32 on MPS) like the reference's goldens: truncating pixel coordinates on
-    the 2160 canvas is sensitive to float32 noise. A frame whose every body point has a
-    negative coordinate reuses the previous frame's body, as the reference's Wan metas do.
-    """
-    kp = keypoints.detach().to(geometry_dtype(keypoints.device)).clone()
-    kp[..., 0] /= width
-    kp[..., 1] /= height
-    body = wan_body(kp)
-    lost = body[..., :2].amin(-1).amax(-1) < 0
-    if bool(lost[1:].any()):
-        ids = torch.arange(body.shape[0], device=body.device)
-        src = torch.where(lost, torch.full_like(ids, -1), ids).cummax(0).values
-        body = body[torch.where(lost & (src >= 0), src, ids)]
-    return kp, body
+def _poses(keypoints: torch.Tensor, width: int, height: int) -> Poses:
+    """(N, 133, 3) pixels -> :class:`Poses` in float64 (float32 on MPS) like the reference's
+    goldens: truncating pixel coordinates on the 2160 canvas is sensitive to float32 noise."""
+    return Poses.from_wholebody(keypoints.to(geometry_dtype(keypoints.device)), width, height)
 
 
 def dwposes_from_keypoints(keypoints: torch.Tensor, width: int, height: int) -> DwPoses:
     """The pose model's (N, 133, 3) pixel keypoints -> :class:`DwPoses`, normalised by (W, H)
     (the reference's Wan metas, then its DWPose conversion)."""
-    kp, body = _normalised(keypoints, width, height)
-    body = body[:, :OPENPOSE_NUM_BODY]
-    hands = torch.stack([kp[:, rows] for rows in DWPOSE_HANDS], 1)
-    face = kp[:, FACE]
-    return DwPoses(
-        body[..., :2], body[..., 2], body[..., 2] > 0, hands[..., :2], hands[..., 2], face[..., :2], face[..., 2]
-    )
+    return _poses(keypoints, width, height).to_dwpose()
 
 
 def wan_metas(keypoints: torch.Tensor, width: int, height: int) -> list[dict]:
     """Wan meta dicts (normalised numpy arrays) of (N, 133, 3) pixel keypoints, in float64
     (:func:`wanprep_torch.wan.pose_metas` gives float32), for the retargeting."""
-    kp, body = _normalised(keypoints, width, height)
-    kp, body = kp.cpu().numpy(), body.cpu().numpy()
-    return [
-        {
-            "width": int(width),
-            "height": int(height),
-            "keypoints_body": body[t],
-            "keypoints_left_hand": kp[t, LEFT_HAND],
-            "keypoints_right_hand": kp[t, RIGHT_HAND],
-            "keypoints_face": kp[t, WAN_FACE],
-        }
-        for t in range(kp.shape[0])
-    ]
+    return _poses(keypoints, width, height).to_wan()
 
 
 # --------------------------------------------------------------------------------------

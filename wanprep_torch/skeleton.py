@@ -114,8 +114,8 @@ HEAD_POINTS: tuple[int, ...] = (0, 14, 15, 16, 17)
 HAND_EDGES: tuple[tuple[int, int], ...] = tuple(
     (0 if j == 0 else 4 * f + j, 4 * f + j + 1) for f in range(5) for j in range(4)
 )
-# DWPose stacks the hands right, then left: their COCO-wholebody rows in that order.
-DWPOSE_HANDS: tuple[slice, slice] = (RIGHT_HAND, LEFT_HAND)
+# DWPose stacks the hands right, then left: their Wan parts in that order.
+DWPOSE_HANDS: tuple[str, str] = ("keypoints_right_hand", "keypoints_left_hand")
 
 # Named points of the 68-point (iBUG) face.
 FACE68_JAW = slice(0, 17)
