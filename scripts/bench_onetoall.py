@@ -22,7 +22,8 @@ import numpy as np
 import torch
 
 from wanprep_torch.onetoall import LIMB_SLOTS, DwPoses, canvas_size, dwposes_from_keypoints, pose_shapes, render_dwposes
-from wanprep_torch.raster import linear_taps, rasterize
+from wanprep_torch.raster import rasterize
+from wanprep_torch.resample import linear_taps
 
 
 def synthetic_keypoints(frames: int, width: int, height: int, seed: int = 0) -> torch.Tensor:

@@ -24,7 +24,7 @@ from .skeleton import HAND_EDGES as SKELETON_HAND_EDGES
 from .skeleton import HEAD_POINTS as SKELETON_HEAD_POINTS
 from .posemeta import PoseMeta
 from .poses import Poses
-from .raster import Primitives, geometry_dtype, lazy_zeros, order_scratch, paint, rasterize
+from .raster import Primitives, cpu_threads, geometry_dtype, lazy_zeros, order_scratch, paint, rasterize
 
 __all__ = [
     "LIMBS",
@@ -392,7 +392,8 @@ def draw_pose(
     framing = _Framing.of(window, height, width, out_h, out_w, mode)
     if out is None:
         out = lazy_zeros((n_frames, out_h, out_w, 3), torch.float32, device)
-    _paint_chunks(out, render, framing, height, width, device, max(min(int(chunk), n_frames), 1), on_chunk)
+    with cpu_threads(device):
+        _paint_chunks(out, render, framing, height, width, device, max(min(int(chunk), n_frames), 1), on_chunk)
     return out
 
 

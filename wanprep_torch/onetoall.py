@@ -36,12 +36,13 @@ import numpy as np
 import torch
 
 from .draw import BODY_COLORS
-from .raster import LinearResize, Primitives, Shapes, geometry_dtype, lazy_zeros, order_scratch, rasterize, top_order
+from .poses import DwPoses, Poses
+from .raster import Primitives, Shapes, cpu_threads, geometry_dtype, lazy_zeros, order_scratch, rasterize, top_order
+from .resample import LinearResize
 from .skeleton import (
     FACE68_CHIN, FACE68_EYE_CORNERS, FACE68_JAW, FACE68_NOSE, FACE68_NOSE_BRIDGE, FACE68_NOSE_TIP,
     HAND_EDGES, HEAD_POINTS, NUM_FACE68, NUM_HAND, OPENPOSE_LIMBS, OPENPOSE_NUM_BODY,
 )  # fmt: skip
-from .poses import DwPoses, Poses
 
 __all__ = [
     "OneToAllOutputs",
@@ -178,22 +179,23 @@ def render_dwposes(
     chunk = max(1, min(chunk, n))
     scratch = order_scratch(chunk * n_rows * n_cols, device)
     acc = lazy_zeros((chunk * height * width, 3), torch.int32, device)
-    for t0 in range(0, n, chunk):
-        part = DwPoses(*(v[t0 : t0 + chunk] for v in poses))
-        shapes, colors = pose_shapes(part, ch, cw, draw_face, face_weak, head, rows=resize.row_mask)
-        if shapes.count == 0:
-            continue
-        px = rasterize(shapes.segments, shapes.count, cw, row_map=resize.row_map, col_rank=resize.col_rank)
-        f = shapes.frame.index_select(0, px.owner)
-        order = shapes.order.index_select(0, px.owner)
-        # A frame's primitives have distinct orders, so each sampled pixel has one winner.
-        index = (f * n_rows + px.y) * n_cols + px.x
-        win = (top_order(index, order, scratch) == order).nonzero().squeeze(1)
-        f, r, c, order = (v.index_select(0, win) for v in (f, px.y, px.x, order))
-        rgb = colors.view(-1, 3).index_select(0, f * SLOTS + order).to(torch.int32)
-        dst, val = resize.splat(acc, f, r, c, rgb)
-        val = val.to(dtype) / 255 if dtype.is_floating_point else val.to(dtype)
-        out.index_copy_(0, dst + t0 * height * width, val)  # repeated pixels carry equal values
+    with cpu_threads(device):
+        for t0 in range(0, n, chunk):
+            part = DwPoses(*(v[t0 : t0 + chunk] for v in poses))
+            shapes, colors = pose_shapes(part, ch, cw, draw_face, face_weak, head, rows=resize.row_mask)
+            if shapes.count == 0:
+                continue
+            px = rasterize(shapes.segments, shapes.count, cw, row_map=resize.row_map, col_rank=resize.col_rank)
+            f = shapes.frame.index_select(0, px.owner)
+            order = shapes.order.index_select(0, px.owner)
+            # A frame's primitives have distinct orders, so each sampled pixel has one winner.
+            index = (f * n_rows + px.y) * n_cols + px.x
+            win = (top_order(index, order, scratch) == order).nonzero().squeeze(1)
+            f, r, c, order = (v.index_select(0, win) for v in (f, px.y, px.x, order))
+            rgb = colors.view(-1, 3).index_select(0, f * SLOTS + order).to(torch.int32)
+            dst, val = resize.splat(acc, f, r, c, rgb)
+            val = val.to(dtype) / 255 if dtype.is_floating_point else val.to(dtype)
+            out.index_copy_(0, dst + t0 * height * width, val)  # repeated pixels carry equal values
     return out.view(n, height, width, 3)
 
 
