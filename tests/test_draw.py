@@ -763,3 +763,26 @@ def test_thick_lines_match_reference_emulation():
         px = rasterize(shapes.segments, shapes.count, w)
         got[px.y.numpy(), px.x.numpy()] = True
         np.testing.assert_array_equal(got, want[..., 0] > 0, err_msg=f"{p0} {p1} t={t}")
+
+
+def test_out_and_on_chunk():
+    """Drawing into a caller's zeros gives the same images; on_chunk sees 0, each chunk's end,
+    and an exception raised there stops the drawing (the node's interrupt)."""
+    rng = np.random.default_rng(11)
+    metas = [random_meta(rng, 320, 200) for _ in range(5)]
+    for kw in ({}, {"out_size": (150, 160)}, {"out_size": (100, 120), "mode": "crop"}):
+        want = draw_pose(metas, **kw)
+        out = torch.zeros_like(want)
+        seen = []
+        got = draw_pose(metas, chunk=2, out=out, on_chunk=seen.append, **kw)
+        assert got is out and torch.equal(out, want), kw
+        assert seen == [0, 2, 4, 5]
+    with pytest.raises(ValueError, match="out must be float32"):
+        draw_pose(metas, out=torch.zeros(5, 10, 10, 3))
+
+    def stop(done):
+        if done:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        draw_pose(metas, chunk=2, on_chunk=stop)

@@ -39,6 +39,7 @@ from .draw import BODY_COLORS
 from .poses import DwPoses, Poses
 from .raster import Primitives, Shapes, cpu_threads, geometry_dtype, lazy_zeros, order_scratch, rasterize, top_order
 from .resample import LinearResize
+from .retargeting import retarget
 from .skeleton import (
     FACE68_CHIN, FACE68_EYE_CORNERS, FACE68_JAW, FACE68_NOSE, FACE68_NOSE_BRIDGE, FACE68_NOSE_TIP,
     HAND_EDGES, HEAD_POINTS, NUM_FACE68, NUM_HAND, OPENPOSE_LIMBS, OPENPOSE_NUM_BODY,
@@ -55,7 +56,7 @@ __all__ = [
     "pose_shapes",
     "align_to_pose",
     "align_to_reference",
-    "warp_affine",
+    "warp_image_cv",
     "onetoall",
 ]
 
@@ -482,10 +483,6 @@ def align_to_reference(
         reference: the reference pose (one); template: the T template poses.
         template_metas, reference_meta: the same poses as Wan meta dicts, for the retargeting.
     """
-    try:
-        from .retargeting import retarget
-    except ImportError as e:  # pragma: no cover - depends on the retargeting module being merged
-        raise ImportError("align_to='ref' needs wanprep_torch.retargeting (the Wan retargeting)") from e
     metas = retarget(template_metas, reference_meta)
     device = template.body.device
     wh = np.array([metas[0].width, metas[0].height], np.float64)
@@ -504,10 +501,11 @@ def align_to_reference(
 # --------------------------------------------------------------------------------------
 
 
-def warp_affine(
+def warp_image_cv(
     image: torch.Tensor, matrix: np.ndarray, nearest: bool = False, border: float = 0.0
 ) -> torch.Tensor:
-    """``cv2.warpAffine(image, matrix, (w, h))`` with a constant border, in torch.
+    """``cv2.warpAffine(image, matrix, (w, h))`` on one (h, w[, C]) image with a constant border,
+    in torch (OpenCV's rules; not kornia's ``warp_affine``, which the pose crop uses).
 
     OpenCV inverts the matrix and samples the source at the mapped point of every output
     pixel: bilinear in float (OpenCV >= 4.11's warp kernels; 8-bit results rounded), or,
@@ -580,6 +578,27 @@ def _as_tensor(value, what: str) -> torch.Tensor:
     return value
 
 
+def _check_reference(
+    reference_keypoints, reference_image, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The reference's (133, 3) keypoints and its (h, w, 3) image as float64 0-255, checked."""
+    ref_kps = _as_tensor(reference_keypoints, "reference_keypoints").to(device)
+    if ref_kps.dim() == 3 and ref_kps.shape[0] == 1:
+        ref_kps = ref_kps[0]
+    if ref_kps.shape != (133, 3):
+        raise ValueError(f"reference_keypoints must have shape (133, 3), got {tuple(ref_kps.shape)}")
+    image = _as_tensor(reference_image, "reference_image").to(device)
+    if image.dim() == 4 and image.shape[0] == 1:
+        image = image[0]
+    if image.dim() != 3 or image.shape[-1] != 3 or min(image.shape[:2]) < 1:
+        raise ValueError(f"reference_image must have shape (h, w, 3), got {tuple(image.shape)}")
+    if image.dtype == torch.uint8:
+        return ref_kps, image.to(torch.float64)
+    if image.dtype.is_floating_point:
+        return ref_kps, image.to(torch.float64) * 255
+    raise TypeError(f"reference_image must be uint8 or float in [0, 1], got {image.dtype}")
+
+
 def onetoall(
     template_keypoints: torch.Tensor,
     width: int,
@@ -648,23 +667,8 @@ def onetoall(
         no_mask = torch.zeros((1, height, width), dtype=f32, device=device)
         return OneToAllOutputs(pose_images, black, black.clone(), no_mask)
 
-    ref_kps = _as_tensor(reference_keypoints, "reference_keypoints").to(device)
-    if ref_kps.dim() == 3 and ref_kps.shape[0] == 1:
-        ref_kps = ref_kps[0]
-    if ref_kps.shape != (133, 3):
-        raise ValueError(f"reference_keypoints must have shape (133, 3), got {tuple(ref_kps.shape)}")
-    image = _as_tensor(reference_image, "reference_image").to(device)
-    if image.dim() == 4 and image.shape[0] == 1:
-        image = image[0]
-    if image.dim() != 3 or image.shape[-1] != 3 or min(image.shape[:2]) < 1:
-        raise ValueError(f"reference_image must have shape (h, w, 3), got {tuple(image.shape)}")
-    if image.dtype == torch.uint8:
-        image_255 = image.to(torch.float64)
-    elif image.dtype.is_floating_point:
-        image_255 = image.to(torch.float64) * 255
-    else:
-        raise TypeError(f"reference_image must be uint8 or float in [0, 1], got {image.dtype}")
-    ref_h, ref_w = image.shape[:2]
+    ref_kps, image_255 = _check_reference(reference_keypoints, reference_image, device)
+    ref_h, ref_w = image_255.shape[:2]
     reference = dwposes_from_keypoints(ref_kps[None], ref_w, ref_h)
     if align_to != "none" and not bool((reference.body_score > 0).any()):
         raise ValueError(
@@ -675,10 +679,10 @@ def onetoall(
         first = _pick(template, 0)
         matrix = _warp_matrix(reference, first, ref_w, ref_h)
         ref_pose = render_dwposes(reference, ref_h, ref_w, draw_face=False)[0]
-        ref_pose_image = (warp_affine(ref_pose, matrix).to(f32) / 255)[None]
-        ref_image = (warp_affine(image_255, matrix) / 255).clamp(0, 1).to(f32)[None]
+        ref_pose_image = (warp_image_cv(ref_pose, matrix).to(f32) / 255)[None]
+        ref_image = (warp_image_cv(image_255, matrix) / 255).clamp(0, 1).to(f32)[None]
         inside = torch.zeros((ref_h, ref_w), dtype=torch.uint8, device=device)
-        ref_mask = (warp_affine(inside, matrix, nearest=True, border=255).to(f32) / 255)[None]
+        ref_mask = (warp_image_cv(inside, matrix, nearest=True, border=255).to(f32) / 255)[None]
         template = align_to_pose(reference, template)
     else:
         ref_pose_image = render_dwposes(reference, height, width, draw_face=False, dtype=f32)
