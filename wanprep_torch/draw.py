@@ -360,8 +360,8 @@ def draw_pose(
         >>> pose.kps_body[1], pose.kps_body_p[1] = (32, 10), 1.0   # neck
         >>> pose.kps_body[8], pose.kps_body_p[8] = (32, 40), 1.0   # right hip
         >>> img = draw_pose([pose])
-        >>> img.shape, [round(float(v) * 255) for v in img[0, 25, 32]]   # the limb's middle
-        (torch.Size([1, 48, 64, 3]), [0, 153, 51])
+        >>> img.shape, [round(float(v) * 255) for v in img[0, 25, 32]]   # mid-limb: green x 0.6
+        (torch.Size([1, 48, 64, 3]), [0, 153, 0])
     """
     if mode not in ("pad", "crop"):
         raise ValueError(f"mode must be 'pad' or 'crop', got {mode!r}")

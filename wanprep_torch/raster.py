@@ -28,7 +28,7 @@ Example::
     >>> shapes = prims.build()
     >>> px = rasterize(shapes.segments, shapes.count, width=8)
     >>> sorted(zip(px.y.tolist(), px.x.tolist()))
-    [(2, 2), (2, 3), (2, 4), (3, 2), (3, 3), (3, 4), (4, 2), (4, 3), (4, 4)]
+    [(2, 3), (3, 2), (3, 3), (3, 4), (4, 3)]
 """
 
 from __future__ import annotations
