@@ -367,12 +367,11 @@ def draw_pose(
         raise ValueError(f"mode must be 'pad' or 'crop', got {mode!r}")
     device = torch.device(device)
     poses = pose_metas if isinstance(pose_metas, Poses) else Poses.from_metas(pose_metas)
-    kps_all, height, width = poses.keypoints, poses.height, poses.width
-    n_frames = kps_all.shape[0]
+    kps_all, height, width, n_frames = poses.keypoints, poses.height, poses.width, len(poses)
     out_h, out_w = (height, width) if out_size is None else (int(out_size[0]), int(out_size[1]))
     if min(height, width, out_h, out_w) <= 0:
         raise ValueError(f"sizes must be positive: native {(height, width)}, out {(out_h, out_w)}")
-    if out is not None and (tuple(out.shape) != (n_frames, out_h, out_w, 3) or out.dtype != torch.float32):
+    if out is not None and (out.shape != (n_frames, out_h, out_w, 3) or out.dtype != torch.float32):
         raise ValueError(f"out must be float32 {(n_frames, out_h, out_w, 3)}, got {out.dtype} {tuple(out.shape)}")
     bw = auto_stick_width(height, width) if body_stick_width == -1 else int(body_stick_width)
     hw = auto_hand_stick_width(height, width) if hand_stick_width == -1 else int(hand_stick_width)

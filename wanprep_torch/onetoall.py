@@ -52,6 +52,7 @@ __all__ = [
     "wan_metas",
     "canvas_size",
     "render_dwposes",
+    "Style",
     "PoseShapes",
     "pose_shapes",
     "align_to_pose",
@@ -183,7 +184,7 @@ def render_dwposes(
     with cpu_threads(device):
         for t0 in range(0, n, chunk):
             part = DwPoses(*(v[t0 : t0 + chunk] for v in poses))
-            shapes, colors = pose_shapes(part, ch, cw, draw_face, face_weak, head, rows=resize.row_mask)
+            shapes, colors = pose_shapes(part, ch, cw, Style(draw_face, face_weak, head), rows=resize.row_mask)
             if shapes.count == 0:
                 continue
             px = rasterize(shapes.segments, shapes.count, cw, row_map=resize.row_map, col_rank=resize.col_rank)
@@ -207,15 +208,17 @@ class PoseShapes(NamedTuple):
     colors: torch.Tensor  # (N, SLOTS, 3) uint8: the colour of every frame's slots
 
 
+class Style(NamedTuple):
+    """What :func:`render_dwposes` draws: the face dots (at 35 % when ``face_weak``) and the
+    head's strength ("full", "weak" or "none")."""
+
+    draw_face: bool = True
+    face_weak: bool = False
+    head: str = "full"
+
+
 def pose_shapes(
-    poses: DwPoses,
-    height: int,
-    width: int,
-    draw_face: bool = True,
-    face_weak: bool = False,
-    head: str = "full",
-    dim_limbs: bool = True,
-    rows: torch.Tensor | None = None,
+    poses: DwPoses, height: int, width: int, style: Style = Style(), dim_limbs: bool = True, rows: torch.Tensor | None = None
 ) -> PoseShapes:
     """The primitives of N poses on a (height, width) canvas, and their colours.
 
@@ -229,9 +232,9 @@ def pose_shapes(
     colors = torch.zeros((poses.body.shape[0], SLOTS, 3), dtype=torch.uint8, device=device)
     prims = Primitives(height, width, device, rows)
     score = poses.body_score.to(fd).clone()
-    if head == "weak":
+    if style.head == "weak":
         score[:, list(HEAD_POINTS)] = -2.0
-    elif head == "none":
+    elif style.head == "none":
         score[:, list(HEAD_POINTS)] = 0.0
     bx = poses.body[..., 0].to(fd) * width
     by = poses.body[..., 1].to(fd) * height
@@ -241,8 +244,8 @@ def pose_shapes(
     hw = _stick_width(height, width, 2)
     for h in range(2):
         _add_hand(prims, colors, poses, h, hw)
-    if draw_face:
-        _add_face(prims, colors, poses, hw, face_weak)
+    if style.draw_face:
+        _add_face(prims, colors, poses, hw, style.face_weak)
     return PoseShapes(prims.build(), colors)
 
 
