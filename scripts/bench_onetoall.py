@@ -1,7 +1,7 @@
 """Time wanprep_torch.onetoall's drawing against the reference's way of drawing, same run.
 
     python scripts/bench_onetoall.py [--frames 24] [--width 832] [--height 480] [--threads 1]
-                                     [--device cpu] [--repeats 3] [--golden PATH]
+                                     [--device cpu] [--repeats 3] [--golden PATH] [--runs N]
 
 The reference ("Pose Detection OneToAll Animation") draws each frame on its own canvas whose
 short side is 2160 px (3744 x 2160 for 832 x 480): limbs, a 0.6 dimming pass over the whole
@@ -10,28 +10,24 @@ does the same per frame on a full numpy canvas (the primitives' pixels come from
 scan conversion as the library, so only the way of drawing differs); the library draws all
 frames at once and paints only the canvas rows and columns the resize reads. Both outputs
 are compared, and the ratio printed.
+
+``--runs N`` times the whole ``onetoall()`` (align_to="ref" onto a synthetic reference, as the
+node after its models) N times and prints the median and spread of wall and CPU time.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import statistics
 import time
 
 import numpy as np
 import torch
 
-from wanprep_torch import draw
-from wanprep_torch.onetoall import (
-    _N_SLOTS,
-    _O_JOINT,
-    _primitives,
-    _resize_taps,
-    DwPoses,
-    canvas_size,
-    dwposes_from_keypoints,
-    render_dwposes,
-)
+from wanprep_torch.onetoall import LIMB_SLOTS, onetoall, DwPoses, canvas_size, dwposes_from_keypoints, pose_shapes, render_dwposes
+from wanprep_torch.raster import rasterize
+from wanprep_torch.resample import linear_taps
 
 
 def synthetic_keypoints(frames: int, width: int, height: int, seed: int = 0) -> torch.Tensor:
@@ -69,23 +65,23 @@ def synthetic_keypoints(frames: int, width: int, height: int, seed: int = 0) -> 
 def reference_way(poses: DwPoses, height: int, width: int) -> np.ndarray:
     """Frame by frame on a full-size canvas: the reference's way (numpy painting and resize)."""
     ch, cw = canvas_size(height, width)
-    y0, y1, wy = _resize_taps(ch, height)
-    x0, x1, wx = _resize_taps(cw, width)
+    y0, y1, wy = linear_taps(ch, height)
+    x0, x1, wx = linear_taps(cw, width)
     frames = []
     for t in range(poses.body.shape[0]):
         one = DwPoses(*(v[t : t + 1] for v in poses))
-        _, slot, colors, segs, count = _primitives(one, ch, cw, True, False, "full", dim_limbs=False)
-        owner, py, px = draw.rasterize_row_segments(*segs, num_owners=count, width=cw)
-        order = slot[owner].numpy()
-        py, px = py.numpy(), px.numpy()
-        colors = colors.numpy()
+        shapes, colors = pose_shapes(one, ch, cw, dim_limbs=False)
+        pix = rasterize(shapes.segments, shapes.count, cw)
+        order = shapes.order[pix.owner].numpy()
+        py, px = pix.y.numpy(), pix.x.numpy()
+        colors = colors[0].numpy()
         canvas = np.zeros((ch, cw, 3), np.uint8)
         first = np.argsort(order, kind="stable")  # paint in draw order: later primitives win
-        limbs = first[order[first] < _O_JOINT]
-        rest = first[order[first] >= _O_JOINT]
+        limbs = first[order[first] < LIMB_SLOTS]
+        rest = first[order[first] >= LIMB_SLOTS]
         canvas[py[limbs], px[limbs]] = colors[order[limbs]]
         canvas = (canvas * 0.6).astype(np.uint8)  # the reference dims the whole canvas
-        canvas[py[rest], px[rest]] = colors[order[rest] % _N_SLOTS]
+        canvas[py[rest], px[rest]] = colors[order[rest]]
         # Bilinear resize (11-bit fixed-point weights, rounded), rows then columns.
         top, bottom = canvas[y0].astype(np.int64), canvas[y1].astype(np.int64)
         rows = top * (2048 - wy)[:, None, None] + bottom * wy[:, None, None]
@@ -103,6 +99,7 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--golden", default=None, help="onetoall.npz: tile its template poses (else synthetic)")
+    ap.add_argument("--runs", type=int, default=0, help="also time onetoall() this many times (median, spread)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -141,6 +138,23 @@ def main() -> None:
     print(f"wanprep_torch.onetoall (batched)      : {t_ours * 1000:8.1f} ms  ({t_ours * 1000 / n:6.1f} ms/frame)")
     over = (diff > 1.5 / 255).mean()
     print(f"speed-up: {t_ref / t_ours:.2f}x   outputs: max diff {diff.max() * 255:.0f}/255, {over:.2e} of values over 1/255")
+    if args.runs:
+        time_onetoall(kps.to(device), args.width, args.height, args.runs)
+
+
+def time_onetoall(kps: torch.Tensor, width: int, height: int, runs: int) -> None:
+    """onetoall() with align_to="ref" onto a synthetic reference image, ``runs`` times."""
+    ref_kps = synthetic_keypoints(1, width, height, seed=1)[0].to(kps.device)
+    image = torch.full((height, width, 3), 128, dtype=torch.uint8, device=kps.device)
+    onetoall(kps, width, height, "ref", reference_keypoints=ref_kps, reference_image=image)  # warm-up
+    wall, cpu = [], []
+    for _ in range(runs):
+        w0, c0 = time.perf_counter(), time.process_time()
+        onetoall(kps, width, height, "ref", reference_keypoints=ref_kps, reference_image=image)
+        wall.append(time.perf_counter() - w0)
+        cpu.append(time.process_time() - c0)
+    spread = lambda v: f"median {statistics.median(v):.3f} [{min(v):.3f}-{max(v):.3f}] s"  # noqa: E731
+    print(f"onetoall() x{runs} ({kps.shape[0]} frames, align_to='ref'): wall {spread(wall)}, cpu {spread(cpu)}")
 
 
 if __name__ == "__main__":

@@ -26,8 +26,8 @@ from wanprep_torch.draw import (
     auto_stick_width,
     draw_pose,
     fit_box,
-    paint_pixels,
 )
+from wanprep_torch.raster import Primitives, paint, rasterize
 
 # --------------------------------------------------------------------------------------
 # Fixtures: metas from pixel coordinates
@@ -572,13 +572,13 @@ def test_draw_head_false_matches_reference_emulation():
         np.testing.assert_array_equal(to_u8(out[t]), reference_draw(m, 1, 1, draw_head=False))
 
 
-def test_paint_pixels_last_drawn_wins():
+def test_paint_last_drawn_wins():
     canvas = torch.zeros(1, 2, 3, 3)
     palette = torch.tensor([[1.0, 0, 0], [0, 1.0, 0], [0, 0, 1.0]])
     index = torch.tensor([0, 0, 4, 4, 4, 5])
     order = torch.tensor([2, 0, 1, 2, 0, 1])
     scratch = torch.zeros(6, dtype=torch.uint8)
-    paint_pixels(canvas, index, order, palette, scratch)
+    paint(canvas, index, order, palette, scratch)
     flat = canvas.view(-1, 3)
     assert flat[0].tolist() == [0, 0, 1] and flat[4].tolist() == [0, 0, 1] and flat[5].tolist() == [0, 1, 0]
     assert flat[[1, 2, 3]].abs().sum() == 0 and scratch.sum() == 0  # scratch left clean
@@ -746,8 +746,6 @@ def test_cuda_matches_cpu():
 def test_thick_lines_match_reference_emulation():
     """Thick lines alone, pixel for pixel: caps that touch a row apart from the quad (OpenCV
     fills them separately: no bridge across the gap), and lines clipped at the border."""
-    from wanprep_torch.draw import RowSegments, rasterize_row_segments
-
     rng = np.random.default_rng(3)
     cases = [((13, 24), (29, 16), 7)]  # the cap's top row meets the quad's apart from it
     for _ in range(60):
@@ -757,12 +755,34 @@ def test_thick_lines_match_reference_emulation():
     for p0, p1, t in cases:
         want = np.zeros((h, w, 3), np.uint8)
         _cv_line_thick(want, p0, p1, (255, 255, 255), t)
-        prims = RowSegments(h, w, torch.device("cpu"))
-        ids = prims.new_ids(torch.tensor([0]), torch.tensor([0]))
-        prims.add_thick_lines(torch.tensor([p0], dtype=torch.float64), torch.tensor([p1], dtype=torch.float64), t, ids)
+        prims = Primitives(h, w, torch.device("cpu"))
+        one = torch.tensor([0])
+        prims.thick_lines(torch.tensor([p0], dtype=torch.float64), torch.tensor([p1], dtype=torch.float64), t, one, one)
+        shapes = prims.build()
         got = np.zeros((h, w), bool)
-        if prims.segs:
-            segs = (torch.cat(s) for s in zip(*prims.segs))
-            _, y, x = rasterize_row_segments(*segs, num_owners=prims.count, width=w)
-            got[y.numpy(), x.numpy()] = True
+        px = rasterize(shapes.segments, shapes.count, w)
+        got[px.y.numpy(), px.x.numpy()] = True
         np.testing.assert_array_equal(got, want[..., 0] > 0, err_msg=f"{p0} {p1} t={t}")
+
+
+def test_out_and_on_chunk():
+    """Drawing into a caller's zeros gives the same images; on_chunk sees 0, each chunk's end,
+    and an exception raised there stops the drawing (the node's interrupt)."""
+    rng = np.random.default_rng(11)
+    metas = [random_meta(rng, 320, 200) for _ in range(5)]
+    for kw in ({}, {"out_size": (150, 160)}, {"out_size": (100, 120), "mode": "crop"}):
+        want = draw_pose(metas, **kw)
+        out = torch.zeros_like(want)
+        seen = []
+        got = draw_pose(metas, chunk=2, out=out, on_chunk=seen.append, **kw)
+        assert got is out and torch.equal(out, want), kw
+        assert seen == [0, 2, 4, 5]
+    with pytest.raises(ValueError, match="out must be float32"):
+        draw_pose(metas, out=torch.zeros(5, 10, 10, 3))
+
+    def stop(done):
+        if done:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        draw_pose(metas, chunk=2, on_chunk=stop)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 from pathlib import Path
@@ -17,14 +16,13 @@ from wanprep_torch.onetoall import (
     dwposes_from_keypoints,
     onetoall,
     render_dwposes,
-    warp_affine,
+    warp_image_cv,
 )
 
 from conftest import golden_file  # noqa: E402
 
 GOLDEN = golden_file("onetoall.npz")
 OUTPUTS = ("pose_images", "ref_pose_image", "ref_image_out", "ref_mask")
-HAS_RETARGET = importlib.util.find_spec("wanprep_torch.retargeting") is not None
 
 
 def _load():
@@ -53,10 +51,6 @@ def _inputs(case: dict) -> dict:
     return kw
 
 
-def _needs_retarget(case: dict) -> bool:
-    return case["align_to"] == "ref" and case["reference"] is not None
-
-
 def _close_fraction(out: torch.Tensor, golden: np.ndarray) -> float:
     """Fraction of values within 2/255 of the golden (stored as round(255 * value))."""
     got = np.round(out.detach().cpu().double().numpy() * 255).astype(np.int64)
@@ -66,8 +60,6 @@ def _close_fraction(out: torch.Tensor, golden: np.ndarray) -> float:
 @needs_golden
 @pytest.mark.parametrize("case", CASES, ids=[c["id"] for c in CASES])
 def test_golden_case(case):
-    if _needs_retarget(case) and not HAS_RETARGET:
-        pytest.skip("align_to='ref' needs wanprep_torch.retargeting (the retargeting branch)")
     out = onetoall(**_inputs(case))
     assert isinstance(out, OneToAllOutputs)
     for name, value in zip(OUTPUTS, out):
@@ -228,15 +220,15 @@ def test_weak_and_none_head_blacken_the_head_joints():
         assert int(img[0, y, x].max()) <= 2, head
 
 
-def test_warp_affine_identity_and_shift():
+def test_warp_image_cv_identity_and_shift():
     g = torch.Generator().manual_seed(1)
     img = torch.randint(0, 256, (20, 30, 3), generator=g, dtype=torch.uint8)
     ident = np.array([[1, 0, 0], [0, 1, 0]], np.float32)
-    assert torch.equal(warp_affine(img, ident), img)
-    shifted = warp_affine(img, np.array([[1, 0, 2], [0, 1, 3]], np.float32))
+    assert torch.equal(warp_image_cv(img, ident), img)
+    shifted = warp_image_cv(img, np.array([[1, 0, 2], [0, 1, 3]], np.float32))
     assert torch.equal(shifted[3:, 2:], img[:-3, :-2]) and int(shifted[:3].max()) == 0
     shift = np.array([[1, 0, 2], [0, 1, 3]], np.float32)
-    mask = warp_affine(torch.zeros(20, 30, dtype=torch.uint8), shift, nearest=True, border=255)
+    mask = warp_image_cv(torch.zeros(20, 30, dtype=torch.uint8), shift, nearest=True, border=255)
     assert int(mask[:3].min()) == 255 and int(mask[:, :2].min()) == 255 and int(mask[3:, 2:].max()) == 0
 
 
@@ -250,3 +242,15 @@ def test_sampled_drawing_equals_full_canvas_drawing():
     full = bench.reference_way(poses, 480, 832)
     ours = render_dwposes(poses, 480, 832, dtype=torch.float32).numpy()
     assert np.array_equal(ours, full)
+
+
+@pytest.mark.parametrize("head, blue", [("full", 138), ("weak", 53), ("none", 0)])
+def test_head_strength_colours_the_neck_to_nose_limb(head, blue):
+    """The neck -> nose limb (OpenPose colour (0, 0, 255)) at its midpoint, away from every
+    other primitive: "full" scales the colour by the two scores' product (0.95 * 0.95: 230),
+    "weak" by 0.35 (the reference's factor: int(255 * 0.35) = 89), "none" by 0; the whole
+    limb layer is then dimmed to 60 % (int(230 * 0.6) = 138, int(89 * 0.6) = 53)."""
+    out = onetoall(_video(1), 832, 480, "none", draw_face_points="none", draw_head=head)
+    # _person(): nose at (416, 72), neck (the shoulders' midpoint) at (416, 112).
+    got = [round(float(v) * 255) for v in out.pose_images[0, 92, 416]]
+    assert got == [0, 0, blue]

@@ -533,6 +533,7 @@ class DrawViTPose:
 
     def process(self, pose_data, width, height, retarget_padding=16, body_stick_width=-1, hand_stick_width=-1, draw_head=True):
         from .draw import draw_pose
+        from .raster import lazy_zeros
 
         metas = _pose_metas_input(pose_data)
         node = type(self)
@@ -544,26 +545,28 @@ class DrawViTPose:
         n = len(metas)
         # As the reference: the crop-to-bounds framing only applies to retargeted poses.
         crop = retarget_padding > 0 and pose_data.get("retarget_image") is not None
-        device = _draw_device()
         progress = _Progress(n)
-        out = torch.empty((n, height, width, 3), dtype=torch.float32)
-        for s in range(0, n, _DRAW_CHUNK):
+
+        def on_chunk(done: int) -> None:
             progress.check_interrupt()
-            e = min(s + _DRAW_CHUNK, n)
-            # Crop mode frames every frame by frame 0's drawn bounds: prepend frame 0.
-            sub = metas[s:e] if (s == 0 or not crop) else [metas[0]] + metas[s:e]
-            imgs = draw_pose(
-                sub,
-                out_size=(height, width),
-                mode="crop" if crop else "pad",
-                retarget_padding=retarget_padding,
-                body_stick_width=body_stick_width,
-                hand_stick_width=hand_stick_width,
-                draw_head=draw_head,
-                device=device,
-            )
-            out[s:e] = imgs[imgs.shape[0] - (e - s) :].to("cpu")
-            progress.set(e)
+            progress.set(done)
+
+        # Drawn chunk by chunk on the draw device straight into the CPU output (zeros whose
+        # pages the OS maps lazily: only the painted pixels are written).
+        out = lazy_zeros((n, height, width, 3), torch.float32, torch.device("cpu"))
+        draw_pose(
+            metas,
+            out_size=(height, width),
+            mode="crop" if crop else "pad",
+            retarget_padding=retarget_padding,
+            body_stick_width=body_stick_width,
+            hand_stick_width=hand_stick_width,
+            draw_head=draw_head,
+            device=_draw_device(),
+            chunk=_DRAW_CHUNK,
+            out=out,
+            on_chunk=on_chunk,
+        )
         return (out,)
 
 

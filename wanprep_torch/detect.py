@@ -280,11 +280,18 @@ class PersonDetector:
         providers, intra_op_threads: ONNX Runtime settings (see :class:`OrtModel`).
         score_threshold, iou_threshold: the reference's 0.05 and 0.5.
 
-    Example::
+    Example (the test kit's analytic detector on its synthetic clip; a real model is a
+    path such as ``"yolov10m.onnx"``)::
 
-        det = PersonDetector("yolov10m.onnx")
-        found = det(frames)            # frames (T, H, W, 3) float in [0, 1], uint8, or (T, 3, H, W)
-        found.boxes                    # (T, 5) x1, y1, x2, y2, score in frame pixels
+        >>> import tempfile
+        >>> from wanprep_torch.testkit import build_test_models, make_clip
+        >>> models = build_test_models(tempfile.mkdtemp(), fp16=False)
+        >>> clip = make_clip(2)              # (T, H, W, 3) float in [0, 1]; uint8 or (T, 3, H, W) too
+        >>> found = PersonDetector(models["det"])(clip.frames)
+        >>> found.boxes.shape                # x1, y1, x2, y2, score in frame pixels
+        torch.Size([2, 5])
+        >>> bool((found.boxes[:, :2] < clip.boxes[:, :2]).all() and (found.boxes[:, 2:4] > clip.boxes[:, 2:4]).all())
+        True
     """
 
     def __init__(

@@ -35,9 +35,15 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from .draw import BODY_COLORS, HAND_EDGES, LIMBS, RowSegments, ellipse_polygons, expand_counts, order_scratch
-from .skeleton import LEFT_HAND, RIGHT_HAND, WAN_FACE
-from .wan import wan_body
+from .draw import BODY_COLORS
+from .poses import DwPoses, Poses
+from .raster import Primitives, Shapes, cpu_threads, geometry_dtype, lazy_zeros, order_scratch, rasterize, top_order
+from .resample import LinearResize
+from .retargeting import retarget
+from .skeleton import (
+    FACE68_CHIN, FACE68_EYE_CORNERS, FACE68_JAW, FACE68_NOSE, FACE68_NOSE_BRIDGE, FACE68_NOSE_TIP,
+    HAND_EDGES, HEAD_POINTS, NUM_FACE68, NUM_HAND, OPENPOSE_LIMBS, OPENPOSE_NUM_BODY,
+)  # fmt: skip
 
 __all__ = [
     "OneToAllOutputs",
@@ -46,27 +52,30 @@ __all__ = [
     "wan_metas",
     "canvas_size",
     "render_dwposes",
+    "Style",
+    "PoseShapes",
+    "pose_shapes",
     "align_to_pose",
     "align_to_reference",
-    "warp_affine",
+    "warp_image_cv",
     "onetoall",
 ]
 
 ALIGN_MODES = ("ref", "pose", "none")
 STRENGTHS = ("full", "weak", "none")
 
-_N_BODY, _N_LIMB, _N_HAND, _N_FACE = 18, 17, 21, 68
-_HEAD = (0, 14, 15, 16, 17)
-# Face points left undrawn: the jaw line (0-16) and the nose (27-35).
-_FACE_DRAWN = tuple(i for i in range(_N_FACE) if not (i < 17 or 27 <= i < 36))
+# Face points left undrawn: the jaw line and the nose.
+_FACE_DRAWN = tuple(i for i in range(NUM_FACE68) if not (i in range(68)[FACE68_JAW] or i in range(68)[FACE68_NOSE]))
 # Draw order within a frame (= colour-table slot): limbs, body joints, then per hand (right,
 # left) its bones and joints, then the face dots.
-_O_LIMB = 0
-_O_JOINT = _O_LIMB + _N_LIMB
-_O_HAND = _O_JOINT + _N_BODY
-_HAND_SLOTS = len(HAND_EDGES) + _N_HAND
+LIMB_SLOTS = len(OPENPOSE_LIMBS)
+_O_JOINT = LIMB_SLOTS
+_O_HAND = _O_JOINT + OPENPOSE_NUM_BODY
+_HAND_SLOTS = len(HAND_EDGES) + NUM_HAND
 _O_FACE = _O_HAND + 2 * _HAND_SLOTS
-_N_SLOTS = _O_FACE + len(_FACE_DRAWN)
+SLOTS = _O_FACE + len(_FACE_DRAWN)
+#: The colour factor of a limb with one end in a "weak" head (the reference's 0.35).
+WEAK_LIMB = 0.35
 _CANVAS_SHORT = 2160
 
 
@@ -79,65 +88,22 @@ class OneToAllOutputs(NamedTuple):
     ref_mask: torch.Tensor  # (1, h, w): 1 where the "pose" warp left the image, else 0
 
 
-class DwPoses(NamedTuple):
-    """N poses, normalised coordinates (x / W, y / H)."""
-
-    body: torch.Tensor  # (N, 18, 2)
-    body_score: torch.Tensor  # (N, 18)
-    body_present: torch.Tensor  # (N, 18) bool: score > 0 when detected (DWPose "subset")
-    hands: torch.Tensor  # (N, 2, 21, 2): right hand, left hand
-    hands_score: torch.Tensor  # (N, 2, 21)
-    face: torch.Tensor  # (N, 68, 2)
-    face_score: torch.Tensor  # (N, 68)
-
-
-def _normalised(keypoints: torch.Tensor, width: int, height: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(N, 133, 3) pixels -> normalised rows (N, 133, 3) and Wan body rows (N, 20, 3).
-
-    Float64 (float32 on MPS) like the reference's goldens: truncating pixel coordinates on
-    the 2160 canvas is sensitive to float32 noise. A frame whose every body point has a
-    negative coordinate reuses the previous frame's body, as the reference's Wan metas do.
-    """
-    kp = keypoints.detach().to(_geometry_dtype(keypoints.device)).clone()
-    kp[..., 0] /= width
-    kp[..., 1] /= height
-    body = wan_body(kp)
-    lost = body[..., :2].amin(-1).amax(-1) < 0
-    if bool(lost[1:].any()):
-        ids = torch.arange(body.shape[0], device=body.device)
-        src = torch.where(lost, torch.full_like(ids, -1), ids).cummax(0).values
-        body = body[torch.where(lost & (src >= 0), src, ids)]
-    return kp, body
+def _poses(keypoints: torch.Tensor, width: int, height: int) -> Poses:
+    """(N, 133, 3) pixels -> :class:`Poses` in float64 (float32 on MPS) like the reference's
+    goldens: truncating pixel coordinates on the 2160 canvas is sensitive to float32 noise."""
+    return Poses.from_wholebody(keypoints.to(geometry_dtype(keypoints.device)), width, height)
 
 
 def dwposes_from_keypoints(keypoints: torch.Tensor, width: int, height: int) -> DwPoses:
     """The pose model's (N, 133, 3) pixel keypoints -> :class:`DwPoses`, normalised by (W, H)
     (the reference's Wan metas, then its DWPose conversion)."""
-    kp, body = _normalised(keypoints, width, height)
-    body = body[:, :_N_BODY]
-    hands = torch.stack((kp[:, RIGHT_HAND], kp[:, LEFT_HAND]), 1)
-    face = kp[:, WAN_FACE][:, 1:]
-    return DwPoses(
-        body[..., :2], body[..., 2], body[..., 2] > 0, hands[..., :2], hands[..., 2], face[..., :2], face[..., 2]
-    )
+    return _poses(keypoints, width, height).to_dwpose()
 
 
 def wan_metas(keypoints: torch.Tensor, width: int, height: int) -> list[dict]:
     """Wan meta dicts (normalised numpy arrays) of (N, 133, 3) pixel keypoints, in float64
     (:func:`wanprep_torch.wan.pose_metas` gives float32), for the retargeting."""
-    kp, body = _normalised(keypoints, width, height)
-    kp, body = kp.cpu().numpy(), body.cpu().numpy()
-    return [
-        {
-            "width": int(width),
-            "height": int(height),
-            "keypoints_body": body[t],
-            "keypoints_left_hand": kp[t, LEFT_HAND],
-            "keypoints_right_hand": kp[t, RIGHT_HAND],
-            "keypoints_face": kp[t, WAN_FACE],
-        }
-        for t in range(kp.shape[0])
-    ]
+    return _poses(keypoints, width, height).to_wan()
 
 
 # --------------------------------------------------------------------------------------
@@ -178,72 +144,6 @@ def _hsv_bone_colors() -> np.ndarray:
 _HAND_RGB = _hsv_bone_colors()
 
 
-def _resize_taps(src: int, dst: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """cv2 INTER_LINEAR taps for one axis: first source index, second, and the second's
-    weight in 1/2048 (OpenCV's 11-bit fixed point for 8-bit images)."""
-    scale = 1.0 / (dst / src)
-    f = ((np.arange(dst, dtype=np.float64) + 0.5) * scale - 0.5).astype(np.float32).astype(np.float64)
-    s = np.floor(f).astype(np.int64)
-    f = f - s
-    low = s < 0
-    s[low], f[low] = 0, 0.0
-    high = s >= src - 1
-    s[high], f[high] = src - 1, 0.0
-    w1 = np.rint(f * 2048).astype(np.int64)
-    return s, np.minimum(s + 1, src - 1), w1
-
-
-def _rasterize_sampled(
-    owner: torch.Tensor,
-    y: torch.Tensor,
-    x_lo: torch.Tensor,
-    x_hi: torch.Tensor,
-    num_owners: int,
-    row_map: torch.Tensor,
-    col_rank: torch.Tensor,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Like :func:`draw.rasterize_row_segments`, keeping only sampled rows and columns.
-
-    Args:
-        owner, y, x_lo, x_hi: (S,) long row segments on the big canvas.
-        row_map: (H_big,) long: compact row of each canvas row, -1 where not sampled.
-        col_rank: (W_big + 1,) long: number of sampled canvas columns left of each column.
-
-    Returns:
-        ``(owner, compact_row, compact_col)``, (Q,) long each.
-    """
-    device = owner.device
-    r = row_map[y]
-    keep = r >= 0
-    owner, r, x_lo, x_hi = owner[keep], r[keep], x_lo[keep], x_hi[keep]
-    z = torch.zeros(0, dtype=torch.long, device=device)
-    if owner.numel() == 0:
-        return z, z, z
-    big = 1 << 40
-    r_min = torch.full((num_owners,), big, dtype=torch.long, device=device).scatter_reduce(0, owner, r, "amin")
-    r_max = torch.full((num_owners,), -1, dtype=torch.long, device=device).scatter_reduce(0, owner, r, "amax")
-    rows = (r_max - r_min + 1).clamp(min=0)
-    start = torch.cumsum(rows, 0) - rows
-    slot = start[owner] + (r - r_min[owner])
-    n = int(rows.sum())
-    lo = torch.full((n,), big, dtype=torch.long, device=device).scatter_reduce(0, slot, x_lo, "amin")
-    hi = torch.full((n,), -big, dtype=torch.long, device=device).scatter_reduce(0, slot, x_hi, "amax")
-    s_owner, s_row = expand_counts(rows)
-    s_r = r_min[s_owner] + s_row
-    # A convex primitive fills each row between its extreme outline pixels.
-    last = col_rank.numel() - 1
-    c_lo = col_rank[lo.clamp(0, last)]
-    c_hi = col_rank[(hi + 1).clamp(0, last)]
-    ok = c_lo < c_hi
-    s_owner, s_r, c_lo, c_hi = s_owner[ok], s_r[ok], c_lo[ok], c_hi[ok]
-    e, k = expand_counts(c_hi - c_lo)
-    return s_owner[e], s_r[e], c_lo[e] + k
-
-
-def _geometry_dtype(device: torch.device) -> torch.dtype:
-    return torch.float32 if device.type == "mps" else torch.float64  # MPS has no float64
-
-
 def render_dwposes(
     poses: DwPoses,
     height: int,
@@ -275,211 +175,165 @@ def render_dwposes(
     device = poses.body.device
     n = poses.body.shape[0]
     ch, cw = canvas_size(height, width)
-    rows, row_dst, row_w = _taps_by_source(ch, height, device)
-    cols, col_dst, col_w = _taps_by_source(cw, width, device)
-    row_map = torch.full((ch,), -1, dtype=torch.long, device=device)
-    row_map[rows] = torch.arange(rows.numel(), device=device)
-    n_rows, n_cols = rows.numel(), cols.numel()
-    col_rank = torch.zeros(cw + 1, dtype=torch.long, device=device)
-    col_rank[cols + 1] = 1
-    col_rank = col_rank.cumsum(0)
-
-    float_out = dtype.is_floating_point
-    out = _zeros((n * height * width, 3), dtype, device)
+    resize = LinearResize.of(ch, cw, height, width, device)
+    n_rows, n_cols = resize.rows.numel(), resize.cols.numel()
+    out = lazy_zeros((n * height * width, 3), dtype, device)
     chunk = max(1, min(chunk, n))
-    scratch = _zeros((chunk * n_rows * n_cols,), order_scratch(0, device).dtype, device)
-    acc = _zeros((chunk * height * width, 3), torch.int32, device)
-    for t0 in range(0, n, chunk):
-        t1 = min(t0 + chunk, n)
-        part = DwPoses(*(v[t0:t1] for v in poses))
-        owner_frame, owner_slot, colors, segs, count = _primitives(
-            part, ch, cw, draw_face, face_weak, head, row_mask=row_map >= 0
-        )
-        if count == 0:
-            continue
-        o, r, c = _rasterize_sampled(*segs, num_owners=count, row_map=row_map, col_rank=col_rank)
-        # index_select / index_fill_ / index_copy_ rather than x[idx]: same result, much
-        # cheaper kernels on the CPU for these 1-D gathers and scatters.
-        f = owner_frame.index_select(0, o)
-        index = (f * n_rows + r) * n_cols + c
-        order = (owner_slot.index_select(0, o) + 1).to(scratch.dtype)
-        # Painter's algorithm: the primitive drawn last wins each pixel (as draw.paint_pixels);
-        # a frame's primitives have distinct orders, so each pixel has exactly one winner.
-        scratch.scatter_reduce_(0, index, order, "amax")
-        win = (scratch.index_select(0, index) == order).nonzero().squeeze(1)
-        scratch.index_fill_(0, index, 0)
-        f, r, c, order = f.index_select(0, win), r.index_select(0, win), c.index_select(0, win), order.index_select(0, win)
-        rgb = colors.index_select(0, f * _N_SLOTS + order.long() - 1).to(torch.int32)
-        # Bilinear resize by scattering each sampled pixel into the output pixels that read
-        # it (OpenCV's 11-bit fixed-point weights); unpainted pixels contribute nothing, so
-        # only the touched output pixels are ever computed.
-        dy, wy = row_dst.index_select(0, r), row_w.index_select(0, r)  # (Q, K)
-        dx, wx = col_dst.index_select(0, c), col_w.index_select(0, c)
-        dst = (f[:, None, None] * height + dy[:, :, None]) * width + dx[:, None, :]
-        w = wy[:, :, None] * wx[:, None, :]
-        keep = (w > 0).view(-1).nonzero().squeeze(1)
-        dst = dst.view(-1).index_select(0, keep)
-        src_px = torch.div(keep, w.shape[1] * w.shape[2], rounding_mode="floor")
-        acc.index_add_(0, dst, w.view(-1).index_select(0, keep)[:, None] * rgb.index_select(0, src_px))
-        val = (acc.index_select(0, dst) + (1 << 21)) >> 22
-        acc.index_fill_(0, dst, 0)
-        val = val.to(dtype) / 255 if float_out else val.to(dtype)
-        out.index_copy_(0, dst + t0 * height * width, val)  # repeated pixels carry equal values
+    scratch = order_scratch(chunk * n_rows * n_cols, device)
+    acc = lazy_zeros((chunk * height * width, 3), torch.int32, device)
+    with cpu_threads(device):
+        for t0 in range(0, n, chunk):
+            part = DwPoses(*(v[t0 : t0 + chunk] for v in poses))
+            shapes, colors = pose_shapes(part, ch, cw, Style(draw_face, face_weak, head), rows=resize.row_mask)
+            if shapes.count == 0:
+                continue
+            px = rasterize(shapes.segments, shapes.count, cw, row_map=resize.row_map, col_rank=resize.col_rank)
+            f = shapes.frame.index_select(0, px.owner)
+            order = shapes.order.index_select(0, px.owner)
+            # A frame's primitives have distinct orders, so each sampled pixel has one winner.
+            index = (f * n_rows + px.y) * n_cols + px.x
+            win = (top_order(index, order, scratch) == order).nonzero().squeeze(1)
+            f, r, c, order = (v.index_select(0, win) for v in (f, px.y, px.x, order))
+            rgb = colors.view(-1, 3).index_select(0, f * SLOTS + order).to(torch.int32)
+            dst, val = resize.splat(acc, f, r, c, rgb)
+            val = val.to(dtype) / 255 if dtype.is_floating_point else val.to(dtype)
+            out.index_copy_(0, dst + t0 * height * width, val)  # repeated pixels carry equal values
     return out.view(n, height, width, 3)
 
 
-def _zeros(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    # On the CPU, calloc'd numpy memory: zero pages are mapped lazily, so buffers that are
-    # only sparsely written cost nothing for their untouched parts.
-    if device.type == "cpu":
-        return torch.from_numpy(np.zeros(shape, dtype=torch.empty(0, dtype=dtype).numpy().dtype))
-    return torch.zeros(shape, dtype=dtype, device=device)
+class PoseShapes(NamedTuple):
+    """The primitives of a chunk of frames in the One-to-All style and their colours."""
+
+    shapes: Shapes  # primitives; ``order`` is the draw slot (the colour table's index)
+    colors: torch.Tensor  # (N, SLOTS, 3) uint8: the colour of every frame's slots
 
 
-def _taps_by_source(src: int, dst: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The resize taps of one axis grouped by source index.
+class Style(NamedTuple):
+    """What :func:`render_dwposes` draws: the face dots (at 35 % when ``face_weak``) and the
+    head's strength ("full", "weak" or "none")."""
 
-    Returns:
-        sampled source indices (S,) sorted, and for each the destination indices (S, K) and
-        weights (S, K) int32 (in 1/2048, 0 for padding) of the output pixels reading it.
-    """
-    s0, s1, w1 = _resize_taps(src, dst)
-    d = np.arange(dst)
-    srcs = np.concatenate((s0, s1))
-    dsts = np.concatenate((d, d))
-    ws = np.concatenate((2048 - w1, w1))
-    keep = ws > 0
-    srcs, dsts, ws = srcs[keep], dsts[keep], ws[keep]
-    uniq, inv = np.unique(srcs, return_inverse=True)
-    counts = np.bincount(inv, minlength=uniq.size)
-    k = int(counts.max()) if counts.size else 1
-    order = np.argsort(inv, kind="stable")
-    slot = np.arange(inv.size) - np.repeat(np.cumsum(counts) - counts, counts)
-    dst_tab = np.zeros((uniq.size, k), np.int64)
-    w_tab = np.zeros((uniq.size, k), np.int64)
-    dst_tab[inv[order], slot] = dsts[order]
-    w_tab[inv[order], slot] = ws[order]
-    t = lambda a, dt=torch.long: torch.as_tensor(a, dtype=dt, device=device)  # noqa: E731
-    return t(uniq), t(dst_tab), t(w_tab, torch.int32)
+    draw_face: bool = True
+    face_weak: bool = False
+    head: str = "full"
 
 
-def _primitives(
-    poses: DwPoses,
-    ch: int,
-    cw: int,
-    draw_face: bool,
-    face_weak: bool,
-    head: str,
-    dim_limbs: bool = True,
-    row_mask: torch.Tensor | None = None,
-):
-    """Row segments of every primitive of a chunk of frames and its colour table.
+def pose_shapes(
+    poses: DwPoses, height: int, width: int, style: Style = Style(), dim_limbs: bool = True, rows: torch.Tensor | None = None
+) -> PoseShapes:
+    """The primitives of N poses on a (height, width) canvas, and their colours.
 
-    ``dim_limbs=False`` leaves out the reference's 0.6 dimming of the limbs (which it applies
-    to the whole canvas after drawing them), for a caller that does that pass itself.
-
-    Returns:
-        owner frame (P,), owner draw slot (P,), colours (N * slots, 3) uint8, the row
-        segments ``(owner, y, x_lo, x_hi)`` and the number of primitives P.
+    Draw slots (= draw orders) run: limbs (``LIMB_SLOTS`` of them), body joints, per hand
+    (right, left) its bones and joints, then the face dots. ``dim_limbs=False`` leaves out the
+    reference's 0.6 dimming of the limbs (which it applies to the whole canvas after drawing
+    them), for a caller that does that pass itself. ``rows``: the only canvas rows read.
     """
     device = poses.body.device
-    n = poses.body.shape[0]
-    f32, fd = torch.float32, _geometry_dtype(device)
-    colors = torch.zeros((n, _N_SLOTS, 3), dtype=torch.uint8, device=device)
-    prims = RowSegments(ch, cw, device, row_mask)
-    bw = _stick_width(ch, cw, 3)
-    hw = _stick_width(ch, cw, 2)
-
+    fd = geometry_dtype(device)
+    colors = torch.zeros((poses.body.shape[0], SLOTS, 3), dtype=torch.uint8, device=device)
+    prims = Primitives(height, width, device, rows)
     score = poses.body_score.to(fd).clone()
-    if head == "weak":
-        score[:, list(_HEAD)] = -2.0
-    elif head == "none":
-        score[:, list(_HEAD)] = 0.0
-    present = poses.body_present
-    bx = poses.body[..., 0].to(fd) * cw
-    by = poses.body[..., 1].to(fd) * ch
-    body_rgb = torch.tensor(BODY_COLORS[:_N_BODY], dtype=fd, device=device)
+    if style.head == "weak":
+        score[:, list(HEAD_POINTS)] = -2.0
+    elif style.head == "none":
+        score[:, list(HEAD_POINTS)] = 0.0
+    bx = poses.body[..., 0].to(fd) * width
+    by = poses.body[..., 1].to(fd) * height
+    bw = _stick_width(height, width, 3)
+    _add_limbs(prims, colors, bx, by, score, poses.body_present, bw, dim_limbs)
+    _add_joints(prims, colors, bx, by, score, poses.body_present, bw)
+    hw = _stick_width(height, width, 2)
+    for h in range(2):
+        _add_hand(prims, colors, poses, h, hw)
+    if style.draw_face:
+        _add_face(prims, colors, poses, hw, style.face_weak)
+    return PoseShapes(prims.build(), colors)
 
-    # Limbs: ellipse2Poly + fillConvexPoly, colour scaled by the product of the two scores
-    # (0.35 when one is negative, 0 when one is 0), then the whole canvas times 0.6.
-    la = torch.tensor([a for a, _ in LIMBS[:_N_LIMB]], device=device)
-    lb = torch.tensor([b for _, b in LIMBS[:_N_LIMB]], device=device)
+
+def _add_limbs(prims: Primitives, colors, bx, by, score, present, bw: int, dim: bool) -> None:
+    """Limbs: ellipse2Poly + fillConvexPoly, colour scaled by the product of the two scores
+    (``WEAK_LIMB`` when one is negative, 0 when one is 0), then the whole canvas times 0.6."""
+    fd = bx.dtype
+    body_rgb = torch.tensor(BODY_COLORS[:OPENPOSE_NUM_BODY], dtype=fd, device=bx.device)
+    la = torch.tensor([a for a, _ in OPENPOSE_LIMBS], device=bx.device)
+    lb = torch.tensor([b for _, b in OPENPOSE_LIMBS], device=bx.device)
     f, l = (present[:, la] & present[:, lb]).nonzero(as_tuple=True)
-    if f.numel():
-        a, b = la[l], lb[l]
-        c0, c1 = score[f, a], score[f, b]
-        base = body_rgb[l]
-        both = (c0 > 0) & (c1 > 0)
-        strong = torch.trunc(base * (c0 * c1).clamp(min=0)[:, None])
-        weak = torch.trunc(base * 0.35)
-        col = torch.where(both[:, None], strong, weak)
-        col = torch.where(((c0 == 0) | (c1 == 0))[:, None], torch.zeros_like(col), col)
-        if dim_limbs:
-            col = torch.trunc(col.to(fd) * 0.6)
-        colors[f, _O_LIMB + l] = col.to(torch.uint8)
-        x0, x1, y0, y1 = bx[f, a], bx[f, b], by[f, a], by[f, b]
-        center = torch.stack((torch.trunc((x0 + x1) / 2), torch.trunc((y0 + y1) / 2)), -1).to(fd)
-        length = ((y0 - y1) ** 2 + (x0 - x1) ** 2) ** 0.5
-        half = torch.trunc(length / 2).to(fd)
-        axes = torch.stack((half, torch.full_like(half, float(bw))), -1)
-        angle = torch.trunc(torch.rad2deg(torch.atan2((y0 - y1).to(fd), (x0 - x1).to(fd))))
-        ids = prims.new_ids(f, _O_LIMB + l)
-        prims.add_polygons(ellipse_polygons(center, axes, angle).long(), ids)
+    if f.numel() == 0:
+        return
+    a, b = la[l], lb[l]
+    c0, c1 = score[f, a], score[f, b]
+    base = body_rgb[l]
+    both = (c0 > 0) & (c1 > 0)
+    strong = torch.trunc(base * (c0 * c1).clamp(min=0)[:, None])
+    weak = torch.trunc(base * WEAK_LIMB)
+    col = torch.where(both[:, None], strong, weak)
+    col = torch.where(((c0 == 0) | (c1 == 0))[:, None], torch.zeros_like(col), col)
+    if dim:
+        col = torch.trunc(col.to(fd) * 0.6)
+    colors[f, l] = col.to(torch.uint8)
+    x0, x1, y0, y1 = bx[f, a], bx[f, b], by[f, a], by[f, b]
+    center = torch.stack((torch.trunc((x0 + x1) / 2), torch.trunc((y0 + y1) / 2)), -1).to(fd)
+    length = ((y0 - y1) ** 2 + (x0 - x1) ** 2) ** 0.5
+    half = torch.trunc(length / 2).to(fd)
+    axes = torch.stack((half, torch.full_like(half, float(bw))), -1)
+    angle = torch.trunc(torch.rad2deg(torch.atan2((y0 - y1).to(fd), (x0 - x1).to(fd))))
+    prims.ellipses(center, axes, angle, f, l)
 
-    # Body joints: discs, colour times the score (black for a "weak" head).
+
+def _add_joints(prims: Primitives, colors, bx, by, score, present, bw: int) -> None:
+    """Body joints: discs, colour times the score (black for a "weak" head)."""
     f, j = present.nonzero(as_tuple=True)
-    if f.numel():
-        s = score[f, j]
-        alpha = torch.where(s == -2, torch.zeros_like(s), s.clamp(min=0))
-        colors[f, _O_JOINT + j] = torch.trunc(body_rgb[j] * alpha[:, None]).to(torch.uint8)
-        pt = torch.stack((torch.trunc(bx[f, j]), torch.trunc(by[f, j])), -1)
-        prims.add_circles(pt, bw, prims.new_ids(f, _O_JOINT + j))
+    if f.numel() == 0:
+        return
+    body_rgb = torch.tensor(BODY_COLORS[:OPENPOSE_NUM_BODY], dtype=bx.dtype, device=bx.device)
+    s = score[f, j]
+    alpha = torch.where(s == -2, torch.zeros_like(s), s.clamp(min=0))
+    colors[f, _O_JOINT + j] = torch.trunc(body_rgb[j] * alpha[:, None]).to(torch.uint8)
+    pt = torch.stack((torch.trunc(bx[f, j]), torch.trunc(by[f, j])), -1)
+    prims.circles(pt, bw, f, _O_JOINT + j)
 
-    # Hands (right, then left): bones as thick lines, joints as blue discs; points under
-    # 0.3 are skipped, and so are points whose integer coordinate is not >= 1.
-    hand_rgb = torch.as_tensor(_HAND_RGB, device=device)
+
+def _add_hand(prims: Primitives, colors, poses: DwPoses, h: int, hw: int) -> None:
+    """Hand ``h`` (0 right, 1 left): bones as thick lines, joints as blue discs; points under
+    0.3 are skipped, and so are points whose integer coordinate is not >= 1."""
+    fd, device = geometry_dtype(poses.body.device), poses.body.device
+    base_slot = _O_HAND + h * _HAND_SLOTS
+    hs = poses.hands_score[:, h].to(fd)
+    px = torch.trunc(poses.hands[:, h, :, 0].to(fd) * prims.width)
+    py = torch.trunc(poses.hands[:, h, :, 1].to(fd) * prims.height)
+    ok = (hs >= 0.3) & (px >= 1) & (py >= 1)
     ea = torch.tensor([e[0] for e in HAND_EDGES], device=device)
     eb = torch.tensor([e[1] for e in HAND_EDGES], device=device)
-    for h in range(2):
-        base_slot = _O_HAND + h * _HAND_SLOTS
-        hs = poses.hands_score[:, h].to(fd)
-        px = torch.trunc(poses.hands[:, h, :, 0].to(fd) * cw)
-        py = torch.trunc(poses.hands[:, h, :, 1].to(fd) * ch)
-        ok = hs >= 0.3
-        on = (px >= 1) & (py >= 1)
-        f, e = (ok[:, ea] & ok[:, eb] & on[:, ea] & on[:, eb]).nonzero(as_tuple=True)
-        if f.numel():
-            sc = torch.trunc(hs[f, ea[e]] * hs[f, eb[e]] * 255)
-            # float32 like the reference's colour arithmetic
-            colors[f, base_slot + e] = torch.trunc(hand_rgb[e] * sc.to(f32)[:, None] / 255).to(torch.uint8)
-            p0 = torch.stack((px[f, ea[e]], py[f, ea[e]]), -1).to(fd)
-            p1 = torch.stack((px[f, eb[e]], py[f, eb[e]]), -1).to(fd)
-            prims.add_thick_lines(p0, p1, hw, prims.new_ids(f, base_slot + e))
-        f, j = (ok & on).nonzero(as_tuple=True)
-        if f.numel():
-            colors[f, base_slot + len(HAND_EDGES) + j, 2] = torch.trunc(hs[f, j] * 255).to(torch.uint8)
-            pt = torch.stack((px[f, j], py[f, j]), -1)
-            prims.add_circles(pt, hw, prims.new_ids(f, base_slot + len(HAND_EDGES) + j))
+    f, e = (ok[:, ea] & ok[:, eb]).nonzero(as_tuple=True)
+    if f.numel():
+        sc = torch.trunc(hs[f, ea[e]] * hs[f, eb[e]] * 255)
+        hand_rgb = torch.as_tensor(_HAND_RGB, device=device)
+        # float32 like the reference's colour arithmetic
+        colors[f, base_slot + e] = torch.trunc(hand_rgb[e] * sc.to(torch.float32)[:, None] / 255).to(torch.uint8)
+        p0 = torch.stack((px[f, ea[e]], py[f, ea[e]]), -1).to(fd)
+        p1 = torch.stack((px[f, eb[e]], py[f, eb[e]]), -1).to(fd)
+        prims.thick_lines(p0, p1, hw, f, base_slot + e)
+    f, j = ok.nonzero(as_tuple=True)
+    if f.numel():
+        colors[f, base_slot + len(HAND_EDGES) + j, 2] = torch.trunc(hs[f, j] * 255).to(torch.uint8)
+        pt = torch.stack((px[f, j], py[f, j]), -1)
+        prims.circles(pt, hw, f, base_slot + len(HAND_EDGES) + j)
 
-    # Face: grey dots, strength = score (x 0.35 when weak); jaw and nose points skipped.
-    if draw_face:
-        idx = torch.tensor(_FACE_DRAWN, device=device)
-        fs = poses.face_score[:, idx].to(fd)
-        px = torch.trunc(poses.face[:, idx, 0].to(fd) * cw)
-        py = torch.trunc(poses.face[:, idx, 1].to(fd) * ch)
-        f, j = ((fs >= 0.3) & (px >= 1) & (py >= 1)).nonzero(as_tuple=True)
-        if f.numel():
-            conf = torch.trunc(fs[f, j] * 255)
-            if face_weak:
-                conf = torch.trunc(conf * 0.35)
-            colors[f, _O_FACE + j] = conf.to(torch.uint8)[:, None].expand(-1, 3)
-            pt = torch.stack((px[f, j], py[f, j]), -1)
-            prims.add_circles(pt, hw, prims.new_ids(f, _O_FACE + j))
 
-    if not prims.segs:
-        return None, None, colors.view(-1, 3), None, 0
-    segs = tuple(torch.cat(s) for s in zip(*prims.segs))
-    return torch.cat(prims.frames), torch.cat(prims.orders), colors.view(-1, 3), segs, prims.count
+def _add_face(prims: Primitives, colors, poses: DwPoses, hw: int, weak: bool) -> None:
+    """Face: grey dots, strength = score (x 0.35 when weak); jaw and nose points skipped."""
+    fd, device = geometry_dtype(poses.body.device), poses.body.device
+    idx = torch.tensor(_FACE_DRAWN, device=device)
+    fs = poses.face_score[:, idx].to(fd)
+    px = torch.trunc(poses.face[:, idx, 0].to(fd) * prims.width)
+    py = torch.trunc(poses.face[:, idx, 1].to(fd) * prims.height)
+    f, j = ((fs >= 0.3) & (px >= 1) & (py >= 1)).nonzero(as_tuple=True)
+    if f.numel():
+        conf = torch.trunc(fs[f, j] * 255)
+        if weak:
+            conf = torch.trunc(conf * 0.35)
+        colors[f, _O_FACE + j] = conf.to(torch.uint8)[:, None].expand(-1, 3)
+        pt = torch.stack((px[f, j], py[f, j]), -1)
+        prims.circles(pt, hw, f, _O_FACE + j)
 
 
 # --------------------------------------------------------------------------------------
@@ -487,7 +341,6 @@ def _primitives(
 # --------------------------------------------------------------------------------------
 
 _CONF = 0.9  # the reference's "reliable point" score for alignment
-_NOSE_TIP, _MOUTH_L, _MOUTH_R = 30, 48, 54
 
 
 def _pick(pose: DwPoses, i: int) -> DwPoses:
@@ -537,15 +390,15 @@ def _scale_face(src: torch.Tensor, ref: torch.Tensor, nose: torch.Tensor) -> tor
         s_len, r_len = _norm(src[:, a] - src[:, b]), _norm(ref[:, a] - ref[:, b])
         return torch.where(s_len > 1e-6, r_len / s_len.clamp(min=1e-300), torch.ones_like(s_len))
 
-    k = torch.stack((scale(36, 45), scale(27, 8)), -1)[:, None]
-    return nose[:, None] + (src - src[:, _NOSE_TIP : _NOSE_TIP + 1]) * k
+    k = torch.stack((scale(*FACE68_EYE_CORNERS), scale(FACE68_NOSE_BRIDGE, FACE68_CHIN)), -1)[:, None]
+    return nose[:, None] + (src - src[:, FACE68_NOSE_TIP : FACE68_NOSE_TIP + 1]) * k
 
 
 def _limb_ratios(ref: DwPoses, src: DwPoses) -> dict[tuple[int, int], float]:
     """Per-bone length ratios reference / template, enabled group by group as more points
     are reliable in both (the reference's compute_ratios_stepwise), left / right averaged."""
     r, s = ref.body[0].double(), src.body[0].double()
-    valid = [float(ref.body_score[0, i]) >= _CONF and float(src.body_score[0, i]) >= _CONF for i in range(_N_BODY)]
+    valid = [float(ref.body_score[0, i]) >= _CONF and float(src.body_score[0, i]) >= _CONF for i in range(OPENPOSE_NUM_BODY)]
     pairs = ((0, 1), (1, 2), (1, 5), (2, 3), (3, 4), (5, 6), (6, 7), (0, 14), (0, 15), (14, 16), (15, 17),
              (8, 9), (9, 10), (11, 12), (12, 13), (1, 8), (1, 11))  # fmt: skip
     ratios = {p: 1.0 for p in pairs}
@@ -559,7 +412,7 @@ def _limb_ratios(ref: DwPoses, src: DwPoses) -> dict[tuple[int, int], float]:
         (head + [2, 5, 3, 6, 8, 11], ((1, 8), (1, 11)), ()),
         (head + [2, 5, 3, 6, 8, 11, 4, 7], ((3, 4), (6, 7)), ()),
         (head + [2, 5, 3, 6, 8, 11, 4, 7, 9, 12], ((8, 9), (11, 12)), (((9, 10), (8, 9)), ((12, 13), (11, 12)))),
-        (list(range(_N_BODY)), pairs, ()),
+        (list(range(OPENPOSE_NUM_BODY)), pairs, ()),
     )
     for needed, mine, inherited in steps:
         if all_ok(needed):
@@ -633,17 +486,13 @@ def align_to_reference(
         reference: the reference pose (one); template: the T template poses.
         template_metas, reference_meta: the same poses as Wan meta dicts, for the retargeting.
     """
-    try:
-        from .retargeting import retarget
-    except ImportError as e:  # pragma: no cover - depends on the retargeting module being merged
-        raise ImportError("align_to='ref' needs wanprep_torch.retargeting (the Wan retargeting)") from e
     metas = retarget(template_metas, reference_meta)
     device = template.body.device
     wh = np.array([metas[0].width, metas[0].height], np.float64)
     norm = lambda a: torch.from_numpy(np.nan_to_num(np.stack(a).astype(np.float64)) / wh).to(device)  # noqa: E731
     score = lambda a: torch.from_numpy(np.nan_to_num(np.stack(a).astype(np.float64))).to(device)  # noqa: E731
-    body = norm([m.kps_body for m in metas])[:, :_N_BODY]
-    body_p = score([m.kps_body_p for m in metas])[:, :_N_BODY]
+    body = norm([m.kps_body for m in metas])[:, :OPENPOSE_NUM_BODY]
+    body_p = score([m.kps_body_p for m in metas])[:, :OPENPOSE_NUM_BODY]
     hands = torch.stack((norm([m.kps_rhand for m in metas]), norm([m.kps_lhand for m in metas])), 1)
     hands_p = torch.stack((score([m.kps_rhand_p for m in metas]), score([m.kps_lhand_p for m in metas])), 1)
     face = _scale_face(template.face, reference.face.expand_as(template.face), body[:, 0])
@@ -655,10 +504,11 @@ def align_to_reference(
 # --------------------------------------------------------------------------------------
 
 
-def warp_affine(
+def warp_image_cv(
     image: torch.Tensor, matrix: np.ndarray, nearest: bool = False, border: float = 0.0
 ) -> torch.Tensor:
-    """``cv2.warpAffine(image, matrix, (w, h))`` with a constant border, in torch.
+    """``cv2.warpAffine(image, matrix, (w, h))`` on one (h, w[, C]) image with a constant border,
+    in torch (OpenCV's rules; not kornia's ``warp_affine``, which the pose crop uses).
 
     OpenCV inverts the matrix and samples the source at the mapped point of every output
     pixel: bilinear in float (OpenCV >= 4.11's warp kernels; 8-bit results rounded), or,
@@ -731,6 +581,27 @@ def _as_tensor(value, what: str) -> torch.Tensor:
     return value
 
 
+def _check_reference(
+    reference_keypoints, reference_image, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The reference's (133, 3) keypoints and its (h, w, 3) image as float64 0-255, checked."""
+    ref_kps = _as_tensor(reference_keypoints, "reference_keypoints").to(device)
+    if ref_kps.dim() == 3 and ref_kps.shape[0] == 1:
+        ref_kps = ref_kps[0]
+    if ref_kps.shape != (133, 3):
+        raise ValueError(f"reference_keypoints must have shape (133, 3), got {tuple(ref_kps.shape)}")
+    image = _as_tensor(reference_image, "reference_image").to(device)
+    if image.dim() == 4 and image.shape[0] == 1:
+        image = image[0]
+    if image.dim() != 3 or image.shape[-1] != 3 or min(image.shape[:2]) < 1:
+        raise ValueError(f"reference_image must have shape (h, w, 3), got {tuple(image.shape)}")
+    if image.dtype == torch.uint8:
+        return ref_kps, image.to(torch.float64)
+    if image.dtype.is_floating_point:
+        return ref_kps, image.to(torch.float64) * 255
+    raise TypeError(f"reference_image must be uint8 or float in [0, 1], got {image.dtype}")
+
+
 def onetoall(
     template_keypoints: torch.Tensor,
     width: int,
@@ -799,23 +670,8 @@ def onetoall(
         no_mask = torch.zeros((1, height, width), dtype=f32, device=device)
         return OneToAllOutputs(pose_images, black, black.clone(), no_mask)
 
-    ref_kps = _as_tensor(reference_keypoints, "reference_keypoints").to(device)
-    if ref_kps.dim() == 3 and ref_kps.shape[0] == 1:
-        ref_kps = ref_kps[0]
-    if ref_kps.shape != (133, 3):
-        raise ValueError(f"reference_keypoints must have shape (133, 3), got {tuple(ref_kps.shape)}")
-    image = _as_tensor(reference_image, "reference_image").to(device)
-    if image.dim() == 4 and image.shape[0] == 1:
-        image = image[0]
-    if image.dim() != 3 or image.shape[-1] != 3 or min(image.shape[:2]) < 1:
-        raise ValueError(f"reference_image must have shape (h, w, 3), got {tuple(image.shape)}")
-    if image.dtype == torch.uint8:
-        image_255 = image.to(torch.float64)
-    elif image.dtype.is_floating_point:
-        image_255 = image.to(torch.float64) * 255
-    else:
-        raise TypeError(f"reference_image must be uint8 or float in [0, 1], got {image.dtype}")
-    ref_h, ref_w = image.shape[:2]
+    ref_kps, image_255 = _check_reference(reference_keypoints, reference_image, device)
+    ref_h, ref_w = image_255.shape[:2]
     reference = dwposes_from_keypoints(ref_kps[None], ref_w, ref_h)
     if align_to != "none" and not bool((reference.body_score > 0).any()):
         raise ValueError(
@@ -826,10 +682,10 @@ def onetoall(
         first = _pick(template, 0)
         matrix = _warp_matrix(reference, first, ref_w, ref_h)
         ref_pose = render_dwposes(reference, ref_h, ref_w, draw_face=False)[0]
-        ref_pose_image = (warp_affine(ref_pose, matrix).to(f32) / 255)[None]
-        ref_image = (warp_affine(image_255, matrix) / 255).clamp(0, 1).to(f32)[None]
+        ref_pose_image = (warp_image_cv(ref_pose, matrix).to(f32) / 255)[None]
+        ref_image = (warp_image_cv(image_255, matrix) / 255).clamp(0, 1).to(f32)[None]
         inside = torch.zeros((ref_h, ref_w), dtype=torch.uint8, device=device)
-        ref_mask = (warp_affine(inside, matrix, nearest=True, border=255).to(f32) / 255)[None]
+        ref_mask = (warp_image_cv(inside, matrix, nearest=True, border=255).to(f32) / 255)[None]
         template = align_to_pose(reference, template)
     else:
         ref_pose_image = render_dwposes(reference, height, width, draw_face=False, dtype=f32)

@@ -17,15 +17,12 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from .skeleton import WAN_PARTS
+
 __all__ = ["PoseMeta", "WanBatch", "PART_SIZES", "check_wan_meta"]
 
-# Wan meta-dict key -> number of rows (the detection stage's layout).
-PART_SIZES = {
-    "keypoints_body": 20,
-    "keypoints_left_hand": 21,
-    "keypoints_right_hand": 21,
-    "keypoints_face": 69,
-}
+# Wan meta-dict key -> number of rows (the detection stage's layout; defined in skeleton).
+PART_SIZES = WAN_PARTS
 # Wan meta-dict key -> PoseMeta attribute stem (coordinates in ``stem``, scores in ``stem_p``).
 _ATTR = {
     "keypoints_body": "kps_body",

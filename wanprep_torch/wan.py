@@ -15,7 +15,8 @@ import torch.nn.functional as F
 
 from .frames import FrameBatch
 from .posemeta import PoseMeta
-from .skeleton import FACE, LEFT_HAND, OPENPOSE_BODY, OPENPOSE_EYES, OPENPOSE_FACE, RIGHT_HAND, WAN_BODY_A, WAN_BODY_B, WAN_FACE, WAN_KEY_POINT_ROWS
+from .poses import Poses, wan_body
+from .skeleton import FACE, OPENPOSE_BODY, OPENPOSE_EYES, OPENPOSE_FACE, WAN_KEY_POINT_ROWS
 from .timing import NULL_TIMER
 
 __all__ = [
@@ -34,25 +35,12 @@ __all__ = [
     "WanAssembler",
 ]
 
-def wan_body(keypoints: torch.Tensor) -> torch.Tensor:
-    """133 wholebody rows -> Wan's 20 body rows.
-
-    Args:
-        keypoints: (T, 133, C).
-
-    Returns:
-        (T, 20, C).
-    """
-    a = torch.as_tensor(WAN_BODY_A, device=keypoints.device)
-    b = torch.as_tensor(WAN_BODY_B, device=keypoints.device)
-    return (keypoints.index_select(1, a) + keypoints.index_select(1, b)) * 0.5
-
-
 def pose_metas(keypoints: torch.Tensor, width: int, height: int, last_body: np.ndarray | None = None) -> tuple[list[dict], np.ndarray | None]:
     """Wan pose metas (normalised x/W, y/H, score as float32 arrays on the host).
 
     When every body row has a negative x or y, the previous frame's body rows are reused, as
-    the reference does; ``last_body`` carries that state across chunks.
+    the reference does; ``last_body`` carries that state across chunks
+    (:meth:`~wanprep_torch.poses.Poses.from_wholebody`).
 
     Args:
         keypoints: (T, 133, 3) in frame pixels.
@@ -60,28 +48,11 @@ def pose_metas(keypoints: torch.Tensor, width: int, height: int, last_body: np.n
     Returns:
         (list of T dicts, the last body rows for the next chunk).
     """
-    kp = keypoints.detach().float().clone()
-    kp[..., 0] /= width
-    kp[..., 1] /= height
-    body = wan_body(kp).cpu().numpy()
-    kp_np = kp.cpu().numpy()
-    metas = []
-    for t in range(kp_np.shape[0]):
-        b = body[t]
-        if last_body is not None and b[:, :2].min(axis=1).max() < 0:
-            b = last_body
-        last_body = b
-        metas.append(
-            {
-                "width": int(width),
-                "height": int(height),
-                "keypoints_body": b.copy(),
-                "keypoints_left_hand": kp_np[t, LEFT_HAND].copy(),
-                "keypoints_right_hand": kp_np[t, RIGHT_HAND].copy(),
-                "keypoints_face": kp_np[t, WAN_FACE].copy(),
-            }
-        )
-    return metas, last_body
+    if keypoints.shape[0] == 0:
+        return [], last_body
+    carry = None if last_body is None else torch.from_numpy(np.asarray(last_body))
+    poses = Poses.from_wholebody(keypoints.float(), width, height, last_body=carry)
+    return poses.to_wan(), poses.part("keypoints_body")[-1].cpu().numpy()
 
 
 def face_boxes(
