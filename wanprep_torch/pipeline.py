@@ -18,6 +18,7 @@ from .detect import PersonDetector
 from .frames import FrameBatch, as_tchw, iter_chunks
 from .gate import resolve_gate
 from .pose import PoseEstimator
+from .progress import Progress
 from .reference import ReferencePose, RetargetStream, estimate_reference
 from .runtime import open_models, resolve_batch_size
 from .schedule import FrameRecord, Scheduler
@@ -98,34 +99,6 @@ class Result:
             "providers": self.providers,
             "timings": self.timings,
         }
-
-
-class _Progress:
-    """One tqdm bar over frames plus an optional callback("frames", done, total) for host apps."""
-
-    def __init__(self, enabled: bool, callback: Callable | None, total: int | None):
-        self.callback = callback
-        self.total = total
-        self.done = 0
-        self.bar = None
-        if enabled:
-            try:
-                from tqdm.auto import tqdm
-
-                self.bar = tqdm(total=total, desc="frames", unit="frame", leave=True)
-            except Exception:  # tqdm missing or no terminal: the callback still works
-                self.bar = None
-
-    def update(self, n: int) -> None:
-        self.done += n
-        if self.bar is not None:
-            self.bar.update(n)
-        if self.callback is not None:
-            self.callback("frames", self.done, self.total)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
 
 
 class Preprocessor:
@@ -319,7 +292,7 @@ class Preprocessor:
     def _stream(self, video, reference_image=None, reference_size: tuple[int, int] | None = None):
         total = as_tchw(video, finite=False).shape[0] if isinstance(video, torch.Tensor) else None
         timer = StageTimer(self.device) if self.timings else NULL_TIMER
-        prog = _Progress(self.progress, self.progress_callback, total)
+        prog = Progress(total, enabled=self.progress, desc="frames", callback=self.progress_callback)
         sched = Scheduler(self.detector, self.estimator, self.gate, self._ws, timer, on_oom=self._shrink, on_frames=prog.update)
         wan_out = wan.WanAssembler(
             self.face_size, self.face_dtype, self.face_device, self.face_padding, self.device, self._ws, timer, self.face_wait
