@@ -33,6 +33,7 @@ class StopRequested(Exception):
     def __init__(self, reason: str):
         super().__init__(f"stopped ({reason})")
         self.reason = reason
+        self.finished: list = []  # work already final when it was raised (a host keeps it)
 
 
 _local = threading.local()

@@ -27,7 +27,7 @@ import socket
 import time
 from pathlib import Path
 
-from .errors import EXIT_USER, RunError, one_line
+from .errors import RunError, one_line
 
 __all__ = ["FolderLock", "RunFolder", "StreamWriter", "RESULT_FILES", "prepare_out", "check_not_input", "remove_empty"]
 
@@ -315,10 +315,12 @@ class StreamWriter:
                     faces[i] = face
             self._last = (rec, metas[i], faces[i])
             recs.append(rec)
-        with self._writing(self.dir):
+        with self._writing(self.paths[0]):
             for s in range(0, n, _DRAW_CHUNK):
                 self.pose.write(draw_pose(metas[s : s + _DRAW_CHUNK], device=self.device))
+        with self._writing(self.paths[1]):
             self.face.write(faces)
+        with self._writing(self.paths[2]):
             for rec in recs:
                 self.jsonl.write(json.dumps(rec) + "\n")
             self.jsonl.flush()

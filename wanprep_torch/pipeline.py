@@ -17,6 +17,7 @@ from .buffers import Workspace
 from .detect import PersonDetector
 from .frames import FrameBatch, as_tchw, iter_chunks
 from .gate import resolve_gate
+from .interrupt import StopRequested
 from .pose import PoseEstimator
 from .progress import Progress
 from .reference import ReferencePose, RetargetStream, estimate_reference
@@ -315,6 +316,13 @@ class Preprocessor:
                         yield part
             except (ValueError, TypeError) as exc:
                 error = exc  # finish the frames already read, then raise
+            except StopRequested as stop:  # a requested stop: hand out the frames already final
+                _assemble(stop.finished, wan_out, timer)
+                wan_out.flush()
+                part = state.part(wan_out.take())
+                if part is not None:
+                    yield part
+                raise
             _assemble(sched.finish(), wan_out, timer)
             wan_out.flush()
             part = state.part(wan_out.take())

@@ -26,9 +26,8 @@ from .errors import EXIT_INCOMPLETE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USER, RunEr
 from .interrupt import StopFlag, StopRequested, checkpoint
 
 __all__ = ["RunOptions", "RunSummary", "run_video", "load_preprocessor", "resolve_models", "check_device",
-           "format_timings", "FP16_INSTALL"]
+           "format_timings"]
 
-FP16_INSTALL = "pip install 'wanprep_torch[fp16]' (or pip install onnxconverter-common)"
 GATES = ("off", "safe", "fast")
 
 
@@ -162,6 +161,8 @@ def require_fp16() -> None:
     try:
         import onnxconverter_common  # noqa: F401
     except ImportError:
+        from converters.fp16 import FP16_INSTALL
+
         raise RunError(f"--fp16 needs onnxconverter-common: {FP16_INSTALL}") from None
 
 
@@ -264,12 +265,12 @@ def run_video(video, out_dir, options: RunOptions, *, stop: StopFlag | None = No
         with stop.watch():
             summary = _run_locked(video, folder, options, stop, pre, progress, log, err, t_start)
     except BaseException:
-        if not any(out_dir.iterdir()) or list(out_dir.iterdir()) == [lock.path]:
-            lock.release()
-            remove_empty(created)
-        raise
-    finally:
         lock.release()
+        remove_empty(created)  # only folders this run created, and only while empty
+        raise
+    lock.release()
+    if not summary.frames:
+        remove_empty(created)
     return summary
 
 
@@ -381,7 +382,7 @@ def _reason(reader, error, stop) -> str | None:
     if reader.error:
         return reader.error
     if reader.shortfall():
-        return f"truncated input: {reader.produced} of {reader.expected_frames} frames in the file"
+        return f"truncated input: {reader.produced} of {reader.expected_frames} frames decoded"
     return None
 
 
@@ -428,7 +429,9 @@ def _finish(reader, writer, folder, options, size, asked, error, stop, log, err,
         err(f"wanprep: error: {error}; the {n} frames done are in {where}")
     elif reason:
         status = EXIT_INCOMPLETE
-        err(f"wanprep: warning: {reader.path} is truncated or corrupt: {reason}; {n} frames written, \"complete\": false, in {where}")
+        expected = reader.expected_frames if reader.expected_frames is not None else "?"
+        err(f"wanprep: warning: {reader.path} is truncated or corrupt: {reader.decoded} of {expected} frames decoded "
+            f"({reason}); {n} frames written, \"complete\": false, in {where}")
     else:
         status = EXIT_OK
         log(f"outputs written to {where}")

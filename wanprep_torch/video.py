@@ -111,7 +111,7 @@ class VideoReader:
         self.error: str | None = None  # the first decoding problem
         self.decode_seconds = 0.0
         self._frames = None  # the ordered frame iterator, started by prime()
-        self._head = None  # the first item, read by prime()
+        self._ahead: list = []  # items read by prime()
         self._on_error = "stop"
 
     def _expected(self) -> tuple[int | None, str | None]:
@@ -147,9 +147,12 @@ class VideoReader:
             return
         self._on_error = on_error
         self._frames = self._ordered()
-        self._head = next(self._frames, _END)
-        if self._head is _END:
-            raise VideoError(self.error or f"cannot decode {self.path}: no frame could be decoded")
+        self._ahead = []  # leading lost frames (None) and the first decoded one
+        for item in self._frames:
+            self._ahead.append(item)
+            if item is not None:
+                return
+        raise VideoError(self.error or f"cannot decode {self.path}: no frame could be decoded")
 
     def chunks(self, chunk: int, device="cpu", size: tuple[int, int] | None = None, bar=None, on_error: str = "raise"):
         """Yield (n, H, W, 3) uint8 tensors of ``chunk`` frames on ``device``, resized to ``size``.
@@ -166,12 +169,10 @@ class VideoReader:
         buf: list = []
         shape = None
         prev = None
-        pending = self._head
-        self._head = _END
+        ahead, self._ahead = self._ahead, []
         while True:
             t0 = time.perf_counter()
-            item = pending if pending is not _END else next(self._frames, _END)
-            pending = _END
+            item = ahead.pop(0) if ahead else next(self._frames, _END)
             if item is not _END:
                 arr = self._image(item, prev)
                 if shape is None:
@@ -298,7 +299,12 @@ class VideoReader:
                 except av.FFmpegError:
                     pass
                 return
-            if packet is None:
+            if packet is None:  # a cut file can end without the flushing packet
+                try:
+                    for f in self.stream.codec_context.decode(None):
+                        yield "frame", f
+                except av.FFmpegError:
+                    pass
                 return
             if packet.size and packet.pts is not None:
                 yield "packet", packet.pts

@@ -9,12 +9,13 @@ import json
 import logging
 import os
 from pathlib import Path
+from typing import NamedTuple
 
 from ..errors import one_line
 from .job import BatchError, Job, VideoRecord, process_one
 from .report import Board
 
-__all__ = ["RAY_INSTALL", "import_ray", "ray_pool", "run_ray", "local_runtime_env"]
+__all__ = ["RAY_INSTALL", "RayPool", "import_ray", "ray_pool", "run_ray", "local_runtime_env"]
 
 RAY_INSTALL = 'pip install "wanprep_torch[ray]"'
 
@@ -58,9 +59,16 @@ class _RayVideoActor:
         return {"record": out}
 
 
-def ray_pool(ray, device: str | None, workers: int | None, n_videos: int) -> tuple[str, int, float, int, int | None]:
-    """(actor device, actors, GPUs per actor, CPUs per actor, CPU threads per actor) from the
-    cluster's resources: one GPU per actor and as many actors as GPUs where the cluster has GPUs
+class RayPool(NamedTuple):
+    device: str  # what each actor runs on ("cuda": its own GPU)
+    actors: int
+    gpus: float  # per actor
+    cpus: int  # per actor
+    threads: int | None  # CPU threads per actor (None: the default)
+
+
+def ray_pool(ray, device: str | None, workers: int | None, n_videos: int) -> RayPool:
+    """The actor pool from the cluster's resources: one GPU per actor and as many actors as GPUs where the cluster has GPUs
     (and the device is not the CPU; ``workers`` above the GPU count share them, 1/k of a GPU
     each); else actors of ``physical cores`` CPUs each, as many as the nodes hold."""
     from ..runtime import physical_cores
@@ -73,14 +81,14 @@ def ray_pool(ray, device: str | None, workers: int | None, n_videos: int) -> tup
         size = workers or n_gpu
         share = -(-size // n_gpu) if n_gpu else 1  # more actors than GPUs: k share one, 1/k each
         # The actor sees only its own GPU (CUDA_VISIBLE_DEVICES): plain "cuda".
-        return "cuda", max(1, min(size, n_videos)), (1 if share <= 1 else 1.0 / share), 1, None
+        return RayPool("cuda", max(1, min(size, n_videos)), (1 if share <= 1 else 1.0 / share), 1, None)
     node_cpus = [n["Resources"].get("CPU", 0) for n in ray.nodes() if n.get("Alive")] or [res.get("CPU", 1)]
     if workers:
         cpus = max(1, min(physical_cores(), int(sum(node_cpus) // workers)))
     else:
         cpus = max(1, min(physical_cores(), int(max(node_cpus))))
     size = workers or max(1, sum(int(c // cpus) for c in node_cpus))
-    return "cpu", max(1, min(size, n_videos)), 0, cpus, cpus
+    return RayPool("cpu", max(1, min(size, n_videos)), 0, cpus, cpus)
 
 
 def local_runtime_env() -> dict:
