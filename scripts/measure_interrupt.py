@@ -1,7 +1,7 @@
 """How long `wanprep run` takes to stop after Ctrl-C, on the CPU with real-sized models.
 
     python scripts/measure_interrupt.py [--trials 5] [--gate off safe] [--det D.onnx] [--pose P.onnx]
-                                        [--frames 96] [--models-dir DIR]
+                                        [--frames 96] [--models-dir DIR] [--spread 14]
 
 By default the YOLOv10m stand-in (../shared/models or /work/shared/models) and a ViTPose-B
 stand-in (built once by scripts/make_standins.py into --models-dir): random weights, the real
@@ -89,6 +89,7 @@ def main(argv=None) -> int:
     ap.add_argument("--frames", type=int, default=96)
     ap.add_argument("--models-dir", type=Path, default=Path(tempfile.gettempdir()) / "wanprep-standins")
     ap.add_argument("--limit", type=float, default=6.0)
+    ap.add_argument("--spread", type=float, default=14.0, help="the signal comes 1 to 1 + SPREAD s into the processing")
     args = ap.parse_args(argv)
     det = args.det or default_detector()
     if det is None:
@@ -106,7 +107,8 @@ def main(argv=None) -> int:
                 out = tmp / f"out-{gate}-{t}"
                 cmd = [sys.executable, "-m", "wanprep_torch", "run", str(clip), "--det", str(det), "--pose", str(pose),
                        "--out", str(out), "--gate", gate, "--no-progress"]
-                delay = 1.0 + 2.5 * t / max(args.trials - 1, 1)  # lands at different points of a batch
+                # Different points of a model batch, before and after the first frames are written.
+                delay = 1.0 + args.spread * t / max(args.trials - 1, 1)
                 s, rc, last = trial(cmd, out / ".wanprep-partial", delay, env)
                 lat.append(s)
                 ok &= rc == 130 and s <= args.limit

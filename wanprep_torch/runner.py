@@ -249,6 +249,9 @@ def run_video(video, out_dir, options: RunOptions, *, stop: StopFlag | None = No
     if options.fp16 and pre is None:
         require_fp16()
     check_not_input(out_dir, [video])
+    if stop.requested:  # during start-up (the imports take seconds): nothing done yet
+        err(f"wanprep: interrupted ({stop.requested}) during start-up; nothing was written")
+        return RunSummary(EXIT_INTERRUPTED, False, 0, str(out_dir), reason=f"interrupted ({stop.requested})")
     created = prepare_out(out_dir)
     lock = FolderLock(out_dir)
     try:
@@ -316,7 +319,7 @@ def _run_locked(video, folder, options, stop, pre, progress, log, err, t_start) 
             writer.close()
         folder.discard()
         reader.close()
-        err(f"wanprep: interrupted ({stop.requested}) before any frame was processed; {folder.out} is unchanged")
+        err(f"wanprep: interrupted ({stop.requested}) before any frame was finished; {folder.out} is unchanged")
         return RunSummary(EXIT_INTERRUPTED, False, 0, str(folder.out), reason=f"interrupted ({stop.requested})")
     except KeyboardInterrupt:  # a second signal: abort, keep the folder's earlier state
         reader.close()
