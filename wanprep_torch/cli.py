@@ -282,13 +282,18 @@ def _main_run(args, stop: SignalStop) -> int:
     return summary.exit
 
 
-def _main_demo(args) -> int:
+def _main_demo(args, stop: SignalStop) -> int:
     from .demo import run_demo
+    from .interrupt import StopRequested
 
     try:
-        run_demo(args.out, args.frames, args.device, args.models_dir, progress=not args.no_progress)
+        with stop.watch():
+            run_demo(args.out, args.frames, args.device, args.models_dir, progress=not args.no_progress)
     except _user_errors() as exc:
         return _error(exc)
+    except StopRequested:
+        print(f"wanprep: interrupted ({stop.requested})", file=sys.stderr)
+        return EXIT_INTERRUPTED
     return EXIT_OK
 
 
@@ -323,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.cmd == "batch":
             return _main_batch(args, stop)
         if args.cmd == "demo":
-            return _main_demo(args)
+            return _main_demo(args, stop)
         if args.cmd == "run":
             return _main_run(args, stop)
         return EXIT_USER

@@ -78,8 +78,11 @@ def check_not_input(out_dir: Path, inputs) -> None:
     """RunError (exit 2) when a file the run writes would be one of ``inputs`` (same path or
     the same file through a link)."""
     targets = [out_dir / n for n in (*RESULT_FILES, "poses.jsonl")]
+    stage = (out_dir / STAGING).resolve()
     for src in inputs:
         src = Path(src)
+        if stage in src.resolve().parents:
+            raise RunError(f"the input {src} is inside {stage}, the staging folder a run clears: move it elsewhere")
         for t in targets:
             same = src.resolve() == t.resolve()
             if not same and t.exists() and src.exists():

@@ -301,7 +301,7 @@ def _run_locked(video, folder, options, stop, pre, progress, log, err, t_start) 
     from .progress import Progress
 
     reader, size, asked = _open_video(video, options, err)
-    writer = None
+    writer = bar = None
     try:
         checkpoint()
         if pre is None:
@@ -325,6 +325,8 @@ def _run_locked(video, folder, options, stop, pre, progress, log, err, t_start) 
         reader.close()
         raise
     except BaseException:
+        if bar is not None:
+            bar.close()
         if writer is not None:
             try:
                 writer.close()
