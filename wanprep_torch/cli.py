@@ -45,12 +45,13 @@ import os
 import sys
 from pathlib import Path
 
+from .config import CHUNK_SIZE
 from .errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_USER, RunError, one_line
 from .interrupt import SignalStop
+from .runner import GATES
 
 __all__ = ["main", "build_parser", "run_options"]
 
-GATE_PRESETS = ("off", "safe", "fast")  # gate.PRESETS' names (checked by the tests; no torch import here)
 
 _EPILOG = """exit status:
   0    finished: every frame processed
@@ -97,7 +98,7 @@ def _add_run_options(r: argparse.ArgumentParser, batch: bool) -> None:
     r.add_argument("--pose", type=Path, required=True, metavar="POSE.onnx", help="ViTPose wholebody ONNX file")
     r.add_argument("--width", type=int, default=None, metavar="W", help="resize frames to this width (e.g. 832); alone, keeps the aspect; odd rounds up")
     r.add_argument("--height", type=int, default=None, metavar="H", help="resize frames to this height (e.g. 480); alone, keeps the aspect; odd rounds up")
-    r.add_argument("--gate", choices=GATE_PRESETS, default="safe",
+    r.add_argument("--gate", choices=GATES, default="safe",
                    help="frame-skipping preset: off (every frame through both models), safe (default), fast")
     if batch:
         r.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: every GPU, else the CPU)")
@@ -106,7 +107,7 @@ def _add_run_options(r: argparse.ArgumentParser, batch: bool) -> None:
     r.add_argument("--fp16", action="store_true", help="convert float32 models to FP16 (cached in DIR/.models/; FP16 files "
                    "are used as they are; needs pip install 'wanprep_torch[fp16]')")
     r.add_argument("--batch", type=_batch_arg, default="auto", metavar="auto|N", help="frames per model run, or auto (default)")
-    r.add_argument("--chunk", type=int, default=64, metavar="N", help="frames decoded and processed per step (default: 64)")
+    r.add_argument("--chunk", type=int, default=CHUNK_SIZE, metavar="N", help=f"frames decoded and processed per step (default: {CHUNK_SIZE})")
     r.add_argument("--face-padding", type=int, default=0, metavar="PX", help="extra pixels on each side of the face box (default: 0)")
     r.add_argument("--overwrite", action="store_true", help="replace an earlier result in the output folder (refused without it)")
     r.add_argument("--no-progress", action="store_true", help="no progress report (a bar on a terminal, plain lines otherwise)")

@@ -22,13 +22,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from .config import CHUNK_SIZE
 from .errors import EXIT_INCOMPLETE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USER, RunError, one_line
 from .interrupt import StopFlag, StopRequested, checkpoint
 
 __all__ = ["RunOptions", "RunSummary", "run_video", "load_preprocessor", "resolve_models", "check_device",
            "format_timings"]
 
-GATES = ("off", "safe", "fast")
+GATES = ("off", "safe", "fast")  # gate.PRESETS' names, restated to keep torch out of start-up (a test checks)
 
 
 def check_device(device, allow_auto: bool = False) -> str:
@@ -66,7 +67,7 @@ class RunOptions:
     device: str = "cpu"
     fp16: bool = False
     batch: int | str = "auto"
-    chunk: int = 64
+    chunk: int = CHUNK_SIZE
     face_padding: int = 0
     overwrite: bool = False
 
