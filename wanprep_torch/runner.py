@@ -312,7 +312,7 @@ def _run_locked(video, folder, options, stop, pre, progress, log, err, t_start) 
             checkpoint()
             pre = load_preprocessor(options, progress_callback=bar)
         checkpoint()
-        writer = StreamWriter(folder.open(), reader.fps, pre.device, reader.filled)
+        writer = StreamWriter(folder.open(), reader.fps, pre.device, reader.filled, reader.concealed)
         error, interrupted = _process(reader, pre, writer, size, options, stop, bar)
         writer.close()
     except StopRequested:  # before any frame: nothing to keep
@@ -381,10 +381,15 @@ def _reason(reader, error, stop) -> str | None:
         return error
     if stop is not None:
         return f"interrupted ({stop.requested})"
-    if reader.filled:
-        first = reader.filled[0]
-        return (f"{len(reader.filled)} frame(s) of the source could not be decoded (first: frame {first}); each holds "
-                "the previous frame's result and is flagged \"source_ok\": false")
+    if reader.filled or reader.concealed:
+        parts = []
+        if reader.filled:
+            parts.append(f"{len(reader.filled)} frame(s) of the source could not be decoded (first: frame "
+                         f"{reader.filled[0]}), each holding the previous frame's result")
+        if reader.concealed:
+            parts.append(f"{len(reader.concealed)} frame(s) were decoded from damaged references (first: frame "
+                         f"{reader.concealed[0]}) and may be off")
+        return "; ".join(parts) + "; all flagged \"source_ok\": false"
     if reader.error:
         return reader.error
     if reader.shortfall():
@@ -400,14 +405,14 @@ def _finish(reader, writer, folder, options, size, asked, error, stop, log, err,
     video_info = {
         "source": str(reader.path), "fps": float(reader.fps), "frames": n,
         "source_size": [reader.width, reader.height], "size": [size[1], size[0]], "gate": options.gate,
-        "rotation": reader.rotation, "filled_frames": len(reader.filled),
+        "rotation": reader.rotation, "filled_frames": len(reader.filled), "concealed_frames": len(reader.concealed),
     }
     if size != asked:
         video_info["requested_size"] = [asked[1], asked[0]]
     footer = {
         "providers": writer.providers, "timings": writer.timings, "video": video_info, "options": options.record(),
         "complete": complete, "frames_done": n, "expected_frames": reader.expected_frames,
-        "decoded_frames": reader.decoded, "filled_frames": len(reader.filled),
+        "decoded_frames": reader.decoded, "filled_frames": len(reader.filled), "concealed_frames": len(reader.concealed),
     }
     if reason:
         footer["incomplete_reason"] = reason
