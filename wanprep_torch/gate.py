@@ -4,8 +4,9 @@ Verified keyframes. Keyframes are processed at a stride (``max_gap``), earlier w
 picture moved ``motion_px`` since the last keyframe or the scene cut; the frames between two
 keyframes get keypoints interpolated linearly in time, and the interpolation is checked: the
 pose model runs on the gap's midpoint, and when its confident body keypoints agree with the
-interpolation within ``verify_px`` frame pixels the gap is accepted; otherwise it is split at
-the midpoint and each half checked the same way. A checked frame keeps its real keypoints. A
+interpolation within what the measurement noise explains (:func:`gap_accepted`: a statistical
+test with the noise measured from the video, plus ``verify_px``) the gap is accepted; otherwise
+it is split at the midpoint and each half checked the same way. A checked frame keeps its real keypoints. A
 gap in which the picture did not move (estimated motion under ``hold_px``) is a hold: accepted
 without a check.
 
@@ -22,6 +23,7 @@ the frame before it too, and the detector runs. Knows nothing of ONNX.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 import torch
@@ -44,6 +46,8 @@ __all__ = [
     "interpolate_keypoints",
     "interpolate_boxes",
     "interpolation_error",
+    "rayleigh_max_quantile",
+    "gap_accepted",
 ]
 
 
@@ -53,8 +57,13 @@ class GateConfig:
 
     max_gap: a keyframe at least every ``max_gap`` frames (the interpolation stride).
     verify_px: a gap is accepted when the pose model on its midpoint agrees with the
-        interpolation within this many frame pixels (the largest error over confident body
-        keypoints); else it is split and both halves checked.
+        interpolation: the largest error over the confident body keypoints within this many
+        frame pixels plus what noise explains at that many points, and their mean error within
+        ``verify_mean_px`` plus what noise explains of a mean (:func:`gap_accepted`); else it
+        is split and both halves checked.
+    verify_mean_px: the tolerance of the mean error (see verify_px).
+    verify_p: how rarely noise alone may fail a check of the largest error (a false split).
+    verify_k: the mean test's threshold in standard deviations of the noise's mean.
     hold_px: a gap whose estimated motion stays under this is a hold, accepted unchecked.
     motion_px: a frame is a keyframe once the picture moved this far (estimated, frame px)
         since the last keyframe.
@@ -81,6 +90,9 @@ class GateConfig:
     enabled: bool = True
     max_gap: int = 8
     verify_px: float = 1.0
+    verify_mean_px: float = 1.0
+    verify_p: float = 1e-3
+    verify_k: float = 3.0
     hold_px: float = 0.3
     motion_px: float = 16.0
     cut_correlation: float = 0.6
@@ -105,7 +117,7 @@ class GateConfig:
 PRESETS = {
     "off": GateConfig(enabled=False, det_every=1, subject=False),
     "safe": GateConfig(),
-    "fast": GateConfig(max_gap=16, verify_px=3.0, hold_px=0.5, motion_px=32.0),
+    "fast": GateConfig(max_gap=16, verify_px=3.0, verify_mean_px=3.0, hold_px=0.5, motion_px=32.0),
 }
 
 
@@ -294,3 +306,53 @@ def interpolation_error(
     d = (kg[..., :2] - want).norm(dim=-1)
     d = torch.where(kg[..., 2] >= min_score, d, torch.full_like(d, float("inf")))
     return torch.where(both, d, torch.zeros_like(d)).amax(dim=1)
+
+
+def rayleigh_max_quantile(n: int, p: float) -> float:
+    """The distance that the largest of ``n`` 2-D Gaussian errors (unit sigma per coordinate,
+    so Rayleigh distributed) exceeds with probability ``p``."""
+    keep = (1.0 - p) ** (1.0 / max(n, 1))
+    return math.sqrt(-2.0 * math.log(max(1.0 - keep, 1e-300)))
+
+
+def gap_accepted(
+    got: torch.Tensor, a: torch.Tensor, b: torch.Tensor, t0: torch.Tensor, t1: torch.Tensor, t: torch.Tensor,
+    cfg: GateConfig, sigma: float = 0.0,
+) -> torch.Tensor:
+    """Does the interpolation between keyframes t0 and t1 agree with the keypoints measured at
+    t (the gap's check)? Over the n body keypoints confident at both ends, with ``sigma`` the
+    measurement noise per coordinate (px) and c = 1 + w^2 + (1 - w)^2 (w = (t - t0) / (t1 -
+    t0): the noise of the two ends and of the check), the errors d_i are Rayleigh with scale
+    s = sigma * sqrt(c) when the motion is linear. Accepted when:
+
+    - the largest d_i <= ``verify_px`` + s * q, q the Rayleigh quantile that the largest of n
+      exceeds with probability ``verify_p`` (one point off: a limb moved), and
+    - the mean d_i <= ``verify_mean_px`` + s * (1.2533 + ``verify_k`` * 0.6551 / sqrt(n))
+      (the Rayleigh mean and ``verify_k`` standard deviations of a mean of n: the body as a
+      whole moved, as in a turn or an acceleration).
+
+    With sigma 0 this is the noise-free rule: the largest error within ``verify_px``. A body
+    point confident at both ends but not at t fails the check (something happened the
+    interpolation does not know); no point confident at both ends passes (nothing to check).
+
+    Args:
+        got, a, b: (L, 133, 3) keypoints at t, t0 and t1; t0, t1, t: (L,) frame numbers.
+
+    Returns:
+        (L,) bool on the keypoints' device.
+    """
+    w = ((t - t0).float() / (t1 - t0).float()).to(got.device).view(-1, 1)
+    ka, kb, kg = a[:, BODY], b[:, BODY], got[:, BODY]
+    min_score = cfg.track_kp_score
+    both = (ka[..., 2] >= min_score) & (kb[..., 2] >= min_score)
+    want = ka[..., :2] + (kb[..., :2] - ka[..., :2]) * w.unsqueeze(-1)
+    d = (kg[..., :2] - want).norm(dim=-1)
+    lost = (both & (kg[..., 2] < min_score)).any(dim=1)
+    n = both.sum(dim=1)
+    scale = float(sigma) * (1 + w.square() + (1 - w).square()).sqrt().squeeze(1)  # (L,)
+    q = torch.tensor([rayleigh_max_quantile(int(v), cfg.verify_p) for v in n.tolist()], device=got.device)
+    d = torch.where(both, d, torch.zeros_like(d))
+    ok_max = d.amax(dim=1) <= cfg.verify_px + scale * q
+    mean = d.sum(dim=1) / n.clamp_min(1)
+    ok_mean = mean <= cfg.verify_mean_px + scale * (1.2533 + cfg.verify_k * 0.6551 / n.clamp_min(1).float().sqrt())
+    return (n == 0) | (~lost & ok_max & ok_mean)

@@ -21,6 +21,7 @@ from .pose import PoseEstimator
 from .reference import ReferencePose, RetargetStream, estimate_reference
 from .runtime import open_models, resolve_batch_size
 from .schedule import FrameRecord, Scheduler
+from .temporal import NoiseEstimator, TrackSmoother, resolve_smooth
 from .timing import NULL_TIMER, StageTimer
 
 __all__ = ["Preprocessor", "Result"]
@@ -45,11 +46,15 @@ class Result:
     det_ran: torch.Tensor  # (T,) bool: the detector ran on this frame
     pose_ran: torch.Tensor  # (T,) bool: the pose model ran (False: keypoints interpolated)
     gate_distance: torch.Tensor  # (T,) float: estimated motion (px) since the last processed frame
+    face_bboxes_exact: torch.Tensor  # (T, 4) float32: the boxes the face crops were taken from
     width: int
     height: int
     timings: dict = field(default_factory=dict)
     providers: dict = field(default_factory=dict)
     start: int = 0  # index of the first frame in the video (parts from Preprocessor.stream)
+    # Measurement noise (px per coordinate) of each keypoint group (body, face, hands) estimated
+    # from the video so far (None: too few measurements yet); see wanprep_torch.temporal.
+    noise: dict = field(default_factory=dict)
     # With a reference image (every part of a stream carries the first three):
     reference_meta: dict | None = None  # its pose, a Wan meta dict on the resized image's canvas
     reference_image: torch.Tensor | None = None  # (h, w, 3) float in [0, 1]: the image resized to the area
@@ -95,6 +100,7 @@ class Result:
             "det_ran": self.det_ran.cpu().tolist(),
             "pose_ran": self.pose_ran.cpu().tolist(),
             "gate_distance": [round(v, 4) for v in self.gate_distance.cpu().tolist()],
+            "noise": self.noise,
             "providers": self.providers,
             "timings": self.timings,
         }
@@ -158,6 +164,11 @@ class Preprocessor:
         dark: DARK sub-pixel decoding (True, as the reference) or plain argmax.
         gate: frame skipping: "safe" (default), "fast", "off" (every frame through both models,
             no skipping), a GateConfig, or a dict of GateConfig fields (with an optional "preset").
+        smooth: keypoint smoothing (:mod:`~wanprep_torch.temporal`: a zero-lag Kalman/RTS
+            smoother per keypoint, its noise measured from the video; face crops follow the
+            smoothed face at sub-pixel precision): "auto" (default: on with the gate on, off
+            with ``gate="off"``), "on", "off", a bool, a SmoothConfig, or a dict of its fields.
+            Parts of a stream wait ``lookahead`` (12) more frames with it on.
         timings: measure per-stage times (``Result.timings``); on CUDA with events, no host waits.
     """
 
@@ -182,6 +193,7 @@ class Preprocessor:
         dark: bool = True,
         gate="safe",
         timings: bool = True,
+        smooth="auto",
     ):
         self.device = torch.device(device)
         if self.device.type == "cuda":
@@ -196,6 +208,7 @@ class Preprocessor:
         if face_wait < 0:
             raise ValueError(f"face_wait must be >= 0, got {face_wait}")
         self.gate = resolve_gate(gate)
+        self.smooth = resolve_smooth(smooth, self.gate.enabled)
         batch = resolve_batch_size(batch_size, self.device)
         det, pose = open_models(det_model, pose_model, self.device, providers, intra_op_threads)
         self.detector = PersonDetector(det, self.device, batch_size=batch, score_threshold=score_threshold, iou_threshold=iou_threshold)
@@ -320,11 +333,16 @@ class Preprocessor:
         total = as_tchw(video, finite=False).shape[0] if isinstance(video, torch.Tensor) else None
         timer = StageTimer(self.device) if self.timings else NULL_TIMER
         prog = _Progress(self.progress, self.progress_callback, total)
-        sched = Scheduler(self.detector, self.estimator, self.gate, self._ws, timer, on_oom=self._shrink, on_frames=prog.update)
-        wan_out = wan.WanAssembler(
-            self.face_size, self.face_dtype, self.face_device, self.face_padding, self.device, self._ws, timer, self.face_wait
+        noise = NoiseEstimator(min_score=self.gate.track_kp_score)
+        smooth = self.smooth.enabled
+        sched = Scheduler(
+            self.detector, self.estimator, self.gate, self._ws, timer, on_oom=self._shrink, on_frames=prog.update, noise=noise, cuts=smooth
         )
-        state = _PartState(timer, self.providers)
+        smoother = _Smoothing(self.smooth, noise, timer) if smooth else None
+        wan_out = wan.WanAssembler(
+            self.face_size, self.face_dtype, self.face_device, self.face_padding, self.device, self._ws, timer, self.face_wait, exact=smooth
+        )
+        state = _PartState(timer, self.providers, noise)
         if reference_image is not None and reference_size is not None:
             state.set_reference(self.reference_pose(reference_image, reference_size))  # bad input fails first
         error = None
@@ -336,13 +354,16 @@ class Preprocessor:
                     if reference_image is not None and state.reference is None:
                         size = (int(chunk.shape[-1]), int(chunk.shape[-2]))  # chunks are (T, 3, H, W)
                         state.set_reference(self.reference_pose(reference_image, size))
-                    _assemble(sched.feed(chunk), wan_out, timer)
+                    _assemble(_smoothed(smoother, sched.feed(chunk)), wan_out, timer)
                     part = state.part(wan_out.take())
                     if part is not None:
                         yield part
             except (ValueError, TypeError) as exc:
                 error = exc  # finish the frames already read, then raise
-            _assemble(sched.finish(), wan_out, timer)
+            recs = _smoothed(smoother, sched.finish())
+            if smoother is not None:
+                recs += smoother.finish()
+            _assemble(recs, wan_out, timer)
             wan_out.flush()
             part = state.part(wan_out.take())
             if part is not None:
@@ -351,6 +372,35 @@ class Preprocessor:
             prog.close()
         if error is not None:
             raise error
+
+
+class _Smoothing:
+    """The smoother between the scheduler and the Wan assembly: records in, the same records
+    with smoothed keypoints out once ``lookahead`` later frames were seen."""
+
+    def __init__(self, cfg, noise: NoiseEstimator, timer):
+        self.track = TrackSmoother(cfg, noise)
+        self.pending: list[FrameRecord] = []
+        self.timer = timer
+
+    def feed(self, records: list[FrameRecord]) -> list[FrameRecord]:
+        with self.timer("smooth"):
+            for r in records:
+                self.track.push(r.keypoints, r.pose_ran, r.cut)
+                self.pending.append(r)
+            return self._out(self.track.take())
+
+    def finish(self) -> list[FrameRecord]:
+        with self.timer("smooth"):
+            return self._out(self.track.finish())
+
+    def _out(self, keypoints: list) -> list[FrameRecord]:
+        done, self.pending = self.pending[: len(keypoints)], self.pending[len(keypoints) :]
+        return [dataclasses.replace(r, keypoints=k) for r, k in zip(done, keypoints)]
+
+
+def _smoothed(smoother: _Smoothing | None, records: list[FrameRecord]) -> list[FrameRecord]:
+    return records if smoother is None else smoother.feed(records)
 
 
 def _assemble(records: list[FrameRecord], wan_out: "wan.WanAssembler", timer) -> None:
@@ -395,7 +445,8 @@ class _Extra:
 class _PartState:
     """Makes :class:`Result` parts from final Wan frames."""
 
-    def __init__(self, timer, providers: dict):
+    def __init__(self, timer, providers: dict, noise: NoiseEstimator | None = None):
+        self.noise = noise
         self.timer = timer
         self.providers = providers
         self.frames = 0
@@ -429,9 +480,11 @@ class _PartState:
                 det_ran=torch.tensor([v for e in extra for v in e.det_ran], dtype=torch.bool, device=dev),
                 pose_ran=torch.tensor([v for e in extra for v in e.pose_ran], dtype=torch.bool, device=dev),
                 gate_distance=torch.tensor([v for e in extra for v in e.distance], dtype=torch.float32, device=dev),
+                face_bboxes_exact=torch.tensor(done.face_exact, dtype=torch.float32, device=dev).reshape(-1, 4),
                 width=int(done.metas[0]["width"]),
                 height=int(done.metas[0]["height"]),
                 start=extra[0].start,
+                noise=self.noise.sigmas() if self.noise is not None else {},
             )
             if self.reference is not None:
                 res.reference_meta = self.reference.meta
@@ -504,11 +557,13 @@ class _Joiner:
             det_ran=torch.cat([p.det_ran for p in parts]),
             pose_ran=torch.cat([p.pose_ran for p in parts]),
             gate_distance=torch.cat([p.gate_distance for p in parts]),
+            face_bboxes_exact=torch.cat([p.face_bboxes_exact for p in parts]),
             width=last.width,
             height=last.height,
             timings=last.timings,
             providers=last.providers,
             start=first.start,
+            noise=last.noise,
             reference_meta=first.reference_meta,
             reference_image=first.reference_image,
             reference_box=first.reference_box,
