@@ -65,6 +65,8 @@ class GateConfig:
     verify_p: how rarely noise alone may fail a check of the largest error (a false split).
     verify_k: the mean test's threshold in standard deviations of the noise's mean.
     hold_px: a gap whose estimated motion stays under this is a hold, accepted unchecked.
+    noise_warmup: the first this many frames are all keyframes, so the measurement noise is
+        known (from three consecutive measurements) before the first gap is checked.
     motion_px: a frame is a keyframe once the picture moved this far (estimated, frame px)
         since the last keyframe.
     cut_correlation: a frame whose signature correlates less than this with the last
@@ -94,6 +96,7 @@ class GateConfig:
     verify_p: float = 1e-3
     verify_k: float = 3.0
     hold_px: float = 0.3
+    noise_warmup: int = 3
     motion_px: float = 16.0
     cut_correlation: float = 0.6
     det_every: int = 0
@@ -108,8 +111,10 @@ class GateConfig:
     signature_width: int = 64
 
     def __post_init__(self):
-        if self.max_gap < 1 or self.det_every < 0 or self.signature_width < 8:
-            raise ValueError("max_gap must be >= 1, det_every >= 0, signature_width >= 8")
+        if self.max_gap < 1 or self.det_every < 0 or self.signature_width < 8 or self.noise_warmup < 0:
+            raise ValueError("max_gap must be >= 1, det_every >= 0, signature_width >= 8, noise_warmup >= 0")
+        if self.verify_mean_px < 0 or not 0 < self.verify_p < 1 or self.verify_k < 0:
+            raise ValueError("verify_mean_px must be >= 0, verify_p in (0, 1), verify_k >= 0")
         if self.verify_px < 0 or self.hold_px < 0 or self.motion_px <= 0 or not -1 <= self.cut_correlation <= 1:
             raise ValueError("verify_px and hold_px must be >= 0, motion_px > 0, cut_correlation in [-1, 1]")
 
@@ -219,16 +224,19 @@ class MotionGate:
         self.frame_width = frame_width
         self.ref = None  # signature of the last keyframe
         self.gap = 0  # frames since the last keyframe
+        self.seen = 0  # frames seen
 
     def step(self, sig: torch.Tensor, region=None) -> Decision:
         """The plan for the next frame; ``region`` is the subject's last box (x1, y1, x2, y2)
         in frame pixels, if known."""
+        self.seen += 1
         if self.ref is None:
             self.ref, self.gap = sig, 0
             return Decision(True, True, 0.0)
         cut = correlation(self.ref, sig) < self.cfg.cut_correlation
         dist = motion_distance(self.ref, sig, self.frame_width, region)
-        process = cut or dist >= self.cfg.motion_px or self.gap + 1 >= self.cfg.max_gap
+        warmup = self.seen <= self.cfg.noise_warmup
+        process = cut or warmup or dist >= self.cfg.motion_px or self.gap + 1 >= self.cfg.max_gap
         if process:
             self.ref, self.gap = sig, 0
         else:

@@ -23,7 +23,8 @@ stream's frame is final once those frames have been seen.
 The noise level sigma (px, per keypoint group of :data:`~wanprep_torch.skeleton.GROUPS`) is
 measured from the video itself (:class:`NoiseEstimator`): on three consecutive measurements
 of a point, the middle one's distance from the line through the outer two is noise plus
-curvature; the median over many (robust to motion) gives sigma.
+curvature; a low quantile over many (robust to motion: up to 3/4 of them may be curvature)
+gives sigma.
 
 Pure functions on batched tensors (:func:`kalman_forward`, :func:`rts_window`) and two small
 stage objects (:class:`NoiseEstimator`, :class:`TrackSmoother`). Knows nothing of the models.
@@ -146,8 +147,10 @@ class NoiseEstimator:
 
     Feed the measured frames in order (:meth:`add`); each point confident on three consecutive
     measured frames (no reset between) gives a residual (:func:`triple_residuals`);
-    sigma = 1.4826 x the median absolute residual over the latest ``capacity`` of the group,
-    once it has ``min_samples`` of them (None before). Residuals can also be given directly
+    sigma = the 25th percentile of the absolute residuals over the latest ``capacity`` of the
+    group / 0.3186 (that percentile of |N(0, 1)|), once it has ``min_samples`` of them (None
+    before). A low quantile, not the median: with frames skipped, the residuals of triples
+    spanning a change of motion (a start, a stop) are curvature, not noise. Residuals can also be given directly
     (:meth:`add_residuals`).
     """
 
@@ -193,7 +196,8 @@ class NoiseEstimator:
         """{group: sigma or None}."""
         if self._cache is None:
             self._cache = {
-                name: (1.4826 * float(s.median()) if s.numel() >= self.min_samples else None) for name, s in self.samples.items()
+                name: (float(torch.quantile(s, 0.25)) / 0.3186 if s.numel() >= self.min_samples else None)
+                for name, s in self.samples.items()
             }
         return dict(self._cache)
 
