@@ -110,12 +110,15 @@ def test_correlation_marks_cuts():
 
 
 def test_motion_gate_bounds():
-    cfg = dataclasses.replace(PRESETS["safe"], max_gap=4)
+    cfg = dataclasses.replace(PRESETS["safe"], max_gap=4, noise_warmup=0)
     s = MotionGate(cfg, 832)
     still = torch.full((36, 64), 0.5)
     still[10:20, 10:30] = 0.9
     flags = [s.step(still).process for _ in range(12)]
     assert flags == [True, False, False, False] * 3  # first frame, then one every max_gap
+    # With a noise warm-up the first frames are all keyframes (three measurements in a row).
+    warm = MotionGate(dataclasses.replace(cfg, noise_warmup=2), 832)
+    assert [warm.step(still).process for _ in range(7)] == [True, True, True, False, False, False, True]
     other = torch.rand(36, 64, generator=torch.Generator().manual_seed(2))
     d = s.step(other)
     assert d.process and d.cut

@@ -317,18 +317,21 @@ class Smoothed(NamedTuple):
     next_score: torch.Tensor
 
 
-def rts_window(fw: ForwardState, measured: torch.Tensor, scores: torch.Tensor, targets: torch.Tensor, ends: torch.Tensor) -> Smoothed:
+def rts_window(
+    fw: ForwardState, measured: torch.Tensor, scores: torch.Tensor, times: torch.Tensor, targets: torch.Tensor, ends: torch.Tensor
+) -> Smoothed:
     """Fixed-lag RTS smoothing: each target frame smoothed with the frames up to its window end.
 
     Args:
         fw: forward results of N buffered frames (leading dim N).
-        measured: (N, K) bool, a confident measurement at that frame; scores: (N, K) float64.
+        measured: (N, K) bool, a confident measurement at that frame; scores: (N, K) float64;
+            times: (N,) float64 their frame numbers.
         targets: (B,) long buffer rows to smooth; ends: (B,) long their window ends (>= target).
     """
     span = int((ends - targets).max()) if targets.numel() else 0
     last = ends.clone()
     mean = fw.mean[last]  # (B, K, 2, 2)
-    nxt = torch.where(measured[last], last.double()[:, None], torch.full_like(scores[last], math.inf))
+    nxt = torch.where(measured[last], times[last][:, None], torch.full_like(scores[last], math.inf))
     nscore = torch.where(measured[last], scores[last], torch.zeros_like(scores[last]))
     for j in range(span - 1, -1, -1):
         i = targets + j  # (B,) the frame smoothed at this step
@@ -344,7 +347,7 @@ def rts_window(fw: ForwardState, measured: torch.Tensor, scores: torch.Tensor, t
         m_here = measured[ic]
         n_here = torch.where(brk, torch.full_like(nxt, math.inf), nxt)
         s_here = torch.where(brk, torch.zeros_like(nscore), nscore)
-        n_here = torch.where(m_here, ic.double()[:, None].expand_as(n_here), n_here)
+        n_here = torch.where(m_here, times[ic][:, None].expand_as(n_here), n_here)
         s_here = torch.where(m_here, scores[ic], s_here)
         nxt = torch.where(active, n_here, nxt)
         nscore = torch.where(active, s_here, nscore)
@@ -383,10 +386,11 @@ class TrackSmoother:
             has an estimate).
     """
 
-    def __init__(self, cfg: SmoothConfig, noise, num_keypoints: int = NUM_WHOLEBODY):
-        self.cfg, self.noise, self.k = cfg, noise, num_keypoints
-        self.state = initial_state(num_keypoints)
-        self.missing = torch.zeros(num_keypoints, dtype=torch.long)  # measured frames missed in a row
+    def __init__(self, cfg: SmoothConfig, noise):
+        self.cfg, self.noise = cfg, noise
+        self.k = 0  # keypoints per frame, from the first frame
+        self.state: ForwardState | None = None
+        self.missing: torch.Tensor | None = None  # measured frames missed in a row, per point
         self.buf_raw: list[torch.Tensor] = []
         self.buf_fw: list[ForwardState] = []
         self.buf_meas: list[torch.Tensor] = []
@@ -405,6 +409,12 @@ class TrackSmoother:
         keypoints are interpolated and only pass through); ``cut``: it starts a new scene."""
         cfg = self.cfg
         raw = keypoints.detach()
+        if raw.dim() != 2 or raw.shape[-1] != 3:
+            raise ValueError(f"keypoints must be (K, 3), got {tuple(raw.shape)}")
+        if self.state is None:
+            self.k = raw.shape[0]
+            self.state = initial_state(self.k)
+            self.missing = torch.zeros(self.k, dtype=torch.long)
         z = raw.to("cpu", torch.float64)
         conf = (z[:, 2] >= cfg.min_score) & bool(measured)
         sigma = self._sigma()
@@ -438,7 +448,8 @@ class TrackSmoother:
         scores = torch.stack([r[:, 2].to("cpu", torch.float64) for r in self.buf_raw])
         targets = torch.arange(n)
         ends = torch.clamp(targets + self.cfg.lookahead, max=len(self.buf_t) - 1)
-        sm = rts_window(fw, meas, scores, targets, ends)
+        times = torch.tensor(self.buf_t, dtype=torch.float64)
+        sm = rts_window(fw, meas, scores, times, targets, ends)
         raw = torch.stack([r.to("cpu", torch.float64) for r in self.buf_raw[:n]])
         out = _apply(raw, torch.tensor(self.buf_t[:n]), fw.last[:n], fw.last_score[:n], sm, self.cfg)
         res = [o.to(device=r.device, dtype=r.dtype) for o, r in zip(out, self.buf_raw[:n])]
@@ -482,7 +493,7 @@ def smooth_track(
             if measured[i]:
                 est.add(keypoints[i], i)
         noise = est.per_keypoint(k, cfg.noise_px)
-    sm = TrackSmoother(cfg, noise if isinstance(noise, torch.Tensor) else torch.tensor(float(noise)), k)
+    sm = TrackSmoother(cfg, noise if isinstance(noise, torch.Tensor) else torch.tensor(float(noise)))
     out = []
     for i in range(t):
         sm.push(keypoints[i], bool(measured[i]), bool(cuts[i]))
