@@ -78,7 +78,7 @@ EXIT_HELP = (
     "not installed for --engine ray); 130 interrupted (Ctrl-C: the videos in progress are "
     "marked incomplete, the rest pending; run again with --resume)."
 )
-RUN_OPTIONS = ("det", "pose", "width", "height", "gate", "device", "fp16", "batch", "chunk", "face_padding")
+RUN_OPTIONS = ("det", "pose", "width", "height", "gate", "smooth", "device", "fp16", "batch", "chunk", "face_padding")
 
 
 class BatchError(Exception):

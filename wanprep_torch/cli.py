@@ -69,6 +69,7 @@ __all__ = [
 ]
 
 GATE_PRESETS = tuple(PRESETS)
+SMOOTH_CHOICES = ("auto", "on", "off")
 
 EXIT_OK = 0
 EXIT_USER = 2
@@ -367,6 +368,7 @@ class _Outputs:
         self.held = 0  # frames where no face was visible
         self.width = self.height = None
         self.timings: dict = {}
+        self.noise: dict = {}
         self.providers: dict = {}
         self.write_s = 0.0
 
@@ -394,6 +396,7 @@ class _Outputs:
         self.held += int(part.face_held.sum())
         self.width, self.height = part.width, part.height
         self.timings, self.providers = part.timings, part.providers
+        self.noise = part.noise
         self.frames += n
         self.write_s += time.perf_counter() - t0
 
@@ -469,6 +472,7 @@ def run_video(
     progress: bool = True,
     stop: "_Stop | None" = None,
     pre=None,
+    smooth: str | None = None,
 ) -> dict:
     """Decode ``video`` in chunks, run the Preprocessor part by part, and stream the outputs
     into ``out_dir`` (see the module docstring).
@@ -492,6 +496,9 @@ def run_video(
     gate = "safe" if gate is None else gate
     if gate not in GATE_PRESETS:
         raise CliError(f"unknown --gate {gate!r}; choose one of {', '.join(GATE_PRESETS)}")
+    smooth = "auto" if smooth is None else smooth
+    if smooth not in SMOOTH_CHOICES:
+        raise CliError(f"unknown --smooth {smooth!r}; choose one of {', '.join(SMOOTH_CHOICES)}")
     if fp16:
         _require_fp16()
 
@@ -510,7 +517,7 @@ def run_video(
             models = prepare_fp16_models(models, out_dir / ".models", log=print if progress else (lambda _m: None))
         bar = _Progress(reader.expected_frames, progress)
         if pre is None:  # one report, driven here: the Preprocessor's own bar stays off
-            pre = _preprocessor(models["detector"], models["pose"], device, batch, face_padding, chunk, False, gate, progress_callback=bar)
+            pre = _preprocessor(models["detector"], models["pose"], device, batch, face_padding, chunk, False, gate, progress_callback=bar, smooth=smooth)
         outputs = _Outputs(out_dir, reader.fps, pre.device)
 
         def frames():
@@ -570,12 +577,14 @@ def run_video(
         "source_size": [reader.width, reader.height],
         "size": [size[1], size[0]],
         "gate": gate,
+        "smooth": smooth,
     }
     if size != asked:
         video_info["requested_size"] = [asked[1], asked[0]]
     footer = {
         "providers": outputs.providers,
         "timings": outputs.timings,
+        "noise": outputs.noise,
         "video": video_info,
         "complete": complete,
         "frames_done": n,
@@ -598,6 +607,8 @@ def run_video(
     (out_dir / "timings.txt").write_text(text)
     print(text, end="")
     print(f"providers: {outputs.providers}")
+    if outputs.noise:
+        print("keypoint noise (px): " + ", ".join(f"{k} {'?' if v is None else f'{v:.2f}'}" for k, v in outputs.noise.items()))
     _warn_empty(n, outputs.fallback, outputs.held)
     where = f"{out_dir}/ (pose.mp4, face.mp4, poses.json, timings.txt)"
     if interrupted:
@@ -626,6 +637,8 @@ def run_video(
         "size": [size[1], size[0]],
         "fps": float(reader.fps),
         "gate": gate,
+        "smooth": smooth,
+        "noise": outputs.noise,
         "out_dir": str(out_dir),
     }
 
@@ -672,7 +685,8 @@ def batch_load(options: dict, progress_callback=None):
     are converted beforehand, in the parent)."""
     return _preprocessor(options["det"], options["pose"], options["device"], options["batch"],
                          options["face_padding"], options["chunk"], False, options["gate"] or "safe",
-                         progress_callback=progress_callback, intra_op_threads=options.get("threads"))
+                         progress_callback=progress_callback, intra_op_threads=options.get("threads"),
+                         smooth=options.get("smooth") or "auto")
 
 
 def batch_process(pre, video, out_dir, options: dict) -> dict:
@@ -680,7 +694,7 @@ def batch_process(pre, video, out_dir, options: dict) -> dict:
     return run_video(video, options["det"], options["pose"], out_dir, width=options["width"],
                      height=options["height"], gate=options["gate"], device=str(pre.device),
                      batch=options["batch"], chunk=options["chunk"], face_padding=options["face_padding"],
-                     progress=False, pre=pre)
+                     progress=False, pre=pre, smooth=options.get("smooth"))
 
 
 def _add_batch_parser(sub, run_parser) -> None:
@@ -849,6 +863,13 @@ def build_parser() -> argparse.ArgumentParser:
         default="safe",
         help="frame-skipping preset: off (every frame through both models), safe (default), fast",
     )
+    r.add_argument(
+        "--smooth",
+        choices=SMOOTH_CHOICES,
+        default="auto",
+        help="keypoint smoothing (zero-lag, noise measured from the video; steadier face crops): "
+        "auto (default: on with --gate safe/fast, off with --gate off), on, off",
+    )
     r.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     r.add_argument(
         "--fp16",
@@ -917,6 +938,7 @@ def _main_run(args) -> int:
             width=args.width,
             height=args.height,
             gate=args.gate,
+            smooth=args.smooth,
             device=args.device,
             fp16=args.fp16,
             batch=args.batch,

@@ -8,7 +8,10 @@ interpolation within what the measurement noise explains (:func:`gap_accepted`: 
 test with the noise measured from the video, plus ``verify_px``) the gap is accepted; otherwise
 it is split at the midpoint and each half checked the same way. A checked frame keeps its real keypoints. A
 gap in which the picture did not move (estimated motion under ``hold_px``) is a hold: accepted
-without a check.
+without a check. Where the picture stops or starts moving (the motion from the previous frame
+falls under ``hold_px`` or rises over twice that), the frame before is a keyframe too: a hold
+then is a gap of its own, accepted unchecked, and the motion beside it a gap that
+interpolates well, instead of one gap mixing both that checks split.
 
 The pixel-based motion estimate: a frame's signature is its grayscale image (kornia) shrunk to
 about 64 px wide; the distance to the last keyframe, inside the subject's last box, is the mean
@@ -208,12 +211,14 @@ def motion_distance(
 @dataclass(frozen=True)
 class Decision:
     """The gate's plan for one frame: it is a keyframe (``process``: the pose model runs), it
-    starts a new scene (``cut``), and the estimated motion ``distance`` (frame px) since the
-    last keyframe."""
+    starts a new scene (``cut``), the estimated motion ``distance`` (frame px) since the last
+    keyframe, and ``boundary``: the picture stopped or started moving here, so the frame
+    before is a keyframe too."""
 
     process: bool
     cut: bool
     distance: float
+    boundary: bool = False
 
 
 class MotionGate:
@@ -225,14 +230,23 @@ class MotionGate:
         self.ref = None  # signature of the last keyframe
         self.gap = 0  # frames since the last keyframe
         self.seen = 0  # frames seen
+        self.prev = None  # signature of the previous frame
+        self.still = True  # the picture is holding still (hysteresis: under hold_px, over 2x)
 
     def step(self, sig: torch.Tensor, region=None) -> Decision:
         """The plan for the next frame; ``region`` is the subject's last box (x1, y1, x2, y2)
         in frame pixels, if known."""
         self.seen += 1
+        prev, self.prev = self.prev, sig
         if self.ref is None:
             self.ref, self.gap = sig, 0
             return Decision(True, True, 0.0)
+        boundary = False
+        if self.cfg.hold_px > 0:
+            step = motion_distance(prev, sig, self.frame_width, region)
+            if self.still and step >= 2 * self.cfg.hold_px or not self.still and step < self.cfg.hold_px:
+                self.still, boundary = not self.still, True
+                self.ref, self.gap = prev, 0  # the frame before is a keyframe (the caller plans it)
         cut = correlation(self.ref, sig) < self.cfg.cut_correlation
         dist = motion_distance(self.ref, sig, self.frame_width, region)
         warmup = self.seen <= self.cfg.noise_warmup
@@ -241,7 +255,7 @@ class MotionGate:
             self.ref, self.gap = sig, 0
         else:
             self.gap += 1
-        return Decision(process, cut, dist)
+        return Decision(process, cut, dist, boundary)
 
 
 def interpolate_keypoints(

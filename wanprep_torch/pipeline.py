@@ -168,7 +168,7 @@ class Preprocessor:
             smoother per keypoint, its noise measured from the video; face crops follow the
             smoothed face at sub-pixel precision): "auto" (default: on with the gate on, off
             with ``gate="off"``), "on", "off", a bool, a SmoothConfig, or a dict of its fields.
-            Parts of a stream wait ``lookahead`` (12) more frames with it on.
+            Parts of a stream wait ``lookahead`` (16) more frames with it on.
         timings: measure per-stage times (``Result.timings``); on CUDA with events, no host waits.
     """
 
@@ -338,7 +338,7 @@ class Preprocessor:
         sched = Scheduler(
             self.detector, self.estimator, self.gate, self._ws, timer, on_oom=self._shrink, on_frames=prog.update, noise=noise, cuts=smooth
         )
-        smoother = _Smoothing(self.smooth, noise, timer) if smooth else None
+        smoother = _Smoothing(self.smooth, NoiseEstimator(min_score=self.smooth.min_score), timer) if smooth else None
         wan_out = wan.WanAssembler(
             self.face_size, self.face_dtype, self.face_device, self.face_padding, self.device, self._ws, timer, self.face_wait, exact=smooth
         )
@@ -379,7 +379,7 @@ class _Smoothing:
     with smoothed keypoints out once ``lookahead`` later frames were seen."""
 
     def __init__(self, cfg, noise: NoiseEstimator, timer):
-        self.track = TrackSmoother(cfg, noise)
+        self.track = TrackSmoother(cfg, noise, feed=True)
         self.pending: list[FrameRecord] = []
         self.timer = timer
 

@@ -131,6 +131,7 @@ class Scheduler:
         self.planned: list[_Key] = []  # keyframes planned, not yet processed
         self.anchor: FrameRecord | None = None  # the last processed keyframe
         self.index = 0  # frames fed so far
+        self.others = 0  # other people counted at the last detection
 
     @property
     def batch_size(self) -> int:
@@ -187,9 +188,10 @@ class Scheduler:
                 region = None if self.anchor is None else self.anchor.box[:4].tolist()
                 d = self.motion.step(sig[i], region)
             f = _Frame(self.index + i, chunk, i, d.distance, d.cut)
-            if d.cut and self.waiting:
+            if (d.cut or d.boundary) and self.waiting:
                 # The frame before a cut ends the old scene: a keyframe too, so no frame is
-                # interpolated across the cut.
+                # interpolated across the cut. The same where the picture stops or starts
+                # moving: a hold and the motion beside it are gaps of their own.
                 prev = self.waiting.pop()
                 self.planned.append(_Key(prev, self.waiting))
                 self.waiting = []
@@ -338,6 +340,13 @@ class Scheduler:
                 det[j] = True
             kps[redo] = self.pose.estimate(FrameBatch(sub, self.ws), torch.stack([boxes[j] for j in redo]), timer)
         tr.observe(kps[-1])
+        # A frame without a detection reports the other people counted at the last one (as an
+        # interpolated frame does), not none.
+        for j in range(n):
+            if det[j]:
+                self.others = others[j]
+            else:
+                others[j] = self.others
         return [_Inferred(kps[j], boxes[j], others[j], det[j]) for j in range(n)]
 
     def _detect_into(self, fb: FrameBatch, sel, boxes: list, others: list, targets: list | None = None) -> None:

@@ -17,8 +17,8 @@ stream's frame is final once those frames have been seen.
   missing on more than ``bridge`` frames in a row restarts the same way (a long gap stays gone).
 - Dropouts: a point missing on at most ``bridge`` frames between two confident measurements
   is bridged: the smoothed position, scored ``bridge_score`` x the lower neighbour score.
-- Frames without a measurement (interpolated by the gate) take the smoothed track between the
-  measurements around them.
+- Frames the gate interpolated count as weak measurements (``interp_weight``): the smoothed
+  track follows the line the gate verified, rounded at its keyframes.
 
 The noise level sigma (px, per keypoint group of :data:`~wanprep_torch.skeleton.GROUPS`) is
 measured from the video itself (:class:`NoiseEstimator`): on three consecutive measurements
@@ -73,10 +73,12 @@ class SmoothConfig:
     bridge: a point missing on at most this many frames between confident measurements is
         bridged; longer gaps stay gone.
     bridge_score: a bridged point's score, times the lower of its neighbours' scores.
+    interp_weight: a frame the gate interpolated counts as a measurement with this many times
+        the noise variance (the frames of a gap of that length together weigh about one).
     """
 
     enabled: bool = True
-    lookahead: int = 12
+    lookahead: int = 16
     min_score: float = 0.3
     accel_px: float = 0.05
     maneuver_px: float = 8.0
@@ -86,6 +88,7 @@ class SmoothConfig:
     min_noise_px: float = 0.05
     bridge: int = 4
     bridge_score: float = 0.9
+    interp_weight: float = 8.0
 
     def __post_init__(self):
         if self.lookahead < 0 or self.bridge < 0:
@@ -384,10 +387,14 @@ class TrackSmoother:
         noise: the measurement noise (px) per keypoint: a (K,) tensor, or a
             :class:`NoiseEstimator` read at each frame (its prior ``cfg.noise_px`` until it
             has an estimate).
+        feed: the smoother adds the measured frames to that estimator itself, as it pushes
+            them (so the noise used at a frame depends on the frames before it only, not on
+            how the stream was split).
     """
 
-    def __init__(self, cfg: SmoothConfig, noise):
+    def __init__(self, cfg: SmoothConfig, noise, feed: bool = False):
         self.cfg, self.noise = cfg, noise
+        self.feed = bool(feed) and isinstance(noise, NoiseEstimator)
         self.k = 0  # keypoints per frame, from the first frame
         self.state: ForwardState | None = None
         self.missing: torch.Tensor | None = None  # measured frames missed in a row, per point
@@ -416,9 +423,18 @@ class TrackSmoother:
             self.state = initial_state(self.k)
             self.missing = torch.zeros(self.k, dtype=torch.long)
         z = raw.to("cpu", torch.float64)
-        conf = (z[:, 2] >= cfg.min_score) & bool(measured)
+        if self.feed:
+            if cut:
+                self.noise.reset()
+            if measured:
+                self.noise.add(z, self.t)
+        conf = z[:, 2] >= cfg.min_score
         sigma = self._sigma()
-        r = torch.where(conf, sigma.square() / z[:, 2].clamp_min(cfg.min_score), torch.full_like(sigma, math.inf))
+        # An interpolated frame (the gate's line between two measurements) weighs 1/interp_weight
+        # of a measurement: the frames of a gap together about one, and the smoothed track
+        # cannot drift from the line the gate verified (e.g. extrapolating a velocity).
+        weight = 1.0 if measured else cfg.interp_weight
+        r = torch.where(conf, weight * sigma.square() / z[:, 2].clamp_min(cfg.min_score), torch.full_like(sigma, math.inf))
         # Measured frames on which the point was missing, in a row: past ``bridge`` the track
         # restarts at its next measurement (a long gap stays gone).
         long_gap = conf & (self.missing > cfg.bridge)
