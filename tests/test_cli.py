@@ -82,7 +82,9 @@ def test_run_in_process(video, models, tmp_path, capsys):
     assert rep["timings"]["frames"] == T
     assert rep["video"]["frames"] == T and rep["video"]["fps"] == FPS
     assert isinstance(rep["key_frame_points"], list)
-    assert rep["video"]["gate"] == "safe"  # the default
+    assert rep["video"]["gate"] == "safe" and rep["video"]["smooth"] == "auto"  # the defaults
+    assert set(rep["noise"]) == {"body", "face", "hands"}  # measured from the video
+    assert "keypoint noise (px): body" in stdout
     for k in ("det_ran", "pose_ran", "gate_distance"):
         assert len(rep[k]) == T, k
     timings = (out / "timings.txt").read_text()
@@ -161,6 +163,16 @@ def test_bad_frames(video, models, tmp_path, capsys):
 def test_unknown_gate_preset(video, models, tmp_path):
     with pytest.raises(SystemExit):  # argparse rejects it before anything runs
         cli.main(run_args(video, models, tmp_path / "o", "--gate", "turbo"))
+
+
+def test_smooth_option(video, models, tmp_path):
+    with pytest.raises(SystemExit):  # argparse rejects it before anything runs
+        cli.main(run_args(video, models, tmp_path / "o", "--smooth", "strong"))
+    with pytest.raises(cli.CliError, match="unknown --smooth 'strong'"):
+        cli.run_video(video, models["det"], models["pose"], tmp_path / "o2", smooth="strong", progress=False)
+    out = tmp_path / "on"
+    assert cli.main(run_args(video, models, out, "--gate", "off", "--smooth", "on", "--width", "208")) == 0
+    assert json.loads((out / "poses.json").read_text())["video"]["smooth"] == "on"
 
 
 def test_fp16_models_cached(video, models, tmp_path, capsys):

@@ -146,7 +146,9 @@ def triple_residuals(z0: torch.Tensor, z1: torch.Tensor, z2: torch.Tensor, t0, t
 
 
 class NoiseEstimator:
-    """The measurement noise of each keypoint group, from the video itself.
+    """The measurement noise of each keypoint group (``groups``: name -> rows; by default
+    :data:`~wanprep_torch.skeleton.GROUPS` for 133 points, else one group "all"), from the
+    video itself.
 
     Feed the measured frames in order (:meth:`add`); each point confident on three consecutive
     measured frames (no reset between) gives a residual (:func:`triple_residuals`);
@@ -157,8 +159,12 @@ class NoiseEstimator:
     (:meth:`add_residuals`).
     """
 
-    def __init__(self, num_keypoints: int = NUM_WHOLEBODY, min_score: float = 0.3, min_samples: int = 24, capacity: int = 8192):
-        self.groups = {name: rows for name, rows in GROUPS.items() if rows.start < num_keypoints}
+    def __init__(
+        self, num_keypoints: int = NUM_WHOLEBODY, min_score: float = 0.3, min_samples: int = 24, capacity: int = 8192, groups: dict | None = None
+    ):
+        if groups is None:  # the wholebody groups, or one group for another layout
+            groups = dict(GROUPS) if num_keypoints == NUM_WHOLEBODY else {"all": slice(0, num_keypoints)}
+        self.groups = groups
         self.min_score, self.min_samples, self.capacity = min_score, min_samples, capacity
         self.samples = {name: torch.empty(0, dtype=torch.float64) for name in self.groups}
         self.last = torch.full((2, num_keypoints, 3), float("nan"), dtype=torch.float64)  # x, y, t of the last two
@@ -500,9 +506,6 @@ def smooth_track(
     cuts = torch.zeros(t, dtype=torch.bool) if cuts is None else cuts.bool().cpu()
     if noise is None:
         est = NoiseEstimator(k, cfg.min_score)
-        if k != NUM_WHOLEBODY:
-            est.groups = {"all": slice(0, k)}
-            est.samples = {"all": torch.empty(0, dtype=torch.float64)}
         for i in range(t):
             if cuts[i]:
                 est.reset()
