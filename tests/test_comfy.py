@@ -60,7 +60,7 @@ def test_node_definitions(no_comfy):
     assert spec["optional"]["face_padding"][1]["default"] == 0
     assert spec["optional"]["gate"][0] == ["off", "safe", "fast"] and spec["optional"]["gate"][1]["default"] == "safe"
     assert spec["optional"]["smooth"][0] == ["auto", "on", "off"] and spec["optional"]["smooth"][1]["default"] == "auto"
-    assert list(inspect.signature(det.process).parameters)[1:] == ["model", "images", "width", "height", "retarget_image", "face_padding", "gate"]
+    assert list(inspect.signature(det.process).parameters)[1:] == ["model", "images", "width", "height", "retarget_image", "face_padding", "gate", "smooth"]
     # face_bboxes: the reference's "BBOX," (test_comfy_workflow.py checks the links it keeps).
     assert det.RETURN_TYPES == ("POSEDATA", "IMAGE", "STRING", "BBOX", "BBOX,", "POSE_KEYPOINT")
     assert det.RETURN_NAMES == ("pose_data", "face_images", "key_frame_body_points", "bboxes", "face_bboxes", "pose_keypoint")
