@@ -385,9 +385,11 @@ class _Smoothing:
 
     def feed(self, records: list[FrameRecord]) -> list[FrameRecord]:
         with self.timer("smooth"):
-            for r in records:
-                self.track.push(r.keypoints, r.pose_ran, r.cut)
-                self.pending.append(r)
+            if records:
+                host = torch.stack([r.keypoints for r in records]).cpu()  # one device read
+                for r, k in zip(records, host):
+                    self.track.push(k, r.pose_ran, r.cut)
+                    self.pending.append(r)
             return self._out(self.track.take())
 
     def finish(self) -> list[FrameRecord]:
@@ -396,7 +398,11 @@ class _Smoothing:
 
     def _out(self, keypoints: list) -> list[FrameRecord]:
         done, self.pending = self.pending[: len(keypoints)], self.pending[len(keypoints) :]
-        return [dataclasses.replace(r, keypoints=k) for r, k in zip(done, keypoints)]
+        if not done:
+            return []
+        dev = done[0].keypoints.device
+        moved = torch.stack(keypoints).to(dev).unbind(0) if dev.type != "cpu" else keypoints  # one copy
+        return [dataclasses.replace(r, keypoints=k) for r, k in zip(done, moved)]
 
 
 def _smoothed(smoother: _Smoothing | None, records: list[FrameRecord]) -> list[FrameRecord]:

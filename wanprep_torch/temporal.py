@@ -448,7 +448,8 @@ class TrackSmoother:
             self.missing = torch.where(conf, torch.zeros_like(self.missing), self.missing + 1)
         restart = torch.full((self.k,), bool(cut), dtype=torch.bool) | long_gap if self.t else torch.ones(self.k, dtype=torch.bool)
         self.state = kalman_forward(self.state, z, r, self.t, restart, cfg)
-        self.buf_raw.append(raw)
+        self.out_like = raw  # the outputs take the input's dtype and device
+        self.buf_raw.append(z)
         self.buf_fw.append(self.state)
         self.buf_meas.append(conf)
         self.buf_t.append(self.t)
@@ -467,14 +468,14 @@ class TrackSmoother:
             return []
         fw = ForwardState(*(torch.stack(v) for v in zip(*self.buf_fw)))
         meas = torch.stack(self.buf_meas)
-        scores = torch.stack([r[:, 2].to("cpu", torch.float64) for r in self.buf_raw])
+        scores = torch.stack([r[:, 2] for r in self.buf_raw])
         targets = torch.arange(n)
         ends = torch.clamp(targets + self.cfg.lookahead, max=len(self.buf_t) - 1)
         times = torch.tensor(self.buf_t, dtype=torch.float64)
         sm = rts_window(fw, meas, scores, times, targets, ends)
-        raw = torch.stack([r.to("cpu", torch.float64) for r in self.buf_raw[:n]])
+        raw = torch.stack(self.buf_raw[:n])
         out = _apply(raw, torch.tensor(self.buf_t[:n]), fw.last[:n], fw.last_score[:n], sm, self.cfg)
-        res = [o.to(device=r.device, dtype=r.dtype) for o, r in zip(out, self.buf_raw[:n])]
+        res = list(out.to(device=self.out_like.device, dtype=self.out_like.dtype).unbind(0))  # one copy
         del self.buf_raw[:n], self.buf_fw[:n], self.buf_meas[:n], self.buf_t[:n]
         return res
 
