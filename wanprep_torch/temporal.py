@@ -37,6 +37,7 @@ import math
 from dataclasses import dataclass
 from typing import NamedTuple
 
+import numpy as np
 import torch
 
 from .skeleton import GROUPS, NUM_WHOLEBODY
@@ -220,25 +221,27 @@ class NoiseEstimator:
 
 
 # -- the Kalman filter and the RTS smoother ----------------------------------------------------
+# Host NumPy arrays: a frame's filter step is ~40 operations on arrays of a few hundred numbers,
+# where torch's per-operation overhead would cost several times the arithmetic.
 
 
 class ForwardState(NamedTuple):
-    """Filter results of one or more frames (leading dims ...):
+    """Filter results of one or more frames (NumPy float64 arrays, leading dims ...):
 
     mean: (..., K, 2, 2) filtered [x, y] x [position, velocity]; cov: (..., K, 2, 2) its
     covariance (shared by x and y); pred_mean / pred_cov: the same predicted before the
     measurement; fresh: (..., K) bool, the filter restarted here (nothing before it counts);
-    last: (..., K) float64 frame of the last confident measurement (-inf: none since the restart);
+    last: (..., K) frame of the last confident measurement (-inf: none since the restart);
     last_score: (..., K) its score.
     """
 
-    mean: torch.Tensor
-    cov: torch.Tensor
-    pred_mean: torch.Tensor
-    pred_cov: torch.Tensor
-    fresh: torch.Tensor
-    last: torch.Tensor
-    last_score: torch.Tensor
+    mean: np.ndarray
+    cov: np.ndarray
+    pred_mean: np.ndarray
+    pred_cov: np.ndarray
+    fresh: np.ndarray
+    last: np.ndarray
+    last_score: np.ndarray
 
 
 _DIFFUSE = 1e8  # prior variance of a (re)started track: no prior at all, numerically
@@ -247,24 +250,25 @@ _DIFFUSE = 1e8  # prior variance of a (re)started track: no prior at all, numeri
 def initial_state(num_keypoints: int) -> ForwardState:
     """The state before the first frame: every point restarts at its first measurement."""
     k = num_keypoints
-    z = torch.zeros(k, 2, 2, dtype=torch.float64)
-    cov = torch.eye(2, dtype=torch.float64).expand(k, 2, 2) * _DIFFUSE
-    neg = torch.full((k,), -math.inf, dtype=torch.float64)
-    return ForwardState(z, cov.clone(), z.clone(), cov.clone(), torch.ones(k, dtype=torch.bool), neg, torch.zeros(k, dtype=torch.float64))
+    z = np.zeros((k, 2, 2))
+    cov = np.broadcast_to(np.eye(2) * _DIFFUSE, (k, 2, 2)).copy()
+    return ForwardState(z, cov, z.copy(), cov.copy(), np.ones(k, dtype=bool), np.full(k, -math.inf), np.zeros(k))
 
 
-def _predict(mean: torch.Tensor, cov: torch.Tensor, q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _predict(mean: np.ndarray, cov: np.ndarray, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Constant-velocity prediction by one frame with acceleration variance q (K,)."""
-    pos, vel = mean[..., 0], mean[..., 1]
-    m = torch.stack([pos + vel, vel], dim=-1)
+    m = np.empty_like(mean)
+    m[..., 0] = mean[..., 0] + mean[..., 1]
+    m[..., 1] = mean[..., 1]
     p00, p01, p11 = cov[..., 0, 0], cov[..., 0, 1], cov[..., 1, 1]
-    n00 = p00 + 2 * p01 + p11 + q / 4
-    n01 = p01 + p11 + q / 2
-    n11 = p11 + q
-    return m, torch.stack([torch.stack([n00, n01], -1), torch.stack([n01, n11], -1)], -2)
+    p = np.empty_like(cov)
+    p[..., 0, 0] = p00 + 2 * p01 + p11 + q / 4
+    p[..., 0, 1] = p[..., 1, 0] = p01 + p11 + q / 2
+    p[..., 1, 1] = p11 + q
+    return m, p
 
 
-def kalman_forward(state: ForwardState, z: torch.Tensor, r: torch.Tensor, t: int, restart: torch.Tensor, cfg: SmoothConfig) -> ForwardState:
+def kalman_forward(state: ForwardState, z: np.ndarray, r: np.ndarray, t: int, restart: np.ndarray, cfg: SmoothConfig) -> ForwardState:
     """One frame of the forward filter for K points.
 
     Args:
@@ -274,110 +278,106 @@ def kalman_forward(state: ForwardState, z: torch.Tensor, r: torch.Tensor, t: int
         t: the frame number.
         restart: (K,) bool: forget the past before this frame (a cut, a long gap).
     """
-    k = z.shape[0]
-    cov0 = torch.eye(2, dtype=torch.float64).expand(k, 2, 2) * _DIFFUSE
-    mean = torch.where(restart[:, None, None], torch.zeros_like(state.mean), state.mean)
-    cov = torch.where(restart[:, None, None], cov0, state.cov)
-    last = torch.where(restart, torch.full_like(state.last, -math.inf), state.last)
-    last_score = torch.where(restart, torch.zeros_like(state.last_score), state.last_score)
-    q_lo = torch.full((k,), cfg.accel_px**2, dtype=torch.float64)
+    rs = restart[:, None, None]
+    mean = np.where(rs, 0.0, state.mean)
+    cov = np.where(rs, np.eye(2) * _DIFFUSE, state.cov)
+    last = np.where(restart, -math.inf, state.last)
+    last_score = np.where(restart, 0.0, state.last_score)
+    q_lo = np.full(z.shape[0], cfg.accel_px**2)
     mp, pp = _predict(mean, cov, q_lo)
-    seen = torch.isfinite(r)
-    rr = torch.where(seen, r, torch.ones_like(r))
+    seen = np.isfinite(r)
+    rr = np.where(seen, r, 1.0)
     innov = z[:, :2] - mp[..., 0]  # (K, 2)
-    nis = innov.square().sum(-1) / (pp[:, 0, 0] + rr)
-    jump = seen & (nis > cfg.jump_chi2) & torch.isfinite(last) & ~restart
-    if bool(jump.any()):
+    nis = (innov**2).sum(-1) / (pp[:, 0, 0] + rr)
+    tracked = seen & np.isfinite(last)
+    jump = tracked & (nis > cfg.jump_chi2) & ~restart
+    if jump.any():
         return kalman_forward(state, z, r, t, restart | jump, cfg)
-    maneuver = seen & (nis > cfg.maneuver_chi2) & torch.isfinite(last)
-    if bool(maneuver.any()):
-        q = torch.where(maneuver, torch.full_like(q_lo, cfg.maneuver_px**2), q_lo)
-        mp, pp = _predict(mean, cov, q)
+    maneuver = tracked & (nis > cfg.maneuver_chi2)
+    if maneuver.any():
+        mp, pp = _predict(mean, cov, np.where(maneuver, cfg.maneuver_px**2, q_lo))
     s = pp[:, 0, 0] + rr
     gain = pp[:, :, 0] / s[:, None]  # (K, 2): position and velocity gains
     upd_mean = mp + gain[:, None, :] * innov[:, :, None]
     upd_cov = pp - gain[:, :, None] * gain[:, None, :] * s[:, None, None]
-    upd_cov = 0.5 * (upd_cov + upd_cov.transpose(-1, -2))
-    new_mean = torch.where(seen[:, None, None], upd_mean, mp)
-    new_cov = torch.where(seen[:, None, None], upd_cov, pp)
-    last = torch.where(seen, torch.full_like(last, float(t)), last)
-    last_score = torch.where(seen, z[:, 2], last_score)
-    return ForwardState(new_mean, new_cov, mp, pp, restart, last, last_score)
+    upd_cov = 0.5 * (upd_cov + upd_cov.swapaxes(-1, -2))
+    ss = seen[:, None, None]
+    return ForwardState(
+        np.where(ss, upd_mean, mp), np.where(ss, upd_cov, pp), mp, pp, restart.copy(),
+        np.where(seen, float(t), last), np.where(seen, z[:, 2], last_score),
+    )
 
 
-def _gain(cov: torch.Tensor, pred_cov_next: torch.Tensor) -> torch.Tensor:
-    """RTS gain C = P F^T Pp^-1 for the constant-velocity F, per point: (..., 2, 2)."""
+def _gain(cov: np.ndarray, pred_cov_next: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """RTS gain C = P F^T Pp^-1 for the constant-velocity F, per point, written out (2x2
+    matrices: elementwise beats batched matmul): its entries c00, c01, c10, c11, each (...)."""
     p00, p01, p11 = cov[..., 0, 0], cov[..., 0, 1], cov[..., 1, 1]
-    # P F^T with F = [[1, 1], [0, 1]]: columns (p00 + p01, p01 + p11) and (p01, p11).
-    a = torch.stack([torch.stack([p00 + p01, p01], -1), torch.stack([p01 + p11, p11], -1)], -2)
+    # P F^T with F = [[1, 1], [0, 1]]: rows (p00 + p01, p01) and (p01 + p11, p11).
+    a00, a01, a10, a11 = p00 + p01, p01, p01 + p11, p11
     q00, q01, q11 = pred_cov_next[..., 0, 0], pred_cov_next[..., 0, 1], pred_cov_next[..., 1, 1]
-    det = (q00 * q11 - q01 * q01).clamp_min(1e-300)
-    inv = torch.stack([torch.stack([q11, -q01], -1), torch.stack([-q01, q00], -1)], -2) / det[..., None, None]
-    return a @ inv
+    det = np.maximum(q00 * q11 - q01 * q01, 1e-300)
+    i00, i01, i11 = q11 / det, -q01 / det, q00 / det
+    return a00 * i00 + a01 * i01, a00 * i01 + a01 * i11, a10 * i00 + a11 * i01, a10 * i01 + a11 * i11
 
 
 class Smoothed(NamedTuple):
     """Backward-pass results for a block of frames: mean (B, K, 2) smoothed positions;
-    next_seen (B, K) float64 frame of the next confident measurement at or after the frame in
-    the window without a restart between (inf: none); next_score (B, K) its score."""
+    next_seen (B, K) frame of the next confident measurement at or after the frame in the
+    window without a restart between (inf: none); next_score (B, K) its score."""
 
-    mean: torch.Tensor
-    next_seen: torch.Tensor
-    next_score: torch.Tensor
+    mean: np.ndarray
+    next_seen: np.ndarray
+    next_score: np.ndarray
 
 
 def rts_window(
-    fw: ForwardState, measured: torch.Tensor, scores: torch.Tensor, times: torch.Tensor, targets: torch.Tensor, ends: torch.Tensor
+    fw: ForwardState, measured: np.ndarray, scores: np.ndarray, times: np.ndarray, targets: np.ndarray, ends: np.ndarray
 ) -> Smoothed:
     """Fixed-lag RTS smoothing: each target frame smoothed with the frames up to its window end.
 
     Args:
         fw: forward results of N buffered frames (leading dim N).
-        measured: (N, K) bool, a confident measurement at that frame; scores: (N, K) float64;
-            times: (N,) float64 their frame numbers.
-        targets: (B,) long buffer rows to smooth; ends: (B,) long their window ends (>= target).
+        measured: (N, K) bool, a confident measurement at that frame; scores: (N, K);
+            times: (N,) their frame numbers.
+        targets: (B,) int buffer rows to smooth; ends: (B,) int their window ends (>= target).
     """
-    span = int((ends - targets).max()) if targets.numel() else 0
-    last = ends.clone()
-    mean = fw.mean[last]  # (B, K, 2, 2)
-    nxt = torch.where(measured[last], times[last][:, None], torch.full_like(scores[last], math.inf))
-    nscore = torch.where(measured[last], scores[last], torch.zeros_like(scores[last]))
+    span = int((ends - targets).max()) if len(targets) else 0
+    mean = fw.mean[ends]  # (B, K, 2, 2)
+    nxt = np.where(measured[ends], times[ends][:, None], math.inf)
+    nscore = np.where(measured[ends], scores[ends], 0.0)
     for j in range(span - 1, -1, -1):
         i = targets + j  # (B,) the frame smoothed at this step
         active = (i < ends)[:, None]  # (B, 1)
-        ic = torch.minimum(i, ends)
-        inext = torch.minimum(i + 1, ends)
+        ic = np.minimum(i, ends)
+        inext = np.minimum(i + 1, ends)
         brk = fw.fresh[inext]  # the next frame restarted: nothing after reaches back here
-        gain = _gain(fw.cov[ic], fw.pred_cov[inext])  # (B, K, 2, 2)
+        c00, c01, c10, c11 = (c[..., None] for c in _gain(fw.cov[ic], fw.pred_cov[inext]))  # (B, K, 1)
         delta = mean - fw.pred_mean[inext]  # (B, K, 2 coords, 2)
-        back = fw.mean[ic] + torch.einsum("bkij,bkcj->bkci", gain, delta)
-        back = torch.where(brk[..., None, None], fw.mean[ic], back)
-        mean = torch.where(active[..., None, None], back, mean)
+        here = fw.mean[ic]
+        back = np.empty_like(here)
+        back[..., 0] = here[..., 0] + c00 * delta[..., 0] + c01 * delta[..., 1]
+        back[..., 1] = here[..., 1] + c10 * delta[..., 0] + c11 * delta[..., 1]
+        back = np.where(brk[..., None, None], here, back)
+        mean = np.where(active[..., None, None], back, mean)
         m_here = measured[ic]
-        n_here = torch.where(brk, torch.full_like(nxt, math.inf), nxt)
-        s_here = torch.where(brk, torch.zeros_like(nscore), nscore)
-        n_here = torch.where(m_here, times[ic][:, None].expand_as(n_here), n_here)
-        s_here = torch.where(m_here, scores[ic], s_here)
-        nxt = torch.where(active, n_here, nxt)
-        nscore = torch.where(active, s_here, nscore)
+        n_here = np.where(m_here, times[ic][:, None], np.where(brk, math.inf, nxt))
+        s_here = np.where(m_here, scores[ic], np.where(brk, 0.0, nscore))
+        nxt = np.where(active, n_here, nxt)
+        nscore = np.where(active, s_here, nscore)
     return Smoothed(mean[..., 0], nxt, nscore)
 
 
-def _apply(raw: torch.Tensor, t: torch.Tensor, fw_last: torch.Tensor, fw_score: torch.Tensor, sm: Smoothed, cfg: SmoothConfig) -> torch.Tensor:
+def _apply(raw: np.ndarray, t: np.ndarray, fw_last: np.ndarray, fw_score: np.ndarray, sm: Smoothed, cfg: SmoothConfig) -> np.ndarray:
     """The output keypoints (B, K, 3) of target frames at times t (B,): smoothed where the
     track has confident measurements on both sides (or at the frame), bridged where a point is
     missing on at most ``bridge`` frames, the raw keypoint elsewhere."""
-    tt = t.double()[:, None]
+    tt = t[:, None]
     conf = raw[..., 2] >= cfg.min_score
-    both = torch.isfinite(fw_last) & torch.isfinite(sm.next_seen)
-    use = both & conf
+    both = np.isfinite(fw_last) & np.isfinite(sm.next_seen)
     bridge = both & ~conf & (sm.next_seen - fw_last - 1 <= cfg.bridge) & (fw_last < tt) & (sm.next_seen > tt)
-    out = raw.clone()
-    xy = sm.mean.to(raw.dtype)
-    sel = use | bridge
-    out[..., :2] = torch.where(sel[..., None], xy, raw[..., :2])
-    bscore = (cfg.bridge_score * torch.minimum(fw_score, sm.next_score)).to(raw.dtype)
-    out[..., 2] = torch.where(bridge, bscore, raw[..., 2])
+    out = raw.copy()
+    out[..., :2] = np.where(((both & conf) | bridge)[..., None], sm.mean, raw[..., :2])
+    out[..., 2] = np.where(bridge, cfg.bridge_score * np.minimum(fw_score, sm.next_score), raw[..., 2])
     return out
 
 
@@ -390,7 +390,7 @@ class TrackSmoother:
 
     Args:
         cfg: the smoothing settings.
-        noise: the measurement noise (px) per keypoint: a (K,) tensor, or a
+        noise: the measurement noise (px) per keypoint: a number or (K,) tensor, or a
             :class:`NoiseEstimator` read at each frame (its prior ``cfg.noise_px`` until it
             has an estimate).
         feed: the smoother adds the measured frames to that estimator itself, as it pushes
@@ -403,23 +403,24 @@ class TrackSmoother:
         self.feed = bool(feed) and isinstance(noise, NoiseEstimator)
         self.k = 0  # keypoints per frame, from the first frame
         self.state: ForwardState | None = None
-        self.missing: torch.Tensor | None = None  # measured frames missed in a row, per point
-        self.buf_raw: list[torch.Tensor] = []
+        self.missing: np.ndarray | None = None  # measured frames missed in a row, per point
+        self.out_like: torch.Tensor | None = None  # the outputs take the input's dtype and device
+        self.buf_raw: list[np.ndarray] = []
         self.buf_fw: list[ForwardState] = []
-        self.buf_meas: list[torch.Tensor] = []
+        self.buf_meas: list[np.ndarray] = []
         self.buf_t: list[int] = []
         self.t = 0
 
-    def _sigma(self) -> torch.Tensor:
+    def _sigma(self) -> np.ndarray:
         if isinstance(self.noise, NoiseEstimator):
-            s = self.noise.per_keypoint(self.k, self.cfg.noise_px)
+            s = self.noise.per_keypoint(self.k, self.cfg.noise_px).numpy()
         else:
-            s = torch.as_tensor(self.noise, dtype=torch.float64).expand(self.k)
-        return s.clamp_min(self.cfg.min_noise_px)
+            s = np.broadcast_to(torch.as_tensor(self.noise, dtype=torch.float64).numpy(), (self.k,))
+        return np.maximum(s, self.cfg.min_noise_px)
 
     def push(self, keypoints: torch.Tensor, measured: bool, cut: bool) -> None:
         """The next frame: keypoints (K, 3); ``measured``: the pose model ran on it (else the
-        keypoints are interpolated and only pass through); ``cut``: it starts a new scene."""
+        gate interpolated it: a weak measurement); ``cut``: it starts a new scene."""
         cfg = self.cfg
         raw = keypoints.detach()
         if raw.dim() != 2 or raw.shape[-1] != 3:
@@ -427,28 +428,29 @@ class TrackSmoother:
         if self.state is None:
             self.k = raw.shape[0]
             self.state = initial_state(self.k)
-            self.missing = torch.zeros(self.k, dtype=torch.long)
-        z = raw.to("cpu", torch.float64)
+            self.missing = np.zeros(self.k, dtype=np.int64)
+        host = raw.to("cpu", torch.float64)
         if self.feed:
             if cut:
                 self.noise.reset()
             if measured:
-                self.noise.add(z, self.t)
+                self.noise.add(host, self.t)
+        z = host.numpy()
         conf = z[:, 2] >= cfg.min_score
         sigma = self._sigma()
         # An interpolated frame (the gate's line between two measurements) weighs 1/interp_weight
         # of a measurement: the frames of a gap together about one, and the smoothed track
         # cannot drift from the line the gate verified (e.g. extrapolating a velocity).
         weight = 1.0 if measured else cfg.interp_weight
-        r = torch.where(conf, weight * sigma.square() / z[:, 2].clamp_min(cfg.min_score), torch.full_like(sigma, math.inf))
+        r = np.where(conf, weight * sigma**2 / np.maximum(z[:, 2], cfg.min_score), math.inf)
         # Measured frames on which the point was missing, in a row: past ``bridge`` the track
         # restarts at its next measurement (a long gap stays gone).
         long_gap = conf & (self.missing > cfg.bridge)
         if measured:
-            self.missing = torch.where(conf, torch.zeros_like(self.missing), self.missing + 1)
-        restart = torch.full((self.k,), bool(cut), dtype=torch.bool) | long_gap if self.t else torch.ones(self.k, dtype=torch.bool)
+            self.missing = np.where(conf, 0, self.missing + 1)
+        restart = (np.full(self.k, bool(cut)) | long_gap) if self.t else np.ones(self.k, dtype=bool)
         self.state = kalman_forward(self.state, z, r, self.t, restart, cfg)
-        self.out_like = raw  # the outputs take the input's dtype and device
+        self.out_like = raw
         self.buf_raw.append(z)
         self.buf_fw.append(self.state)
         self.buf_meas.append(conf)
@@ -466,16 +468,14 @@ class TrackSmoother:
     def _emit(self, n: int) -> list[torch.Tensor]:
         if n <= 0:
             return []
-        fw = ForwardState(*(torch.stack(v) for v in zip(*self.buf_fw)))
-        meas = torch.stack(self.buf_meas)
-        scores = torch.stack([r[:, 2] for r in self.buf_raw])
-        targets = torch.arange(n)
-        ends = torch.clamp(targets + self.cfg.lookahead, max=len(self.buf_t) - 1)
-        times = torch.tensor(self.buf_t, dtype=torch.float64)
-        sm = rts_window(fw, meas, scores, times, targets, ends)
-        raw = torch.stack(self.buf_raw[:n])
-        out = _apply(raw, torch.tensor(self.buf_t[:n]), fw.last[:n], fw.last_score[:n], sm, self.cfg)
-        res = list(out.to(device=self.out_like.device, dtype=self.out_like.dtype).unbind(0))  # one copy
+        fw = ForwardState(*(np.stack(v) for v in zip(*self.buf_fw)))
+        raw = np.stack(self.buf_raw)
+        targets = np.arange(n)
+        ends = np.minimum(targets + self.cfg.lookahead, len(self.buf_t) - 1)
+        times = np.asarray(self.buf_t, dtype=np.float64)
+        sm = rts_window(fw, np.stack(self.buf_meas), raw[..., 2], times, targets, ends)
+        out = _apply(raw[:n], times[:n], fw.last[:n], fw.last_score[:n], sm, self.cfg)
+        res = list(torch.from_numpy(out).to(device=self.out_like.device, dtype=self.out_like.dtype).unbind(0))  # one copy
         del self.buf_raw[:n], self.buf_fw[:n], self.buf_meas[:n], self.buf_t[:n]
         return res
 
