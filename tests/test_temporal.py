@@ -213,6 +213,18 @@ def test_noise_estimate_from_a_moving_track(sigma):
     assert est2.sigma("body") is None, "no estimate before enough residuals"
 
 
+def test_noise_of_the_mean_tells_shared_jitter_from_independent():
+    T = 60
+    truth = torch.full((T, 133, 2), 100.0, dtype=torch.float64)
+    g = torch.Generator().manual_seed(8)
+    shared = truth + 0.5 * torch.randn(T, 1, 2, generator=g, dtype=torch.float64)  # the crop jitters
+    for kp, want in ((track(truth, 0.5, seed=9), 0.5 / math.sqrt(23)), (track(shared, 0.0), 0.5)):
+        est = NoiseEstimator()
+        for i in range(T):
+            est.add(kp[i], i)
+        assert est.sigma_mean() == pytest.approx(want, rel=0.3)
+
+
 # -- the gate's test --------------------------------------------------------------------------
 
 
@@ -240,6 +252,15 @@ def test_gap_accepted_under_noise_and_split_on_a_deviation():
     assert not bool(gap_accepted(got, a, b, t0, t1, t, cfg, 1.0))
     a, b, got, t0, t1, t = _gap(1.0, shift=(slice(0, 17), 3.0), seed=1)
     assert not bool(gap_accepted(got, a, b, t0, t1, t, cfg, 1.0))
+    # At low noise a small shared displacement (a start the keyframes straddle) splits: the
+    # mean error vector averages noise out, not a displacement all points share.
+    splits = accepts = 0
+    for seed in range(20):
+        a, b, got, t0, t1, t = _gap(0.3, seed=seed)
+        accepts += int(gap_accepted(got, a, b, t0, t1, t, cfg, 0.3))
+        a, b, got, t0, t1, t = _gap(0.3, shift=(slice(0, 17), 0.9), seed=seed)
+        splits += int(not gap_accepted(got, a, b, t0, t1, t, cfg, 0.3))
+    assert accepts >= 19 and splits >= 19, (accepts, splits)
     # A point lost at the check fails it.
     a, b, got, t0, t1, t = _gap(0.0)
     got[0, 3, 2] = 0.0

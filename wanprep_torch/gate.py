@@ -9,7 +9,7 @@ test with the noise measured from the video, plus ``verify_px``) the gap is acce
 it is split at the midpoint and each half checked the same way. A checked frame keeps its real keypoints. A
 gap in which the picture did not move (estimated motion under ``hold_px``) is a hold: accepted
 without a check. Where the picture stops or starts moving (the motion from the previous frame
-falls under ``hold_px`` or rises over twice that), the frame before is a keyframe too: a hold
+falls under half of ``hold_px`` or rises to ``hold_px``), the frame before is a keyframe too: a hold
 then is a gap of its own, accepted unchecked, and the motion beside it a gap that
 interpolates well, instead of one gap mixing both that checks split.
 
@@ -61,12 +61,11 @@ class GateConfig:
     max_gap: a keyframe at least every ``max_gap`` frames (the interpolation stride).
     verify_px: a gap is accepted when the pose model on its midpoint agrees with the
         interpolation: the largest error over the confident body keypoints within this many
-        frame pixels plus what noise explains at that many points, and their mean error within
-        ``verify_mean_px`` plus what noise explains of a mean (:func:`gap_accepted`); else it
-        is split and both halves checked.
-    verify_mean_px: the tolerance of the mean error (see verify_px).
-    verify_p: how rarely noise alone may fail a check of the largest error (a false split).
-    verify_k: the mean test's threshold in standard deviations of the noise's mean.
+        frame pixels plus what noise explains at that many points, and their mean error vector
+        within ``verify_mean_px`` plus what noise explains of a mean (:func:`gap_accepted`);
+        else it is split and both halves checked.
+    verify_mean_px: the tolerance of the mean error vector (see verify_px).
+    verify_p: how rarely noise alone may fail either test (a needless split).
     hold_px: a gap whose estimated motion stays under this is a hold, accepted unchecked.
     noise_warmup: the first this many frames are all keyframes, so the measurement noise is
         known (from three consecutive measurements) before the first gap is checked.
@@ -95,9 +94,8 @@ class GateConfig:
     enabled: bool = True
     max_gap: int = 8
     verify_px: float = 1.0
-    verify_mean_px: float = 1.0
+    verify_mean_px: float = 0.5
     verify_p: float = 1e-3
-    verify_k: float = 3.0
     hold_px: float = 0.3
     noise_warmup: int = 3
     motion_px: float = 16.0
@@ -116,8 +114,8 @@ class GateConfig:
     def __post_init__(self):
         if self.max_gap < 1 or self.det_every < 0 or self.signature_width < 8 or self.noise_warmup < 0:
             raise ValueError("max_gap must be >= 1, det_every >= 0, signature_width >= 8, noise_warmup >= 0")
-        if self.verify_mean_px < 0 or not 0 < self.verify_p < 1 or self.verify_k < 0:
-            raise ValueError("verify_mean_px must be >= 0, verify_p in (0, 1), verify_k >= 0")
+        if self.verify_mean_px < 0 or not 0 < self.verify_p < 1:
+            raise ValueError("verify_mean_px must be >= 0, verify_p in (0, 1)")
         if self.verify_px < 0 or self.hold_px < 0 or self.motion_px <= 0 or not -1 <= self.cut_correlation <= 1:
             raise ValueError("verify_px and hold_px must be >= 0, motion_px > 0, cut_correlation in [-1, 1]")
 
@@ -125,7 +123,7 @@ class GateConfig:
 PRESETS = {
     "off": GateConfig(enabled=False, det_every=1, subject=False),
     "safe": GateConfig(),
-    "fast": GateConfig(max_gap=16, verify_px=3.0, verify_mean_px=3.0, hold_px=0.5, motion_px=32.0),
+    "fast": GateConfig(max_gap=16, verify_px=3.0, verify_mean_px=1.5, hold_px=0.5, motion_px=32.0),
 }
 
 
@@ -231,7 +229,7 @@ class MotionGate:
         self.gap = 0  # frames since the last keyframe
         self.seen = 0  # frames seen
         self.prev = None  # signature of the previous frame
-        self.still = True  # the picture is holding still (hysteresis: under hold_px, over 2x)
+        self.still = True  # the picture is holding still (hysteresis: moving from hold_px, still under half)
 
     def step(self, sig: torch.Tensor, region=None) -> Decision:
         """The plan for the next frame; ``region`` is the subject's last box (x1, y1, x2, y2)
@@ -244,7 +242,7 @@ class MotionGate:
         boundary = False
         if self.cfg.hold_px > 0:
             step = motion_distance(prev, sig, self.frame_width, region)
-            if self.still and step >= 2 * self.cfg.hold_px or not self.still and step < self.cfg.hold_px:
+            if self.still and step >= self.cfg.hold_px or not self.still and step < 0.5 * self.cfg.hold_px:
                 self.still, boundary = not self.still, True
                 self.ref, self.gap = prev, 0  # the frame before is a keyframe (the caller plans it)
         cut = correlation(self.ref, sig) < self.cfg.cut_correlation
@@ -339,23 +337,25 @@ def rayleigh_max_quantile(n: int, p: float) -> float:
 
 def gap_accepted(
     got: torch.Tensor, a: torch.Tensor, b: torch.Tensor, t0: torch.Tensor, t1: torch.Tensor, t: torch.Tensor,
-    cfg: GateConfig, sigma: float = 0.0,
+    cfg: GateConfig, sigma: float = 0.0, sigma_mean: float | None = None,
 ) -> torch.Tensor:
     """Does the interpolation between keyframes t0 and t1 agree with the keypoints measured at
-    t (the gap's check)? Over the n body keypoints confident at both ends, with ``sigma`` the
-    measurement noise per coordinate (px) and c = 1 + w^2 + (1 - w)^2 (w = (t - t0) / (t1 -
-    t0): the noise of the two ends and of the check), the errors d_i are Rayleigh with scale
-    s = sigma * sqrt(c) when the motion is linear. Accepted when:
+    t (the gap's check)? Over the n body keypoints confident at both ends, with r_i their error
+    vectors, c = 1 + w^2 + (1 - w)^2 (w = (t - t0) / (t1 - t0): the noise of the two ends and
+    of the check), ``sigma`` the measurement noise per coordinate of a point and ``sigma_mean``
+    that of the points' mean (default sigma / sqrt(n): independent points). Accepted when:
 
-    - the largest d_i <= ``verify_px`` + s * q, q the Rayleigh quantile that the largest of n
-      exceeds with probability ``verify_p`` (one point off: a limb moved), and
-    - the mean d_i <= ``verify_mean_px`` + s * (1.2533 + ``verify_k`` * 0.6551 / sqrt(n))
-      (the Rayleigh mean and ``verify_k`` standard deviations of a mean of n: the body as a
-      whole moved, as in a turn or an acceleration).
+    - the largest |r_i| <= ``verify_px`` + sigma sqrt(c) q_n, q_n the Rayleigh quantile that
+      the largest of n noise errors exceeds with probability ``verify_p`` (one point off: a
+      limb moved), and
+    - the mean error vector |mean r_i| <= ``verify_mean_px`` + sigma_mean sqrt(c) q_1 (the body
+      as a whole moved off the line, as in a start, a stop, a turn or an acceleration: noise
+      averages out of the mean, a shared displacement does not).
 
-    With sigma 0 this is the noise-free rule: the largest error within ``verify_px``. A body
-    point confident at both ends but not at t fails the check (something happened the
-    interpolation does not know); no point confident at both ends passes (nothing to check).
+    With sigma 0 this is the noise-free rule: the largest error within ``verify_px``, the mean
+    within ``verify_mean_px``. A body point confident at both ends but not at t fails the check
+    (something happened the interpolation does not know); no point confident at both ends
+    passes (nothing to check).
 
     Args:
         got, a, b: (L, 133, 3) keypoints at t, t0 and t1; t0, t1, t: (L,) frame numbers.
@@ -368,13 +368,14 @@ def gap_accepted(
     min_score = cfg.track_kp_score
     both = (ka[..., 2] >= min_score) & (kb[..., 2] >= min_score)
     want = ka[..., :2] + (kb[..., :2] - ka[..., :2]) * w.unsqueeze(-1)
-    d = (kg[..., :2] - want).norm(dim=-1)
+    r = torch.where(both.unsqueeze(-1), kg[..., :2] - want, torch.zeros_like(want))  # (L, 17, 2)
     lost = (both & (kg[..., 2] < min_score)).any(dim=1)
     n = both.sum(dim=1)
-    scale = float(sigma) * (1 + w.square() + (1 - w).square()).sqrt().squeeze(1)  # (L,)
+    root_c = (1 + w.square() + (1 - w).square()).sqrt().squeeze(1)  # (L,)
     q = torch.tensor([rayleigh_max_quantile(int(v), cfg.verify_p) for v in n.tolist()], device=got.device)
-    d = torch.where(both, d, torch.zeros_like(d))
-    ok_max = d.amax(dim=1) <= cfg.verify_px + scale * q
-    mean = d.sum(dim=1) / n.clamp_min(1)
-    ok_mean = mean <= cfg.verify_mean_px + scale * (1.2533 + cfg.verify_k * 0.6551 / n.clamp_min(1).float().sqrt())
+    ok_max = r.norm(dim=-1).amax(dim=1) <= cfg.verify_px + float(sigma) * root_c * q
+    nf = n.clamp_min(1).float()
+    s_mean = float(sigma) / nf.sqrt() if sigma_mean is None else torch.full_like(nf, float(sigma_mean))
+    mean = (r.sum(dim=1) / nf.unsqueeze(-1)).norm(dim=-1)
+    ok_mean = mean <= cfg.verify_mean_px + s_mean * root_c * rayleigh_max_quantile(1, cfg.verify_p)
     return (n == 0) | (~lost & ok_max & ok_mean)

@@ -252,10 +252,11 @@ class Scheduler:
             with self.timer("gate"):
                 idx = lambda v: torch.tensor(v, dtype=torch.float64)  # noqa: E731
                 sigma = self.noise.sigma("body") if self.noise is not None else None
+                sigma_mean = self.noise.sigma_mean() if self.noise is not None and sigma is not None else None
                 accepted = gap_accepted(
                     torch.stack(kps), torch.stack([s.a.keypoints for s in level]), torch.stack([s.b.keypoints for s in level]),
                     idx([s.a.index for s in level]), idx([s.b.index for s in level]), idx([m.index for m in mids]), self.cfg,
-                    sigma or 0.0,
+                    sigma or 0.0, sigma_mean,
                 ).tolist()  # one host read per level
                 for s, m, k, box, ok in zip(level, mids, kps, boxes, accepted):
                     rec = FrameRecord(m.index, m.chunk, m.local, k, box, s.a.others, False, True, m.distance, m.cut)

@@ -146,6 +146,9 @@ def triple_residuals(z0: torch.Tensor, z1: torch.Tensor, z2: torch.Tensor, t0, t
     return r / (1 + w.square() + (1 - w).square()).sqrt()
 
 
+_MEAN = "body mean"
+
+
 class NoiseEstimator:
     """The measurement noise of each keypoint group (``groups``: name -> rows; by default
     :data:`~wanprep_torch.skeleton.GROUPS` for 133 points, else one group "all"), from the
@@ -155,7 +158,8 @@ class NoiseEstimator:
     measured frames (no reset between) gives a residual (:func:`triple_residuals`);
     sigma = the 25th percentile of the absolute residuals over the latest ``capacity`` of the
     group / 0.3186 (that percentile of |N(0, 1)|), once it has ``min_samples`` of them (None
-    before). A low quantile, not the median: with frames skipped, the residuals of triples
+    before). The same for the mean residual of the body points of each triple of frames
+    (:meth:`sigma_mean`: the gate tests the body's mean error with it). A low quantile, not the median: with frames skipped, the residuals of triples
     spanning a change of motion (a start, a stop) are curvature, not noise. Residuals can also be given directly
     (:meth:`add_residuals`).
     """
@@ -168,12 +172,15 @@ class NoiseEstimator:
         self.groups = groups
         self.min_score, self.min_samples, self.capacity = min_score, min_samples, capacity
         self.samples = {name: torch.empty(0, dtype=torch.float64) for name in self.groups}
+        self.mean_samples = torch.empty(0, dtype=torch.float64)  # the body's mean residuals
+        self.frames = (float("nan"), float("nan"))  # the last two measured frames
         self.last = torch.full((2, num_keypoints, 3), float("nan"), dtype=torch.float64)  # x, y, t of the last two
         self._cache: dict | None = None
 
     def reset(self) -> None:
         """A scene cut: no triple spans it."""
         self.last.fill_(float("nan"))
+        self.frames = (float("nan"), float("nan"))
 
     def add(self, keypoints: torch.Tensor, t: int) -> None:
         """One measured frame's keypoints (K, 3) at frame ``t``."""
@@ -183,11 +190,22 @@ class NoiseEstimator:
         p0, p1 = self.last[0], self.last[1]
         have = ok & ~p0[:, 2].isnan() & ~p1[:, 2].isnan()
         if bool(have.any()):
-            r = triple_residuals(p0[:, :2], p1[:, :2], cur[:, :2], p0[:, 2], p1[:, 2], cur[:, 2]).abs()
+            r = triple_residuals(p0[:, :2], p1[:, :2], cur[:, :2], p0[:, 2], p1[:, 2], cur[:, 2])
             for name, rows in self.groups.items():
                 sel = have[rows]
                 if bool(sel.any()):
                     self.add_residuals(name, r[rows][sel].flatten())
+            # The body's mean residual over points of one triple of frames: the noise common to
+            # all points (a crop that jitters moves them together) does not average out.
+            body = self.groups.get("body")
+            if body is not None:
+                same = have & (p0[:, 2] == self.frames[0]) & (p1[:, 2] == self.frames[1])
+                sel = same[body]
+                if int(sel.sum()) >= 3:
+                    mean = r[body][sel].mean(dim=0)
+                    self.mean_samples = torch.cat([self.mean_samples, mean.abs()])[-self.capacity :]
+                    self._cache = None
+        self.frames = (self.frames[1], float(t))
         # A point not confident now keeps its last two (a dropout does not end its triples).
         self.last[0] = torch.where(ok[:, None], p1, p0)
         self.last[1] = torch.where(ok[:, None], cur, p1)
@@ -205,11 +223,20 @@ class NoiseEstimator:
     def sigmas(self) -> dict:
         """{group: sigma or None}."""
         if self._cache is None:
-            self._cache = {
-                name: (float(torch.quantile(s, 0.25)) / 0.3186 if s.numel() >= self.min_samples else None)
-                for name, s in self.samples.items()
-            }
-        return dict(self._cache)
+            self._cache = {name: self._estimate(s, self.min_samples) for name, s in self.samples.items()}
+            self._cache[_MEAN] = self._estimate(self.mean_samples, self.min_samples // 3)
+        return {k: v for k, v in self._cache.items() if k != _MEAN}
+
+    def sigma_mean(self) -> float | None:
+        """The noise (px per coordinate) of the mean of the body points of a frame, or None
+        before enough frames: with independent points sigma / sqrt(n), with a jitter common to
+        all points (the crop) up to sigma."""
+        self.sigmas()
+        return self._cache[_MEAN]
+
+    @staticmethod
+    def _estimate(s: torch.Tensor, min_samples: int) -> float | None:
+        return float(torch.quantile(s, 0.25)) / 0.3186 if s.numel() >= min_samples else None
 
     def per_keypoint(self, num_keypoints: int, default: float) -> torch.Tensor:
         """(K,) float64 sigma of each keypoint's group (``default`` where unknown)."""
