@@ -19,6 +19,8 @@ import av  # noqa: E402,F401  (the [test] extra installs PyAV)
 from conftest import encode_clip  # noqa: E402
 from wanprep_torch import cli  # noqa: E402
 from wanprep_torch.progress import Progress  # noqa: E402
+from wanprep_torch.errors import RunError  # noqa: E402
+from wanprep_torch.runner import RunOptions  # noqa: E402
 from wanprep_torch import video as videoio  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -83,7 +85,9 @@ def test_run_in_process(video, models, tmp_path, capsys):
     assert rep["timings"]["frames"] == T
     assert rep["video"]["frames"] == T and rep["video"]["fps"] == FPS
     assert isinstance(rep["key_frame_points"], list)
-    assert rep["video"]["gate"] == "safe"  # the default
+    assert rep["video"]["gate"] == "safe" and rep["video"]["smooth"] == "auto"  # the defaults
+    assert set(rep["noise"]) == {"body", "face", "hands"}  # measured from the video
+    assert "keypoint noise (px, measured): body" in stdout
     for k in ("det_ran", "pose_ran", "gate_distance"):
         assert len(rep[k]) == T, k
     timings = (out / "timings.txt").read_text()
@@ -162,6 +166,16 @@ def test_bad_frames(video, models, tmp_path, capsys):
 def test_unknown_gate_preset(video, models, tmp_path):
     with pytest.raises(SystemExit):  # argparse rejects it before anything runs
         cli.main(run_args(video, models, tmp_path / "o", "--gate", "turbo"))
+
+
+def test_smooth_option(video, models, tmp_path):
+    with pytest.raises(SystemExit):  # argparse rejects it before anything runs
+        cli.main(run_args(video, models, tmp_path / "o", "--smooth", "strong"))
+    with pytest.raises(RunError, match="unknown --smooth 'strong'"):
+        RunOptions(det=str(models["det"]), pose=str(models["pose"]), smooth="strong").check()
+    out = tmp_path / "on"
+    assert cli.main(run_args(video, models, out, "--gate", "off", "--smooth", "on", "--width", "208")) == 0
+    assert json.loads((out / "poses.json").read_text())["video"]["smooth"] == "on"
 
 
 def test_fp16_models_cached(video, models, tmp_path, capsys):

@@ -1,7 +1,7 @@
 """Command line (also `python -m wanprep_torch ...`): parses, then calls the library.
 
     wanprep run VIDEO --det DET.onnx --pose POSE.onnx --out DIR [--width W] [--height H]
-                [--gate off|safe|fast] [--device cpu|cuda|cuda:N] [--fp16] [--batch auto|N]
+                [--gate off|safe|fast] [--smooth auto|on|off] [--device cpu|cuda|cuda:N] [--fp16] [--batch auto|N]
                 [--chunk 64] [--face-padding 0] [--overwrite] [--no-progress]
     wanprep batch INPUT... --det DET.onnx --pose POSE.onnx --out DIR [run options] [--resume]
                 [--workers N] [--devices cuda:0,cuda:1] [--engine local|ray] [--ray-address ADDR]
@@ -48,7 +48,7 @@ from pathlib import Path
 from .config import CHUNK_SIZE
 from .errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_USER, RunError, one_line
 from .interrupt import SignalStop
-from .runner import GATES
+from .runner import GATES, SMOOTHING
 
 __all__ = ["main", "build_parser", "run_options"]
 
@@ -100,6 +100,9 @@ def _add_run_options(r: argparse.ArgumentParser, batch: bool) -> None:
     r.add_argument("--height", type=int, default=None, metavar="H", help="resize frames to this height (e.g. 480); alone, keeps the aspect; odd rounds up")
     r.add_argument("--gate", choices=GATES, default="safe",
                    help="frame-skipping preset: off (every frame through both models), safe (default), fast")
+    r.add_argument("--smooth", choices=SMOOTHING, default="auto",
+                   help="keypoint smoothing (zero-lag, noise measured from the video; steadier bones and face crops): "
+                   "auto (default: on with --gate safe/fast, off with --gate off), on, off")
     if batch:
         r.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: every GPU, else the CPU)")
     else:
@@ -117,7 +120,7 @@ def run_options(args) -> "RunOptions":  # noqa: F821 - imported lazily (torch-fr
     """The RunOptions of parsed `run` / `batch` arguments."""
     from .runner import RunOptions
 
-    return RunOptions(det=str(args.det), pose=str(args.pose), width=args.width, height=args.height, gate=args.gate,
+    return RunOptions(det=str(args.det), pose=str(args.pose), width=args.width, height=args.height, gate=args.gate, smooth=args.smooth,
                       device=args.device if args.device is not None else "auto", fp16=args.fp16, batch=args.batch,
                       chunk=args.chunk, face_padding=args.face_padding, overwrite=args.overwrite)
 

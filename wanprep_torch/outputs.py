@@ -276,6 +276,7 @@ class StreamWriter:
         self.width = self.height = None
         self.timings: dict = {}
         self.providers: dict = {}
+        self.noise: dict = {}  # keypoint noise per group (Result.noise)
         self.write_s = 0.0
         self._last = None  # (record, meta, face crop) of the last frame written
 
@@ -334,6 +335,7 @@ class StreamWriter:
         self.held += sum(1 for r in recs if r["face_held"])
         self.width, self.height = part.width, part.height
         self.timings, self.providers = part.timings, part.providers
+        self.noise = part.noise
         self.frames += n
         self.write_s += time.perf_counter() - t0
 

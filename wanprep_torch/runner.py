@@ -30,6 +30,7 @@ __all__ = ["RunOptions", "RunSummary", "run_video", "load_preprocessor", "resolv
            "format_timings"]
 
 GATES = ("off", "safe", "fast")  # gate.PRESETS' names, restated to keep torch out of start-up (a test checks)
+SMOOTHING = ("auto", "on", "off")  # temporal.resolve_smooth's names (a test checks)
 
 
 def check_device(device, allow_auto: bool = False) -> str:
@@ -64,6 +65,7 @@ class RunOptions:
     width: int | None = None
     height: int | None = None
     gate: str = "safe"
+    smooth: str = "auto"
     device: str = "cpu"
     fp16: bool = False
     batch: int | str = "auto"
@@ -72,7 +74,7 @@ class RunOptions:
     overwrite: bool = False
 
     # The options a result depends on: a change re-runs a video under `batch --resume`.
-    RESULT_FIELDS = ("det", "pose", "width", "height", "gate", "fp16", "face_padding")
+    RESULT_FIELDS = ("det", "pose", "width", "height", "gate", "smooth", "fp16", "face_padding")
 
     def check(self, allow_auto_device: bool = False) -> "RunOptions":
         """RunError (exit 2) naming the first bad option; returns self."""
@@ -83,6 +85,8 @@ class RunOptions:
                 raise RunError(f"{name} must be >= 1, got {v}")
         if self.gate not in GATES:
             raise RunError(f"unknown --gate {self.gate!r}; choose one of {', '.join(GATES)}")
+        if self.smooth not in SMOOTHING:
+            raise RunError(f"unknown --smooth {self.smooth!r}; choose one of {', '.join(SMOOTHING)}")
         if self.batch != "auto" and (not isinstance(self.batch, int) or self.batch < 1):
             raise RunError(f"--batch must be 'auto' or a positive integer, got {self.batch!r}")
         if self.face_padding < 0:
@@ -219,7 +223,7 @@ def load_preprocessor(options: RunOptions, progress_callback=None, threads: int 
         return Preprocessor(options.det, options.pose, device=options.device, batch_size=options.batch,
                             face_padding=options.face_padding, face_dtype=torch.uint8, face_device="cpu",
                             chunk_size=options.chunk, progress=False, progress_callback=progress_callback,
-                            gate=options.gate, intra_op_threads=threads)
+                            gate=options.gate, smooth=options.smooth, intra_op_threads=threads)
     except ModelError:
         raise
     except (ValueError, TypeError) as exc:
@@ -405,12 +409,12 @@ def _finish(reader, writer, folder, options, size, asked, error, stop, log, err,
     video_info = {
         "source": str(reader.path), "fps": float(reader.fps), "frames": n,
         "source_size": [reader.width, reader.height], "size": [size[1], size[0]], "gate": options.gate,
-        "rotation": reader.rotation, "filled_frames": len(reader.filled), "concealed_frames": len(reader.concealed),
+        "smooth": options.smooth, "rotation": reader.rotation, "filled_frames": len(reader.filled), "concealed_frames": len(reader.concealed),
     }
     if size != asked:
         video_info["requested_size"] = [asked[1], asked[0]]
     footer = {
-        "providers": writer.providers, "timings": writer.timings, "video": video_info, "options": options.record(),
+        "providers": writer.providers, "timings": writer.timings, "noise": writer.noise, "video": video_info, "options": options.record(),
         "complete": complete, "frames_done": n, "expected_frames": reader.expected_frames,
         "decoded_frames": reader.decoded, "filled_frames": len(reader.filled), "concealed_frames": len(reader.concealed),
     }
@@ -429,6 +433,8 @@ def _finish(reader, writer, folder, options, size, asked, error, stop, log, err,
     folder.commit()
     log(text.rstrip("\n"))
     log(f"providers: {writer.providers}")
+    if writer.noise:
+        log("keypoint noise (px, measured): " + ", ".join(f"{k} {'?' if v is None else f'{v:.2f}'}" for k, v in writer.noise.items()))
     _warn_empty(n, writer.fallback, writer.held, err)
     where = f"{folder.out}/ (pose.mp4, face.mp4, poses.json, timings.txt)"
     if stop is not None:
