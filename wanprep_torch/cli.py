@@ -53,7 +53,7 @@ import threading
 import time
 from pathlib import Path
 
-from .gate import PRESETS
+from .gateconfig import PRESETS
 from .video import VideoError, VideoReader, even_size, one_line as _one_line, target_size
 
 __all__ = [
