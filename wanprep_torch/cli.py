@@ -54,7 +54,7 @@ import time
 from pathlib import Path
 
 from .gateconfig import PRESETS
-from .video import VideoError, VideoReader, even_size, one_line as _one_line, target_size
+from .video import VideoError, VideoReader, even_size, frame_range, one_line as _one_line, parse_time, target_size
 
 __all__ = [
     "main",
@@ -353,7 +353,8 @@ class _Outputs:
 
     Holds nothing per frame in memory: the key-frame points are read back from the records."""
 
-    def __init__(self, out_dir: Path, fps, device):
+    def __init__(self, out_dir: Path, fps, device, overlay: bool = False):
+        from .overlay import FrameQueue
         from .video import VideoWriter
 
         self.dir = out_dir
@@ -362,6 +363,14 @@ class _Outputs:
         self.pose = VideoWriter(self.paths[0], fps)
         self.face = VideoWriter(self.paths[1], fps)
         self.jsonl = open(self.paths[2], "w")
+        # overlay.mp4: the drawing on the source frames, each part on the frames it came from.
+        self.source = FrameQueue() if overlay else None
+        self.overlay = None
+        if overlay:
+            self.paths.append(out_dir / "overlay.mp4")
+            self.overlay = VideoWriter(self.paths[-1], fps)
+        self.body_seen = 0  # body points seen (score >= 0.3) on frames with a detected person
+        self.person_frames = 0
         self.frames = 0
         self.fallback = 0  # frames where no person was detected (full-frame box)
         self.held = 0  # frames where no face was visible
@@ -371,6 +380,9 @@ class _Outputs:
         self.write_s = 0.0
 
     def add(self, part) -> None:
+        import numpy as np
+        import torch
+
         from . import wan
         from .draw import draw_pose
 
@@ -379,6 +391,8 @@ class _Outputs:
         for s in range(0, n, _DRAW_CHUNK):
             self.pose.write(draw_pose(part.pose_metas[s : s + _DRAW_CHUNK], device=self.device))
         self.face.write(part.face_images)
+        if self.overlay is not None:
+            self._add_overlay(part)
         cols = part.to_json()
         kps = part.keypoints.detach().float().cpu()
         boxes = part.bboxes.detach().cpu()
@@ -391,16 +405,33 @@ class _Outputs:
             self.jsonl.write(json.dumps(rec) + "\n")
         self.jsonl.flush()
         self.fallback += int((part.bboxes[:, 4] == -1).sum())
+        found = (part.bboxes[:, 4] != -1).cpu()
+        body_scores = torch.from_numpy(np.stack([m["keypoints_body"][:, 2] for m in part.pose_metas]))
+        self.person_frames += int(found.sum())
+        self.body_seen += int((body_scores[found] >= 0.3).sum())
         self.held += int(part.face_held.sum())
         self.width, self.height = part.width, part.height
         self.timings, self.providers = part.timings, part.providers
         self.frames += n
         self.write_s += time.perf_counter() - t0
 
+    def _add_overlay(self, part) -> None:
+        from .overlay import draw_overlay
+        from .poses import Poses
+
+        frames = self.source.take(part.start, len(part))
+        poses = Poses.from_metas(part.pose_metas)
+        for s in range(0, len(part), _DRAW_CHUNK):
+            e = s + _DRAW_CHUNK
+            self.overlay.write(draw_overlay(frames[s:e], Poses(poses.keypoints[s:e], poses.width, poses.height),
+                                            part.bboxes[s:e].cpu(), part.face_bboxes[s:e], part.face_held[s:e].cpu()))
+
     def close(self) -> None:
         """Close the videos (playable, exactly the frames written) and the records."""
         try:
             self.pose.close()
+            if self.overlay is not None:
+                self.overlay.close()
         finally:
             try:
                 self.face.close()
@@ -469,13 +500,18 @@ def run_video(
     progress: bool = True,
     stop: "_Stop | None" = None,
     pre=None,
+    start=None,
+    duration=None,
+    overlay: bool = False,
 ) -> dict:
     """Decode ``video`` in chunks, run the Preprocessor part by part, and stream the outputs
     into ``out_dir`` (see the module docstring).
 
     ``gate=None`` is the Preprocessor's default, "safe". ``stop`` (set by main's signal
     handlers) ends the run after the current chunk. ``pre``: a Preprocessor built once by the
-    caller (:func:`batch_load`); the model options are then its own. Returns a summary dict with
+    caller (:func:`batch_load`); the model options are then its own. ``start`` / ``duration``:
+    :class:`~wanprep_torch.video.TimeSpec` (or their text), the part of the video to process.
+    ``overlay``: also write overlay.mp4 (the drawing on the source frames). Returns a summary dict with
     "exit" (0, 3 or 130, see the module docstring). Raises CliError / ModelError / VideoError
     for user errors.
     """
@@ -495,10 +531,17 @@ def run_video(
     if fp16:
         _require_fp16()
 
+    start, duration = (parse_time(t) if isinstance(t, str) else t for t in (start, duration))
     reader = VideoReader(video)  # fails fast on a bad video, before loading models
     outputs = None
     created: list[Path] = []
     try:
+        try:
+            rng = frame_range(start, duration, reader.fps)
+        except ValueError as exc:
+            raise CliError(str(exc)) from None
+        source_frames = reader.expected_frames
+        reader.select(rng)
         asked = target_size((reader.height, reader.width), width, height)
         size = even_size(asked)
         if size != asked:
@@ -511,11 +554,13 @@ def run_video(
         bar = _Progress(reader.expected_frames, progress)
         if pre is None:  # one report, driven here: the Preprocessor's own bar stays off
             pre = _preprocessor(models["detector"], models["pose"], device, batch, face_padding, chunk, False, gate, progress_callback=bar)
-        outputs = _Outputs(out_dir, reader.fps, pre.device)
+        outputs = _Outputs(out_dir, reader.fps, pre.device, overlay=overlay)
 
         def frames():
             resize = None if size == (reader.height, reader.width) else size
             for c in reader.chunks(chunk, pre.device, resize, on_error="stop"):
+                if outputs.source is not None:
+                    outputs.source.push(c.cpu())
                 yield c
                 if stop.requested:  # the chunk just yielded is finished; read no more
                     return
@@ -528,6 +573,8 @@ def run_video(
             raise
         except (ValueError, TypeError) as exc:
             if reader.decoded == 0:
+                if rng.first and not reader.error:
+                    raise VideoError(f"--start {start.text}: no frame of {reader.path} at or after frame {rng.first}") from None
                 raise VideoError(reader.error or f"cannot decode {reader.path}: no frame could be decoded") from None
             error = f"bad frames in {reader.path}: {_one_line(exc)}"
             if not outputs.frames:
@@ -570,7 +617,18 @@ def run_video(
         "source_size": [reader.width, reader.height],
         "size": [size[1], size[0]],
         "gate": gate,
+        "range": {
+            "first_frame": rng.first,
+            "start_s": round(rng.first / float(reader.fps), 6),
+            "max_frames": rng.count,
+            "start": start.to_json() if start is not None else None,
+            "duration": duration.to_json() if duration is not None else None,
+            "source_frames": source_frames,
+            "seeked_to": reader.seeked_to,
+        },
     }
+    if overlay:
+        video_info["overlay"] = "overlay.mp4"
     if size != asked:
         video_info["requested_size"] = [asked[1], asked[0]]
     footer = {
@@ -599,6 +657,7 @@ def run_video(
     print(text, end="")
     print(f"providers: {outputs.providers}")
     _warn_empty(n, outputs.fallback, outputs.held)
+    _warn_unseen(outputs.person_frames, outputs.body_seen, reader.pix_fmt)
     where = f"{out_dir}/ (pose.mp4, face.mp4, poses.json, timings.txt)"
     if interrupted:
         status = EXIT_INTERRUPTED
@@ -623,6 +682,7 @@ def run_video(
         "frames": n,
         "pose_frames": outputs.pose.frames,
         "face_frames": outputs.face.frames,
+        "overlay_frames": outputs.overlay.frames if outputs.overlay is not None else None,
         "size": [size[1], size[0]],
         "fps": float(reader.fps),
         "gate": gate,
@@ -640,6 +700,26 @@ def _warn_empty(n: int, fallback: int, held: int) -> None:
     if held * 2 > n:
         print(f"wanprep: warning: no face visible on {held} of {n} frames (face boxes held or a fallback square): "
               "a wrong or random-weight pose model, or the person faces away", file=sys.stderr)
+
+
+# The colour-code rule: on frames where a person was found, fewer than half of the 20 body points
+# seen on average. Real models see most body points of a person in view; the test kit's
+# colour-coded people through 4:2:0 chroma give ~7 of 20 (BENCHMARKS.md, "Try-out clips").
+_UNSEEN_BODY = 10
+_SUBSAMPLED = ("yuv420", "yuvj420", "yuv422", "yuvj422", "yuv411", "yuv410", "nv12", "nv21", "nv16")
+
+
+def _warn_unseen(person_frames: int, body_seen: int, pix_fmt: str | None) -> None:
+    """Warn when a person is found but most of its body points are not."""
+    if not person_frames or body_seen >= _UNSEEN_BODY * person_frames:
+        return
+    mean = body_seen / person_frames
+    why = "a wrong or random-weight pose model, or a person mostly out of view or occluded"
+    if pix_fmt and pix_fmt.startswith(_SUBSAMPLED):
+        why += (f"; with the test kit's models: its colour-coded people do not survive {pix_fmt} video (chroma "
+                "subsampling mixes the colour codes); `wanprep demo --video clip.mp4` writes a clip that keeps them")
+    print(f"wanprep: warning: a person was found on {person_frames} frames but only {mean:.1f} of 20 body points "
+          f"were seen on average: {why}", file=sys.stderr)
 
 
 def _preprocessor(det, pose, device, batch, face_padding, chunk, progress, gate, **extra):
@@ -697,7 +777,7 @@ def _add_batch_parser(sub, run_parser) -> None:
     )
     b.add_argument("inputs", nargs="+", metavar="INPUT", help="video files, folders, glob patterns, .txt/.csv manifests")
     for action in run_parser._actions:  # the run options, shared (argparse's parents= does the same)
-        if action.dest not in ("help", "video", "out", "device"):
+        if action.dest not in ("help", "video", "out", "device", "overlay", "start", "duration"):
             b._add_action(action)
     b.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder: DIR/<name>/ per video, DIR/batch.json")
     b.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: every GPU, else the CPU)")
@@ -713,10 +793,18 @@ def _run_batch(args) -> int:
     from .runtime import ModelError
 
     try:
+        resolve_models(args)
         return batch.main(args, batch_process, batch_load, prepare_fp16_models)
     except (CliError, ModelError, VideoError, batch.BatchError) as exc:
         print(f"wanprep: error: {_one_line(exc)}", file=sys.stderr)
         return 2
+
+
+def _time_arg(v: str):
+    try:
+        return parse_time(v)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _batch_arg(v: str):
@@ -741,37 +829,45 @@ def _add_models_parser(sub) -> None:
     m = sub.add_parser(
         "models",
         help="list the detector and pose models and where they come from; download them",
-        description="Without a subcommand: list the models users run (YOLOv10m detector, ViTPose wholebody) "
-        "and their Hugging Face sources. Exit status: 0 done, 2 usage error (unknown name, --to not "
-        "writable, huggingface_hub missing), 4 download failed, 5 a downloaded file fails the model check, "
-        "130 interrupted.",
+        description="Without a subcommand: list the models users run (YOLOv10m detector, ViTPose wholebody), "
+        "their Hugging Face sources and whether each is in the models folder. Exit status: 0 done, 2 usage "
+        "error (unknown name, the folder not writable, huggingface_hub missing), 4 download failed, 5 a "
+        "downloaded file fails the model check, 130 interrupted.",
     )
+    m.add_argument("--models-dir", type=Path, default=None, metavar="DIR", help=MODELS_DIR_HELP)
     msub = m.add_subparsers(dest="models_cmd")
-    msub.add_parser("list", help="list the models and their sources (the default)")
+    ls = msub.add_parser("list", help="list the models, their sources and what is downloaded (the default)")
+    ls.add_argument("--models-dir", type=Path, default=argparse.SUPPRESS, metavar="DIR", help=MODELS_DIR_HELP)
     d = msub.add_parser(
         "download",
         help="fetch models from the Hugging Face Hub (needs huggingface_hub) and check them",
-        description="Fetch the named models with huggingface_hub into DIR (each under its path in the "
-        "repository), then open each in ONNX Runtime and check its signature. A download that was "
-        "interrupted resumes when run again; files already there are not fetched again. Exit status: "
-        "0 done, 2 usage error, 4 download failed, 5 a file fails the model check, 130 interrupted.",
+        description="Fetch the named models with huggingface_hub into the models folder (each under its "
+        "path in the repository), then open each in ONNX Runtime and check its signature; `wanprep run "
+        "--det NAME --pose NAME` finds them there. A download that was interrupted resumes when run "
+        "again; files already there are not fetched again. Exit status: 0 done, 2 usage error, 4 "
+        "download failed, 5 a file fails the model check, 130 interrupted.",
     )
     d.add_argument("names", nargs="+", metavar="NAME", help=f"model(s) to fetch: {names}")
-    d.add_argument("--to", type=Path, default=Path("models"), metavar="DIR",
-                   help="destination folder, created if needed (default: models)")
+    d.add_argument("--models-dir", "--to", dest="models_dir", type=Path, default=argparse.SUPPRESS, metavar="DIR",
+                   help=MODELS_DIR_HELP + "; --to is the same option")
     d.add_argument("--force", action="store_true", help="fetch again even when the files are already there")
     d.add_argument("--no-check", action="store_true",
                    help="skip opening each model in ONNX Runtime to check its signature (saves time and memory)")
 
 
-def _run_models(args) -> int:
-    from . import hub
+MODELS_DIR_HELP = ("the models folder (default: $WANPREP_MODELS, else the user cache folder, "
+                   "e.g. ~/.cache/wanprep/models; `wanprep models` prints it)")
 
+
+def _run_models(args) -> int:
+    from . import hub, paths
+
+    folder = paths.models_dir(args.models_dir)
     if args.models_cmd in (None, "list"):
-        print(hub.format_model_list())
+        print(hub.format_model_list(folder))
         return 0
     try:
-        done = hub.download(args.names, args.to, force=args.force, check=not args.no_check, log=print)
+        done = hub.download(args.names, folder, force=args.force, check=not args.no_check, log=print)
     except hub.HubError as exc:
         kind = ("download" if isinstance(exc, hub.DownloadError)
                 else "check" if isinstance(exc, hub.CheckError) else "usage")
@@ -783,10 +879,23 @@ def _run_models(args) -> int:
     for d in done:
         checked = f": {d.signature}" if d.signature else " (not checked)"
         print(f"{d.model.name} ({d.model.role}): {d.path}{checked}")
-    hint = hub.run_hint(done)
+    hint = hub.run_hint(done, args.models_dir)
     if hint:
         print(f"run with: {hint}")
     return 0
+
+
+def resolve_models(args) -> None:
+    """``args.det`` / ``args.pose`` given as catalogue names become their files in the models
+    folder (a path stays a path); CliError naming the download command when one is missing."""
+    from . import hub, paths
+
+    folder = paths.models_dir(getattr(args, "models_dir", None))
+    try:
+        args.det = hub.resolve_model(args.det, "detector", folder, explicit_dir=args.models_dir is not None)
+        args.pose = hub.resolve_model(args.pose, "pose", folder, explicit_dir=args.models_dir is not None)
+    except hub.HubError as exc:
+        raise CliError(_one_line(exc)) from None
 
 
 _EPILOG = """exit status:
@@ -838,8 +947,11 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     r.add_argument("video", type=Path, metavar="VIDEO", help="input video (anything FFmpeg/PyAV decodes)")
-    r.add_argument("--det", type=Path, required=True, metavar="DET.onnx", help="YOLO person detector ONNX file")
-    r.add_argument("--pose", type=Path, required=True, metavar="POSE.onnx", help="ViTPose wholebody ONNX file")
+    r.add_argument("--det", required=True, metavar="NAME|FILE",
+                   help="person detector: a model name (yolov10m, from `wanprep models download`) or a YOLO ONNX file")
+    r.add_argument("--pose", required=True, metavar="NAME|FILE",
+                   help="pose model: a model name (vitpose-l, vitpose-h) or a ViTPose wholebody ONNX file")
+    r.add_argument("--models-dir", type=Path, default=None, metavar="DIR", help="where model names are looked up: " + MODELS_DIR_HELP)
     r.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder (created if needed; checked before anything runs)")
     r.add_argument("--width", type=int, default=None, metavar="W", help="resize frames to this width (e.g. 832); alone, keeps the aspect; odd rounds up")
     r.add_argument("--height", type=int, default=None, metavar="H", help="resize frames to this height (e.g. 480); alone, keeps the aspect; odd rounds up")
@@ -860,6 +972,13 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--chunk", type=int, default=64, metavar="N", help="frames decoded and processed per step; an interrupt stops after one (default: 64)")
     r.add_argument("--face-padding", type=int, default=0, metavar="PX", help="extra pixels on each side of the face box (default: 0)")
     r.add_argument("--no-progress", action="store_true", help="no progress report (a bar on a terminal, plain lines otherwise)")
+    r.add_argument("--overlay", action="store_true",
+                   help="also write DIR/overlay.mp4: the skeleton, face box and person box drawn on the source frames")
+    r.add_argument("--start", type=_time_arg, default=None, metavar="TIME",
+                   help="start at this time, as ffmpeg's -ss: seconds (1.5 or 1.5s), [H:]M:S (1:02.5) or frames (30f); "
+                   "a time rounds up to the next frame (default: the first frame)")
+    r.add_argument("--duration", type=_time_arg, default=None, metavar="TIME",
+                   help="process this much, as ffmpeg's -t: seconds (2), [H:]M:S or frames (48f) (default: to the end)")
     _add_batch_parser(sub, r)
     _add_models_parser(sub)
     return parser
@@ -909,6 +1028,7 @@ def _main_run(args) -> int:
     _tune_malloc()
     stop = _Stop().install()
     try:
+        resolve_models(args)
         summary = run_video(
             args.video,
             args.det,
@@ -924,6 +1044,9 @@ def _main_run(args) -> int:
             face_padding=args.face_padding,
             progress=not args.no_progress,
             stop=stop,
+            start=args.start,
+            duration=args.duration,
+            overlay=args.overlay,
         )
     except (CliError, ModelError, VideoError) as exc:
         print(f"wanprep: error: {_one_line(exc)}", file=sys.stderr)

@@ -5,11 +5,17 @@ Used by the command line and the ComfyUI nodes; knows nothing of the models.
 
 from __future__ import annotations
 
+import math
+import re
 import time
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
-__all__ = ["VideoError", "target_size", "even_size", "resize_frames", "VideoReader", "VideoWriter", "write_video", "one_line"]
+__all__ = [
+    "VideoError", "target_size", "even_size", "resize_frames", "VideoReader", "VideoWriter", "write_video", "one_line",
+    "TimeSpec", "parse_time", "FrameRange", "frame_range",
+]
 
 
 class VideoError(ValueError):
@@ -61,6 +67,85 @@ def resize_frames(frames, hw: tuple[int, int]):
     return y.permute(0, 2, 3, 1).contiguous()
 
 
+@dataclass(frozen=True)
+class TimeSpec:
+    """A position or a length in a video: seconds or a frame count, as the user wrote it."""
+
+    value: float
+    unit: str  # "s" (seconds) or "f" (frames)
+    text: str
+
+    def frames(self, fps) -> int:
+        """In frames at ``fps``: seconds round up to the next frame (a frame at or after the
+        time, as ffmpeg's -ss picks it; a length covers the frames that start within it)."""
+        if self.unit == "f":
+            return int(self.value)
+        return max(int(math.ceil(self.value * float(fps) - 1e-6)), 0)
+
+    def to_json(self) -> dict:
+        return {"text": self.text, "value": self.value, "unit": "frames" if self.unit == "f" else "seconds"}
+
+
+_CLOCK = re.compile(r"^(?:(\d+):)?(\d+):(\d+(?:\.\d*)?)$")
+
+
+def parse_time(text: str) -> TimeSpec:
+    """``--start`` / ``--duration`` values: seconds (``1.5``, ``1.5s``), a clock
+    (``1:02.5``, ``0:01:02.5``: [H:]M:S as ffmpeg writes it) or frames (``30f``).
+
+    Raises ValueError naming the accepted forms.
+
+    >>> parse_time("1.5"), parse_time("30f").frames(24), parse_time("1:02").value
+    (TimeSpec(value=1.5, unit='s', text='1.5'), 30, 62.0)
+    """
+    t = str(text).strip().lower()
+    bad = ValueError(f"expected seconds (1.5 or 1.5s), [H:]M:S (1:02.5) or frames (30f), got {text!r}")
+    m = _CLOCK.match(t)
+    if m:
+        h, mi, sec = m.groups()
+        if int(mi) >= 60 and h is not None or float(sec) >= 60:
+            raise bad
+        return TimeSpec(int(h or 0) * 3600 + int(mi) * 60 + float(sec), "s", str(text))
+    if t.endswith("f"):
+        if not t[:-1].isdigit():
+            raise bad
+        return TimeSpec(float(int(t[:-1])), "f", str(text))
+    body = t[:-1] if t.endswith("s") else t
+    try:
+        v = float(body)
+    except ValueError:
+        raise bad from None
+    if not math.isfinite(v) or v < 0:
+        raise bad
+    return TimeSpec(v, "s", str(text))
+
+
+@dataclass(frozen=True)
+class FrameRange:
+    """Frames ``first`` .. ``first + count - 1`` of a video (``count`` None: to the end)."""
+
+    first: int = 0
+    count: int | None = None
+
+    def contains(self, index: int) -> bool:
+        return index >= self.first and (self.count is None or index < self.first + self.count)
+
+    def ended(self, index: int) -> bool:
+        return self.count is not None and index >= self.first + self.count
+
+
+def frame_range(start: TimeSpec | None, duration: TimeSpec | None, fps) -> FrameRange:
+    """The frames ``--start`` / ``--duration`` select at ``fps``; ValueError for a duration of
+    no frames."""
+    first = start.frames(fps) if start is not None else 0
+    count = None
+    if duration is not None:
+        count = duration.frames(fps)
+        if count < 1:
+            raise ValueError(f"--duration {duration.text} selects no frame at {float(fps):g} fps")
+    return FrameRange(first, count)
+
+
 class VideoReader:
     """A video file opened with PyAV, decoded in chunks (never the whole video in memory).
 
@@ -90,11 +175,14 @@ class VideoReader:
         self.stream.thread_type = "AUTO"  # frame + slice threads: decoding keeps pace with the models
         ctx = self.stream.codec_context
         self.width, self.height = int(ctx.width), int(ctx.height)
+        self.pix_fmt: str | None = ctx.pix_fmt  # e.g. "yuv420p" (chroma subsampled), "gbrp", "yuv444p"
         rate = self.stream.average_rate or self.stream.guessed_rate or self.stream.base_rate
         self.fps = Fraction(rate) if rate else Fraction(25)
         self.frames = int(self.stream.frames or 0) or None  # container's count; 0 when unknown
         self.expected_frames, self.expected_from = self._expected()
-        self.decoded = 0  # frames decoded so far
+        self.range = FrameRange()  # the frames chunks() delivers (select())
+        self.seeked_to: int | None = None  # the frame a --start seek landed on (None: decoded from 0)
+        self.decoded = 0  # frames decoded so far (within the range)
         self.error: str | None = None  # a decoder error that ended chunks(on_error="stop")
         self.decode_seconds = 0.0
 
@@ -111,6 +199,19 @@ class VideoReader:
         if seconds and seconds > 0:
             return max(int(round(seconds * float(self.fps))), 1), "duration"
         return None, None
+
+    def select(self, rng: FrameRange) -> None:
+        """Deliver only the frames of ``rng`` (call before :meth:`chunks`): the decoder seeks to
+        the keyframe before ``rng.first`` and drops the frames before it. ``expected_frames``
+        becomes the range's share. VideoError when the range starts past the end."""
+        total, slack = self.expected_frames, 0 if self.expected_from == "frame count" else 1
+        if total is not None and rng.first >= total + slack:
+            raise VideoError(f"--start is past the end of {self.path}: frame {rng.first}, the video has {total} "
+                             f"frames ({total / float(self.fps):.2f} s at {float(self.fps):g} fps)")
+        self.range = rng
+        if total is not None:
+            left = max(total - rng.first, 0)
+            self.expected_frames = left if rng.count is None else min(rng.count, left)
 
     def shortfall(self) -> int:
         """Frames the container promised but decoding did not give (0 when none or unknown;
@@ -136,7 +237,7 @@ class VideoReader:
 
         buf: list = []
         shape = None
-        it = self._decode(on_error)
+        it = self._in_range(on_error)
         while True:
             t0 = time.perf_counter()
             try:
@@ -168,6 +269,49 @@ class VideoReader:
                 yield out
             if done:
                 return
+
+    def _in_range(self, on_error: str):
+        """The decoded frames of ``self.range``, in order."""
+        rng = self.range
+        if rng.first == 0 and rng.count is None:
+            yield from self._decode(on_error)
+            return
+        frames, at = self._decode(on_error), None
+        if rng.first > 0:
+            frames, at = self._seek(rng.first, on_error)
+        index = -1
+        for frame in frames:
+            # After a seek the timestamps place each frame (constant frame rate); from the
+            # start, frames are counted.
+            index = self._index(frame) if at is not None else index + 1
+            if rng.ended(index):
+                return
+            if rng.contains(index):
+                yield frame
+
+    def _index(self, frame) -> int:
+        t0 = self.stream.start_time or 0
+        return int(round(float((frame.pts - t0) * self.stream.time_base * self.fps)))
+
+    def _seek(self, first: int, on_error: str):
+        """(frames from the keyframe at or before frame ``first``, that keyframe's index); when
+        the timestamps cannot place it (none, or the seek landed past ``first``), frames from
+        the start and None: they are counted instead."""
+        av, s = self._av, self.stream
+        if s.time_base:
+            target = (s.start_time or 0) + int(Fraction(first) / self.fps / s.time_base)
+            try:
+                self.container.seek(target, stream=s, backward=True, any_frame=False)
+                frames = self._decode(on_error)
+                head = next(frames, None)
+                if head is not None and head.pts is not None and self._index(head) <= first:
+                    self.seeked_to = self._index(head)
+                    return _chain(head, frames), self.seeked_to
+            except av.FFmpegError:
+                pass
+        self.container.seek(0, backward=True)  # back to the start (flushes the decoder)
+        self.error = None
+        return self._decode(on_error), None
 
     def _decode(self, on_error: str):
         """Decoded frames, packet by packet: a packet the decoder rejects raises VideoError
@@ -282,6 +426,11 @@ class VideoWriter:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _chain(head, rest):
+    yield head
+    yield from rest
 
 
 def _even(n: int) -> int:
