@@ -981,6 +981,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="process this much, as ffmpeg's -t: seconds (2), [H:]M:S or frames (48f) (default: to the end)")
     _add_batch_parser(sub, r)
     _add_models_parser(sub)
+    doc = sub.add_parser("doctor", help="what this machine can run: versions, ONNX Runtime providers, GPUs, conflicts, advice",
+                         description="Print the versions of the packages wanprep uses, the ONNX Runtime providers that "
+                         "really work (each runs a tiny model in its own session), the devices torch sees, ONNX Runtime "
+                         "distributions installed side by side, the models downloaded, and what to do about it. "
+                         "Exit status 0.")
+    doc.add_argument("--json", action="store_true", help="print the report as JSON")
+    doc.add_argument("--models-dir", type=Path, default=None, metavar="DIR", help=MODELS_DIR_HELP)
     return parser
 
 
@@ -1001,6 +1008,11 @@ def main(argv: list[str] | None = None) -> int:
         return _main_run(args)
     if args.cmd == "models":
         return _run_models(args)
+    if args.cmd == "doctor":
+        from . import doctor
+
+        print(doctor.format_report(doctor.diagnose(models_dir=args.models_dir), as_json=args.json))
+        return EXIT_OK
     return EXIT_USER
 
 
