@@ -885,7 +885,7 @@ def main(args, process_video: Callable, load_models: Callable, prepare_models: C
         raise BatchError(f"cannot create the output folder {out}: {one_line(exc)}") from None
     if options["fp16"] and prepare_models is not None:
         # Converted once here, before the workers start (they would race on the cache).
-        conv = prepare_models({"detector": Path(options["det"]), "pose": Path(options["pose"])}, out / ".models", log=log)
+        conv = prepare_models({"detector": Path(options["det"]), "pose": Path(options["pose"])}, log=log)
         options.update(det=str(conv["detector"]), pose=str(conv["pose"]), fp16=False)
     meta = {
         "command": "wanprep batch",

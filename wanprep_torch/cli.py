@@ -44,7 +44,6 @@ fails the model check, 130 interrupted (Ctrl-C; the same command resumes).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import signal
@@ -159,16 +158,60 @@ def run_demo(out_dir: Path, frames: int = 24, device: str = "cpu", models_dir: P
     return summary
 
 
+def write_tryout_clip(path: Path, frames: int = 96, fps: int = 24, seed: int = 0) -> dict:
+    """A clip of the test kit's synthetic person (slow motion, the face turned away for a few
+    frames) written losslessly to ``path`` (see :class:`~wanprep_torch.video.VideoWriter`), with
+    the test kit's models built; returns {"video", "frames", "det", "pose"}."""
+    import torch
+
+    from .testkit import build_test_models, default_cache_dir, make_clip
+    from .video import VideoWriter
+
+    if frames < 1:
+        raise CliError(f"--frames must be >= 1, got {frames}")
+    path = Path(path)
+    if path.suffix.lower() not in (".mp4", ".mkv", ".mov"):
+        raise CliError(f"--video {path}: use a .mp4, .mov (H.264 RGB, lossless) or .mkv (FFV1) name")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CliError(f"cannot create {path.parent}: {exc.strerror or _one_line(exc)}") from None
+    models = build_test_models(default_cache_dir(), fp16=False)
+    hidden = range(frames // 3, frames // 3 + max(frames // 8, 1))  # the person turns away
+    clip = make_clip(frames, H=240, W=416, motion="slow", face_hidden=hidden, seed=seed)
+    with VideoWriter(path, fps, lossless=True) as w:
+        for s in range(0, frames, 24):
+            w.write((clip.frames[s : s + 24] * 255).round().to(torch.uint8))
+    return {"video": path, "frames": frames, "det": models["det"], "pose": models["pose"]}
+
+
+def _write_tryout(args) -> int:
+    try:
+        got = write_tryout_clip(args.video, args.frames or 96)
+    except (CliError, VideoError) as exc:
+        print(f"wanprep: error: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_USER
+    print(f"wrote {got['video']}: {got['frames']} frames of the test kit's synthetic person, lossless "
+          f"({'FFV1' if got['video'].suffix.lower() == '.mkv' else 'H.264 RGB, qp 0'})")
+    print(f"try: wanprep run {got['video']} --det {got['det']} --pose {got['pose']} --out tryout --overlay")
+    return EXIT_OK
+
+
 # ----------------------------------------------------------------------------- wanprep run
 
 
-def prepare_fp16_models(paths: dict, cache_dir: Path, log=print) -> dict:
-    """FP16 copies of float32 models, converted once into ``cache_dir`` (FP16 files pass as is).
+def prepare_fp16_models(paths: dict, cache_dir: Path | None = None, log=print) -> dict:
+    """FP16 copies of float32 models, converted once per source model's content into
+    ``cache_dir`` (default: the user cache's fp16 folder, :func:`wanprep_torch.paths.fp16_cache_dir`);
+    FP16 files pass as they are.
 
     Inputs and outputs become float16 too (keep_io_types=False); the pipeline feeds them
-    float16. A cached copy is reused while it is newer than its source.
+    float16. The copy is named after the SHA-256 of the source's bytes (with its external data,
+    :mod:`wanprep_torch.modelcache`), so every ``--out`` and every copy of the same file share it.
     """
     import onnx
+
+    from . import modelcache, paths as _paths
 
     try:
         from converters.fp16 import convert_fp16, is_fp16_model
@@ -188,11 +231,16 @@ def prepare_fp16_models(paths: dict, cache_dir: Path, log=print) -> dict:
         if is_fp16_model(model):
             out[role] = path
             continue
-        # The path hash keeps two models that share a file name apart.
-        tag = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:8]
-        dst = cache_dir / f"{path.stem}-{tag}.fp16.onnx"
-        if not (dst.is_file() and dst.stat().st_mtime >= path.stat().st_mtime):
-            cache_dir.mkdir(parents=True, exist_ok=True)
+        cache = Path(cache_dir) if cache_dir is not None else _paths.fp16_cache_dir()
+        try:
+            cache.mkdir(parents=True, exist_ok=True)
+            digest = modelcache.content_digest([path, *modelcache.external_data_files(model, path.parent)], cache)
+        except OSError as exc:
+            raise CliError(f"--fp16: cannot use the cache folder {cache}: {exc.strerror or _one_line(exc)}") from None
+        dst = modelcache.cached_copy_path(path, digest, cache, ".fp16.onnx")
+        if dst.is_file():
+            log(f"using the cached FP16 {role} model {dst}")
+        else:
             log(f"converting the {role} model to FP16: {path} -> {dst}")
             try:
                 convert_fp16(path, dst, keep_io_types=False, force=True)
@@ -550,7 +598,7 @@ def run_video(
         created = _prepare_out(out_dir)
         models = {"detector": Path(det), "pose": Path(pose)}
         if fp16 and pre is None:
-            models = prepare_fp16_models(models, out_dir / ".models", log=print if progress else (lambda _m: None))
+            models = prepare_fp16_models(models, log=print if progress else (lambda _m: None))
         bar = _Progress(reader.expected_frames, progress)
         if pre is None:  # one report, driven here: the Preprocessor's own bar stays off
             pre = _preprocessor(models["detector"], models["pose"], device, batch, face_padding, chunk, False, gate, progress_callback=bar)
@@ -932,7 +980,10 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Build the tiny analytic test models and a synthetic clip, run the pipeline and "
                        "write poses.json, faces/*.png, pose/*.png and summary.json.")
     d.add_argument("--out", type=Path, default=Path("demo_out"), metavar="DIR", help="output folder (default: demo_out)")
-    d.add_argument("--frames", type=int, default=24, metavar="N", help="frames in the synthetic clip (default: 24)")
+    d.add_argument("--frames", type=int, default=None, metavar="N", help="frames in the synthetic clip (default: 24; 96 with --video)")
+    d.add_argument("--video", type=Path, default=None, metavar="FILE",
+                   help="only write the synthetic clip to FILE (416x240, 4 s at 24 fps), lossless so the test kit's models read it: "
+                   "FFV1 for .mkv, else H.264 RGB at qp 0 (.mp4); prints the `wanprep run` command for it")
     d.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     d.add_argument("--models-dir", type=Path, default=None, metavar="DIR", help="where to build the tiny models (default: a cache folder)")
     d.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -1002,7 +1053,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "batch":
         return _run_batch(args)
     if args.cmd == "demo":
-        run_demo(args.out, args.frames, args.device, args.models_dir, progress=not args.no_progress)
+        if args.video is not None:
+            return _write_tryout(args)
+        run_demo(args.out, args.frames or 24, args.device, args.models_dir, progress=not args.no_progress)
         return EXIT_OK
     if args.cmd == "run":
         return _main_run(args)

@@ -358,14 +358,24 @@ class VideoWriter:
     Chunks are (n, H, W, 3) uint8, or float in [0, 1]. The stream opens on the first chunk;
     odd sides are padded with one black row / column (``padded`` says so; the command line
     resizes to even sides first so that it never happens there).
+
+    ``lossless=True`` keeps every RGB value: FFV1 (bgr0) in a ``.mkv``, otherwise H.264 in RGB
+    (libx264rgb, qp 0, any size; plays in ffmpeg, VLC and mpv, not in most browsers). 4:2:0
+    H.264 halves the colour resolution, which the test kit's colour-coded scenes do not survive.
     """
 
-    def __init__(self, path, fps, crf: int = 18):
+    def __init__(self, path, fps, crf: int = 18, lossless: bool = False):
         import av
 
         self._av = av
         self.path = Path(path)
-        self.codec = "libx264" if "libx264" in av.codecs_available else "h264"
+        self.lossless = lossless
+        if lossless:
+            self.codec = "ffv1" if self.path.suffix.lower() == ".mkv" else "libx264rgb"
+            if self.codec not in av.codecs_available:
+                raise VideoError(f"cannot write {self.path} losslessly: this FFmpeg build has no {self.codec}")
+        else:
+            self.codec = "libx264" if "libx264" in av.codecs_available else "h264"
         self.fps = Fraction(fps).limit_denominator(1_000_000)
         self.crf = crf
         self.frames = 0
@@ -389,9 +399,13 @@ class VideoWriter:
         if self._stream is None:
             self.size = (h, w)
             s = self._container.add_stream(self.codec, rate=self.fps)
-            s.width, s.height = _even(w), _even(h)
-            s.pix_fmt = "yuv420p"
-            s.options = {"crf": str(self.crf)} if self.codec == "libx264" else {}
+            if self.lossless:
+                s.width, s.height = w, h
+                s.pix_fmt, s.options = ("bgr0", {}) if self.codec == "ffv1" else ("rgb24", {"qp": "0"})
+            else:
+                s.width, s.height = _even(w), _even(h)
+                s.pix_fmt = "yuv420p"
+                s.options = {"crf": str(self.crf)} if self.codec == "libx264" else {}
             self._stream = s
             self.padded = (s.height, s.width) != (h, w)
         elif (h, w) != self.size:
