@@ -578,6 +578,10 @@ def run_video(
         raise CliError(f"unknown --gate {gate!r}; choose one of {', '.join(GATE_PRESETS)}")
     if fp16:
         _require_fp16()
+        if pre is None and str(device).startswith("cpu"):
+            print("wanprep: warning: --fp16 on the CPU makes the models slower, not faster: ONNX Runtime's CPU "
+                  "provider runs most float16 ops through casts to float32 (scripts/bench_fp16_cpu.py, "
+                  "BENCHMARKS.md); FP16 pays on CUDA. Going on in FP16 as asked.", file=sys.stderr)
 
     start, duration = (parse_time(t) if isinstance(t, str) else t for t in (start, duration))
     reader = VideoReader(video)  # fails fast on a bad video, before loading models

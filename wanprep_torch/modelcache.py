@@ -56,7 +56,7 @@ def content_digest(files, memo_dir=None) -> str:
         return memo[key]
     h = hashlib.sha256()
     for f in files:
-        h.update(f"{f.name}\0{f.stat().st_size}\0".encode())
+        h.update(f"{f.stat().st_size}\0".encode())  # sizes keep the files' boundaries apart
         with open(f, "rb") as fh:
             for block in iter(lambda: fh.read(1 << 20), b""):
                 h.update(block)
@@ -71,6 +71,9 @@ def content_digest(files, memo_dir=None) -> str:
 
 
 def cached_copy_path(source: Path, digest: str, cache_dir, suffix: str) -> Path:
-    """Where the converted copy of ``source`` (content ``digest``) lives: ``cache_dir /
-    <stem>-<digest[:16]><suffix>``; the stem only helps people reading the folder."""
-    return Path(cache_dir) / f"{Path(source).stem}-{digest[:16]}{suffix}"
+    """Where the converted copy of content ``digest`` lives: an existing ``*-<digest[:16]><suffix>``
+    in ``cache_dir`` (made from a file of the same content under any name), else
+    ``<source's stem>-<digest[:16]><suffix>`` (the stem only helps people reading the folder)."""
+    tag = f"-{digest[:16]}{suffix}"
+    found = sorted(p for p in Path(cache_dir).glob(f"*{tag}") if p.is_file())
+    return found[0] if found else Path(cache_dir) / f"{Path(source).stem}{tag}"
