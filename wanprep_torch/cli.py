@@ -158,9 +158,9 @@ def run_demo(out_dir: Path, frames: int = 24, device: str = "cpu", models_dir: P
     return summary
 
 
-def write_tryout_clip(path: Path, frames: int = 96, fps: int = 24, seed: int = 0) -> dict:
-    """A clip of the test kit's synthetic person (slow motion, the face turned away for a few
-    frames) written losslessly to ``path`` (see :class:`~wanprep_torch.video.VideoWriter`), with
+def write_tryout_clip(path: Path, frames: int = 96, fps: int = 24, seed: int = 0, motion: str = "slow") -> dict:
+    """A 416x240 clip of the test kit's synthetic person (``motion``, see
+    :func:`~wanprep_torch.testkit.make_clip`; the face turned away for a few frames) written losslessly to ``path`` (see :class:`~wanprep_torch.video.VideoWriter`), with
     the test kit's models built; returns {"video", "frames", "det", "pose"}."""
     import torch
 
@@ -178,7 +178,7 @@ def write_tryout_clip(path: Path, frames: int = 96, fps: int = 24, seed: int = 0
         raise CliError(f"cannot create {path.parent}: {exc.strerror or _one_line(exc)}") from None
     models = build_test_models(default_cache_dir(), fp16=False)
     hidden = range(frames // 3, frames // 3 + max(frames // 8, 1))  # the person turns away
-    clip = make_clip(frames, H=240, W=416, motion="slow", face_hidden=hidden, seed=seed)
+    clip = make_clip(frames, H=240, W=416, motion=motion, face_hidden=hidden, seed=seed)
     with VideoWriter(path, fps, lossless=True) as w:
         for s in range(0, frames, 24):
             w.write((clip.frames[s : s + 24] * 255).round().to(torch.uint8))
