@@ -19,7 +19,7 @@ from wanprep_torch import cli, hub, paths
 from wanprep_torch import video as videoio
 from wanprep_torch.overlay import FrameQueue, draw_overlay
 from wanprep_torch.poses import Poses
-from wanprep_torch.testkit import make_clip
+from wanprep_torch.testkit import make_clip, write_tryout_clip
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
@@ -47,7 +47,7 @@ def one_line_error(capsys, rc, *needles):
 def tryout(tmp_path_factory):
     """`wanprep demo --video` with fast motion (15-30 px a frame), so a frame off is obvious."""
     path = tmp_path_factory.mktemp("tryout") / "clip.mkv"
-    got = cli.write_tryout_clip(path, frames=96, motion="fast")
+    got = write_tryout_clip(path, frames=96, motion="fast")
     truth = make_clip(96, H=240, W=416, motion="fast", face_hidden=range(32, 44), seed=0)
     return got, truth
 
@@ -61,7 +61,7 @@ def test_demo_video_is_lossless(tmp_path, capsys):
     want = (clip.frames * 255).round().to(torch.uint8)
     for name, codec, fmt in (("a.mp4", "h264", "gbrp"), ("b.mkv", "ffv1", "bgr0")):
         if name == "b.mkv":
-            cli.write_tryout_clip(tmp_path / name, frames=30)
+            write_tryout_clip(tmp_path / name, frames=30)
         with av.open(str(tmp_path / name)) as c:
             ctx = c.streams.video[0].codec_context
             assert (ctx.name, ctx.pix_fmt) == (codec, fmt)  # RGB, no chroma subsampling
@@ -110,7 +110,7 @@ def test_download_then_run_by_name(fake_hub, tryout, user_cache, tmp_path, capsy
     assert f"downloaded: {folder / hub.MODELS['yolov10m'].filename}" in listing and f"models folder: {folder}" in listing
 
     o = tmp_path / "o"
-    rc = cli.main(["run", str(got["video"]), "--det", "yolov10m", "--pose", "vitpose-l", "--out", str(o),
+    rc = cli.main(["run", str(got.video), "--det", "yolov10m", "--pose", "vitpose-l", "--out", str(o),
                    "--overlay", "--start", "1", "--duration", "2", "--gate", "off", "--no-progress"])
     err = capsys.readouterr().err
     assert rc == 0, err
@@ -143,11 +143,11 @@ def test_overlay_is_aligned_with_the_source(fake_hub, tryout, tmp_path, capsys):
     got, _ = tryout
     assert cli.main(["models", "download", "yolov10m", "vitpose-l", "--models-dir", str(tmp_path / "m")]) == 0
     o = tmp_path / "o"
-    assert cli.main(["run", str(got["video"]), "--det", "yolov10m", "--pose", "vitpose-l", "--models-dir",
+    assert cli.main(["run", str(got.video), "--det", "yolov10m", "--pose", "vitpose-l", "--models-dir",
                      str(tmp_path / "m"), "--out", str(o), "--overlay", "--start", "30f", "--duration", "20f",
                      "--chunk", "7", "--no-progress"]) == 0
     over = decode(o / "overlay.mp4").float()
-    src = decode(got["video"]).float()
+    src = decode(got.video).float()
     assert over.shape[0] == 20
     for i in range(20):
         d = (over[i][None] - src).abs().mean(dim=(1, 2, 3))
@@ -158,14 +158,14 @@ def test_overlay_is_aligned_with_the_source(fake_hub, tryout, tmp_path, capsys):
 
 def test_name_not_downloaded(tryout, tmp_path, capsys, monkeypatch):
     got, _ = tryout
-    args = ["run", str(got["video"]), "--det", "yolov10m", "--pose", "vitpose-l", "--out", str(tmp_path / "o")]
+    args = ["run", str(got.video), "--det", "yolov10m", "--pose", "vitpose-l", "--out", str(tmp_path / "o")]
     one_line_error(capsys, cli.main(args), "--det yolov10m: model not downloaded", "get it with: wanprep models download yolov10m")
     assert not (tmp_path / "o").exists()
     rc = cli.main(args + ["--models-dir", str(tmp_path / "m")])
     one_line_error(capsys, rc, f"wanprep models download yolov10m --models-dir {tmp_path / 'm'}")
     monkeypatch.setenv("WANPREP_MODELS", str(tmp_path / "env"))
     one_line_error(capsys, cli.main(args), str(tmp_path / "env"))
-    one_line_error(capsys, cli.main(["batch", str(got["video"]), "--det", "yolov10m", "--pose", "vitpose-l", "--out",
+    one_line_error(capsys, cli.main(["batch", str(got.video), "--det", "yolov10m", "--pose", "vitpose-l", "--out",
                                      str(tmp_path / "b")]), "model not downloaded")
 
 
@@ -297,7 +297,7 @@ def test_reader_range_seeks_to_the_right_frames(tmp_path, first, count):
 
 def test_start_past_the_end_and_bad_values(tryout, models, tmp_path, capsys):
     got, _ = tryout
-    base = ["run", str(got["video"]), "--det", str(models["det"]), "--pose", str(models["pose"]), "--out", str(tmp_path / "o")]
+    base = ["run", str(got.video), "--det", str(models["det"]), "--pose", str(models["pose"]), "--out", str(tmp_path / "o")]
     one_line_error(capsys, cli.main(base + ["--start", "10"]), "--start is past the end", "96 frames")
     assert not (tmp_path / "o").exists()
     with pytest.raises(SystemExit) as e:
@@ -308,7 +308,7 @@ def test_start_past_the_end_and_bad_values(tryout, models, tmp_path, capsys):
 def test_duration_past_the_end_is_complete(tryout, models, tmp_path, capsys):
     got, _ = tryout
     o = tmp_path / "o"
-    rc = cli.main(["run", str(got["video"]), "--det", str(models["det"]), "--pose", str(models["pose"]), "--out", str(o),
+    rc = cli.main(["run", str(got.video), "--det", str(models["det"]), "--pose", str(models["pose"]), "--out", str(o),
                    "--start", "90f", "--duration", "1:00", "--no-progress"])
     assert rc == 0
     rep = json.loads((o / "poses.json").read_text())

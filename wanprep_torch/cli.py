@@ -1,14 +1,22 @@
 """Command line (also `python -m wanprep_torch ...`):
 
-    wanprep run VIDEO --det DET.onnx --pose POSE.onnx --out DIR [--width W] [--height H]
-                [--gate off|safe|fast] [--device cpu|cuda] [--fp16] [--batch auto|N]
-                [--chunk 64] [--face-padding 0] [--no-progress]
+    wanprep run VIDEO --det NAME|DET.onnx --pose NAME|POSE.onnx --out DIR [--models-dir DIR]
+                [--width W] [--height H] [--gate off|safe|fast] [--device cpu|cuda] [--fp16]
+                [--batch auto|N] [--chunk 64] [--face-padding 0] [--no-progress]
+                [--overlay] [--start TIME] [--duration TIME]
     wanprep batch INPUT... --det DET.onnx --pose POSE.onnx --out DIR [run options] [--resume]
                 [--workers N] [--devices cuda:0,cuda:1] [--engine local|ray] [--ray-address ADDR]
     wanprep demo [--out demo_out] [--frames 24] ...
+    wanprep demo --video FILE [--frames 96]      (a lossless try-out clip for the test kit's models)
     wanprep --version
-    wanprep models [list]
-    wanprep models download NAME... [--to models] [--force] [--no-check]
+    wanprep models [list] [--models-dir DIR]
+    wanprep models download NAME... [--models-dir DIR] [--force] [--no-check]
+    wanprep doctor [--json]
+
+Model names (yolov10m, vitpose-l, vitpose-h) are looked up in the models folder: --models-dir,
+else $WANPREP_MODELS, else the user cache folder (wanprep_torch.paths). TIME is seconds (1.5),
+[H:]M:S (1:02.5) or frames (30f). `--help`, `--version` and `models list` import neither torch
+nor ONNX Runtime: heavy imports wait until work starts.
 
 `run` checks DIR first (created and writable), then streams: DIR/pose.mp4 and DIR/face.mp4 are
 encoded part by part as frames become final and per-frame records are appended to
@@ -36,7 +44,8 @@ the models loaded once per worker (wanprep_torch.batch; DIR/batch.json records e
 Its exit statuses: 0 all ok or skipped, 1 some failed or incomplete, 2 usage, 130 interrupted.
 
 `models` lists the detector and pose models and their Hugging Face sources; `models download`
-fetches them (wanprep_torch.hub). Its exit statuses: 0 done, 2 usage (unknown name, --to not
+fetches them into the models folder (wanprep_torch.hub). `doctor` prints what the machine can
+run (wanprep_torch.doctor), exit status 0. Its exit statuses: 0 done, 2 usage (unknown name, --to not
 writable, huggingface_hub not installed), 4 download failed (network, hub), 5 a downloaded file
 fails the model check, 130 interrupted (Ctrl-C; the same command resumes).
 """
@@ -158,42 +167,16 @@ def run_demo(out_dir: Path, frames: int = 24, device: str = "cpu", models_dir: P
     return summary
 
 
-def write_tryout_clip(path: Path, frames: int = 96, fps: int = 24, seed: int = 0, motion: str = "slow") -> dict:
-    """A 416x240 clip of the test kit's synthetic person (``motion``, see
-    :func:`~wanprep_torch.testkit.make_clip`; the face turned away for a few frames) written losslessly to ``path`` (see :class:`~wanprep_torch.video.VideoWriter`), with
-    the test kit's models built; returns {"video", "frames", "det", "pose"}."""
-    import torch
-
-    from .testkit import build_test_models, default_cache_dir, make_clip
-    from .video import VideoWriter
-
-    if frames < 1:
-        raise CliError(f"--frames must be >= 1, got {frames}")
-    path = Path(path)
-    if path.suffix.lower() not in (".mp4", ".mkv", ".mov"):
-        raise CliError(f"--video {path}: use a .mp4, .mov (H.264 RGB, lossless) or .mkv (FFV1) name")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise CliError(f"cannot create {path.parent}: {exc.strerror or _one_line(exc)}") from None
-    models = build_test_models(default_cache_dir(), fp16=False)
-    hidden = range(frames // 3, frames // 3 + max(frames // 8, 1))  # the person turns away
-    clip = make_clip(frames, H=240, W=416, motion=motion, face_hidden=hidden, seed=seed)
-    with VideoWriter(path, fps, lossless=True) as w:
-        for s in range(0, frames, 24):
-            w.write((clip.frames[s : s + 24] * 255).round().to(torch.uint8))
-    return {"video": path, "frames": frames, "det": models["det"], "pose": models["pose"]}
-
-
 def _write_tryout(args) -> int:
+    from .testkit import write_tryout_clip
+
     try:
         got = write_tryout_clip(args.video, args.frames or 96)
-    except (CliError, VideoError) as exc:
-        print(f"wanprep: error: {_one_line(exc)}", file=sys.stderr)
+    except ValueError as exc:  # VideoError too
+        print(f"wanprep: error: --video {args.video}: {_one_line(exc)}", file=sys.stderr)
         return EXIT_USER
-    print(f"wrote {got['video']}: {got['frames']} frames of the test kit's synthetic person, lossless "
-          f"({'FFV1' if got['video'].suffix.lower() == '.mkv' else 'H.264 RGB, qp 0'})")
-    print(f"try: wanprep run {got['video']} --det {got['det']} --pose {got['pose']} --out tryout --overlay")
+    print(f"wrote {got.video}: {got.frames} frames of the test kit's synthetic person, lossless ({got.codec})")
+    print(f"try: wanprep run {got.video} --det {got.det} --pose {got.pose} --out tryout --overlay")
     return EXIT_OK
 
 
@@ -710,7 +693,7 @@ def run_video(
     print(f"providers: {outputs.providers}")
     _warn_empty(n, outputs.fallback, outputs.held)
     _warn_unseen(outputs.person_frames, outputs.body_seen, reader.pix_fmt)
-    where = f"{out_dir}/ (pose.mp4, face.mp4, poses.json, timings.txt)"
+    where = f"{out_dir}/ (pose.mp4, face.mp4, {'overlay.mp4, ' if overlay else ''}poses.json, timings.txt)"
     if interrupted:
         status = EXIT_INTERRUPTED
         total = f" of {reader.expected_frames}" if reader.expected_frames else ""
@@ -954,18 +937,22 @@ _EPILOG = """exit status:
   0    finished: every frame processed
   1    an unexpected internal error (a bug; the traceback is printed)
   2    user error (one line on stderr): bad options, --out not creatable or not
-       writable, missing or undecodable video, wrong model files, bad frames,
-       --fp16 without onnxconverter-common; also `wanprep` without arguments
+       writable, missing or undecodable video, wrong model files, a model name
+       not downloaded (the message names the download command), --start past
+       the end, bad frames, --fp16 without onnxconverter-common; also `wanprep`
+       without arguments
   3    incomplete input: the video is truncated or corrupt; the frames decoded
        are kept and poses.json has "complete": false with expected vs decoded
   130  interrupted (SIGINT/SIGTERM): stops after the current chunk and keeps the
        frames done ("complete": false); a second signal aborts at once
 
-outputs: DIR/pose.mp4 and DIR/face.mp4 are encoded as frames finish, records go
+outputs: DIR/pose.mp4 and DIR/face.mp4 (and DIR/overlay.mp4 with --overlay) are
+encoded as frames finish, records go
 to DIR/poses.jsonl during the run and are folded into DIR/poses.json (and
 DIR/openpose.json, the OpenPose layout per frame) at the end
-("complete", "frames_done", "expected_frames", "decoded_frames"). Odd sizes are
-rounded up to even ones (H.264 yuv420p) so that the videos and the JSON agree."""
+("complete", "frames_done", "expected_frames", "decoded_frames"; --start and
+--duration under "video": "range"). Odd sizes are rounded up to even ones (H.264
+yuv420p) so that the videos and the JSON agree."""
 
 
 def build_parser() -> argparse.ArgumentParser:
