@@ -295,6 +295,19 @@ def test_reader_range_seeks_to_the_right_frames(tmp_path, first, count):
     assert keys == [0, 12, 24, 36]  # keyframes to seek to, and frames between them to drop
 
 
+def test_reader_range_without_usable_timestamps(tmp_path, monkeypatch):
+    """When the timestamps cannot place the frame a seek lands on (here: they all claim to be far
+    past the start), the reader decodes from frame 0 and counts: the same frames."""
+    frames = (make_clip(30, H=48, W=64, motion="fast", seed=3).frames * 255).round().to(torch.uint8)
+    path = write_gop_clip(tmp_path / "g.mp4", frames, gop=12)
+    monkeypatch.setattr(videoio.VideoReader, "_index", lambda self, frame: 10**6)
+    r = videoio.VideoReader(path)
+    r.select(videoio.FrameRange(17, 6))
+    assert torch.equal(torch.cat(list(r.chunks(4))), frames[17:23])
+    assert r.seeked_to is None and r.decoded == 6 and r.error is None
+    r.close()
+
+
 def test_start_past_the_end_and_bad_values(tryout, models, tmp_path, capsys):
     got, _ = tryout
     base = ["run", str(got.video), "--det", str(models["det"]), "--pose", str(models["pose"]), "--out", str(tmp_path / "o")]
