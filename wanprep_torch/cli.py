@@ -967,7 +967,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"wanprep {__version__}")
     sub = parser.add_subparsers(dest="cmd", metavar="COMMAND")
-    d = sub.add_parser("demo", help="run the pipeline on a synthetic clip with tiny built-in models",
+    d = sub.add_parser("demo", help="run the pipeline on a synthetic clip with tiny built-in models; "
+                       "--video FILE writes a try-out clip instead",
                        description="Build the tiny analytic test models and a synthetic clip, run the pipeline and "
                        "write poses.json, faces/*.png, pose/*.png and summary.json.")
     d.add_argument("--out", type=Path, default=Path("demo_out"), metavar="DIR", help="output folder (default: demo_out)")
