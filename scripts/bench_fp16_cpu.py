@@ -22,7 +22,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's package, not an installed one
 
-from wanprep_torch.cli import prepare_fp16_models  # noqa: E402
+from wanprep_torch.runner import RunOptions, resolve_models  # noqa: E402
 
 
 def session(path: Path, threads: int):
@@ -49,7 +49,14 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory() as cache:
-        fp16 = prepare_fp16_models({args.role: args.model}, Path(cache), log=lambda m: None)[args.role]
+        key = "det" if args.role == "detector" else "pose"
+        other = {"det": "pose", "pose": "det"}[key]
+        # resolve_models converts both roles; the other one gets a tiny FP16 model (passed as is).
+        from wanprep_torch.testkit import build_test_models
+
+        tiny = build_test_models(Path(cache) / "tiny")[f"{other}_fp16"]
+        opts = RunOptions(**{key: str(args.model), other: str(tiny)}, fp16=True)
+        fp16 = Path(getattr(resolve_models(opts, Path(cache), log=lambda m: None), key))
         s32, s16 = session(args.model, args.threads), session(fp16, args.threads)
         dims = s32.get_inputs()[0].shape  # symbolic: batch first, then 640 (detector) / 256x192 (pose)
         default = [args.batch, 3, 640, 640] if args.role == "detector" else [args.batch, 3, 256, 192]

@@ -14,6 +14,7 @@ pytest.importorskip("ray", reason='Ray is not installed: pip install "wanprep_to
 pytest.importorskip("ray.data", reason='Ray Data needs pandas and pyarrow: pip install "wanprep_torch[ray]"')
 
 from wanprep_torch import batch, cli  # noqa: E402
+from wanprep_torch.batch import rayengine  # noqa: E402
 
 pytestmark = pytest.mark.ray
 
@@ -38,7 +39,7 @@ def local_ray():
     """A local Ray instance on 2 CPUs (its workers import this checkout's wanprep_torch)."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env=batch._local_runtime_env())
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env=rayengine.local_runtime_env())
     yield ray
     ray.shutdown()
 
@@ -82,18 +83,16 @@ def test_ray_pool_sizing(monkeypatch):
 
     monkeypatch.setattr(runtime, "physical_cores", lambda: 8)
     gpus = _FakeRay({"CPU": 64, "GPU": 4}, [{"CPU": 32, "GPU": 2}, {"CPU": 32, "GPU": 2}])
-    opts, size, ngpu, ncpu = batch._ray_pool(gpus, {"device": None}, None, 100)
-    assert (opts["device"], size, ngpu, ncpu) == ("cuda", 4, 1, 1)  # one actor per GPU
-    assert batch._ray_pool(gpus, {"device": None}, None, 3)[1] == 3  # no more actors than videos
-    assert batch._ray_pool(gpus, {"device": "cpu"}, None, 100)[0]["device"] == "cpu"
-    assert batch._ray_pool(gpus, {"device": "cuda"}, 8, 100)[1:] == (8, 0.5, 1)  # 2 actors a GPU
+    assert rayengine.ray_pool(gpus, None, None, 100) == ("cuda", 4, 1, 1, None)  # one actor per GPU
+    assert rayengine.ray_pool(gpus, None, None, 3).actors == 3  # no more actors than videos
+    assert rayengine.ray_pool(gpus, "cpu", None, 100).device == "cpu"
+    assert rayengine.ray_pool(gpus, "cuda", 8, 100)[1:4] == (8, 0.5, 1)  # 2 actors a GPU
 
     cpus = _FakeRay({"CPU": 48}, [{"CPU": 16}, {"CPU": 32}])
-    opts, size, ngpu, ncpu = batch._ray_pool(cpus, {"device": None}, None, 100)
-    assert (opts["device"], size, ngpu, ncpu, opts["threads"]) == ("cpu", 6, 0, 8, 8)  # 2 + 4 actors of 8 cores
-    assert batch._ray_pool(cpus, {"device": None}, 12, 100)[1:] == (12, 0, 4)  # --workers 12: 4 CPUs each
+    assert rayengine.ray_pool(cpus, None, None, 100) == ("cpu", 6, 0, 8, 8)  # 2 + 4 actors of 8 cores
+    assert rayengine.ray_pool(cpus, None, 12, 100)[1:4] == (12, 0, 4)  # --workers 12: 4 CPUs each
     with pytest.raises(batch.BatchError, match="no GPUs"):
-        batch._ray_pool(cpus, {"device": "cuda"}, None, 100)
+        rayengine.ray_pool(cpus, "cuda", None, 100)
 
 
 def test_devices_flag_is_local_only(batch_clips, models, tmp_path, capsys):

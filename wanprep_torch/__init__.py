@@ -4,33 +4,33 @@
     pre = Preprocessor(det_model="yolov10m.onnx", pose_model="vitpose_wholebody.onnx", device="cuda")
     res = pre(frames)  # (T, H, W, 3) float in [0, 1], uint8, or (T, 3, H, W); or an iterable of chunks
 
-The public names are imported on first use (PEP 562), so that ``import wanprep_torch`` (and the
-``wanprep`` command's help, version and model list) does not load torch or ONNX Runtime.
+The names below are imported on first use: importing the package (as the `wanprep` command
+does before it can handle Ctrl-C) does not load torch and ONNX Runtime.
 """
 
-from importlib import import_module
+import importlib
 
 __all__ = ["Preprocessor", "Result", "PersonDetector", "PoseEstimator", "ModelError", "PoseMeta", "retarget"]
 __version__ = "0.1.0"
 
-# name -> the module that defines it
-_LAZY = {
-    "PersonDetector": ".detect",
-    "Preprocessor": ".pipeline",
-    "Result": ".pipeline",
-    "PoseEstimator": ".pose",
-    "PoseMeta": ".posemeta",
-    "retarget": ".retargeting",
-    "ModelError": ".runtime",
+_HOMES = {
+    "PersonDetector": "detect",
+    "Preprocessor": "pipeline",
+    "Result": "pipeline",
+    "PoseEstimator": "pose",
+    "PoseMeta": "posemeta",
+    "retarget": "retargeting",
+    "ModelError": "runtime",
 }
 
 
 def __getattr__(name: str):
-    if name in _LAZY:
-        value = getattr(import_module(_LAZY[name], __name__), name)
-        globals()[name] = value  # looked up once
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'wanprep_torch' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{home}", __name__), name)
+    globals()[name] = value
+    return value
 
 
 def __dir__():

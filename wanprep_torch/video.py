@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
+from .errors import one_line
+
 __all__ = [
     "VideoError", "target_size", "even_size", "resize_frames", "VideoReader", "VideoWriter", "write_video", "one_line",
     "TimeSpec", "parse_time", "FrameRange", "frame_range",
@@ -20,11 +22,6 @@ __all__ = [
 
 class VideoError(ValueError):
     """A video that is missing, not decodable, or changes size mid-stream (message names it)."""
-
-
-def one_line(exc: BaseException) -> str:
-    """An exception's message on one line (its type's name when it has none)."""
-    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def target_size(src_hw: tuple[int, int], width: int | None, height: int | None) -> tuple[int, int]:
@@ -146,11 +143,24 @@ def frame_range(start: TimeSpec | None, duration: TimeSpec | None, fps) -> Frame
     return FrameRange(first, count)
 
 
+_END = object()  # the end of the frames (None in the stream of frames is a lost frame)
+
+
 class VideoReader:
     """A video file opened with PyAV, decoded in chunks (never the whole video in memory).
 
+    Frames are placed by their timestamps: output frame i is the source frame whose
+    presentation time is the i-th of the stream's packets, whatever the decoder drops or
+    reorders. A frame that cannot be decoded (a corrupt packet) is filled with the previous
+    frame's image (black before the first) and listed in ``filled``; ``error`` describes the
+    first decoding problem. Rotation metadata (the display matrix) is applied as ffmpeg does by
+    default: ``rotation`` degrees counter-clockwise, and ``width``/``height`` are the displayed
+    sides (known after :meth:`prime`, which decodes the first frame).
+
     Raises VideoError when the file is missing, not a media file, or has no video stream.
     """
+
+    WINDOW = 32  # packets after which a timestamp still without its frame counts as lost
 
     def __init__(self, path):
         try:
@@ -174,17 +184,24 @@ class VideoReader:
         self.stream = self.container.streams.video[0]
         self.stream.thread_type = "AUTO"  # frame + slice threads: decoding keeps pace with the models
         ctx = self.stream.codec_context
-        self.width, self.height = int(ctx.width), int(ctx.height)
+        self.width, self.height = int(ctx.width), int(ctx.height)  # displayed sides once primed
         self.pix_fmt: str | None = ctx.pix_fmt  # e.g. "yuv420p" (chroma subsampled), "gbrp", "yuv444p"
         rate = self.stream.average_rate or self.stream.guessed_rate or self.stream.base_rate
         self.fps = Fraction(rate) if rate else Fraction(25)
         self.frames = int(self.stream.frames or 0) or None  # container's count; 0 when unknown
         self.expected_frames, self.expected_from = self._expected()
-        self.range = FrameRange()  # the frames chunks() delivers (select())
-        self.seeked_to: int | None = None  # the frame a --start seek landed on (None: decoded from 0)
-        self.decoded = 0  # frames decoded so far (within the range)
-        self.error: str | None = None  # a decoder error that ended chunks(on_error="stop")
+        self.source_frames = self.expected_frames  # the whole video's (select() narrows expected_frames)
+        self.rotation = 0  # degrees counter-clockwise applied to every frame (display matrix)
+        self.decoded = 0  # frames decoded from the file so far
+        self.filled: list[int] = []  # indices of frames that could not be decoded (filled)
+        self.produced = 0  # frames handed out (decoded + filled)
+        self.error: str | None = None  # the first decoding problem
         self.decode_seconds = 0.0
+        self.range = FrameRange()  # the frames handed out (select())
+        self.seeked_to: int | None = None  # the frame a --start seek landed on (None: decoded from 0)
+        self._frames = None  # the ordered frame iterator, started by prime()
+        self._ahead: list = []  # items read by prime()
+        self._on_error = "stop"
 
     def _expected(self) -> tuple[int | None, str | None]:
         """The frame count the container promises, and where it comes from ("frame count",
@@ -201,9 +218,12 @@ class VideoReader:
         return None, None
 
     def select(self, rng: FrameRange) -> None:
-        """Deliver only the frames of ``rng`` (call before :meth:`chunks`): the decoder seeks to
-        the keyframe before ``rng.first`` and drops the frames before it. ``expected_frames``
-        becomes the range's share. VideoError when the range starts past the end."""
+        """Hand out only the frames of ``rng`` (before :meth:`prime`): the decoder seeks to the
+        keyframe before ``rng.first`` and drops the frames before it; frame numbers
+        (``produced``, ``filled``) count from ``rng.first``. ``expected_frames`` becomes the
+        range's share. VideoError when the range starts past the end."""
+        if self._frames is not None:
+            raise RuntimeError("select() after the decoding started")
         total, slack = self.expected_frames, 0 if self.expected_from == "frame count" else 1
         if total is not None and rng.first >= total + slack:
             raise VideoError(f"--start is past the end of {self.path}: frame {rng.first}, the video has {total} "
@@ -214,48 +234,67 @@ class VideoReader:
             self.expected_frames = left if rng.count is None else min(rng.count, left)
 
     def shortfall(self) -> int:
-        """Frames the container promised but decoding did not give (0 when none or unknown;
-        a duration-based estimate is allowed 1 frame or 1% of slack)."""
+        """Frames the container promised but the file did not give (0 when none or unknown;
+        a duration-based estimate is allowed 1 frame or 1% of slack). Filled frames count as
+        given (they are flagged instead)."""
         if self.expected_frames is None:
             return 0
-        missing = self.expected_frames - self.decoded
+        missing = self.expected_frames - self.produced
         slack = 0 if self.expected_from == "frame count" else max(1, self.expected_frames // 100)
         return missing if missing > slack else 0
+
+    def prime(self, on_error: str = "stop") -> None:
+        """Decode up to the first frame: sets ``rotation`` and the displayed ``width`` and
+        ``height``. Raises VideoError when no frame decodes at all."""
+        if on_error not in ("raise", "stop"):
+            raise ValueError(f"on_error must be 'raise' or 'stop', got {on_error!r}")
+        if self._frames is not None:
+            return
+        self._on_error = on_error
+        self._frames = self._in_range()
+        self._ahead = []  # leading lost frames (None) and the first decoded one
+        for item in self._frames:
+            self._ahead.append(item)
+            if item is not None:
+                return
+        if self.range.first and not self.error:
+            raise VideoError(f"--start: no frame of {self.path} at or after frame {self.range.first}")
+        raise VideoError(self.error or f"cannot decode {self.path}: no frame could be decoded")
 
     def chunks(self, chunk: int, device="cpu", size: tuple[int, int] | None = None, bar=None, on_error: str = "raise"):
         """Yield (n, H, W, 3) uint8 tensors of ``chunk`` frames on ``device``, resized to ``size``.
 
-        A decoder error mid-stream (a corrupt packet, a cut file) or a frame size change raises
-        VideoError (``on_error="raise"``); with ``on_error="stop"`` the frames that decode are
-        kept (a corrupt packet is skipped, a size change ends the chunks) and the first error
-        is kept in ``self.error``. ``self.decoded`` counts the frames decoded.
+        ``on_error="raise"``: a decoder error mid-stream (a corrupt packet, a cut file) or a
+        frame size change raises VideoError. ``on_error="stop"``: a frame that cannot be decoded
+        is filled (listed in ``self.filled``), a cut file or a size change ends the chunks, and
+        the first problem is kept in ``self.error``.
         """
-        if on_error not in ("raise", "stop"):
-            raise ValueError(f"on_error must be 'raise' or 'stop', got {on_error!r}")
         import numpy as np
         import torch
 
+        self.prime(on_error)
         buf: list = []
         shape = None
-        it = self._in_range(on_error)
+        prev = None
+        ahead, self._ahead = self._ahead, []
         while True:
             t0 = time.perf_counter()
-            try:
-                frame = next(it, None)
-                if frame is not None:
-                    arr = frame.to_ndarray(format="rgb24")
-                    if shape is None:
-                        shape = arr.shape
-                    elif arr.shape != shape:
-                        raise VideoError(f"cannot decode {self.path}: the frame size changes mid-video (frame {self.decoded})")
+            item = ahead.pop(0) if ahead else next(self._frames, _END)
+            if item is not _END:
+                arr = self._image(item, prev)
+                if shape is None:
+                    shape = arr.shape
+                if arr.shape != shape:
+                    msg = f"cannot decode {self.path}: the frame size changes mid-video (frame {self.produced})"
+                    if on_error == "raise":
+                        raise VideoError(msg)
+                    self.error = self.error or msg
+                    item = _END
+                else:
                     buf.append(arr)
-                    self.decoded += 1
-            except VideoError as exc:
-                if on_error == "raise":
-                    raise
-                self.error = self.error or str(exc)
-                frame = None
-            done = frame is None
+                    prev = arr
+                    self.produced += 1
+            done = item is _END
             out = None
             if buf and (done or len(buf) == chunk):
                 out = torch.from_numpy(np.stack(buf)).to(device)
@@ -270,58 +309,135 @@ class VideoReader:
             if done:
                 return
 
-    def _in_range(self, on_error: str):
-        """The decoded frames of ``self.range``, in order."""
+    def _image(self, frame, prev):
+        """(H, W, 3) uint8 displayed upright; a lost frame (None) repeats ``prev`` (black first)."""
+        import numpy as np
+
+        if frame is None:
+            self.filled.append(self.produced)
+            if prev is not None:
+                return prev
+            h, w = self.height, self.width
+            return np.zeros((h, w, 3), np.uint8)
+        arr = frame.to_ndarray(format="rgb24")
+        if self.rotation:
+            arr = np.ascontiguousarray(np.rot90(arr, k=self.rotation // 90))
+        self.decoded += 1
+        return arr
+
+    def _in_range(self):
+        """:meth:`_ordered`'s items (frames, None for lost ones) of ``self.range``."""
         rng = self.range
         if rng.first == 0 and rng.count is None:
-            yield from self._decode(on_error)
+            yield from self._ordered()
             return
-        frames, at = self._decode(on_error), None
+        items, index = self._ordered(), 0
         if rng.first > 0:
-            frames, at = self._seek(rng.first, on_error)
-        index = -1
-        for frame in frames:
-            # After a seek the timestamps place each frame (constant frame rate); from the
-            # start, frames are counted.
-            index = self._index(frame) if at is not None else index + 1
+            items, index = self._seek(rng.first)
+        for item in items:
             if rng.ended(index):
                 return
-            if rng.contains(index):
-                yield frame
+            if index >= rng.first:
+                yield item
+            index += 1
 
     def _index(self, frame) -> int:
+        """The frame number a decoded frame's timestamp says (constant frame rate)."""
         t0 = self.stream.start_time or 0
         return int(round(float((frame.pts - t0) * self.stream.time_base * self.fps)))
 
-    def _seek(self, first: int, on_error: str):
-        """(frames from the keyframe at or before frame ``first``, that keyframe's index); when
-        the timestamps cannot place it (none, or the seek landed past ``first``), frames from
-        the start and None: they are counted instead."""
+    def _seek(self, first: int):
+        """(the items from the keyframe at or before frame ``first``, the first item's frame
+        number). When the timestamps cannot place them (none, or the seek landed past ``first``),
+        the items from the start and 0: they are counted instead."""
         av, s = self._av, self.stream
         if s.time_base:
             target = (s.start_time or 0) + int(Fraction(first) / self.fps / s.time_base)
             try:
                 self.container.seek(target, stream=s, backward=True, any_frame=False)
-                frames = self._decode(on_error)
-                head = next(frames, None)
-                if head is not None and head.pts is not None and self._index(head) <= first:
-                    self.seeked_to = self._index(head)
-                    return _chain(head, frames), self.seeked_to
+                items, lead = self._ordered(), []
+                for item in items:
+                    lead.append(item)
+                    if item is not None:
+                        break
+                head = lead[-1] if lead else None
+                if head is not None and head.pts is not None:
+                    at = self._index(head) - (len(lead) - 1)  # lost frames before it count back from it
+                    if at <= first:
+                        self.seeked_to = at
+                        return _chain(lead, items), at
             except av.FFmpegError:
                 pass
         self.container.seek(0, backward=True)  # back to the start (flushes the decoder)
         self.error = None
-        return self._decode(on_error), None
+        return self._ordered(), 0
 
-    def _decode(self, on_error: str):
-        """Decoded frames, packet by packet: a packet the decoder rejects raises VideoError
-        (``on_error="raise"``) or is skipped and remembered in ``self.error`` (the frames
-        around it are kept); a demuxer error ends the stream after flushing the decoder."""
+    def _ordered(self):
+        """Frames in presentation order, one per packet timestamp: a decoded frame, or None
+        for a timestamp whose frame never came (a corrupt packet). Frames without timestamps
+        come in decoding order."""
+        import bisect
+
+        ranks: list = []  # the packets' timestamps seen so far, sorted
+        seen_at: dict = {}  # timestamp -> packet number
+        frames: dict = {}  # decoded frames waiting for their turn, by timestamp
+        state = {"next": 0, "packets": 0, "first": True}
+
+        def ready(end: bool):
+            while state["next"] < len(ranks):
+                p = ranks[state["next"]]
+                if p in frames:
+                    item = frames.pop(p)
+                elif end or state["packets"] - seen_at[p] >= self.WINDOW:
+                    item = None  # lost: chunks() fills it
+                else:
+                    return
+                state["next"] += 1
+                yield item
+
+        for kind, obj in self._decode():
+            if kind == "packet":
+                state["packets"] += 1
+                p = obj
+                if p in seen_at:
+                    continue
+                if state["next"] and p < ranks[state["next"] - 1]:
+                    continue  # a timestamp behind the frames already handed out: not a new frame
+                seen_at[p] = state["packets"]
+                bisect.insort(ranks, p)
+                continue
+            frame = obj
+            if state["first"]:
+                state["first"] = False
+                self._set_rotation(frame)
+            if frame.pts is None or frame.pts not in seen_at:
+                if frame.pts is None and not ranks:
+                    yield frame  # no timestamps at all: decoding order
+                continue
+            if frame.pts in frames or bisect.bisect_left(ranks, frame.pts) < state["next"]:
+                continue  # late: its place was already filled
+            frames[frame.pts] = frame
+            yield from ready(False)
+        yield from ready(True)
+
+    def _set_rotation(self, frame) -> None:
+        rot = int(round(getattr(frame, "rotation", 0) or 0)) % 360
+        self.rotation = rot - rot % 90
+        if self.rotation in (90, 270):
+            self.width, self.height = int(frame.height), int(frame.width)
+        else:
+            self.width, self.height = int(frame.width), int(frame.height)
+
+    def _decode(self):
+        """("packet", timestamp) for each packet of the stream and ("frame", frame) for each
+        decoded frame. A packet the decoder rejects raises VideoError (``on_error="raise"``)
+        or is noted in ``self.error`` and skipped; a demuxer error ends the stream after
+        flushing the decoder."""
         av = self._av
 
-        def failed(exc) -> None:
-            msg = f"cannot decode {self.path}: {one_line(exc)} (after {self.decoded} frames)"
-            if on_error == "raise":
+        def failed(exc, what: str) -> None:
+            msg = f"cannot decode {self.path}: {one_line(exc)} ({what})"
+            if self._on_error == "raise":
                 raise VideoError(msg) from None
             self.error = self.error or msg
 
@@ -330,25 +446,39 @@ class VideoReader:
             try:
                 packet = next(packets, None)
             except av.FFmpegError as exc:
-                failed(exc)
+                failed(exc, f"the file ends early, after {self.decoded} decoded frames")
                 try:
-                    yield from self.stream.codec_context.decode(None)  # flush what is buffered
+                    for f in self.stream.codec_context.decode(None):  # flush what is buffered
+                        yield "frame", f
                 except av.FFmpegError:
                     pass
                 return
-            if packet is None:
+            if packet is None:  # a cut file can end without the flushing packet
+                try:
+                    for f in self.stream.codec_context.decode(None):
+                        yield "frame", f
+                except av.FFmpegError:
+                    pass
                 return
+            if packet.size and packet.pts is not None:
+                yield "packet", packet.pts
             try:
                 frames = packet.decode()
             except av.FFmpegError as exc:
                 if packet.size == 0 and isinstance(exc, av.error.EOFError):
                     return
-                failed(exc)
+                failed(exc, f"packet at {float(packet.pts * packet.time_base) if packet.pts is not None else '?'} s")
                 continue
-            yield from frames
+            for f in frames:
+                yield "frame", f
 
     def close(self) -> None:
         self.container.close()
+
+
+def _chain(head: list, rest):
+    yield from head
+    yield from rest
 
 
 class VideoWriter:
@@ -440,11 +570,6 @@ class VideoWriter:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-def _chain(head, rest):
-    yield head
-    yield from rest
 
 
 def _even(n: int) -> int:
