@@ -392,3 +392,21 @@ def test_warns_when_the_codec_destroyed_the_colour_codes(models, tmp_path, capsy
         assert ("body points were seen on average" in err) is warned, err
         if warned:
             assert "yuv420p" in err and "wanprep demo --video" in err
+
+
+def test_batch_takes_names_overlay_and_range(fake_hub, tryout, tmp_path, capsys):
+    """`wanprep batch` shares run's options: model names, --overlay, --start / --duration per video."""
+    got, _ = tryout
+    assert cli.main(["models", "download", "yolov10m", "vitpose-l"]) == 0
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    for name in ("a.mkv", "b.mkv"):
+        shutil.copyfile(got.video, clips / name)
+    out = tmp_path / "out"
+    assert cli.main(["batch", str(clips), "--det", "yolov10m", "--pose", "vitpose-l", "--out", str(out), "--no-progress",
+                     "--overlay", "--start", "2s", "--duration", "10f"]) == 0
+    for name in ("a", "b"):
+        rep = json.loads((out / name / "poses.json").read_text())
+        assert rep["frames_done"] == 10 and rep["video"]["range"]["first_frame"] == 48
+        assert rep["options"]["start"] == "2s" and rep["options"]["overlay"] is True
+        assert decode(out / name / "overlay.mp4").shape[0] == 10
