@@ -15,6 +15,7 @@ pytest.importorskip("ray.data", reason='Ray Data needs pandas and pyarrow: pip i
 
 from wanprep_torch import batch, cli  # noqa: E402
 from wanprep_torch.batch import rayengine  # noqa: E402
+from wanprep_torch.runner import RunOptions  # noqa: E402
 
 pytestmark = pytest.mark.ray
 
@@ -98,3 +99,39 @@ def test_ray_pool_sizing(monkeypatch):
 def test_devices_flag_is_local_only(batch_clips, models, tmp_path, capsys):
     rc = cli.main(batch_args([batch_clips / "clips"], models, tmp_path / "o", "--engine", "ray", "--devices", "cuda:0"))
     assert rc == 2 and "--devices is for --engine local" in capsys.readouterr().err
+
+
+def ray_fake_load(options, progress_callback=None, threads=None):
+    return {"device": options.device}
+
+
+def ray_fake_process(pre, video, out_dir, options, stop=None):
+    """A "slow" video takes 8 s, the others return at once (no models, no outputs)."""
+    import time as _time
+
+    from wanprep_torch.runner import RunSummary
+
+    if "slow" in Path(video).stem:
+        _time.sleep(8)
+    return RunSummary(0, True, 3, str(out_dir))
+
+
+def test_ray_reports_each_video_as_it_finishes(local_ray, tmp_path):
+    """Two actors, a slow video and a quick one: the quick one's line comes long before the
+    batch ends (not all at once at the end)."""
+    import time
+
+    local_ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the actors cannot import this test module
+    for n in ("slow", "quick"):
+        (tmp_path / "in").mkdir(exist_ok=True)
+        (tmp_path / "in" / f"{n}.mp4").write_bytes(b"")
+    recs = batch.plan([tmp_path / "in" / "slow.mp4", tmp_path / "in" / "quick.mp4"], tmp_path / "out")
+    lines = []
+    job = batch.Job(tmp_path / "out", RunOptions("d.onnx", "p.onnx", device="cpu"), progress=False,
+                    log=lambda m: lines.append((time.monotonic(), m)), load_models=ray_fake_load, process_video=ray_fake_process)
+    t0 = time.monotonic()
+    done = batch.run_ray(recs, job, workers=2)
+    t_end = time.monotonic()
+    assert [r.status for r in done] == ["ok", "ok"]
+    quick = next(t for t, m in lines if "quick" in m)
+    assert t_end - quick > 4, (quick - t0, t_end - t0)

@@ -55,13 +55,13 @@ import os
 import sys
 from pathlib import Path
 
+from .config import CHUNK_SIZE
 from .errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_USER, RunError, one_line
-from .gateconfig import PRESETS
 from .interrupt import SignalStop
+from .runner import GATES
 
 __all__ = ["main", "build_parser", "run_options"]
 
-GATE_PRESETS = tuple(PRESETS)  # from the torch-free gateconfig: no torch import here
 
 _EPILOG = """exit status:
   0    finished: every frame processed
@@ -128,7 +128,7 @@ def _add_run_options(r: argparse.ArgumentParser, batch: bool) -> None:
     r.add_argument("--models-dir", type=Path, default=None, metavar="DIR", help="where model names are looked up: " + MODELS_DIR_HELP)
     r.add_argument("--width", type=int, default=None, metavar="W", help="resize frames to this width (e.g. 832); alone, keeps the aspect; odd rounds up")
     r.add_argument("--height", type=int, default=None, metavar="H", help="resize frames to this height (e.g. 480); alone, keeps the aspect; odd rounds up")
-    r.add_argument("--gate", choices=GATE_PRESETS, default="safe",
+    r.add_argument("--gate", choices=GATES, default="safe",
                    help="frame-skipping preset: off (every frame through both models), safe (default), fast")
     if batch:
         r.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: every GPU, else the CPU)")
@@ -137,7 +137,7 @@ def _add_run_options(r: argparse.ArgumentParser, batch: bool) -> None:
     r.add_argument("--fp16", action="store_true", help="convert float32 models to FP16 (once per model, cached in the user "
                    "cache; FP16 files are used as they are; slower on the CPU; needs pip install 'wanprep_torch[fp16]')")
     r.add_argument("--batch", type=_batch_arg, default="auto", metavar="auto|N", help="frames per model run, or auto (default)")
-    r.add_argument("--chunk", type=int, default=64, metavar="N", help="frames decoded and processed per step (default: 64)")
+    r.add_argument("--chunk", type=int, default=CHUNK_SIZE, metavar="N", help=f"frames decoded and processed per step (default: {CHUNK_SIZE})")
     r.add_argument("--face-padding", type=int, default=0, metavar="PX", help="extra pixels on each side of the face box (default: 0)")
     r.add_argument("--overwrite", action="store_true", help="replace an earlier result in the output folder (refused without it)")
     r.add_argument("--no-progress", action="store_true", help="no progress report (a bar on a terminal, plain lines otherwise)")
@@ -366,15 +366,20 @@ def _write_tryout(args) -> int:
     return EXIT_OK
 
 
-def _main_demo(args) -> int:
+def _main_demo(args, stop: SignalStop) -> int:
     from .demo import run_demo
+    from .interrupt import StopRequested
 
     if args.video is not None:
         return _write_tryout(args)
     try:
-        run_demo(args.out, args.frames or 24, args.device, args.models_dir, progress=not args.no_progress)
+        with stop.watch():
+            run_demo(args.out, args.frames or 24, args.device, args.models_dir, progress=not args.no_progress)
     except _user_errors() as exc:
         return _error(exc)
+    except StopRequested:
+        print(f"wanprep: interrupted ({stop.requested})", file=sys.stderr)
+        return EXIT_INTERRUPTED
     return EXIT_OK
 
 
@@ -414,7 +419,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.cmd == "batch":
             return _main_batch(args, stop)
         if args.cmd == "demo":
-            return _main_demo(args)
+            return _main_demo(args, stop)
         if args.cmd == "run":
             return _main_run(args, stop)
         return EXIT_USER

@@ -11,7 +11,8 @@
   write error leaves the earlier state untouched.
 - :class:`StreamWriter`: pose.mp4, face.mp4 and per-frame records written part by part, folded
   into poses.json and openpose.json at the end. Frames the video could not give (``filled``)
-  hold the previous frame's result and are flagged ``source_ok: false``.
+  hold the previous frame's result and are flagged ``source_ok: false``; frames decoded from
+  damaged references (``concealed``) keep their own result and are flagged too.
 
 Every write error becomes a :class:`~wanprep_torch.errors.RunError` with
 :data:`~wanprep_torch.errors.EXIT_WRITE` naming the path.
@@ -78,8 +79,11 @@ def check_not_input(out_dir: Path, inputs) -> None:
     """RunError (exit 2) when a file the run writes would be one of ``inputs`` (same path or
     the same file through a link)."""
     targets = [out_dir / n for n in (*RESULT_FILES, "poses.jsonl")]
+    stage = (out_dir / STAGING).resolve()
     for src in inputs:
         src = Path(src)
+        if stage in src.resolve().parents:
+            raise RunError(f"the input {src} is inside {stage}, the staging folder a run clears: move it elsewhere")
         for t in targets:
             same = src.resolve() == t.resolve()
             if not same and t.exists() and src.exists():
@@ -253,13 +257,14 @@ class StreamWriter:
     openpose.json folded at the end. Holds nothing per frame in memory but the last frame's
     result (for filling lost frames)."""
 
-    def __init__(self, folder: Path, fps, device, filled=(), overlay: bool = False):
+    def __init__(self, folder: Path, fps, device, filled=(), concealed=(), overlay: bool = False):
         from .overlay import FrameQueue
         from .video import VideoWriter
 
         self.dir = Path(folder)
         self.device = device
-        self.filled = filled  # a container of frame indices (grows as the reader finds gaps)
+        self.filled = filled  # frame indices to fill (a container that grows as the reader finds gaps)
+        self.concealed = concealed  # frame indices decoded from damaged references: flagged, kept
         self.paths = [self.dir / "pose.mp4", self.dir / "face.mp4", self.dir / "poses.jsonl"]
         # overlay.mp4: the drawing on the source frames; the caller pushes each decoded chunk
         # into ``source`` and every part is drawn on the frames it came from.
@@ -314,8 +319,9 @@ class StreamWriter:
             rec.update({key: cols[col][i] for col, key in COLUMNS if col in cols})
             rec["key_points"] = wan.key_frame_points(kps[i], box=boxes[i])  # SAM2 prompt points, if a key frame
             rec["openpose"] = openpose[i]
-            rec["source_ok"] = part.start + i not in self.filled
-            if not rec["source_ok"]:
+            lost = part.start + i in self.filled
+            rec["source_ok"] = not lost and part.start + i not in self.concealed
+            if lost:
                 self.lost += 1
                 if self._last is not None:  # hold the previous frame's result
                     last_rec, metas[i], face = self._last

@@ -14,7 +14,7 @@ import torch
 
 from . import wan
 from .buffers import Workspace
-from .config import override
+from .config import CHUNK_SIZE, override
 from .detect import DetectConfig, PersonDetector
 from .frames import FrameBatch, as_tchw, iter_chunks
 from .gate import resolve_gate
@@ -28,8 +28,6 @@ from .timing import NULL_TIMER, StageTimer
 from .wan import FaceConfig
 
 __all__ = ["Preprocessor", "Result", "CHUNK_SIZE"]
-
-CHUNK_SIZE = 64  # frames per step: memory follows this, not the video's length
 
 
 def _check_chunk(chunk_size) -> None:

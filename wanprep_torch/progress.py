@@ -54,9 +54,9 @@ class Progress:
         self.bar = None
         self.t0 = time.perf_counter()
         self.last = self.t0
-        if enabled and getattr(self.stream, "isatty", lambda: False)():
-            try:
-                from tqdm import tqdm
+        if enabled and (getattr(self.stream, "isatty", lambda: False)() or "ipykernel" in sys.modules):
+            try:  # a terminal's bar, or a notebook's widget (tqdm.auto picks)
+                from tqdm.auto import tqdm
 
                 self.bar = tqdm(total=total, desc=desc, unit=unit, file=self.stream, dynamic_ncols=True)
             except ImportError:

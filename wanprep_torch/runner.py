@@ -21,13 +21,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from .config import CHUNK_SIZE
 from .errors import EXIT_INCOMPLETE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USER, RunError, one_line
+from .gateconfig import PRESETS
 from .interrupt import StopFlag, StopRequested, checkpoint
 
 __all__ = ["RunOptions", "RunSummary", "run_video", "load_preprocessor", "resolve_models", "check_device",
            "format_timings"]
 
-GATES = ("off", "safe", "fast")
+GATES = tuple(PRESETS)  # from the torch-free gateconfig: start-up stays without torch
 
 
 def check_device(device, allow_auto: bool = False) -> str:
@@ -65,7 +67,7 @@ class RunOptions:
     device: str = "cpu"
     fp16: bool = False
     batch: int | str = "auto"
-    chunk: int = 64
+    chunk: int = CHUNK_SIZE
     face_padding: int = 0
     overwrite: bool = False
     overlay: bool = False  # also overlay.mp4: the result drawn on the source frames
@@ -337,7 +339,7 @@ def _run_locked(video, folder, options, stop, pre, progress, log, err, t_start) 
     from .progress import Progress
 
     reader, size, asked = _open_video(video, options, err)
-    writer = None
+    writer = bar = None
     try:
         checkpoint()
         if pre is None:
@@ -347,7 +349,8 @@ def _run_locked(video, folder, options, stop, pre, progress, log, err, t_start) 
             checkpoint()
             pre = load_preprocessor(options, progress_callback=bar)
         checkpoint()
-        writer = StreamWriter(folder.open(), reader.fps, pre.device, reader.filled, overlay=options.overlay)
+        writer = StreamWriter(folder.open(), reader.fps, pre.device, reader.filled, reader.concealed,
+                              overlay=options.overlay)
         error, interrupted = _process(reader, pre, writer, size, options, stop, bar)
         writer.close()
     except StopRequested:  # before any frame: nothing to keep
@@ -361,6 +364,8 @@ def _run_locked(video, folder, options, stop, pre, progress, log, err, t_start) 
         reader.close()
         raise
     except BaseException:
+        if bar is not None:
+            bar.close()
         if writer is not None:
             try:
                 writer.close()
@@ -416,10 +421,15 @@ def _reason(reader, error, stop) -> str | None:
         return error
     if stop is not None:
         return f"interrupted ({stop.requested})"
-    if reader.filled:
-        first = reader.filled[0]
-        return (f"{len(reader.filled)} frame(s) of the source could not be decoded (first: frame {first}); each holds "
-                "the previous frame's result and is flagged \"source_ok\": false")
+    if reader.filled or reader.concealed:
+        parts = []
+        if reader.filled:
+            parts.append(f"{len(reader.filled)} frame(s) of the source could not be decoded (first: frame "
+                         f"{reader.filled[0]}), each holding the previous frame's result")
+        if reader.concealed:
+            parts.append(f"{len(reader.concealed)} frame(s) were decoded from damaged references (first: frame "
+                         f"{reader.concealed[0]}) and may be off")
+        return "; ".join(parts) + "; all flagged \"source_ok\": false"
     if reader.error:
         return reader.error
     if reader.shortfall():
@@ -435,7 +445,8 @@ def _finish(reader, writer, folder, options, size, asked, error, stop, log, err,
     video_info = {
         "source": str(reader.path), "fps": float(reader.fps), "frames": n,
         "source_size": [reader.width, reader.height], "size": [size[1], size[0]], "gate": options.gate,
-        "rotation": reader.rotation, "filled_frames": len(reader.filled), "range": _range_record(reader, options),
+        "rotation": reader.rotation, "filled_frames": len(reader.filled), "concealed_frames": len(reader.concealed),
+        "range": _range_record(reader, options),
     }
     if options.overlay:
         video_info["overlay"] = "overlay.mp4"
@@ -444,7 +455,7 @@ def _finish(reader, writer, folder, options, size, asked, error, stop, log, err,
     footer = {
         "providers": writer.providers, "timings": writer.timings, "video": video_info, "options": options.record(),
         "complete": complete, "frames_done": n, "expected_frames": reader.expected_frames,
-        "decoded_frames": reader.decoded, "filled_frames": len(reader.filled),
+        "decoded_frames": reader.decoded, "filled_frames": len(reader.filled), "concealed_frames": len(reader.concealed),
     }
     if reason:
         footer["incomplete_reason"] = reason

@@ -152,8 +152,9 @@ class VideoReader:
     Frames are placed by their timestamps: output frame i is the source frame whose
     presentation time is the i-th of the stream's packets, whatever the decoder drops or
     reorders. A frame that cannot be decoded (a corrupt packet) is filled with the previous
-    frame's image (black before the first) and listed in ``filled``; ``error`` describes the
-    first decoding problem. Rotation metadata (the display matrix) is applied as ffmpeg does by
+    frame's image (black before the first) and listed in ``filled``; frames decoded after a
+    decoding error and before the next keyframe (their references may be broken: the decoder
+    conceals) are listed in ``concealed``; ``error`` describes the first decoding problem. Rotation metadata (the display matrix) is applied as ffmpeg does by
     default: ``rotation`` degrees counter-clockwise, and ``width``/``height`` are the displayed
     sides (known after :meth:`prime`, which decodes the first frame).
 
@@ -194,6 +195,9 @@ class VideoReader:
         self.rotation = 0  # degrees counter-clockwise applied to every frame (display matrix)
         self.decoded = 0  # frames decoded from the file so far
         self.filled: list[int] = []  # indices of frames that could not be decoded (filled)
+        self.concealed: list[int] = []  # indices decoded after a decoding error, before a keyframe
+        self._damaged = False  # a decoding error since the last keyframe: references may be lost
+        self._concealed_pts: set = set()
         self.produced = 0  # frames handed out (decoded + filled)
         self.error: str | None = None  # the first decoding problem
         self.decode_seconds = 0.0
@@ -319,6 +323,9 @@ class VideoReader:
                 return prev
             h, w = self.height, self.width
             return np.zeros((h, w, 3), np.uint8)
+        if frame.pts in self._concealed_pts:
+            self._concealed_pts.discard(frame.pts)
+            self.concealed.append(self.produced)
         arr = frame.to_ndarray(format="rgb24")
         if self.rotation:
             arr = np.ascontiguousarray(np.rot90(arr, k=self.rotation // 90))
@@ -416,6 +423,10 @@ class VideoReader:
                 continue
             if frame.pts in frames or bisect.bisect_left(ranks, frame.pts) < state["next"]:
                 continue  # late: its place was already filled
+            if frame.key_frame:
+                self._damaged = False
+            elif self._damaged:  # decoded from references a corrupt packet may have broken
+                self._concealed_pts.add(frame.pts)
             frames[frame.pts] = frame
             yield from ready(False)
         yield from ready(True)
@@ -440,6 +451,7 @@ class VideoReader:
             if self._on_error == "raise":
                 raise VideoError(msg) from None
             self.error = self.error or msg
+            self._damaged = True
 
         packets = self.container.demux(self.stream)  # ends with an empty packet that flushes
         while True:

@@ -77,7 +77,7 @@ def run_local(records: list[VideoRecord], job: Job, workers: int | None = None, 
         if len(wplan) == 1:
             _run_inline(board, todo, job, wplan[0], stop or StopFlag())
         else:
-            _run_pool(board, todo, job, wplan)
+            _run_pool(board, todo, job, wplan, stop or StopFlag())
     except KeyboardInterrupt:
         board.close(interrupted=True)
         raise
@@ -237,9 +237,11 @@ class _Pool:
             if self.remaining and not self.stop.is_set():
                 self.spawn(w)  # its replacement takes the dead worker's share
 
-    def loop(self) -> str | None:
+    def loop(self, flag: StopFlag) -> str | None:
         load_error, give_up = None, None
         while self.procs.keys() - self.exited:
+            if flag.requested and not self.sigints:  # SIGTERM (the caller's handler) counts as one Ctrl-C
+                self.sigints = 1
             if self.sigints and give_up is None:
                 self.stop.set()
                 give_up = time.perf_counter() + 60
@@ -267,7 +269,7 @@ class _Pool:
         self.results.cancel_join_thread()
 
 
-def _run_pool(board: Board, todo, job: Job, wplan) -> None:
+def _run_pool(board: Board, todo, job: Job, wplan, flag: StopFlag) -> None:
     pool = _Pool(board, todo, job, wplan)
     for w in wplan:
         pool.spawn(w)
@@ -279,7 +281,7 @@ def _run_pool(board: Board, todo, job: Job, wplan) -> None:
 
     old = signal.signal(signal.SIGINT, on_sigint) if threading.current_thread() is threading.main_thread() else None
     try:
-        load_error = pool.loop()
+        load_error = pool.loop(flag)
     finally:
         if old is not None:
             signal.signal(signal.SIGINT, old)

@@ -152,7 +152,10 @@ def _run_dataset(ray, board: Board, records, todo, job: Job, size, gpus, cpus, t
     logging.getLogger("ray.data").setLevel(logging.WARNING)
     items = [{"record": json.dumps(dict(records[i].to_json(), index=i))} for i in todo]
     ds = ray.data.from_items(items, override_num_blocks=len(items))
-    ds = ds.map_batches(_RayVideoActor, batch_size=1, compute=ray.data.ActorPoolStrategy(size=size),
+    # One video in flight per actor: a free actor takes the next video (no queue behind a long
+    # one), and each finished video's row is out at once.
+    pool = ray.data.ActorPoolStrategy(size=size, max_tasks_in_flight_per_actor=1)
+    ds = ds.map_batches(_RayVideoActor, batch_size=1, compute=pool,
                         num_gpus=gpus, num_cpus=cpus, fn_constructor_kwargs=dict(job=job, threads=threads))
     done: set = set()
     try:
