@@ -358,6 +358,8 @@ def _run_locked(video, folder, options, stop, pre, progress, log, err, t_start) 
         error, interrupted = _process(reader, pre, writer, size, options, stop, bar)
         writer.close()
     except StopRequested:  # before any frame: nothing to keep
+        if bar is not None:
+            bar.close()
         if writer is not None:
             writer.close()
         folder.discard()
