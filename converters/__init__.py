@@ -1,6 +1,7 @@
-"""Model converters for wanprep_torch: FP16 conversion and dynamic batch axis.
+"""Model converters for wanprep_torch: FP16 and INT8 conversion, dynamic batch axis.
 
     python -m converters.fp16 IN.onnx OUT.onnx [...]
+    python -m converters.int8 IN.onnx OUT.onnx --video CLIP.mp4 [--det DET.onnx] [...]
     python -m converters.dynamic_batch IN.onnx OUT.onnx [...]
 """
 
@@ -14,6 +15,12 @@ _LAZY = {
     "validate": "fp16",
     "Report": "fp16",
     "ValidationFailed": "fp16",
+    "convert_int8": "int8",
+    "Int8Settings": "int8",
+    "Thresholds": "int8_check",
+    "prepare_int8": "int8_cache",
+    "Int8Record": "int8_cache",
+    "Int8Fallback": "int8_cache",
     "make_dynamic_batch": "dynamic_batch",
     "verify_batch": "dynamic_batch",
 }

@@ -78,7 +78,7 @@ EXIT_HELP = (
     "not installed for --engine ray); 130 interrupted (Ctrl-C: the videos in progress are "
     "marked incomplete, the rest pending; run again with --resume)."
 )
-RUN_OPTIONS = ("det", "pose", "width", "height", "gate", "device", "fp16", "batch", "chunk", "face_padding")
+RUN_OPTIONS = ("det", "pose", "width", "height", "gate", "device", "fp16", "int8", "batch", "chunk", "face_padding")
 
 
 class BatchError(Exception):
@@ -854,7 +854,8 @@ def _jsonable(v):
     return str(v) if isinstance(v, Path) else v
 
 
-def main(args, process_video: Callable, load_models: Callable, prepare_models: Callable | None = None, log=None) -> int:
+def main(args, process_video: Callable, load_models: Callable, prepare_models: Callable | None = None, log=None,
+         prepare_int8: Callable | None = None) -> int:
     """`wanprep batch` on parsed arguments (``inputs``, ``out``, ``engine``, ``ray_address``,
     ``workers``, ``devices``, ``resume``, ``no_progress`` and the run options). Returns the exit
     status; raises BatchError (and the hooks' own errors) for usage errors, exit status 2."""
@@ -887,10 +888,17 @@ def main(args, process_video: Callable, load_models: Callable, prepare_models: C
         # Converted once here, before the workers start (they would race on the cache).
         conv = prepare_models({"detector": Path(options["det"]), "pose": Path(options["pose"])}, out / ".models", log=log)
         options.update(det=str(conv["detector"]), pose=str(conv["pose"]), fp16=False)
+    if options.get("int8") and prepare_int8 is not None:
+        # Once, checked on the first video's first frames (a model that misses the thresholds
+        # there runs in FP32 for the whole batch).
+        first = next((r.video for r in records if r.status != "failed"), None)
+        if first is not None:
+            conv = prepare_int8({"detector": Path(options["det"]), "pose": Path(options["pose"])}, first, log=log)
+            options.update(det=str(conv["detector"]), pose=str(conv["pose"]), int8=False)
     meta = {
         "command": "wanprep batch",
         "out": str(out),
-        "options": dict(options, fp16=bool(getattr(args, "fp16", False))),
+        "options": dict(options, fp16=bool(getattr(args, "fp16", False)), int8=bool(getattr(args, "int8", False))),
         "resume": bool(args.resume),
         "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }

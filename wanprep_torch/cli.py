@@ -210,6 +210,37 @@ def _require_fp16() -> None:
         raise CliError("--fp16 needs onnxconverter-common: pip install 'wanprep_torch[fp16]' (or pip install onnxconverter-common)") from None
 
 
+def prepare_int8_models(paths: dict, frames, size=None, log=print) -> dict:
+    """--int8: INT8 copies of the models (converted once into the user cache, see
+    converters.int8_cache), each checked on the first frames of ``frames`` (a video path) and
+    replaced by its FP32 file, with a warning, where it misses the thresholds."""
+    from converters import InputError
+    from converters.int8_cache import prepare_int8
+
+    warn = lambda m: print(f"wanprep: warning: {m}", file=sys.stderr)  # noqa: E731
+    try:
+        rec = prepare_int8(paths["detector"], paths["pose"], frames, size=size, log=log, warn=warn)
+    except InputError as exc:
+        raise CliError(f"--int8: {_one_line(exc)}") from None
+    for choice in (rec.detector, rec.pose):
+        if choice.int8:
+            log(f"INT8 {choice.role} model: {choice.path}" + (" (cached)" if choice.cached else ""))
+        if choice.report is not None:
+            log("  " + choice.report.summary().replace("\n", "\n  "))
+    return rec.paths
+
+
+def int8_applies(int8: bool, fp16: bool, device: str | None) -> bool:
+    """Whether --int8 is used: CliError with --fp16; ignored with a warning on a CUDA device
+    (the INT8 models are for ONNX Runtime's CPU provider)."""
+    if int8 and fp16:
+        raise CliError("--int8 and --fp16 exclude each other: INT8 is for the CPU, FP16 for CUDA")
+    if int8 and device is not None and str(device).startswith("cuda"):
+        print(f"wanprep: warning: --int8 is for the CPU provider; ignored on {device} (FP32 models used)", file=sys.stderr)
+        return False
+    return int8
+
+
 def _prepare_out(out_dir: Path) -> list[Path]:
     """Create ``out_dir`` (and parents) and check it is writable; returns the folders created
     (so that a run that fails before writing anything can remove them). CliError otherwise."""
@@ -465,6 +496,7 @@ def run_video(
     fp16: bool = False,
     batch="auto",
     chunk: int = 64,
+    int8: bool = False,
     face_padding: int = 0,
     progress: bool = True,
     stop: "_Stop | None" = None,
@@ -494,6 +526,7 @@ def run_video(
         raise CliError(f"unknown --gate {gate!r}; choose one of {', '.join(GATE_PRESETS)}")
     if fp16:
         _require_fp16()
+    int8 = int8_applies(int8, fp16, device) and pre is None
 
     reader = VideoReader(video)  # fails fast on a bad video, before loading models
     outputs = None
@@ -508,6 +541,8 @@ def run_video(
         models = {"detector": Path(det), "pose": Path(pose)}
         if fp16 and pre is None:
             models = prepare_fp16_models(models, out_dir / ".models", log=print if progress else (lambda _m: None))
+        if int8:
+            models = prepare_int8_models(models, video, size, log=print if progress else (lambda _m: None))
         bar = _Progress(reader.expected_frames, progress)
         if pre is None:  # one report, driven here: the Preprocessor's own bar stays off
             pre = _preprocessor(models["detector"], models["pose"], device, batch, face_padding, chunk, False, gate, progress_callback=bar)
@@ -713,7 +748,9 @@ def _run_batch(args) -> int:
     from .runtime import ModelError
 
     try:
-        return batch.main(args, batch_process, batch_load, prepare_fp16_models)
+        if args.int8:
+            args.int8 = int8_applies(True, args.fp16, batch.resolve_devices(args.device, args.devices)[0])
+        return batch.main(args, batch_process, batch_load, prepare_fp16_models, prepare_int8=prepare_int8_models)
     except (CliError, ModelError, VideoError, batch.BatchError) as exc:
         print(f"wanprep: error: {_one_line(exc)}", file=sys.stderr)
         return 2
@@ -856,6 +893,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="convert float32 models to FP16 (cached in DIR/.models/; FP16 files are used as they are; "
         "needs pip install 'wanprep_torch[fp16]')",
     )
+    r.add_argument(
+        "--int8",
+        action="store_true",
+        help="CPU: INT8 models (converted once into the user cache, checked on the video's first frames; "
+        "a model that misses the thresholds runs in FP32 with a warning)",
+    )
     r.add_argument("--batch", type=_batch_arg, default="auto", metavar="auto|N", help="frames per model run, or auto (default)")
     r.add_argument("--chunk", type=int, default=64, metavar="N", help="frames decoded and processed per step; an interrupt stops after one (default: 64)")
     r.add_argument("--face-padding", type=int, default=0, metavar="PX", help="extra pixels on each side of the face box (default: 0)")
@@ -919,6 +962,7 @@ def _main_run(args) -> int:
             gate=args.gate,
             device=args.device,
             fp16=args.fp16,
+            int8=args.int8,
             batch=args.batch,
             chunk=args.chunk,
             face_padding=args.face_padding,
