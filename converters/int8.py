@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 import tempfile
 from dataclasses import asdict, dataclass, field
@@ -151,8 +152,12 @@ class QuantInfo:
 
 
 def _constants(graph: onnx.GraphProto) -> set[str]:
+    """Tensors that do not depend on the graph's inputs: initializers, Constants and what is
+    computed from them alone (exporters feed MatMul a Transpose of a weight, not the weight)."""
     names = {t.name for t in graph.initializer}
-    names |= {o for n in graph.node if n.op_type == "Constant" for o in n.output}
+    for n in graph.node:  # ONNX graphs are topologically sorted
+        if n.op_type == "Constant" or (n.input and all(i in names or not i for i in n.input)):
+            names.update(n.output)
     return names
 
 
@@ -232,11 +237,27 @@ def quantize(src, dst, kind: str, settings: Int8Settings = Int8Settings(), calib
 
     ``calibration``: (N, ...) real inputs for the static recipe (ignored by the dynamic one).
     """
+    src, dst = Path(src), Path(dst)
+    s = settings.resolve(kind)
+    quiet = _QuietAdvice()
+    logging.getLogger().addFilter(quiet)
+    try:
+        return _quantize(src, dst, kind, s, calibration, log)
+    finally:
+        logging.getLogger().removeFilter(quiet)
+
+
+class _QuietAdvice(logging.Filter):
+    """onnxruntime logs advice to pre-process on every dynamic run; the static recipe does."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "pre-processing before quantization" not in record.getMessage()
+
+
+def _quantize(src: Path, dst: Path, kind: str, s: Int8Settings, calibration, log: Log) -> QuantInfo:
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    src, dst = Path(src), Path(dst)
-    s = settings.resolve(kind)
     loaded = load_skeleton(src)
     external = loaded.uses_external_data or weight_bytes(loaded.model) > EXTERNAL_DATA_THRESHOLD
     with tempfile.TemporaryDirectory(prefix=".int8-", dir=dst.parent) as tmp:

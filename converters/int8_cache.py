@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from wanprep_torch.runtime import ModelError
+
 from ._common import ConversionError, Log, Staging, load_skeleton, no_log
 from .int8 import Int8Settings, open_stages, quantize, split_frames
 from .int8_check import (
@@ -107,7 +109,13 @@ class Int8Record:
 
 
 def _cache_path(cache_dir: Path, src: Path, settings: Int8Settings, kind: str) -> Path:
+    """The cache file for ``src``: named after the first file seen with these bytes, found by
+    the key alone (a renamed or copied model hits the cache)."""
     key = hashlib.sha256((content_hash(src) + settings.resolve(kind).key()).encode()).hexdigest()[:16]
+    for pattern in (f"*-{key}.int8.onnx", f"*-{key}.int8.onnx.none.json"):
+        found = sorted(cache_dir.glob(pattern)) if cache_dir.is_dir() else []
+        if found:
+            return found[0] if found[0].suffix == ".onnx" else found[0].with_name(found[0].name[: -len(".none.json")])
     return cache_dir / f"{src.stem}-{key}.int8.onnx"
 
 
@@ -158,7 +166,7 @@ def prepare_int8(det_path, pose_path, frames, *, cache_dir=None, settings: dict 
     shots = frames_from(frames, count, size)
     dst = {r: _cache_path(cache, src[r], settings.get(r, Int8Settings()), r) for r in ROLES}
     calib_idx, val_idx = split_frames(shots.shape[0])
-    fresh = [r for r in ROLES if not dst[r].is_file()]
+    fresh = [r for r in ROLES if not (dst[r].is_file() or _none_marker(dst[r]).is_file())]
     # Calibration frames are only needed for a model not yet in the cache.
     need = sorted(set(val_idx) | (set(calib_idx) if fresh else set()))
     log(f"INT8: real inputs from {len(need)} frame(s) with the FP32 models")
@@ -169,8 +177,9 @@ def prepare_int8(det_path, pose_path, frames, *, cache_dir=None, settings: dict 
     for role in ROLES:
         reason, report, cached = None, None, role not in fresh
         try:
-            if not cached:
-                log(f"INT8: converting the {role} model {src[role]} -> {dst[role]}")
+            if not dst[role].is_file():
+                if not cached:
+                    log(f"INT8: converting the {role} model {src[role]} -> {dst[role]}")
                 data = calib.pose if role == "pose" else calib.det
                 reason = _make(src[role], dst[role], role, settings.get(role, Int8Settings()), data, log)
             if reason is None:
@@ -181,6 +190,9 @@ def prepare_int8(det_path, pose_path, frames, *, cache_dir=None, settings: dict 
                     reason = f"misses the INT8 thresholds on this video: {'; '.join(report.failures)}"
         except ConversionError as e:
             reason = f"cannot be quantized: {' '.join(str(e).split())}"
+        except ModelError as e:  # a cached file onnxruntime cannot open (damaged): made again next time
+            dst[role].unlink(missing_ok=True)
+            reason = f"the INT8 file cannot be loaded: {' '.join(str(e).split())}"
         if reason is None:
             choice = ModelChoice(role, src[role], dst[role], True, cached, report)
         else:
