@@ -5,7 +5,7 @@
     python -m converters.dynamic_batch IN.onnx OUT.onnx [...]
 """
 
-from ._common import ConversionError, InputError
+from ._common import ConversionError, InputError, ValidationFailed
 
 # Submodules load lazily: importing them here would make `python -m converters.fp16` warn that
 # the module was already imported, and keep onnxconverter-common optional for dynamic_batch.
@@ -14,7 +14,6 @@ _LAZY = {
     "convert_and_validate": "fp16",
     "validate": "fp16",
     "Report": "fp16",
-    "ValidationFailed": "fp16",
     "convert_int8": "int8",
     "Int8Settings": "int8",
     "Thresholds": "int8_check",
@@ -25,7 +24,7 @@ _LAZY = {
     "verify_batch": "dynamic_batch",
 }
 
-__all__ = ["ConversionError", "InputError", *_LAZY]
+__all__ = ["ConversionError", "InputError", "ValidationFailed", *_LAZY]
 
 
 def __getattr__(name):

@@ -45,6 +45,7 @@ from ._common import (
     InputError,
     Log,
     Staging,
+    ValidationFailed,
     check_data_file_not_input,
     check_paths,
     load_skeleton,
@@ -101,12 +102,6 @@ DEFAULT_KEEP_FLOAT = {
 DEFAULT_MODE = {"pose": "dynamic", "detector": "static"}
 # Bump when a recipe changes: cached INT8 models made by an older one are rebuilt.
 RECIPE_VERSION = "1"
-
-
-class ValidationFailed(ConversionError):
-    def __init__(self, msg: str, report):
-        super().__init__(msg)
-        self.report = report
 
 
 @dataclass(frozen=True)

@@ -329,7 +329,7 @@ def test_vit_standin_both_recipes(models, tmp_path, mode):
     frames = make_clip(6, seed=4).frames
     rec = prepare_int8(models["det"], src, frames, cache_dir=tmp_path / "c", warn=lambda m: None,
                        settings={"pose": Int8Settings(mode)})
-    assert rec.pose.report is not None and rec.pose.reason is None or "misses" in rec.pose.reason
+    assert rec.pose.report is not None and (rec.pose.reason is None or "misses" in rec.pose.reason)
     q = rec.pose.path if rec.pose.int8 else next((tmp_path / "c").glob("tiny-*.int8.onnx"))
     ops = _ops(q)
     assert ("QuantizeLinear" in ops) if mode == "static" else bool(ops & {"MatMulInteger", "DynamicQuantizeMatMul"})
