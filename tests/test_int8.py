@@ -262,6 +262,12 @@ def test_converter_cli_errors(models, video, tmp_path, capsys):
     assert rc == 2 and "already quantized" in err
 
 
+def test_converters_usage_lists_int8(capsys):
+    from converters.__main__ import main
+
+    assert main([]) == 0 and "python -m converters.int8" in capsys.readouterr().out
+
+
 def test_converter_cli_subprocess(models, video, tmp_path):
     cmd = [sys.executable, "-m", "converters", "int8", str(models["pose"]), str(tmp_path / "p.onnx"),
            "--video", str(video), "--det", str(models["det"]), "--frames", "6"]
@@ -280,6 +286,9 @@ def test_run_int8(models, video, tmp_path, monkeypatch, capsys):
     assert "INT8 pose model:" in o.out and "PASS" in o.out
     assert "INT8 detector model not used, running FP32" in o.err  # the kit's detector: nothing to quantize
     assert len(list((tmp_path / "cache").glob("pose_dyn-*.int8.onnx"))) == 1
+    rec = json.loads((out / "int8.json").read_text())  # the choice and the numbers, kept with the outputs
+    assert rec["pose"]["int8"] and rec["pose"]["validation"]["ok"] and not rec["detector"]["int8"]
+    assert set(rec["pose"]["validation"]["groups"]) == {"body", "face", "hands"}
     ref = tmp_path / "ref"
     assert cli.main([*args[:7], str(ref), "--gate", "off", "--no-progress"]) == 0
     a = json.loads((out / "poses.json").read_text())
@@ -313,6 +322,7 @@ def test_batch_int8_converts_once(models, tmp_path, monkeypatch, capsys):
     assert len(calls) == 1 and Path(calls[0]).name == "a.mp4"  # once, on the first video
     report = json.loads((tmp_path / "out" / "batch.json").read_text())
     assert report["options"]["int8"] is True
+    assert json.loads((tmp_path / "out" / "int8.json").read_text())["pose"]["int8"]
     assert all(r["status"] == "ok" for r in report["videos"])
 
 

@@ -893,7 +893,8 @@ def main(args, process_video: Callable, load_models: Callable, prepare_models: C
         # there runs in FP32 for the whole batch).
         first = next((r.video for r in records if r.status != "failed"), None)
         if first is not None:
-            conv = prepare_int8({"detector": Path(options["det"]), "pose": Path(options["pose"])}, first, log=log)
+            conv = prepare_int8({"detector": Path(options["det"]), "pose": Path(options["pose"])}, first, log=log,
+                                report=out / "int8.json")
             options.update(det=str(conv["detector"]), pose=str(conv["pose"]), int8=False)
     meta = {
         "command": "wanprep batch",

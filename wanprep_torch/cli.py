@@ -210,10 +210,11 @@ def _require_fp16() -> None:
         raise CliError("--fp16 needs onnxconverter-common: pip install 'wanprep_torch[fp16]' (or pip install onnxconverter-common)") from None
 
 
-def prepare_int8_models(paths: dict, frames, size=None, log=print) -> dict:
+def prepare_int8_models(paths: dict, frames, size=None, log=print, report: Path | None = None) -> dict:
     """--int8: INT8 copies of the models (converted once into the user cache, see
     converters.int8_cache), each checked on the first frames of ``frames`` (a video path) and
-    replaced by its FP32 file, with a warning, where it misses the thresholds."""
+    replaced by its FP32 file, with a warning, where it misses the thresholds. ``report``: a
+    JSON file for the choice and the validation numbers."""
     from converters import InputError
     from converters.int8_cache import prepare_int8
 
@@ -222,6 +223,9 @@ def prepare_int8_models(paths: dict, frames, size=None, log=print) -> dict:
         rec = prepare_int8(paths["detector"], paths["pose"], frames, size=size, log=log, warn=warn)
     except InputError as exc:
         raise CliError(f"--int8: {_one_line(exc)}") from None
+    if report is not None:
+        report.parent.mkdir(parents=True, exist_ok=True)
+        report.write_text(json.dumps(rec.as_dict(), indent=1))
     for choice in (rec.detector, rec.pose):
         if choice.int8:
             log(f"INT8 {choice.role} model: {choice.path}" + (" (cached)" if choice.cached else ""))
@@ -542,7 +546,8 @@ def run_video(
         if fp16 and pre is None:
             models = prepare_fp16_models(models, out_dir / ".models", log=print if progress else (lambda _m: None))
         if int8:
-            models = prepare_int8_models(models, video, size, log=print if progress else (lambda _m: None))
+            models = prepare_int8_models(models, video, size, log=print if progress else (lambda _m: None),
+                                         report=out_dir / "int8.json")
         bar = _Progress(reader.expected_frames, progress)
         if pre is None:  # one report, driven here: the Preprocessor's own bar stays off
             pre = _preprocessor(models["detector"], models["pose"], device, batch, face_padding, chunk, False, gate, progress_callback=bar)
