@@ -139,6 +139,23 @@ def end_to_end(det32, pose32, det8, pose8, frames, n_pairs: int) -> dict:
             "kp_px_mean": float(d.mean()), "kp_px_p95": float(torch.quantile(d.flatten(), 0.95))}
 
 
+def fragility(pose_stage, inputs) -> str:
+    """FP32 against itself on crops moved by one 8-bit step of noise: how far the model's
+    keypoints jump without any quantization (a random-weight model's are noise)."""
+    from converters.int8_check import Thresholds, pose_errors
+    from wanprep_torch.pose import PoseInput
+
+    _, val = split_frames(len(inputs))
+    v = inputs.take(val)
+    x = torch.from_numpy(v.pose)
+    g = torch.Generator().manual_seed(0)
+    noisy = x + torch.randn(x.shape, generator=g) / 255 / 0.226  # one step of 8 bits, ImageNet std
+    inp = PoseInput(x, v.center, v.window)
+    ref = pose_stage.postprocess(pose_stage.infer(x), inp)
+    test = pose_stage.postprocess(pose_stage.infer(noisy.contiguous()), inp)
+    return pose_line(pose_errors(ref, test, v.window, Thresholds(), pose_stage.input_hw[0]))
+
+
 def pose_line(rep) -> str:
     return ", ".join(f"{k} {g.mean:.2f}/{g.p95:.2f}" for k, g in rep.groups.items())
 
@@ -168,7 +185,20 @@ def ablation(work: Path, det_src: Path, pose_src: Path, det_stage, pose_stage, i
             rows.append(f"| {src.stem} | {mode} | {', '.join(keep) or 'nothing'} | "
                         f"{raw_sqnr(src, out, role, inputs):.1f} | {val} | {fmt(sp['ratio'])} |")
             print(rows[-1], flush=True)
+    rows.append(conv_integer_row(work, det_src, x_det, n_pairs))
+    print(rows[-1], flush=True)
     return rows
+
+
+def conv_integer_row(work: Path, det_src: Path, x: torch.Tensor, n_pairs: int) -> str:
+    """Why detectors take the static recipe: onnxruntime's dynamic quantization of Conv
+    (ConvInteger) against FP32, model-only."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    out = work / "yolov10m-dynamic-conv.onnx"
+    quantize_dynamic(str(det_src), str(out), op_types_to_quantize=["Conv", "MatMul"], weight_type=QuantType.QInt8)
+    sp = pairs(OrtModel(det_src, "cpu", role="detector"), OrtModel(out, "cpu", role="detector"), x, n_pairs)
+    return f"| {det_src.stem} | dynamic incl. Conv (ConvInteger) | - | - | - | {fmt(sp['ratio'])} |"
 
 
 def main(argv=None) -> int:
@@ -198,7 +228,7 @@ def main(argv=None) -> int:
           f"{physical_cores()} physical cores, torch {torch.__version__}", flush=True)
     frames = make_frames(args.frames)
     det_stage, _ = open_stages(args.yolo)
-    lines, q = [], {}
+    lines, q, noise = [], {}, []
     first_pose = None
     for size, src in poses.items():
         _, pose_stage = open_stages(args.yolo, src)
@@ -207,6 +237,7 @@ def main(argv=None) -> int:
         out, secs = quantized("pose", src, work / f"{src.stem}.int8.onnx", inputs, Int8Settings())
         q[size] = out
         rep = check("pose", det_stage, pose_stage, out, inputs)
+        noise.append(f"| ViTPose-{size.upper()} stand-in | {fragility(pose_stage, inputs)} |")
         sp = pairs(OrtModel(src, "cpu", role="pose"), OrtModel(out, "cpu", role="pose"),
                    torch.from_numpy(inputs.pose[:1]), args.pairs)
         lines.append(f"| ViTPose-{size.upper()} stand-in | dynamic (attention float) | {fmt(sp['fp32_ms'], 0)} | "
@@ -229,6 +260,10 @@ def main(argv=None) -> int:
     print("| model | recipe | FP32 ms | INT8 ms | FP32/INT8 | MB | quantize s | output SQNR dB | validation |")
     print("|---|---|---:|---:|---:|---|---:|---:|---|")
     print("\n".join(lines))
+
+    print("\nFP32 against FP32 on crops with one 8-bit step of noise (no quantization), crop px mean/p95:\n")
+    print("| model | keypoint distance |\n|---|---|")
+    print("\n".join(noise))
 
     e2e = frames[: args.e2e_frames]
     print(f"\nEnd to end (Preprocessor, gate off, {e2e.shape[0]} frames, {args.e2e_pairs} alternating pairs), ms/frame:\n")

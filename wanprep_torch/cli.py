@@ -1,7 +1,7 @@
 """Command line (also `python -m wanprep_torch ...`):
 
     wanprep run VIDEO --det DET.onnx --pose POSE.onnx --out DIR [--width W] [--height H]
-                [--gate off|safe|fast] [--device cpu|cuda] [--fp16] [--batch auto|N]
+                [--gate off|safe|fast] [--device cpu|cuda] [--fp16 | --int8] [--batch auto|N]
                 [--chunk 64] [--face-padding 0] [--no-progress]
     wanprep batch INPUT... --det DET.onnx --pose POSE.onnx --out DIR [run options] [--resume]
                 [--workers N] [--devices cuda:0,cuda:1] [--engine local|ray] [--ray-address ADDR]
@@ -25,7 +25,8 @@ Exit status (`wanprep`, `wanprep run`, `wanprep demo`):
     1    an unexpected internal error (a bug: the traceback is printed)
     2    user error, one line on stderr: bad arguments or options, `--out` not creatable or not
          writable, missing or undecodable video, missing or wrong model files, bad frames,
-         `--fp16` without onnxconverter-common; also `wanprep` with no arguments (prints the help)
+         `--fp16` without onnxconverter-common, `--int8` with `--fp16`; also `wanprep` with no
+         arguments (prints the help)
     3    incomplete input: the video is truncated or corrupt (fewer frames decoded than the
          container promises, or a decoder error mid-stream); the frames decoded are processed
          and kept, poses.json has "complete": false with expected vs decoded counts
