@@ -65,6 +65,8 @@ def read_frames(video, count: int, size: tuple[int, int] | None = None) -> torch
 
     try:
         reader = VideoReader(video)
+        if size is not None and tuple(size) == (reader.height, reader.width):
+            size = None  # as the run reads it: no resampling at the native size
         try:
             chunk = next(iter(reader.chunks(count, "cpu", size, on_error="stop")), None)
         finally:
