@@ -211,6 +211,18 @@ def test_prepare_rejects_bad_inputs(models, tmp_path):
         prepare_int8(models["det"], models["pose"], tmp_path / "missing.mp4", cache_dir=tmp_path)
 
 
+def test_read_frames_as_the_run_reads_them(video):
+    from converters.int8_check import read_frames
+    from wanprep_torch.video import VideoReader
+
+    native = read_frames(video, 5)
+    assert native.shape == (5, 480, 832, 3) and native.dtype == torch.uint8
+    assert torch.equal(read_frames(video, 5, (480, 832)), native)
+    first = next(iter(VideoReader(video).chunks(5, "cpu", (240, 416))))
+    assert torch.equal(read_frames(video, 5, (240, 416)), first)
+    assert read_frames(video, 100).shape[0] == 12  # a short video gives what it has
+
+
 def test_default_cache_dir(monkeypatch, tmp_path):
     monkeypatch.setenv("WANPREP_INT8_CACHE", str(tmp_path / "c"))
     assert int8_cache.default_cache_dir() == tmp_path / "c"
