@@ -173,33 +173,40 @@ def prepare_int8(det_path, pose_path, frames, *, cache_dir=None, settings: dict 
     inputs = model_inputs(shots[need], detector, estimator)
     pos = {f: i for i, f in enumerate(need)}
     calib, val = inputs.take([pos[i] for i in calib_idx if i in pos]), inputs.take([pos[i] for i in val_idx])
-    record = Int8Record(None, None, len(val_idx))  # type: ignore[arg-type]
+    choices, notes = {}, []
     for role in ROLES:
-        reason, report, cached = None, None, role not in fresh
-        try:
-            if not dst[role].is_file():
-                if not cached:
-                    log(f"INT8: converting the {role} model {src[role]} -> {dst[role]}")
-                data = calib.pose if role == "pose" else calib.det
-                reason = _make(src[role], dst[role], role, settings.get(role, Int8Settings()), data, log)
-            if reason is None:
-                log(f"INT8: validating the {role} model on {len(val)} frame(s)" + (" (cached)" if cached else ""))
-                report = (validate_pose(estimator, dst[role], val, thresholds) if role == "pose"
-                          else validate_detector(detector, dst[role], val, thresholds))
-                if not report.ok:
-                    reason = f"misses the INT8 thresholds on this video: {'; '.join(report.failures)}"
-        except ConversionError as e:
-            reason = f"cannot be quantized: {' '.join(str(e).split())}"
-        except ModelError as e:  # a cached file onnxruntime cannot open (damaged): made again next time
-            dst[role].unlink(missing_ok=True)
-            reason = f"the INT8 file cannot be loaded: {' '.join(str(e).split())}"
-        if reason is None:
-            choice = ModelChoice(role, src[role], dst[role], True, cached, report)
-        else:
-            choice = ModelChoice(role, src[role], src[role], False, cached, report, reason)
-            msg = f"INT8 {role} model not used, running FP32 ({src[role].name}): {reason}"
-            record.warnings.append(msg)
+        stage = estimator if role == "pose" else detector
+        data = calib.pose if role == "pose" else calib.det
+        choices[role] = _choose(role, src[role], dst[role], role not in fresh, stage, data, val,
+                                settings.get(role, Int8Settings()), thresholds, log)
+        if choices[role].reason is not None:
+            msg = f"INT8 {role} model not used, running FP32 ({src[role].name}): {choices[role].reason}"
+            notes.append(msg)
             warn(msg)
-        setattr(record, role, choice)
-    return record
+    return Int8Record(choices["detector"], choices["pose"], len(val_idx), notes)
 
+
+def _choose(role: str, src: Path, dst: Path, cached: bool, stage, calibration, val, settings: Int8Settings,
+            thresholds: Thresholds, log: Log) -> ModelChoice:
+    """Make (unless cached) and validate one role's INT8 model; the FP32 source with the
+    reason when it cannot be made or misses the thresholds."""
+    reason, report = None, None
+    try:
+        if not dst.is_file():
+            if not cached:
+                log(f"INT8: converting the {role} model {src} -> {dst}")
+            reason = _make(src, dst, role, settings, calibration, log)
+        if reason is None:
+            log(f"INT8: validating the {role} model on {len(val)} frame(s)" + (" (cached)" if cached else ""))
+            report = (validate_pose(stage, dst, val, thresholds) if role == "pose"
+                      else validate_detector(stage, dst, val, thresholds))
+            if not report.ok:
+                reason = f"misses the INT8 thresholds on this video: {'; '.join(report.failures)}"
+    except ConversionError as e:
+        reason = f"cannot be quantized: {' '.join(str(e).split())}"
+    except ModelError as e:  # a cached file onnxruntime cannot open (damaged): made again next time
+        dst.unlink(missing_ok=True)
+        reason = f"the INT8 file cannot be loaded: {' '.join(str(e).split())}"
+    if reason is None:
+        return ModelChoice(role, src, dst, True, cached, report)
+    return ModelChoice(role, src, src, False, cached, report, reason)

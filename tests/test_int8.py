@@ -204,6 +204,19 @@ def test_prepare_falls_back_to_fp32_with_a_warning(models, tmp_path):
     json.dumps(rec.as_dict())  # the record serialises (numbers, not tensors)
 
 
+def test_prepare_remakes_a_damaged_cache_file(models, tmp_path):
+    frames = make_clip(4, seed=2).frames
+    quiet = lambda m: None  # noqa: E731
+    good = prepare_int8(models["det"], models["pose"], frames, cache_dir=tmp_path, warn=quiet).pose.path
+    good.write_bytes(b"not a model")
+    msgs = []
+    rec = prepare_int8(models["det"], models["pose"], frames, cache_dir=tmp_path, warn=msgs.append)
+    assert rec.pose.path == models["pose"] and "the INT8 file cannot be loaded" in msgs[-1]
+    assert not good.exists()
+    again = prepare_int8(models["det"], models["pose"], frames, cache_dir=tmp_path, warn=quiet)
+    assert again.pose.int8 and not again.pose.cached and again.pose.path == good
+
+
 def test_prepare_rejects_bad_inputs(models, tmp_path):
     with pytest.raises(int8.InputError, match="not a person detector"):
         prepare_int8(models["pose"], models["pose"], make_clip(2).frames, cache_dir=tmp_path)
