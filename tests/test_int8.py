@@ -97,6 +97,19 @@ def test_static_detector_quantizes_the_conv_and_keeps_the_head_float(conv_det, v
     assert res.report.ok and res.report.mean_iou > 0.95 and len(res.report.ious) == 4
 
 
+def test_external_data_in_and_out(models, video, tmp_path):
+    """A model stored with external data (as ViTPose-H ships) keeps it; the input is untouched."""
+    src = tmp_path / "in" / "pose.onnx"
+    src.parent.mkdir()
+    onnx.save_model(onnx.load(str(models["pose"])), str(src), save_as_external_data=True,
+                    all_tensors_to_one_file=True, location="pose.onnx.data", size_threshold=1024)
+    before = (src.parent / "pose.onnx.data").read_bytes()
+    res = convert_int8(src, tmp_path / "out" / "pose8.onnx", video, det_path=models["det"])
+    assert res.report.ok and (tmp_path / "out" / "pose8.onnx.data").is_file()
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["pose8.onnx", "pose8.onnx.data"]
+    assert (src.parent / "pose.onnx.data").read_bytes() == before
+
+
 def test_nothing_to_quantize_is_an_error(models, video, tmp_path, capsys):
     rc = int8.main([str(models["det"]), str(tmp_path / "d.onnx"), "--video", str(video)])
     err = capsys.readouterr().err
