@@ -82,6 +82,8 @@ __all__ = [
 ]
 
 HEAVY_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
+# A heavy op whose weight has fewer elements is decoding arithmetic (YOLO's DFL: 16).
+DECODE_WEIGHTS = 256
 DYNAMIC_OPS = ("MatMul", "Gemm")
 # Ops a quantized graph has and an FP32 one does not.
 INT8_OPS = ("QuantizeLinear", "DynamicQuantizeLinear", "MatMulInteger", "ConvInteger", "QLinearConv",
@@ -165,7 +167,11 @@ def _attention_nodes(graph: onnx.GraphProto) -> list[str]:
 
 
 def _head_nodes(graph: onnx.GraphProto) -> list[str]:
-    """Nodes from each graph output back to (and including) the last heavy op on its path."""
+    """Nodes from each graph output back to (and including) the last heavy op on its path.
+
+    A heavy op with a tiny constant weight is part of the decoding, not a layer: YOLO's DFL is
+    a Conv with 16 fixed weights (0..15) after a softmax, and the walk goes on past it."""
+    sizes = {t.name: int(np.prod(t.dims)) for t in graph.initializer}
     producer = {o: n for n in graph.node for o in n.output}
     seen, stack, out = set(), [o.name for o in graph.output], []
     while stack:
@@ -174,7 +180,8 @@ def _head_nodes(graph: onnx.GraphProto) -> list[str]:
             continue
         seen.add(node.name)
         out.append(node.name)
-        if node.op_type not in HEAVY_OPS:
+        layer = node.op_type in HEAVY_OPS and any(sizes.get(i, 0) >= DECODE_WEIGHTS for i in node.input[1:2])
+        if not layer:
             stack.extend(node.input)
     return out
 

@@ -45,7 +45,7 @@ def video(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def conv_det(tmp_path_factory):
-    """The kit's detector behind two identity 1x1 convolutions: a detector with something the
+    """The kit's detector behind two identity convolutions: a detector with something the
     static recipe quantizes (the first conv) and a head kept in float (the last conv, the
     output layer, and everything after it)."""
     m = make_detector("batch")
@@ -53,11 +53,15 @@ def conv_det(tmp_path_factory):
         for i, name in enumerate(node.input):
             if name == "images":
                 node.input[i] = "images_c"
-    w = numpy_helper.from_array(np.eye(3, dtype=np.float32).reshape(3, 3, 1, 1), "conv_w")
-    w2 = numpy_helper.from_array(np.eye(3, dtype=np.float32).reshape(3, 3, 1, 1), "conv_w2")
-    m.graph.initializer.extend([w, w2])
-    m.graph.node.insert(0, helper.make_node("Conv", ["images", "conv_w"], ["images_s"], name="stem_conv"))
-    m.graph.node.insert(1, helper.make_node("Conv", ["images_s", "conv_w2"], ["images_c"], name="last_conv"))
+    # 3x3 kernels over 16 channels (a layer's size, not decoding arithmetic's), identity by
+    # their centre taps: channels 0-2 carry the image, the others stay zero.
+    w1 = np.zeros((16, 3, 3, 3), np.float32)
+    w2 = np.zeros((3, 16, 3, 3), np.float32)
+    for c in range(3):
+        w1[c, c, 1, 1] = w2[c, c, 1, 1] = 1.0
+    m.graph.initializer.extend([numpy_helper.from_array(w1, "conv_w"), numpy_helper.from_array(w2, "conv_w2")])
+    m.graph.node.insert(0, helper.make_node("Conv", ["images", "conv_w"], ["images_s"], name="stem_conv", pads=[1, 1, 1, 1]))
+    m.graph.node.insert(1, helper.make_node("Conv", ["images_s", "conv_w2"], ["images_c"], name="last_conv", pads=[1, 1, 1, 1]))
     onnx.checker.check_model(m)
     path = tmp_path_factory.mktemp("convdet") / "conv_det.onnx"
     onnx.save(m, str(path))
@@ -382,3 +386,37 @@ def test_vit_standin_both_recipes(models, tmp_path, mode):
     ops = _ops(q)
     assert ("QuantizeLinear" in ops) if mode == "static" else bool(ops & {"MatMulInteger", "DynamicQuantizeMatMul"})
     assert "Softmax" in ops and all(np.isfinite(g.mean) for g in rec.pose.report.groups.values())
+
+
+def _shared_yolo() -> Path | None:
+    for p in (REPO.parent / "shared" / "models" / "yolov10m-standin.onnx", Path("/work/shared/models/yolov10m-standin.onnx")):
+        if p.is_file():
+            return p
+    return None
+
+
+@pytest.mark.slow
+def test_yolov10m_standin_static_keeps_the_head_float(tmp_path):
+    """The real YOLOv10m graph through the static recipe: convolutions quantized, the
+    end-to-end head (last convs, TopK, gathers) reading float, the output close to FP32."""
+    src = _shared_yolo()
+    if src is None:
+        pytest.skip("the YOLOv10m stand-in (../shared/models) is not here")
+    from converters.int8_check import model_inputs
+    from wanprep_torch.runtime import OrtModel
+
+    det, _ = int8.open_stages(src)
+    inputs = model_inputs(make_clip(3, seed=5).frames, det)
+    info = int8.quantize(src, tmp_path / "y8.onnx", "detector", Int8Settings(), inputs.det)
+    assert info.settings.mode == "static" and info.int8_ops > 100
+    g = onnx.load(str(tmp_path / "y8.onnx")).graph
+    dq = {n.output[0] for n in g.node if n.op_type == "DequantizeLinear"}
+    decode = [n for n in g.node if n.name.startswith("/model.23/") and n.name.count("/") == 2
+              and n.op_type not in ("QuantizeLinear", "DequantizeLinear", "Shape")]  # the decoding (a Shape reads no values)
+    assert {"TopK", "GatherElements", "Sigmoid"} <= {n.op_type for n in decode}
+    for n in decode:
+        assert not any(i in dq for i in n.input), n.name
+    x = torch.from_numpy(inputs.det[:1])
+    ref = OrtModel(src, "cpu", role="detector").run(x).numpy().astype(np.float64)
+    out = OrtModel(tmp_path / "y8.onnx", "cpu", role="detector").run(x).numpy()
+    assert 10 * np.log10((ref ** 2).sum() / ((ref - out) ** 2).sum()) > 30  # dB; 2.5 with the head quantized
