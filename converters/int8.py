@@ -103,7 +103,7 @@ DEFAULT_KEEP_FLOAT = {
 }
 DEFAULT_MODE = {"pose": "dynamic", "detector": "static"}
 # Bump when a recipe changes: cached INT8 models made by an older one are rebuilt.
-RECIPE_VERSION = "1"
+RECIPE_VERSION = "2"
 
 
 @dataclass(frozen=True)
