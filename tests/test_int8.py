@@ -339,14 +339,20 @@ def test_run_int8(models, video, tmp_path, monkeypatch, capsys):
 
 
 def test_run_int8_option_errors(models, video, tmp_path, capsys):
+    from wanprep_torch.runner import RunOptions, resolve_int8
+
     rc = cli.main(["run", str(video), "--det", str(models["det"]), "--pose", str(models["pose"]), "--out",
                    str(tmp_path / "o"), "--int8", "--fp16", "--no-progress"])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and err == "wanprep: error: --int8 and --fp16 exclude each other: INT8 is for the CPU, FP16 for CUDA"
     assert not (tmp_path / "o").exists()
-    assert cli.int8_applies(True, False, "cuda:0") is False
-    assert "--int8 is for the CPU provider; ignored on cuda:0" in capsys.readouterr().err
-    assert cli.int8_applies(True, False, "cpu") is True and cli.int8_applies(False, False, "cuda") is False
+    # On a CUDA device --int8 is ignored, said once, and nothing is converted.
+    opts = RunOptions(det=str(models["det"]), pose=str(models["pose"]), int8=True)
+    msgs = []
+    same, rec = resolve_int8(opts, video, err=msgs.append, device="cuda:0")
+    assert rec is None and same == opts.replace(int8=False)
+    assert msgs == ["wanprep: warning: --int8 is for the CPU provider; ignored on cuda:0 (FP32 models used)"]
+    assert resolve_int8(opts.replace(int8=False), video) == (opts.replace(int8=False), None)
 
 
 def test_batch_int8_converts_once(models, tmp_path, monkeypatch, capsys):
