@@ -359,6 +359,8 @@ def test_batch_int8_converts_once(models, tmp_path, monkeypatch, capsys):
     from conftest import write_clip
 
     monkeypatch.setenv("WANPREP_INT8_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "0-broken.mp4").write_text("not a video")  # sorted first: the check moves on
     write_clip(tmp_path / "in" / "a.mp4", 6, 0)
     write_clip(tmp_path / "in" / "b.mp4", 5, 2)
     calls = []
@@ -366,12 +368,14 @@ def test_batch_int8_converts_once(models, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(int8_cache, "prepare_int8", lambda *a, **k: calls.append(a[2]) or real(*a, **k))
     rc = cli.main(["batch", str(tmp_path / "in"), "--det", str(models["det"]), "--pose", str(models["pose"]),
                    "--out", str(tmp_path / "out"), "--int8", "--no-progress"])
-    assert rc == 0, capsys.readouterr().err
-    assert len(calls) == 1 and Path(calls[0]).name == "a.mp4"  # once, on the first video
+    err = capsys.readouterr().err
+    assert rc == 1, err  # the broken file fails on its own; the others run
+    assert "--int8: cannot check the models on" in err and "0-broken.mp4" in err
+    assert len(calls) == 1 and Path(calls[0]).name == "a.mp4"  # once, on the first video that opens
     report = json.loads((tmp_path / "out" / "batch.json").read_text())
     assert report["options"]["int8"] is True
+    assert {r["name"]: r["status"] for r in report["videos"]} == {"0-broken": "failed", "a": "ok", "b": "ok"}
     assert json.loads((tmp_path / "out" / "int8.json").read_text())["pose"]["int8"]
-    assert all(r["status"] == "ok" for r in report["videos"])
 
 
 # ----------------------------------------------------------------------------- stand-ins (slow)

@@ -65,14 +65,7 @@ def main(args, options: RunOptions, stop: StopFlag | None = None, log=None, hook
         if options.int8:
             # Once, checked on the first video's first frames (a model that misses the
             # thresholds there runs in FP32 for the whole batch); the choice in DIR/int8.json.
-            first = next((r.video for r in records if r.status != "failed"), None)
-            if first is not None:
-                from .local import resolve_devices
-
-                device = resolve_devices(options.device, getattr(args, "devices", None))[0]
-                options, int8 = resolve_int8(options, first, log=log, device=device)
-                if int8 is not None:
-                    (out / "int8.json").write_text(json.dumps(int8, indent=1))
+            options = _prepare_int8(args, options, records, out, log)
         meta = {
             "command": "wanprep batch",
             "out": str(out),
@@ -94,6 +87,29 @@ def main(args, options: RunOptions, stop: StopFlag | None = None, log=None, hook
     parts = ", ".join(f"{c[s]} {s}" for s in ("ok", "skipped", "incomplete", "failed", "pending") if c.get(s))
     log(f"batch: {len(records)} videos: {parts}; report: {out / REPORT}")
     return exit_code(records)
+
+
+def _prepare_int8(args, options: RunOptions, records, out: Path, log) -> RunOptions:
+    """--int8 once for the batch, checked on the first video that opens (a model that misses
+    the thresholds there runs in FP32 for the whole batch); the choice in DIR/int8.json."""
+    from ..video import VideoError
+    from .local import resolve_devices
+
+    device = resolve_devices(options.device, getattr(args, "devices", None))[0]
+    for r in records:
+        if r.status == "failed":
+            continue
+        try:
+            resolved, int8 = resolve_int8(options, r.video, log=log, device=device)
+        except VideoError as exc:  # that video fails on its own later; check on the next one
+            print(f"wanprep: warning: --int8: cannot check the models on {r.video} ({one_line(exc)}); trying the next video",
+                  file=sys.stderr)
+            continue
+        if int8 is not None:
+            (out / "int8.json").write_text(json.dumps(int8, indent=1))
+        return resolved
+    print("wanprep: warning: --int8: no video opens to check the INT8 models on; FP32 models used", file=sys.stderr)
+    return options.replace(int8=False)
 
 
 def _run(args, records, job: Job, stop):
