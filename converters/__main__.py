@@ -2,13 +2,17 @@
 
 import sys
 
-USAGE = """usage: python -m converters {fp16,dynamic_batch} ...
+USAGE = """usage: python -m converters {fp16,int8,dynamic_batch} ...
 
 converters:
   fp16           python -m converters.fp16 IN.onnx OUT.onnx [--keep-io-types] [--block-op OP ...]
                      [--auto-block] [--tolerance T] [--samples N] [--inputs [NAME=]FILE.npy ...]
                      [--provider {cpu,cuda}] [--skip-validation] [--force]
                  FP32 -> FP16 (onnxconverter-common), validated against FP32 with onnxruntime
+  int8           python -m converters.int8 IN.onnx OUT.onnx --video CLIP.mp4 [--det DET.onnx]
+                     [--mode auto|dynamic|static] [--keep-float GROUPS] [--frames N] [--max-mean PX]
+                     [--max-p95 PX] [--min-iou X] [--min-worst-iou X] [--force] [--overwrite]
+                 FP32 -> INT8 (onnxruntime.quantization) for the CPU, calibrated and validated on your video
   dynamic_batch  python -m converters.dynamic_batch IN.onnx OUT.onnx [--test-batch N] [--atol A] [--force]
                  make dim 0 of inputs/outputs a symbolic 'batch', verified batch-N vs batch-1
 
@@ -23,6 +27,8 @@ def main(argv=None) -> int:
     name, rest = argv[0], argv[1:]
     if name == "fp16":
         from .fp16 import main as run
+    elif name == "int8":
+        from .int8 import main as run
     elif name in ("dynamic_batch", "dynamic-batch"):
         from .dynamic_batch import main as run
     else:

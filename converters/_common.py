@@ -29,6 +29,15 @@ class InputError(ConversionError):
     """The request itself is wrong (missing/non-ONNX/already-converted file, unsafe output path)."""
 
 
+class ValidationFailed(ConversionError):
+    """The converted model misses the accuracy thresholds (``report`` has the numbers); OUT
+    was not written."""
+
+    def __init__(self, msg: str, report):
+        super().__init__(msg)
+        self.report = report
+
+
 def no_log(_msg: str) -> None:
     pass
 

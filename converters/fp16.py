@@ -26,6 +26,7 @@ from ._common import (
     InputError,
     Log,
     Staging,
+    ValidationFailed,
     check_data_file_not_input,
     check_paths,
     data_file_name,
@@ -57,12 +58,6 @@ PROVIDERS = {
     "cpu": ("CPUExecutionProvider",),
     "cuda": ("CUDAExecutionProvider", "CPUExecutionProvider"),
 }
-
-
-class ValidationFailed(ConversionError):
-    def __init__(self, msg: str, report: "Report"):
-        super().__init__(msg)
-        self.report = report
 
 
 # ----------------------------------------------------------------------------- conversion

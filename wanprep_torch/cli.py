@@ -2,8 +2,9 @@
 
     wanprep run VIDEO --det NAME|DET.onnx --pose NAME|POSE.onnx --out DIR [--models-dir DIR]
                 [--width W] [--height H] [--gate off|safe|fast] [--smooth auto|on|off]
-                [--device cpu|cuda|cuda:N] [--fp16] [--batch auto|N] [--chunk 64] [--face-padding 0]
-                [--overwrite] [--no-progress] [--overlay] [--start TIME] [--duration TIME]
+                [--device cpu|cuda|cuda:N] [--fp16 | --int8] [--batch auto|N] [--chunk 64]
+                [--face-padding 0] [--overwrite] [--no-progress] [--overlay] [--start TIME]
+                [--duration TIME]
     wanprep batch INPUT... --det NAME|DET.onnx --pose NAME|POSE.onnx --out DIR [run options] [--resume]
                 [--workers N] [--devices cuda:0,cuda:1] [--engine local|ray] [--ray-address ADDR]
     wanprep demo [--out demo_out] [--frames 24] ...
@@ -33,7 +34,8 @@ Exit status (`wanprep`, `wanprep run`, `wanprep demo`):
          (without --overwrite) or the input's own folder file, missing or undecodable video,
          missing or wrong model files, a model name not downloaded (the message names the
          download command), --start past the end, bad frames, sizes whose buffers do not fit in memory,
-         `--fp16` without onnxconverter-common; also `wanprep` with no arguments (prints the help)
+         `--fp16` without onnxconverter-common, `--int8` with `--fp16`; also `wanprep` with no
+         arguments (prints the help)
     3    incomplete input: the video is truncated or corrupt; the frames there are processed and
          kept, undecodable ones hold the previous frame's result ("source_ok": false), poses.json
          has "complete": false with expected vs decoded counts
@@ -71,7 +73,7 @@ _EPILOG = """exit status:
        the input itself; missing or undecodable video, wrong model files, a
        model name not downloaded (the message names the download command),
        --start past the end, bad frames, sizes that do not fit in memory,
-       --fp16 without onnxconverter-common
+       --fp16 without onnxconverter-common, --int8 with --fp16
   3    incomplete input: the video is truncated or corrupt; the frames there
        are kept, undecodable ones hold the previous result ("source_ok": false)
   74   an output could not be written (disk full, permissions); the folder
@@ -139,6 +141,8 @@ def _add_run_options(r: argparse.ArgumentParser, batch: bool) -> None:
         r.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     r.add_argument("--fp16", action="store_true", help="convert float32 models to FP16 (once per model, cached in the user "
                    "cache; FP16 files are used as they are; slower on the CPU; needs pip install 'wanprep_torch[fp16]')")
+    r.add_argument("--int8", action="store_true", help="CPU: INT8 models (made once into the user cache, checked on "
+                   "the video's first frames; a model that misses the thresholds runs in FP32 with a warning)")
     r.add_argument("--batch", type=_batch_arg, default="auto", metavar="auto|N", help="frames per model run, or auto (default)")
     r.add_argument("--chunk", type=int, default=CHUNK_SIZE, metavar="N", help=f"frames decoded and processed per step (default: {CHUNK_SIZE})")
     r.add_argument("--face-padding", type=int, default=0, metavar="PX", help="extra pixels on each side of the face box (default: 0)")
@@ -175,8 +179,8 @@ def run_options(args) -> "RunOptions":  # noqa: F821 - imported lazily (torch-fr
     det, pose = resolve_names(args)
     text = lambda t: t.text if t is not None else None  # noqa: E731 - RunOptions keeps what was written
     return RunOptions(det=det, pose=pose, width=args.width, height=args.height, gate=args.gate, smooth=args.smooth,
-                      device=args.device if args.device is not None else "auto", fp16=args.fp16, batch=args.batch,
-                      chunk=args.chunk, face_padding=args.face_padding, overwrite=args.overwrite,
+                      device=args.device if args.device is not None else "auto", fp16=args.fp16, int8=args.int8,
+                      batch=args.batch, chunk=args.chunk, face_padding=args.face_padding, overwrite=args.overwrite,
                       overlay=args.overlay, start=text(args.start), duration=text(args.duration))
 
 

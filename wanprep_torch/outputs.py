@@ -32,7 +32,7 @@ from .errors import RunError, one_line
 
 __all__ = ["FolderLock", "RunFolder", "StreamWriter", "RESULT_FILES", "prepare_out", "check_not_input", "remove_empty"]
 
-RESULT_FILES = ("pose.mp4", "face.mp4", "overlay.mp4", "openpose.json", "timings.txt", "poses.json")  # commit order: marker last
+RESULT_FILES = ("pose.mp4", "face.mp4", "overlay.mp4", "openpose.json", "timings.txt", "int8.json", "poses.json")  # commit order: marker last
 STAGING = ".wanprep-partial"
 LOCK = ".wanprep.lock"
 

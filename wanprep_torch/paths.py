@@ -16,7 +16,7 @@ import os
 import sys
 from pathlib import Path
 
-__all__ = ["MODELS_ENV", "CACHE_ENV", "user_cache_dir", "models_dir", "fp16_cache_dir"]
+__all__ = ["MODELS_ENV", "CACHE_ENV", "user_cache_dir", "models_dir", "fp16_cache_dir", "int8_cache_dir"]
 
 MODELS_ENV = "WANPREP_MODELS"
 CACHE_ENV = "WANPREP_CACHE"
@@ -52,3 +52,8 @@ def models_dir(explicit=None, environ=None) -> Path:
 def fp16_cache_dir(environ=None) -> Path:
     """Where FP16 copies of models are kept, one per source model's content."""
     return user_cache_dir(environ=environ) / "fp16"
+
+
+def int8_cache_dir(environ=None) -> Path:
+    """Where INT8 copies of models are kept, one per source model's content and settings."""
+    return user_cache_dir(environ=environ) / "int8"

@@ -16,6 +16,7 @@ the frames done (exit 130).
 from __future__ import annotations
 
 import dataclasses
+import json
 import sys
 import time
 from dataclasses import dataclass
@@ -26,8 +27,8 @@ from .errors import EXIT_INCOMPLETE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USER, RunEr
 from .gateconfig import PRESETS
 from .interrupt import StopFlag, StopRequested, checkpoint
 
-__all__ = ["RunOptions", "RunSummary", "run_video", "load_preprocessor", "resolve_models", "check_device",
-           "format_timings"]
+__all__ = ["RunOptions", "RunSummary", "run_video", "load_preprocessor", "resolve_models", "resolve_int8",
+           "check_device", "format_timings"]
 
 GATES = tuple(PRESETS)  # from the torch-free gateconfig: start-up stays without torch
 SMOOTHING = ("auto", "on", "off")  # temporal.resolve_smooth's names, restated to keep torch out of start-up (a test checks)
@@ -68,6 +69,7 @@ class RunOptions:
     smooth: str = "auto"
     device: str = "cpu"
     fp16: bool = False
+    int8: bool = False
     batch: int | str = "auto"
     chunk: int = CHUNK_SIZE
     face_padding: int = 0
@@ -95,6 +97,8 @@ class RunOptions:
         if self.face_padding < 0:
             raise RunError(f"--face-padding must be >= 0, got {self.face_padding}")
         self.time_range()
+        if self.int8 and self.fp16:
+            raise RunError("--int8 and --fp16 exclude each other: INT8 is for the CPU, FP16 for CUDA")
         check_device(self.device, allow_auto=allow_auto_device)
         return self
 
@@ -237,6 +241,45 @@ def resolve_models(options: RunOptions, cache_dir: Path | None = None, log=print
     return options.replace(det=out["det"], pose=out["pose"], fp16=False)
 
 
+def resolve_int8(options: RunOptions, video, log=print, err=None, device: str | None = None) -> tuple[RunOptions, dict | None]:
+    """With ``int8``: INT8 copies of the models for the CPU provider
+    (``converters.int8_cache.prepare_int8``: made once into the user cache, checked on the
+    first frames of ``video`` as this run reads them), each replaced by its FP32 file, with a
+    warning through ``err``, where it misses the thresholds. Returns the options naming the
+    files to run (``int8`` then False) and the record for int8.json (None without --int8).
+    On a CUDA ``device`` (default the options') --int8 is ignored with a warning."""
+    if not options.int8:
+        return options, None
+    err = err or (lambda m: print(m, file=sys.stderr, flush=True))
+    device = str(device or options.device)
+    if device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda"):
+        err(f"wanprep: warning: --int8 is for the CPU provider; ignored on {device} (FP32 models used)")
+        return options.replace(int8=False), None
+    from converters import InputError
+    from converters.int8_cache import prepare_int8
+
+    from .video import VideoReader, even_size, target_size
+
+    reader = VideoReader(video)
+    size = even_size(target_size((reader.height, reader.width), options.width, options.height))
+    reader.close()
+    try:
+        rec = prepare_int8(options.det, options.pose, video, size=size, log=log,
+                           warn=lambda m: err(f"wanprep: warning: {m}"))
+    except InputError as exc:
+        raise RunError(f"--int8: {one_line(exc)}") from None
+    for choice in (rec.detector, rec.pose):
+        if choice.int8:
+            log(f"INT8 {choice.role} model: {choice.path}" + (" (cached)" if choice.cached else ""))
+        if choice.report is not None:
+            log("  " + choice.report.summary().replace("\n", "\n  "))
+    return options.replace(det=str(rec.paths["detector"]), pose=str(rec.paths["pose"]), int8=False), rec.as_dict()
+
+
 def load_preprocessor(options: RunOptions, progress_callback=None, threads: int | None = None):
     """The Preprocessor a run uses: face crops kept as uint8 on the CPU (4x smaller than float
     while they wait for the encoder), the options' device, batch, chunk and gate. Bad values
@@ -346,8 +389,11 @@ def _run_locked(video, folder, options, stop, pre, progress, log, err, t_start) 
     writer = bar = None
     try:
         checkpoint()
+        int8 = None
         if pre is None:
-            options = resolve_models(options, log=log if progress else (lambda _m: None))
+            quiet = log if progress else (lambda _m: None)
+            options = resolve_models(options, log=quiet)
+            options, int8 = resolve_int8(options, video, log=quiet, err=err)
         bar = Progress(reader.expected_frames, progress)
         if pre is None:  # one report, driven here: the Preprocessor's own bar stays off
             checkpoint()
@@ -355,6 +401,8 @@ def _run_locked(video, folder, options, stop, pre, progress, log, err, t_start) 
         checkpoint()
         writer = StreamWriter(folder.open(), reader.fps, pre.device, reader.filled, reader.concealed,
                               overlay=options.overlay)
+        if int8 is not None:  # the INT8 choice and its validation numbers, kept with the result
+            writer.write_text("int8.json", json.dumps(int8, indent=1))
         error, interrupted = _process(reader, pre, writer, size, options, stop, bar)
         writer.close()
     except StopRequested:  # before any frame: nothing to keep

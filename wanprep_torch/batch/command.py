@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import datetime
+import json
 import sys
 from pathlib import Path
 
 from ..errors import one_line
 from ..interrupt import StopFlag
 from ..outputs import FolderLock
-from ..runner import RunOptions, resolve_models
+from ..runner import RunOptions, resolve_int8, resolve_models
 from .inputs import plan
 from .job import BatchError, Job
 from .report import REPORT, counts, exit_code, format_record
@@ -61,10 +62,14 @@ def main(args, options: RunOptions, stop: StopFlag | None = None, log=None, hook
         if options.fp16:
             # Converted once here, before the workers start (they would race on the cache).
             options = resolve_models(options, log=log)  # into the user cache, once per model content
+        if options.int8:
+            # Once, checked on the first video's first frames (a model that misses the
+            # thresholds there runs in FP32 for the whole batch); the choice in DIR/int8.json.
+            options = _prepare_int8(args, options, records, out, log)
         meta = {
             "command": "wanprep batch",
             "out": str(out),
-            "options": dict(options.to_json(), fp16=bool(args.fp16)),
+            "options": dict(options.to_json(), fp16=bool(args.fp16), int8=bool(getattr(args, "int8", False))),
             "resume": bool(args.resume),
             "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         }
@@ -82,6 +87,29 @@ def main(args, options: RunOptions, stop: StopFlag | None = None, log=None, hook
     parts = ", ".join(f"{c[s]} {s}" for s in ("ok", "skipped", "incomplete", "failed", "pending") if c.get(s))
     log(f"batch: {len(records)} videos: {parts}; report: {out / REPORT}")
     return exit_code(records)
+
+
+def _prepare_int8(args, options: RunOptions, records, out: Path, log) -> RunOptions:
+    """--int8 once for the batch, checked on the first video that opens (a model that misses
+    the thresholds there runs in FP32 for the whole batch); the choice in DIR/int8.json."""
+    from ..video import VideoError
+    from .local import resolve_devices
+
+    device = resolve_devices(options.device, getattr(args, "devices", None))[0]
+    for r in records:
+        if r.status == "failed":
+            continue
+        try:
+            resolved, int8 = resolve_int8(options, r.video, log=log, device=device)
+        except VideoError as exc:  # that video fails on its own later; check on the next one
+            print(f"wanprep: warning: --int8: cannot check the models on {r.video} ({one_line(exc)}); trying the next video",
+                  file=sys.stderr)
+            continue
+        if int8 is not None:
+            (out / "int8.json").write_text(json.dumps(int8, indent=1))
+        return resolved
+    print("wanprep: warning: --int8: no video opens to check the INT8 models on; FP32 models used", file=sys.stderr)
+    return options.replace(int8=False)
 
 
 def _run(args, records, job: Job, stop):
