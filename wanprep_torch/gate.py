@@ -68,8 +68,7 @@ class GateConfig:
     verify_p: how rarely noise alone may fail either test (a needless split).
     hold_px: a gap whose estimated motion stays under this is a hold, accepted unchecked.
     noise_warmup: the first this many frames are all keyframes, so the measurement noise is
-        known (from three consecutive measurements) before the first gap is checked; not where
-        the picture holds still (a repeated frame measures no noise).
+        known (from three consecutive measurements) before the first gap is checked.
     motion_px: a frame is a keyframe once the picture moved this far (estimated, frame px)
         since the last keyframe.
     cut_correlation: a frame whose signature correlates less than this with the last
@@ -240,16 +239,15 @@ class MotionGate:
         if self.ref is None:
             self.ref, self.gap = sig, 0
             return Decision(True, True, 0.0)
-        boundary = still = False
+        boundary = False
         if self.cfg.hold_px > 0:
             step = motion_distance(prev, sig, self.frame_width, region)
-            still = step < 0.5 * self.cfg.hold_px
             if self.still and step >= self.cfg.hold_px or not self.still and step < 0.5 * self.cfg.hold_px:
                 self.still, boundary = not self.still, True
                 self.ref, self.gap = prev, 0  # the frame before is a keyframe (the caller plans it)
         cut = correlation(self.ref, sig) < self.cfg.cut_correlation
         dist = motion_distance(self.ref, sig, self.frame_width, region)
-        warmup = self.seen <= self.cfg.noise_warmup and not still  # an exact repeat measures no noise
+        warmup = self.seen <= self.cfg.noise_warmup
         process = cut or warmup or dist >= self.cfg.motion_px or self.gap + 1 >= self.cfg.max_gap
         if process:
             self.ref, self.gap = sig, 0
