@@ -213,6 +213,23 @@ def test_noise_estimate_from_a_moving_track(sigma):
     assert est2.sigma("body") is None, "no estimate before enough residuals"
 
 
+def test_neighbouring_triples_keep_curvature_out_of_the_estimate():
+    """A noise-free curved motion measured sparsely (as the gate does) looks like noise to
+    triples 8 frames wide; three neighbouring frames (the warm-up) see a tiny fraction of it."""
+    T = 40
+    t = torch.arange(T, dtype=torch.float64)
+    wave = 20 * torch.sin(t / 10)[:, None].expand(T, 133)
+    truth = torch.stack([100 + wave, 50 + wave], -1)  # diagonal: both coordinates curve
+    kp = track(truth, 0.0)
+    sparse, warm = NoiseEstimator(), NoiseEstimator()
+    for i in range(0, T, 4):
+        sparse.add(kp[i], i)
+    for i in [0, 1, 2] + list(range(4, T, 4)):
+        warm.add(kp[i], i)
+    assert sparse.sigma("body") > 0.5, "wide triples see the curvature as noise"
+    assert warm.sigma("body") < 0.2 * sparse.sigma("body")
+
+
 def test_noise_of_the_mean_tells_shared_jitter_from_independent():
     T = 60
     truth = torch.full((T, 133, 2), 100.0, dtype=torch.float64)

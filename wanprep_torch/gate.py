@@ -145,16 +145,15 @@ class MotionGate:
         if self.ref is None:
             self.ref, self.gap = sig, 0
             return Decision(True, True, 0.0)
-        boundary = still = False
+        boundary = False
         if self.cfg.hold_px > 0:
             step = motion_distance(prev, sig, self.frame_width, region)
-            still = step < 0.5 * self.cfg.hold_px
             if self.still and step >= self.cfg.hold_px or not self.still and step < 0.5 * self.cfg.hold_px:
                 self.still, boundary = not self.still, True
                 self.ref, self.gap = prev, 0  # the frame before is a keyframe (the caller plans it)
         cut = correlation(self.ref, sig) < self.cfg.cut_correlation
         dist = motion_distance(self.ref, sig, self.frame_width, region)
-        warmup = self.seen <= self.cfg.noise_warmup and not still  # an exact repeat measures no noise
+        warmup = self.seen <= self.cfg.noise_warmup
         process = cut or warmup or dist >= self.cfg.motion_px or self.gap + 1 >= self.cfg.max_gap
         if process:
             self.ref, self.gap = sig, 0

@@ -147,6 +147,7 @@ def triple_residuals(z0: torch.Tensor, z1: torch.Tensor, z2: torch.Tensor, t0, t
 
 
 _MEAN = "body mean"
+_SHORT = 2  # a triple spanning at most this many frames: its residual is (almost) pure noise
 
 
 class NoiseEstimator:
@@ -159,8 +160,11 @@ class NoiseEstimator:
     sigma = the 25th percentile of the absolute residuals over the latest ``capacity`` of the
     group / 0.3186 (that percentile of |N(0, 1)|), once it has ``min_samples`` of them (None
     before). The same for the mean residual of the body points of each triple of frames
-    (:meth:`sigma_mean`: the gate tests the body's mean error with it). A low quantile, not the median: with frames skipped, the residuals of triples
-    spanning a change of motion (a start, a stop) are curvature, not noise. Residuals can also be given directly
+    (:meth:`sigma_mean`: the gate tests the body's mean error with it). A low quantile, not
+    the median: with frames skipped, the residuals of triples spanning a change of motion (a
+    start, a stop) are curvature, not noise. For the same reason triples spanning at most 2
+    frames (the gate's warm-up, checks split down to neighbours, every frame with the gate off)
+    are used alone once there are ``min_samples`` of them. Residuals can also be given directly
     (:meth:`add_residuals`).
     """
 
@@ -172,7 +176,9 @@ class NoiseEstimator:
         self.groups = groups
         self.min_score, self.min_samples, self.capacity = min_score, min_samples, capacity
         self.samples = {name: torch.empty(0, dtype=torch.float64) for name in self.groups}
+        self.short = {name: torch.empty(0, dtype=torch.float64) for name in self.groups}  # spans <= _SHORT
         self.mean_samples = torch.empty(0, dtype=torch.float64)  # the body's mean residuals
+        self.mean_short = torch.empty(0, dtype=torch.float64)
         self.frames = (float("nan"), float("nan"))  # the last two measured frames
         self.last = torch.full((2, num_keypoints, 3), float("nan"), dtype=torch.float64)  # x, y, t of the last two
         self._cache: dict | None = None
@@ -191,10 +197,12 @@ class NoiseEstimator:
         have = ok & ~p0[:, 2].isnan() & ~p1[:, 2].isnan()
         if bool(have.any()):
             r = triple_residuals(p0[:, :2], p1[:, :2], cur[:, :2], p0[:, 2], p1[:, 2], cur[:, 2])
+            short = (float(t) - p0[:, 2]) <= _SHORT
             for name, rows in self.groups.items():
-                sel = have[rows]
-                if bool(sel.any()):
-                    self.add_residuals(name, r[rows][sel].flatten())
+                for kind in (True, False):
+                    sel = (have & (short == kind))[rows]
+                    if bool(sel.any()):
+                        self.add_residuals(name, r[rows][sel].flatten(), short=kind)
             # The body's mean residual over points of one triple of frames: the noise common to
             # all points (a crop that jitters moves them together) does not average out.
             body = self.groups.get("body")
@@ -202,18 +210,23 @@ class NoiseEstimator:
                 same = have & (p0[:, 2] == self.frames[0]) & (p1[:, 2] == self.frames[1])
                 sel = same[body]
                 if int(sel.sum()) >= 3:
-                    mean = r[body][sel].mean(dim=0)
-                    self.mean_samples = torch.cat([self.mean_samples, mean.abs()])[-self.capacity :]
+                    mean = r[body][sel].mean(dim=0).abs()
+                    self.mean_samples = torch.cat([self.mean_samples, mean])[-self.capacity :]
+                    if float(t) - self.frames[0] <= _SHORT:
+                        self.mean_short = torch.cat([self.mean_short, mean])[-self.capacity :]
                     self._cache = None
         self.frames = (self.frames[1], float(t))
         # A point not confident now keeps its last two (a dropout does not end its triples).
         self.last[0] = torch.where(ok[:, None], p1, p0)
         self.last[1] = torch.where(ok[:, None], cur, p1)
 
-    def add_residuals(self, group: str, residuals: torch.Tensor) -> None:
-        """Residuals (any shape) that are N(0, sigma^2) under pure noise."""
-        s = torch.cat([self.samples[group], residuals.detach().to("cpu", torch.float64).abs().flatten()])
-        self.samples[group] = s[-self.capacity :]
+    def add_residuals(self, group: str, residuals: torch.Tensor, short: bool = False) -> None:
+        """Residuals (any shape) that are N(0, sigma^2) under pure noise; ``short``: from three
+        measurements within ``_SHORT`` frames (curvature hardly enters)."""
+        r = residuals.detach().to("cpu", torch.float64).abs().flatten()
+        self.samples[group] = torch.cat([self.samples[group], r])[-self.capacity :]
+        if short:
+            self.short[group] = torch.cat([self.short[group], r])[-self.capacity :]
         self._cache = None
 
     def sigma(self, group: str = "body") -> float | None:
@@ -223,8 +236,8 @@ class NoiseEstimator:
     def sigmas(self) -> dict:
         """{group: sigma or None}."""
         if self._cache is None:
-            self._cache = {name: self._estimate(s, self.min_samples) for name, s in self.samples.items()}
-            self._cache[_MEAN] = self._estimate(self.mean_samples, self.min_samples // 3)
+            self._cache = {name: self._estimate(self.short[name], s, self.min_samples) for name, s in self.samples.items()}
+            self._cache[_MEAN] = self._estimate(self.mean_short, self.mean_samples, self.min_samples // 3)
         return {k: v for k, v in self._cache.items() if k != _MEAN}
 
     def sigma_mean(self) -> float | None:
@@ -235,7 +248,9 @@ class NoiseEstimator:
         return self._cache[_MEAN]
 
     @staticmethod
-    def _estimate(s: torch.Tensor, min_samples: int) -> float | None:
+    def _estimate(short: torch.Tensor, every: torch.Tensor, min_samples: int) -> float | None:
+        """From the short triples once there are enough of them, else from all."""
+        s = short if short.numel() >= min_samples else every
         return float(torch.quantile(s, 0.25)) / 0.3186 if s.numel() >= min_samples else None
 
     def per_keypoint(self, num_keypoints: int, default: float) -> torch.Tensor:
