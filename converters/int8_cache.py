@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import sys
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from wanprep_torch.modelcache import content_digest
+from wanprep_torch.paths import int8_cache_dir
 from wanprep_torch.runtime import ModelError
 
 from ._common import ConversionError, Log, Staging, load_skeleton, no_log
@@ -38,6 +38,7 @@ from .int8_check import (
 
 __all__ = ["Int8Fallback", "ModelChoice", "Int8Record", "default_cache_dir", "content_hash", "prepare_int8"]
 
+
 ROLES = ("detector", "pose")
 
 
@@ -46,29 +47,17 @@ class Int8Fallback(UserWarning):
 
 
 def default_cache_dir() -> Path:
-    """$WANPREP_INT8_CACHE, else the platform's user cache folder + wanprep_torch/int8
-    (%LOCALAPPDATA% on Windows, ~/Library/Caches on macOS, $XDG_CACHE_HOME or ~/.cache)."""
-    env = os.environ.get("WANPREP_INT8_CACHE")
-    if env:
-        return Path(env).expanduser()
-    if sys.platform == "win32" and os.environ.get("LOCALAPPDATA"):
-        base = Path(os.environ["LOCALAPPDATA"])
-    elif sys.platform == "darwin":
-        base = Path.home() / "Library" / "Caches"
-    else:
-        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "wanprep_torch" / "int8"
+    """The user cache's ``int8/`` folder (:func:`wanprep_torch.paths.int8_cache_dir`:
+    ``$WANPREP_CACHE``, else the platform's user cache folder), beside the FP16 copies."""
+    return int8_cache_dir()
 
 
 def content_hash(path) -> str:
-    """SHA-256 of a model file and its external data files (what ONNX Runtime would load)."""
+    """SHA-256 of a model file and its external data files (what ONNX Runtime would load), by
+    the same rule as the FP16 copies' (:func:`wanprep_torch.modelcache.content_digest`),
+    remembered per file path, size and modification time in the cache."""
     path = Path(path)
-    h = hashlib.sha256()
-    for f in [path, *load_skeleton(path).data_files]:
-        with open(f, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 22), b""):
-                h.update(block)
-    return h.hexdigest()
+    return content_digest([path, *load_skeleton(path).data_files], memo_dir=default_cache_dir())
 
 
 @dataclass

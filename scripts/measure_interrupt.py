@@ -2,6 +2,7 @@
 
     python scripts/measure_interrupt.py [--trials 5] [--gate off safe] [--det D.onnx] [--pose P.onnx]
                                         [--frames 96] [--models-dir DIR] [--spread 14]
+                                        [--startup 0.5 1.5 3 5]
 
 By default the YOLOv10m stand-in (../shared/models or /work/shared/models) and a ViTPose-B
 stand-in (built once by scripts/make_standins.py into --models-dir): random weights, the real
@@ -62,11 +63,13 @@ def make_clip_file(path: Path, frames: int) -> Path:
     return path
 
 
-def trial(cmd: list[str], staging: Path, delay: float, env: dict) -> tuple[float, int, str]:
-    """(seconds from SIGINT to exit, exit status, last stderr line)."""
+def trial(cmd: list[str], staging: Path | None, delay: float, env: dict) -> tuple[float, int, str]:
+    """(seconds from SIGINT to exit, exit status, last stderr line). The signal comes ``delay``
+    seconds after the processing started (``staging`` exists), or after the start of the
+    process when ``staging`` is None (start-up: imports, model loading)."""
     p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
     t_end = time.monotonic() + 600
-    while not staging.exists():  # created once the models are loaded, right before the frames
+    while staging is not None and not staging.exists():  # created once the models are loaded, right before the frames
         if p.poll() is not None or time.monotonic() > t_end:
             _, err = p.communicate()
             raise RuntimeError(f"the run ended before processing (exit {p.returncode}): {err[-500:]}")
@@ -83,13 +86,15 @@ def trial(cmd: list[str], staging: Path, delay: float, env: dict) -> tuple[float
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--trials", type=int, default=5)
-    ap.add_argument("--gate", nargs="+", default=["off", "safe"])
+    ap.add_argument("--gate", nargs="*", default=["off", "safe"])
     ap.add_argument("--det", type=Path, default=None)
     ap.add_argument("--pose", type=Path, default=None)
     ap.add_argument("--frames", type=int, default=96)
     ap.add_argument("--models-dir", type=Path, default=Path(tempfile.gettempdir()) / "wanprep-standins")
     ap.add_argument("--limit", type=float, default=6.0)
     ap.add_argument("--spread", type=float, default=14.0, help="the signal comes 1 to 1 + SPREAD s into the processing")
+    ap.add_argument("--startup", type=float, nargs="*", default=[0.5, 1.5, 3.0, 5.0],
+                    help="also: signals this many seconds after the process starts (imports, model loading)")
     args = ap.parse_args(argv)
     det = args.det or default_detector()
     if det is None:
@@ -115,6 +120,17 @@ def main(argv=None) -> int:
                 print(f"gate {gate:<4} trial {t + 1}: SIGINT after {delay:.1f} s of processing -> exit {rc} in {s:.2f} s ({last[:100]})",
                       flush=True)
             print(f"gate {gate}: median {statistics.median(lat):.2f} s, range {min(lat):.2f}-{max(lat):.2f} s over {len(lat)} trials")
+        lat = []
+        for t, delay in enumerate(args.startup):
+            out = tmp / f"out-start-{t}"
+            cmd = [sys.executable, "-m", "wanprep_torch", "run", str(clip), "--det", str(det), "--pose", str(pose),
+                   "--out", str(out), "--no-progress"]
+            s, rc, last = trial(cmd, None, delay, env)
+            lat.append(s)
+            ok &= rc == 130 and s <= args.limit
+            print(f"start-up trial {t + 1}: SIGINT {delay:.1f} s after the start -> exit {rc} in {s:.2f} s ({last[:100]})", flush=True)
+        if lat:
+            print(f"start-up: median {statistics.median(lat):.2f} s, range {min(lat):.2f}-{max(lat):.2f} s over {len(lat)} trials")
     return 0 if ok else 1
 
 

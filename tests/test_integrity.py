@@ -453,7 +453,7 @@ def test_ctrl_c_subprocess_no_traceback(models, tmp_path):
     """SIGINT while the command starts (imports, model loading) or runs: exit 130, no
     KeyboardInterrupt traceback."""
     path = encode(tmp_path / "v.mp4", clip_u8(48)[1])
-    for delay in (0.6, 2.0):
+    for delay in (1.0, 2.5):  # after the signal handler is installed (~0.1-0.3 s): imports, then models
         out = tmp_path / f"out{delay}"
         p = subprocess.Popen([sys.executable, "-m", "wanprep_torch", *run_args(path, models, out, "--gate", "off")],
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=ENV, cwd=REPO)
@@ -585,3 +585,9 @@ def test_gate_names_match_the_presets():
     from wanprep_torch.gate import PRESETS
 
     assert runner.GATES == tuple(PRESETS)
+
+
+def test_smoothing_names_match_the_presets():
+    from wanprep_torch.temporal import SMOOTH_PRESETS
+
+    assert set(runner.SMOOTHING) == {"auto"} | set(SMOOTH_PRESETS)

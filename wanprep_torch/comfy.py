@@ -63,6 +63,7 @@ CATEGORY = "WanAnimatePreprocess"
 MODELS_ENV = "WANPREP_COMFY_MODELS"
 ONNX_DEVICES = ["CUDAExecutionProvider", "CPUExecutionProvider"]
 GATE_PRESETS = list(PRESETS)
+SMOOTH_CHOICES = ["auto", "on", "off"]
 _MODEL_TIP = "These models are loaded from the 'ComfyUI/models/detection' folder"
 _DRAW_CHUNK = 64  # pose frames drawn per step, then moved to the CPU: bounds device memory
 
@@ -309,11 +310,12 @@ def _gate_options(gate: str) -> dict:
     return {"gate": _choice_input("gate", gate, GATE_PRESETS)}
 
 
-def _default_options(face_padding: int = 0, gate: str = "safe") -> dict:
+def _default_options(face_padding: int = 0, gate: str = "safe", smooth: str = "auto") -> dict:
     return dict(
         face_padding=face_padding,
         face_dtype=torch.float32,  # ComfyUI IMAGE
         face_device="cpu",  # outputs live on the CPU; keeps long videos' crops off the GPU
+        smooth=_choice_input("smooth", smooth, SMOOTH_CHOICES),
         **_gate_options(gate),
     )
 
@@ -378,6 +380,7 @@ class PoseAndFaceDetection:
                 "retarget_image": ("IMAGE", {"default": None, "tooltip": "Optional reference image: the poses are retargeted onto the body proportions of the person in it"}),
                 "face_padding": ("INT", {"default": 0, "min": 0, "max": 512, "step": 1, "tooltip": "Extra pixels on each side of the face box before it is resized to 512x512"}),
                 "gate": (GATE_PRESETS, {"default": "safe", "tooltip": "Frame skipping: 'off' runs both models on every frame; 'safe' skips near-still frames and interpolates their keypoints; 'fast' skips more"}),
+                "smooth": (SMOOTH_CHOICES, {"default": "auto", "tooltip": "Keypoint smoothing (zero-lag, noise measured from the video; steadier bones and face crops): 'auto' is on with gate safe/fast and off with gate off (the reference's per-frame result)"}),
             },
         }
 
@@ -395,13 +398,13 @@ class PoseAndFaceDetection:
         "confidence 1 for a point scored >= 0.3, else 0, 0, 0)."
     )
 
-    def process(self, model, images, width, height, retarget_image=None, face_padding=0, gate="safe"):
+    def process(self, model, images, width, height, retarget_image=None, face_padding=0, gate="safe", smooth="auto"):
         model = _model_input(model)
         _image_input("images", images, values=False)  # the pipeline scans the values chunk by chunk
         width, height = _int_input(type(self), "width", width), _int_input(type(self), "height", height)
         if retarget_image is not None:
             _image_input("retarget_image", retarget_image, first_only=True)
-        options = _default_options(_int_input(type(self), "face_padding", face_padding), gate)
+        options = _default_options(_int_input(type(self), "face_padding", face_padding), gate, smooth)
         pre = model.preprocessor(**options)
         progress = _Progress(images.shape[0])
         progress.check_interrupt()

@@ -24,6 +24,7 @@ from .progress import Progress
 from .reference import ReferencePose, RetargetStream, estimate_reference
 from .runtime import RuntimeConfig, open_models, resolve_batch_size
 from .schedule import FrameRecord, Scheduler
+from .temporal import NoiseEstimator, TrackSmoother, resolve_smooth
 from .timing import NULL_TIMER, StageTimer
 from .wan import FaceConfig
 
@@ -54,11 +55,15 @@ class Result:
     det_ran: torch.Tensor  # (T,) bool: the detector ran on this frame
     pose_ran: torch.Tensor  # (T,) bool: the pose model ran (False: keypoints interpolated)
     gate_distance: torch.Tensor  # (T,) float: estimated motion (px) since the last processed frame
+    face_bboxes_exact: torch.Tensor  # (T, 4) float32: the boxes the face crops were taken from
     width: int
     height: int
     timings: dict = field(default_factory=dict)
     providers: dict = field(default_factory=dict)
     start: int = 0  # index of the first frame in the video (parts from Preprocessor.stream)
+    # Measurement noise (px per coordinate) of each keypoint group (body, face, hands) estimated
+    # from the video so far (None: too few measurements yet); see wanprep_torch.temporal.
+    noise: dict = field(default_factory=dict)
     # With a reference image (every part of a stream carries the first three):
     reference_meta: dict | None = None  # its pose, a Wan meta dict on the resized image's canvas
     reference_image: torch.Tensor | None = None  # (h, w, 3) float in [0, 1]: the image resized to the area
@@ -104,6 +109,7 @@ class Result:
             "det_ran": self.det_ran.cpu().tolist(),
             "pose_ran": self.pose_ran.cpu().tolist(),
             "gate_distance": [round(v, 4) for v in self.gate_distance.cpu().tolist()],
+            "noise": self.noise,
             "providers": self.providers,
             "timings": self.timings,
         }
@@ -140,6 +146,11 @@ class Preprocessor:
         chunk_size: frames processed per step; memory grows with this, not with the video.
         progress: show a tqdm bar; progress_callback("frames", done, total) is called as frames
             finish.
+        smooth: keypoint smoothing (:mod:`~wanprep_torch.temporal`: a zero-lag Kalman/RTS
+            smoother per keypoint, its noise measured from the video; face crops follow the
+            smoothed face at sub-pixel precision): "auto" (default: on with the gate on, off
+            with ``gate="off"``), "on", "off", a bool, a SmoothConfig, or a dict of its fields.
+            Parts of a stream wait ``lookahead`` (16) more frames with it on.
         timings: measure per-stage times (``Result.timings``); on CUDA with events, no host waits.
     """
 
@@ -168,6 +179,7 @@ class Preprocessor:
         runtime: RuntimeConfig | None = None,
         detect: DetectConfig | None = None,
         face: FaceConfig | None = None,
+        smooth="auto",
     ):
         runtime = override(
             runtime or RuntimeConfig(), device=device, batch_size=batch_size, intra_op_threads=intra_op_threads, providers=providers
@@ -182,7 +194,7 @@ class Preprocessor:
         self._compose(
             PersonDetector(det, device, batch_size=batch, config=detect),
             PoseEstimator(pose, device, batch_size=batch, dark=dark),
-            face, gate, chunk_size, progress, progress_callback, timings,
+            face, gate, resolve_smooth(smooth, gate.enabled), chunk_size, progress, progress_callback, timings,
         )  # fmt: skip
 
     @classmethod
@@ -197,6 +209,7 @@ class Preprocessor:
         progress: bool = True,
         progress_callback: Callable | None = None,
         timings: bool = True,
+        smooth="auto",
     ) -> "Preprocessor":
         """A Preprocessor composed of stages the caller made (their models, devices, batch
         sizes and decoding settings are theirs), as rtmlib's solutions compose a detector and
@@ -224,15 +237,17 @@ class Preprocessor:
         gate = resolve_gate(gate)
         _check_chunk(chunk_size)
         self = cls.__new__(cls)
-        self._compose(detector, estimator, face or FaceConfig(), gate, chunk_size, progress, progress_callback, timings)
+        smooth = resolve_smooth(smooth, gate.enabled)
+        self._compose(detector, estimator, face or FaceConfig(), gate, smooth, chunk_size, progress, progress_callback, timings)
         return self
 
-    def _compose(self, detector, estimator, face, gate, chunk_size, progress, progress_callback, timings) -> None:
+    def _compose(self, detector, estimator, face, gate, smooth, chunk_size, progress, progress_callback, timings) -> None:
         self.device = detector.device
         self.detector = detector
         self.estimator = estimator
         self.face = face
         self.gate = gate
+        self.smooth = smooth
         self.chunk_size = int(chunk_size)
         self.progress = progress
         self.progress_callback = progress_callback
@@ -348,9 +363,14 @@ class Preprocessor:
         total = as_tchw(video, finite=False).shape[0] if isinstance(video, torch.Tensor) else None
         timer = StageTimer(self.device) if self.timings else NULL_TIMER
         prog = Progress(total, enabled=self.progress, desc="frames", callback=self.progress_callback)
-        sched = Scheduler(self.detector, self.estimator, self.gate, self._ws, timer, on_oom=self._shrink, on_frames=prog.update)
-        wan_out = wan.WanAssembler(self.face, self.device, self._ws, timer)
-        state = _PartState(timer, self.providers)
+        noise = NoiseEstimator(min_score=self.gate.track_kp_score)
+        smooth = self.smooth.enabled
+        sched = Scheduler(
+            self.detector, self.estimator, self.gate, self._ws, timer, on_oom=self._shrink, on_frames=prog.update, noise=noise, cuts=smooth
+        )
+        smoother = _Smoothing(self.smooth, NoiseEstimator(min_score=self.smooth.min_score), timer) if smooth else None
+        wan_out = wan.WanAssembler(self.face, self.device, self._ws, timer, exact=smooth)
+        state = _PartState(timer, self.providers, noise)
         if reference_image is not None and reference_size is not None:
             state.set_reference(self.reference_pose(reference_image, reference_size))  # bad input fails first
         error = None
@@ -362,20 +382,20 @@ class Preprocessor:
                     if reference_image is not None and state.reference is None:
                         size = (int(chunk.shape[-1]), int(chunk.shape[-2]))  # chunks are (T, 3, H, W)
                         state.set_reference(self.reference_pose(reference_image, size))
-                    _assemble(sched.feed(chunk), wan_out, timer)
+                    _assemble(_smoothed(smoother, sched.feed(chunk)), wan_out, timer)
                     part = state.part(wan_out.take())
                     if part is not None:
                         yield part
             except (ValueError, TypeError) as exc:
                 error = exc  # finish the frames already read, then raise
             except StopRequested as stop:  # a requested stop: hand out the frames already final
-                _assemble(stop.finished, wan_out, timer)
+                _assemble(_flushed(smoother, stop.finished), wan_out, timer)
                 wan_out.flush()
                 part = state.part(wan_out.take())
                 if part is not None:
                     yield part
                 raise
-            _assemble(sched.finish(), wan_out, timer)
+            _assemble(_flushed(smoother, sched.finish()), wan_out, timer)
             wan_out.flush()
             part = state.part(wan_out.take())
             if part is not None:
@@ -384,6 +404,49 @@ class Preprocessor:
             prog.close()
         if error is not None:
             raise error
+
+
+class _Smoothing:
+    """The smoother between the scheduler and the Wan assembly: records in, the same records
+    with smoothed keypoints out once ``lookahead`` later frames were seen."""
+
+    def __init__(self, cfg, noise: NoiseEstimator, timer):
+        self.track = TrackSmoother(cfg, noise, feed=True)
+        self.pending: list[FrameRecord] = []
+        self.timer = timer
+
+    def feed(self, records: list[FrameRecord]) -> list[FrameRecord]:
+        with self.timer("smooth"):
+            if records:
+                host = torch.stack([r.keypoints for r in records]).cpu()  # one device read
+                for r, k in zip(records, host):
+                    self.track.push(k, r.pose_ran, r.cut)
+                    self.pending.append(r)
+            return self._out(self.track.take())
+
+    def finish(self) -> list[FrameRecord]:
+        with self.timer("smooth"):
+            return self._out(self.track.finish())
+
+    def _out(self, keypoints: list) -> list[FrameRecord]:
+        done, self.pending = self.pending[: len(keypoints)], self.pending[len(keypoints) :]
+        if not done:
+            return []
+        dev = done[0].keypoints.device
+        moved = torch.stack(keypoints).to(dev).unbind(0) if dev.type != "cpu" else keypoints  # one copy
+        return [dataclasses.replace(r, keypoints=k) for r, k in zip(done, moved)]
+
+
+def _smoothed(smoother: _Smoothing | None, records: list[FrameRecord]) -> list[FrameRecord]:
+    return records if smoother is None else smoother.feed(records)
+
+
+def _flushed(smoother: _Smoothing | None, records: list[FrameRecord]) -> list[FrameRecord]:
+    """The last records of a run (its end, or a requested stop), with the smoother's held
+    look-ahead frames after them."""
+    if smoother is None:
+        return records
+    return smoother.feed(records) + smoother.finish()
 
 
 def _assemble(records: list[FrameRecord], wan_out: "wan.WanAssembler", timer) -> None:
@@ -428,7 +491,8 @@ class _Extra:
 class _PartState:
     """Makes :class:`Result` parts from final Wan frames."""
 
-    def __init__(self, timer, providers: dict):
+    def __init__(self, timer, providers: dict, noise: NoiseEstimator | None = None):
+        self.noise = noise
         self.timer = timer
         self.providers = providers
         self.frames = 0
@@ -462,9 +526,11 @@ class _PartState:
                 det_ran=torch.tensor([v for e in extra for v in e.det_ran], dtype=torch.bool, device=dev),
                 pose_ran=torch.tensor([v for e in extra for v in e.pose_ran], dtype=torch.bool, device=dev),
                 gate_distance=torch.tensor([v for e in extra for v in e.distance], dtype=torch.float32, device=dev),
+                face_bboxes_exact=torch.tensor(done.face_exact, dtype=torch.float32, device=dev).reshape(-1, 4),
                 width=int(done.metas[0]["width"]),
                 height=int(done.metas[0]["height"]),
                 start=extra[0].start,
+                noise=self.noise.sigmas() if self.noise is not None else {},
             )
             if self.reference is not None:
                 res.reference_meta = self.reference.meta
@@ -537,11 +603,13 @@ class _Joiner:
             det_ran=torch.cat([p.det_ran for p in parts]),
             pose_ran=torch.cat([p.pose_ran for p in parts]),
             gate_distance=torch.cat([p.gate_distance for p in parts]),
+            face_bboxes_exact=torch.cat([p.face_bboxes_exact for p in parts]),
             width=last.width,
             height=last.height,
             timings=last.timings,
             providers=last.providers,
             start=first.start,
+            noise=last.noise,
             reference_meta=first.reference_meta,
             reference_image=first.reference_image,
             reference_box=first.reference_box,

@@ -3,6 +3,7 @@ models (detector + wholebody pose) that find them. Used by the tests and the off
 
 from .models import build_test_models, default_cache_dir
 from .scene import KEYPOINT_CODES, SyntheticClip, make_clip, make_two_person_clip, render_frame
+from .tryout import TryoutClip, write_tryout_clip
 
 __all__ = [
     "make_clip",
@@ -12,4 +13,6 @@ __all__ = [
     "KEYPOINT_CODES",
     "build_test_models",
     "default_cache_dir",
+    "write_tryout_clip",
+    "TryoutClip",
 ]
