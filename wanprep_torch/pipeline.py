@@ -20,8 +20,11 @@ from .gate import resolve_gate
 from .pose import PoseEstimator
 from .reference import ReferencePose, RetargetStream, estimate_reference
 from .runtime import open_models, resolve_batch_size
+from .crowd import CrowdRecord, CrowdScheduler, PrimaryChooser
+from .detect import DetectConfig, full_frame_box
 from .schedule import FrameRecord, Scheduler
 from .timing import NULL_TIMER, StageTimer
+from .track import PeopleConfig, resolve_people
 
 __all__ = ["Preprocessor", "Result"]
 
@@ -55,6 +58,11 @@ class Result:
     reference_image: torch.Tensor | None = None  # (h, w, 3) float in [0, 1]: the image resized to the area
     reference_box: torch.Tensor | None = None  # (5,) the person box in reference_image (score -1: full image)
     retargeted: list | None = None  # T PoseMeta: these frames' poses on the reference's body, its canvas
+    # With people=N (several people): every identity, ordered by id, each a Result of one
+    # person over the same frames with ``track_id`` and ``present`` set (people=None there).
+    people: list | None = None
+    track_id: int | None = None  # this person's identity (a Result in ``people``)
+    present: torch.Tensor | None = None  # (T,) bool: this person in view (else keypoints score 0)
 
     def __len__(self) -> int:
         return self.keypoints.shape[0]
@@ -77,12 +85,27 @@ class Result:
         the reference canvas's pixels (no face points: retargeting drops them)."""
         if retargeted and self.retargeted is None:
             raise ValueError("no retargeted poses: process the video with a reference_image")
-        return wan.openpose_frames(self.retargeted if retargeted else self.pose_metas, min_score)
+        if self.people is None or retargeted:
+            return wan.openpose_frames(self.retargeted if retargeted else self.pose_metas, min_score)
+        # Several people: every person in view on a frame, ordered by identity.
+        frames = [{"people": [], "canvas_width": self.width, "canvas_height": self.height} for _ in range(len(self))]
+        for person in self.people:
+            seen = person.present.cpu().tolist()
+            for t, f in enumerate(wan.openpose_frames(person.pose_metas, min_score)):
+                if seen[t]:
+                    frames[t]["people"] += f["people"]
+        return frames
 
     def to_json(self) -> dict:
         """A JSON-ready summary (metas as lists)."""
         metas = [{k: (v.tolist() if hasattr(v, "tolist") else v) for k, v in m.items()} for m in self.pose_metas]
+        who = {}
+        if self.track_id is not None:
+            who = {"track_id": self.track_id, "present": self.present.cpu().tolist()}
+        if self.people is not None:
+            who["track_ids"] = [p.track_id for p in self.people]
         return {
+            **who,
             "width": self.width,
             "height": self.height,
             "pose_metas": metas,
@@ -158,6 +181,9 @@ class Preprocessor:
         dark: DARK sub-pixel decoding (True, as the reference) or plain argmax.
         gate: frame skipping: "safe" (default), "fast", "off" (every frame through both models,
             no skipping), a GateConfig, or a dict of GateConfig fields (with an optional "preset").
+        people: 1 (the default) follows one subject; N > 1 or "all" follows up to N people (all)
+            with identities (``Result.people``; see :mod:`~wanprep_torch.crowd`).
+        people_keep: frames an identity out of view keeps its id (with ``people`` > 1).
         timings: measure per-stage times (``Result.timings``); on CUDA with events, no host waits.
     """
 
@@ -182,6 +208,8 @@ class Preprocessor:
         dark: bool = True,
         gate="safe",
         timings: bool = True,
+        people=1,
+        people_keep: int = 24,
     ):
         self.device = torch.device(device)
         if self.device.type == "cuda":
@@ -196,6 +224,8 @@ class Preprocessor:
         if face_wait < 0:
             raise ValueError(f"face_wait must be >= 0, got {face_wait}")
         self.gate = resolve_gate(gate)
+        limit = resolve_people(people)
+        self.people = PeopleConfig(max_people=limit, keep_frames=int(people_keep)) if limit != 1 else None
         batch = resolve_batch_size(batch_size, self.device)
         det, pose = open_models(det_model, pose_model, self.device, providers, intra_op_threads)
         self.detector = PersonDetector(det, self.device, batch_size=batch, score_threshold=score_threshold, iou_threshold=iou_threshold)
@@ -320,10 +350,17 @@ class Preprocessor:
         total = as_tchw(video, finite=False).shape[0] if isinstance(video, torch.Tensor) else None
         timer = StageTimer(self.device) if self.timings else NULL_TIMER
         prog = _Progress(self.progress, self.progress_callback, total)
-        sched = Scheduler(self.detector, self.estimator, self.gate, self._ws, timer, on_oom=self._shrink, on_frames=prog.update)
-        wan_out = wan.WanAssembler(
+        assembler = lambda: wan.WanAssembler(  # noqa: E731
             self.face_size, self.face_dtype, self.face_device, self.face_padding, self.device, self._ws, timer, self.face_wait
         )
+        if self.people is None:
+            sched = Scheduler(self.detector, self.estimator, self.gate, self._ws, timer, on_oom=self._shrink, on_frames=prog.update)
+            wan_out = _SubjectAssembly(assembler(), timer)
+        else:
+            sched = CrowdScheduler(
+                self.detector, self.estimator, self.gate, self.people, self._ws, timer, on_oom=self._shrink, on_frames=prog.update
+            )
+            wan_out = CrowdAssembly(assembler, self.detector.config, timer)
         state = _PartState(timer, self.providers)
         if reference_image is not None and reference_size is not None:
             state.set_reference(self.reference_pose(reference_image, reference_size))  # bad input fails first
@@ -336,13 +373,13 @@ class Preprocessor:
                     if reference_image is not None and state.reference is None:
                         size = (int(chunk.shape[-1]), int(chunk.shape[-2]))  # chunks are (T, 3, H, W)
                         state.set_reference(self.reference_pose(reference_image, size))
-                    _assemble(sched.feed(chunk), wan_out, timer)
+                    wan_out.add(sched.feed(chunk))
                     part = state.part(wan_out.take())
                     if part is not None:
                         yield part
             except (ValueError, TypeError) as exc:
                 error = exc  # finish the frames already read, then raise
-            _assemble(sched.finish(), wan_out, timer)
+            wan_out.add(sched.finish())
             wan_out.flush()
             part = state.part(wan_out.take())
             if part is not None:
@@ -351,6 +388,22 @@ class Preprocessor:
             prog.close()
         if error is not None:
             raise error
+
+
+class _SubjectAssembly:
+    """One subject's finished frames into the Wan assembly."""
+
+    def __init__(self, wan_out: "wan.WanAssembler", timer):
+        self.wan_out, self.timer = wan_out, timer
+
+    def add(self, records: list[FrameRecord]) -> None:
+        _assemble(records, self.wan_out, self.timer)
+
+    def flush(self) -> None:
+        self.wan_out.flush()
+
+    def take(self) -> "wan.WanFrames | None":
+        return self.wan_out.take()
 
 
 def _assemble(records: list[FrameRecord], wan_out: "wan.WanAssembler", timer) -> None:
@@ -390,6 +443,86 @@ class _Extra:
     det_ran: list
     pose_ran: list
     distance: list
+    present: list | None = None  # one person of several: in view on each frame
+
+
+@dataclass
+class CrowdFrames:
+    """Final frames of several people: the primary subject's Wan frames and, per identity
+    (ordered), that person's Wan frames over the same frames from their first appearance (None:
+    not yet seen)."""
+
+    primary: "wan.WanFrames"
+    people: list
+
+    def __len__(self) -> int:
+        return len(self.primary)
+
+
+class CrowdAssembly:
+    """Several people's finished frames into Wan assemblies: one for the primary subject (the
+    :class:`~wanprep_torch.crowd.PrimaryChooser`'s choice on each frame) and one per identity,
+    started on the frame it first appears. Frames are added one at a time, so every assembly's
+    groups are frames and the parts can end where all of them are final."""
+
+    def __init__(self, make_assembler: Callable, det: DetectConfig, timer):
+        self.make = make_assembler
+        self.det = det
+        self.timer = timer
+        self.primary = make_assembler()
+        self.people: dict = {}  # identity -> [assembler, first frame]
+        self.chooser: PrimaryChooser | None = None
+        self.start = 0  # first frame not yet taken
+        self.added = 0  # frames added
+
+    def add(self, records: list[CrowdRecord]) -> None:
+        for r in records:
+            self._add(r)
+
+    def _add(self, r: CrowdRecord) -> None:
+        view = r.chunk[r.local : r.local + 1]
+        dev = view.device
+        if self.chooser is None:
+            self.chooser = PrimaryChooser((int(view.shape[-2]), int(view.shape[-1])), self.det)
+        gate = dict(det_ran=[r.det_ran], pose_ran=[r.pose_ran], distance=[r.distance])
+        pid, others = self.chooser.choose(r.people)
+        if pid is None:
+            kps, box = torch.zeros(133, 3), full_frame_box((int(view.shape[-2]), int(view.shape[-1])))
+        else:
+            kps, box = r.people[pid].keypoints, r.people[pid].box
+        with self.timer("wan"):
+            self.primary.add(view, kps[None].to(dev), _Extra(start=r.index, boxes=box[None].float(), others=[others], **gate))
+            for tid in r.people:
+                if tid not in self.people:
+                    self.people[tid] = [self.make(), r.index]
+            for tid, (out, _first) in self.people.items():
+                seen = r.people.get(tid)
+                k = seen.keypoints if seen is not None else torch.zeros(133, 3)
+                b = seen.box.float() if seen is not None else torch.tensor([0.0, 0.0, 0.0, 0.0, -1.0])
+                out.add(view, k[None].to(dev), _Extra(start=r.index, boxes=b[None], others=[0], present=[seen is not None], **gate))
+        self.added += 1
+
+    def flush(self) -> None:
+        self.primary.flush()
+        for out, _first in self.people.values():
+            out.flush()
+
+    def take(self) -> CrowdFrames | None:
+        """The frames final in every assembly (None: none yet)."""
+        end = self.start + self.primary.ready_groups()
+        for out, first in self.people.values():
+            end = min(end, max(first, self.start) + out.ready_groups())
+        n = end - self.start
+        if n <= 0:
+            return None
+        primary = self.primary.take(n)
+        people = []
+        for tid in sorted(self.people):
+            out, first = self.people[tid]
+            m = end - max(first, self.start)
+            people.append((tid, out.take(m) if m > 0 else None))
+        self.start = end
+        return CrowdFrames(primary, people)
 
 
 class _PartState:
@@ -406,33 +539,16 @@ class _PartState:
         self.reference = ref
         self.retarget = RetargetStream(ref.meta)
 
-    def part(self, done: "wan.WanFrames | None") -> Result | None:
+    def part(self, done) -> Result | None:
+        """A Result of the final frames ``done`` (:class:`~wanprep_torch.wan.WanFrames`, or a
+        :class:`~wanprep_torch.crowdparts.CrowdFrames` with everyone's)."""
         if done is None or not len(done):
             return None
         with self.timer("wan"):
-            kps = torch.cat(done.keypoints)
-            dev = kps.device
-            extra = done.extra
-            faces = done.face_images[0] if len(done.face_images) == 1 else torch.cat(done.face_images)
-            first = kps[0]
-            boxes = torch.cat([e.boxes for e in extra]).to(dev)
-            res = Result(
-                keypoints=kps,
-                bboxes=boxes,
-                pose_metas=list(done.metas),
-                face_images=faces,
-                face_bboxes=list(done.face_bboxes),
-                face_held=torch.tensor(done.face_held, dtype=torch.bool, device=dev),
-                key_frame_points=json.dumps(wan.key_frame_points(first, box=boxes[0])),
-                key_frames=_key_frames(kps, boxes, extra[0].start),
-                other_persons=torch.tensor([o for e in extra for o in e.others], dtype=torch.long, device=dev),
-                det_ran=torch.tensor([v for e in extra for v in e.det_ran], dtype=torch.bool, device=dev),
-                pose_ran=torch.tensor([v for e in extra for v in e.pose_ran], dtype=torch.bool, device=dev),
-                gate_distance=torch.tensor([v for e in extra for v in e.distance], dtype=torch.float32, device=dev),
-                width=int(done.metas[0]["width"]),
-                height=int(done.metas[0]["height"]),
-                start=extra[0].start,
-            )
+            people = getattr(done, "people", None)
+            res = wan_result(done.primary if people is not None else done)
+            if people is not None:
+                res.people = [_person_result(tid, d, res) for tid, d in people]
             if self.reference is not None:
                 res.reference_meta = self.reference.meta
                 res.reference_image = self.reference.image
@@ -442,6 +558,81 @@ class _PartState:
         res.timings = self.timer.report(self.frames)
         res.providers = dict(self.providers)
         return res
+
+
+def wan_result(done: "wan.WanFrames") -> Result:
+    """A Result of final Wan frames (no timings or reference): the one home of that layout,
+    for the subject and for each person of several."""
+    kps = torch.cat(done.keypoints)
+    dev = kps.device
+    extra = done.extra
+    faces = done.face_images[0] if len(done.face_images) == 1 else torch.cat(done.face_images)
+    boxes = torch.cat([e.boxes for e in extra]).to(dev)
+    res = Result(
+        keypoints=kps,
+        bboxes=boxes,
+        pose_metas=list(done.metas),
+        face_images=faces,
+        face_bboxes=list(done.face_bboxes),
+        face_held=torch.tensor(done.face_held, dtype=torch.bool, device=dev),
+        key_frame_points=json.dumps(wan.key_frame_points(kps[0], box=boxes[0])),
+        key_frames=_key_frames(kps, boxes, extra[0].start),
+        other_persons=torch.tensor([o for e in extra for o in e.others], dtype=torch.long, device=dev),
+        det_ran=torch.tensor([v for e in extra for v in e.det_ran], dtype=torch.bool, device=dev),
+        pose_ran=torch.tensor([v for e in extra for v in e.pose_ran], dtype=torch.bool, device=dev),
+        gate_distance=torch.tensor([v for e in extra for v in e.distance], dtype=torch.float32, device=dev),
+        width=int(done.metas[0]["width"]),
+        height=int(done.metas[0]["height"]),
+        start=extra[0].start,
+    )
+    if extra[0].present is not None:
+        res.present = torch.tensor([v for e in extra for v in e.present], dtype=torch.bool, device=dev)
+    return res
+
+
+def _person_result(track_id: int, done: "wan.WanFrames | None", like: Result) -> Result:
+    """One person's Result over ``like``'s frames: their Wan frames, after frames before they
+    first appeared (absent: see :func:`absent_person`)."""
+    res = wan_result(done) if done is not None else None
+    lead = len(like) - (len(res) if res is not None else 0)
+    if lead:
+        pad = absent_person(track_id, like.start, lead, like)
+        res = pad if res is None else Result.concat([pad, res])
+    res.track_id = track_id
+    return res
+
+
+def absent_person(track_id: int, start: int, n: int, like: Result, faces_like: torch.Tensor | None = None) -> Result:
+    """A person's Result for ``n`` frames before they first appeared: not present, keypoints
+    and boxes zero (score 0, box score -1), the fallback face box, black face crops (shape and
+    dtype of ``faces_like``, default ``like``'s crops); the gate report is ``like``'s first
+    ``n`` frames'."""
+    dev = like.keypoints.device
+    w, h = like.width, like.height
+    kps = torch.zeros(n, 133, 3, device=dev)
+    boxes = torch.tensor([[0.0, 0.0, 0.0, 0.0, -1.0]], device=dev).expand(n, 5).clone()
+    face = wan.fallback_face_box(w, h)
+    f = like.face_images if faces_like is None else faces_like
+    no = torch.zeros(n, dtype=torch.bool, device=dev)
+    return Result(
+        keypoints=kps,
+        bboxes=boxes,
+        pose_metas=wan.pose_metas(kps, w, h)[0],
+        face_images=torch.zeros((n,) + tuple(f.shape[1:]), dtype=f.dtype, device=f.device),
+        face_bboxes=[face] * n,
+        face_held=torch.ones(n, dtype=torch.bool, device=dev),
+        key_frame_points=json.dumps(wan.key_frame_points(kps[0], box=boxes[0])),
+        key_frames=_key_frames(kps, boxes, start),
+        other_persons=torch.zeros(n, dtype=torch.long, device=dev),
+        det_ran=like.det_ran[:n].clone(),
+        pose_ran=like.pose_ran[:n].clone(),
+        gate_distance=like.gate_distance[:n].clone(),
+        width=w,
+        height=h,
+        start=start,
+        track_id=track_id,
+        present=no,
+    )
 
 
 def _key_frames(kps: torch.Tensor, boxes: torch.Tensor, start: int = 0) -> list[dict]:
@@ -463,6 +654,7 @@ class _Joiner:
         self.parts: list[Result] = []
         self.faces: torch.Tensor | None = None
         self.face_chunks: list[torch.Tensor] = []
+        self.faces_like: torch.Tensor | None = None  # (0, S, S, 3): the crops' shape and dtype
         self.frames = 0  # frames joined so far
 
     def add(self, part: Result) -> None:
@@ -471,6 +663,7 @@ class _Joiner:
             raise ValueError(f"parts out of order: part starts at frame {part.start}, expected {expected}")
         n = len(part)
         f = part.face_images
+        self.faces_like = f[:0]
         if self.total is not None:  # the whole video's length: one output, filled as parts come
             if self.faces is None:
                 self.faces = torch.empty((self.total,) + tuple(f.shape[1:]), dtype=f.dtype, device=f.device)
@@ -513,7 +706,25 @@ class _Joiner:
             reference_image=first.reference_image,
             reference_box=first.reference_box,
             retargeted=None if first.retargeted is None else [m for p in parts for m in p.retargeted],
+            people=self._people(),
+            track_id=first.track_id,
+            present=None if first.present is None else torch.cat([p.present for p in parts]),
         )
+
+    def _people(self) -> list | None:
+        """Each identity joined over the parts; a part before it appeared is padded absent."""
+        parts = self.parts
+        if all(p.people is None for p in parts):
+            return None
+        ids = sorted({q.track_id for p in parts for q in p.people or []})
+        joined = []
+        for tid in ids:
+            runs = []
+            for p in parts:
+                q = next((q for q in p.people or [] if q.track_id == tid), None)
+                runs.append(q if q is not None else absent_person(tid, p.start, len(p), p, self.faces_like))
+            joined.append(Result.concat(runs))
+        return joined
 
 
 def _concat_release(chunks: list[torch.Tensor]) -> torch.Tensor:

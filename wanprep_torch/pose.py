@@ -248,19 +248,25 @@ class PoseEstimator:
         self._bias = -torch.tensor(IMAGENET_MEAN, device=self.device).view(1, 3, 1, 1) * self._inv_std
         self.workspace = Workspace()
 
-    def preprocess(self, frames: FrameBatch, boxes: torch.Tensor, workspace: Workspace | None = None) -> PoseInput:
-        """Crop and normalise one window per frame.
+    def preprocess(
+        self, frames: FrameBatch, boxes: torch.Tensor, workspace: Workspace | None = None, frame_index: torch.Tensor | None = None
+    ) -> PoseInput:
+        """Crop and normalise one window per box.
 
         Args:
-            frames: N frames; boxes: (N, >=4) x1, y1, x2, y2 in frame pixels.
+            frames: the frames; boxes: (N, >=4) x1, y1, x2, y2 in frame pixels, one per frame
+                unless ``frame_index`` (N,) names each box's frame (several people a frame).
             workspace: write into its buffers (valid until the next call); new tensors when None.
         """
-        n = len(frames)
+        n = len(frames) if frame_index is None else int(frame_index.shape[0])
         shape = (n, 3) + tuple(self.input_hw)
         center, window = box_to_center_window(boxes.to(self.device), self.input_hw)
         src, src_center = crop_source(frames, center, window, self.input_hw)
         ws = workspace
-        crops = crop_windows(src, src_center, window, self.input_hw, out=None if ws is None else ws.get("crops", shape, torch.float32, self.device))
+        idx = None if frame_index is None else frame_index.to(self.device)
+        crops = crop_windows(
+            src, src_center, window, self.input_hw, frame_index=idx, out=None if ws is None else ws.get("crops", shape, torch.float32, self.device)
+        )
         out = None if ws is None else ws.get("pose_input", shape, torch.float32, self.device)
         pixels = torch.addcmul(self._bias, crops, self._inv_std) if out is None else torch.addcmul(self._bias, crops, self._inv_std, out=out)
         return PoseInput(pixels, center, window)
@@ -273,10 +279,11 @@ class PoseEstimator:
         """(N, 133, 3) x, y in frame pixels, score."""
         return decode_pose(heatmaps, inp.center, inp.window, dark=self.dark)
 
-    def estimate(self, frames: FrameBatch, boxes: torch.Tensor, timer=NULL_TIMER) -> torch.Tensor:
-        """Keypoints for a :class:`FrameBatch` and one box per frame (the pipeline's entry point)."""
+    def estimate(self, frames: FrameBatch, boxes: torch.Tensor, timer=NULL_TIMER, frame_index: torch.Tensor | None = None) -> torch.Tensor:
+        """Keypoints for a :class:`FrameBatch` and one box per frame, or with ``frame_index``
+        (N,) any number of boxes per frame, all in one batch (the pipeline's entry point)."""
         with timer("pose_pre"):
-            inp = self.preprocess(frames, boxes, self.workspace)
+            inp = self.preprocess(frames, boxes, self.workspace, frame_index)
         with timer("pose_model"):
             heatmaps = self.infer(inp.pixels, self.workspace)
         with timer("pose_post"):

@@ -433,11 +433,15 @@ class WanAssembler:
             with self.timer("faces"):
                 self._flush_waiting(fallback_face_box(self.width, self.height))
 
-    def take(self) -> WanFrames | None:
-        """The frames whose outputs are final (those before the first waiting one), removed
-        from the assembler (None: none yet)."""
+    def ready_groups(self) -> int:
+        """How many added groups are final (those before the first waiting one)."""
+        return self.waiting[0][3] if self.waiting else len(self.ready.extra)
+
+    def take(self, limit: int | None = None) -> WanFrames | None:
+        """The frames whose outputs are final (those before the first waiting one; at most
+        ``limit`` groups), removed from the assembler (None: none yet)."""
         r = self.ready
-        groups = self.waiting[0][3] if self.waiting else len(r.extra)
+        groups = self.ready_groups() if limit is None else min(limit, self.ready_groups())
         if groups == 0:
             return None
         frames = sum(k.shape[0] for k in r.keypoints[:groups])
