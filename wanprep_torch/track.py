@@ -335,7 +335,7 @@ class PeopleTracker:
         new = []
         taken = set(matched.values())
         for c in range(boxes.shape[0]):
-            full = self.cfg.max_people is not None and len(matched) + len(new) >= self.cfg.max_people
+            full = self.cfg.max_people is not None and len(matched) >= self.cfg.max_people
             if c in taken or full or float(keypoints[c, BODY, 2].mean()) < self.cfg.new_min_score:
                 continue
             self.tracks.append(PersonTrack(self.next_id, boxes[c, :4].clone(), keypoints[c].clone(), frame))

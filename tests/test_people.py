@@ -1,0 +1,231 @@
+"""Several people: identities, per-person results, the primary subject, and the single-subject
+tracker's two rules (stay with the subject; only an overlapping box is the subject)."""
+
+import numpy as np
+import pytest
+import torch
+
+from wanprep_torch import Preprocessor
+from wanprep_torch.gate import GateConfig
+from wanprep_torch.testkit import make_crowd_clip, make_people_clip
+from wanprep_torch.testkit.score import score_people
+from wanprep_torch.track import (
+    PeopleConfig,
+    PeopleTracker,
+    PersonTrack,
+    assign,
+    association_cost,
+    resolve_people,
+)
+
+
+@pytest.fixture(scope="module")
+def crowd():
+    """1280x480, three people: 0 walks, 1 is hidden on frames 8-15, 2 enters at frame 16."""
+    return make_crowd_clip(32)
+
+
+def run(models, frames, det="det_multi", **kw):
+    return Preprocessor(models[det], models["pose"], progress=False, **kw)(frames)
+
+
+@pytest.fixture(scope="module")
+def crowd_safe(models, crowd):
+    return run(models, crowd.frames, people=3, gate="safe")
+
+
+# -- the issue's done-when ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("gate", ["safe", "off"])
+def test_three_people_keep_three_identities(models, crowd, crowd_safe, gate):
+    res = crowd_safe if gate == "safe" else run(models, crowd.frames, people=3, gate=gate)
+    assert [p.track_id for p in res.people] == [1, 2, 3]
+    scores = score_people(res.people, crowd)
+    assert sorted(s.main_id for s in scores) == [1, 2, 3], "each person has an identity of their own"
+    for p, s in enumerate(scores):
+        assert s.switched <= 1, f"person {p}: ids per frame {s.ids}"
+        assert s.body_error <= 0.6, f"person {p}: body error {s.body_error:.3f} px"
+    assert sum(s.missed for s in scores) <= 3, [s.ids for s in scores]
+    # Frame by frame: the hidden person is not in view while hidden and keeps their id after.
+    hidden = res.people[scores[1].main_id - 1]
+    assert not hidden.present[8:16].any() and hidden.present[16:].all() and hidden.present[:8].all()
+    entering = res.people[scores[2].main_id - 1]
+    assert not entering.present[:16].any() and entering.present[16:].all()
+
+
+def test_person_records_are_complete(crowd, crowd_safe):
+    res = crowd_safe
+    T = len(crowd)
+    for p in res.people:
+        assert p.keypoints.shape == (T, 133, 3) and p.bboxes.shape == (T, 5) and p.present.shape == (T,)
+        assert p.face_images.shape[0] == T and len(p.face_bboxes) == T and len(p.pose_metas) == T
+        assert p.det_ran.shape == p.pose_ran.shape == p.gate_distance.shape == (T,)
+        assert (p.keypoints[~p.present][..., 2] == 0).all(), "score 0 where absent"
+        assert (p.bboxes[~p.present][:, 4] == -1).all()
+        assert p.people is None
+        # The gate report is the frame's, shared by everyone.
+        assert torch.equal(p.det_ran, res.det_ran) and torch.equal(p.pose_ran, res.pose_ran)
+    # The face crop of each person follows their own face.
+    last = res.people[2]
+    t = 20
+    x1, y1, x2, y2 = last.face_bboxes[t]
+    face_gt = crowd.keypoints[2, t, 23:91]
+    assert x1 <= face_gt[:, 0].min() and face_gt[:, 0].max() <= x2 and y1 <= face_gt[:, 1].min()
+
+
+def test_primary_is_one_person_with_the_largest_box_rule(models):
+    """Result's own fields follow one person: the largest at the start, kept while in view;
+    when they leave, the largest of the others; kept when the first comes back."""
+    T, H, W = 16, 480, 1280
+    t = np.arange(T)
+    small = np.stack([np.full(T, 0.25 * W), np.full(T, H / 2)], 1)
+    big = np.stack([np.full(T, 0.7 * W) + t, np.full(T, H / 2)], 1)
+    clip = make_people_clip(np.stack([small, big]), [0.5 * H, 0.7 * H], hidden=[(), range(5, 9)], H=H, W=W)
+    res = run(models, clip.frames, people=2, gate="off")
+    assert len(res.people) == 2
+    err = lambda p: (res.keypoints[:, :17, :2] - clip.keypoints[p, :, :17]).norm(dim=-1).mean(-1)  # noqa: E731
+    on_big, on_small = err(1) < 1.0, err(0) < 1.0
+    assert on_big[:5].all() and on_small[5:].all(), (on_big.tolist(), on_small.tolist())
+    assert (res.other_persons[:5] == 1).all() and (res.other_persons[5:9] == 0).all()
+
+
+def test_stream_parts_join_to_the_whole(models, crowd, crowd_safe):
+    pre = Preprocessor(models["det_multi"], models["pose"], progress=False, people=3, gate="safe", chunk_size=5)
+    parts = list(pre.stream(crowd.frames))
+    assert len(parts) > 2
+    assert all(p.people is not None for p in parts)
+    joined = type(parts[0]).concat(parts)
+    whole = crowd_safe
+    assert [p.track_id for p in joined.people] == [p.track_id for p in whole.people]
+    for a, b in zip(joined.people, whole.people):
+        assert torch.equal(a.present, b.present)
+        assert torch.allclose(a.keypoints, b.keypoints, atol=1e-4)
+        assert a.face_bboxes == b.face_bboxes
+    assert torch.allclose(joined.keypoints, whole.keypoints, atol=1e-4)
+
+
+def test_openpose_lists_everyone_in_view(crowd, crowd_safe):
+    frames = crowd_safe.to_openpose()
+    counts = [len(f["people"]) for f in frames]
+    want = crowd_safe.people[0].present.int() + crowd_safe.people[1].present.int() + crowd_safe.people[2].present.int()
+    assert counts == want.tolist()
+    assert counts[0] == 2 and counts[10] == 1 and counts[20] == 3
+
+
+def test_pose_model_runs_once_per_group_on_everyone(models, crowd, monkeypatch):
+    """Gate off: one pose call per group of frames, with every person of the group in it."""
+    pre = Preprocessor(models["det_multi"], models["pose"], progress=False, people=3, gate="off")
+    calls = []
+    real = pre.estimator.estimate
+
+    def counting(frames, boxes, timer=None, frame_index=None):
+        calls.append((len(frames), boxes.shape[0]))
+        return real(frames, boxes, timer, frame_index=frame_index)
+
+    monkeypatch.setattr(pre.estimator, "estimate", counting)
+    res = pre(crowd.frames[:16])
+    assert len(calls) == 2 and [c[0] for c in calls] == [8, 8]
+    seen = sum(int(p.present.sum()) for p in res.people)
+    assert sum(c[1] for c in calls) == seen == 2 * 16 - 8 + 0  # person 1 hidden on 8-15
+
+
+def test_people_option_is_checked(models):
+    assert resolve_people("all") is None and resolve_people(3) == 3
+    for bad in (0, -1, "two", 1.5, True):
+        with pytest.raises(ValueError, match="people must be"):
+            Preprocessor(models["det"], models["pose"], people=bad)
+
+
+def test_people_all_follows_everyone(models, crowd):
+    res = run(models, crowd.frames[14:24], people="all", gate="off")
+    assert len(res.people) == 3
+
+
+def test_max_people_caps_identities_in_view(models, crowd):
+    res = run(models, crowd.frames[16:20], people=2, gate="off")
+    assert len(res.people) == 2
+    assert all(p.present.all() for p in res.people)
+
+
+def test_people_1_is_the_single_subject_path(models, clip, run_default):
+    res = run(models, clip.frames, det="det", people=1, gate="off")
+    assert res.people is None and res.track_id is None
+    assert torch.equal(res.keypoints, run_default.keypoints) and torch.equal(res.bboxes, run_default.bboxes)
+
+
+# -- the tracker's parts ---------------------------------------------------------------------
+
+
+def _pose_at(x, y, h=100.0):
+    k = torch.zeros(133, 3)
+    k[:17, 0] = x + torch.linspace(-0.3, 0.3, 17) * h
+    k[:17, 1] = y + torch.linspace(-0.5, 0.5, 17) * h
+    k[:17, 2] = 0.9
+    return k
+
+
+def test_association_refuses_a_box_far_from_the_prediction():
+    cfg = PeopleConfig()
+    pred_b = torch.tensor([[0.0, 0.0, 60.0, 100.0]])
+    pred_k = _pose_at(30, 50)[None]
+    dets = torch.tensor([[2.0, 0.0, 62.0, 100.0, 0.9], [500.0, 0.0, 560.0, 100.0, 0.9]])
+    kps = torch.stack([_pose_at(32, 50), _pose_at(530, 50)])
+    cost = association_cost(pred_b, pred_k, dets, kps, cfg)
+    assert torch.isfinite(cost[0, 0]) and torch.isinf(cost[0, 1])
+    assert assign(association_cost(pred_b, pred_k, dets[1:], kps[1:], cfg)) == []
+
+
+def test_assign_takes_the_cheapest_pairs_one_to_one():
+    cost = torch.tensor([[0.1, 0.2], [0.05, 0.9], [float("inf"), float("inf")]])
+    assert assign(cost) == [(0, 1), (1, 0)]
+
+
+def test_track_predicts_with_constant_velocity():
+    t = PersonTrack(1, torch.tensor([0.0, 0.0, 10.0, 10.0]), _pose_at(5, 5, 10), frame=0)
+    t.update(2, torch.tensor([4.0, 0.0, 14.0, 10.0]), _pose_at(9, 5, 10))
+    box, kps = t.predict(4)
+    assert box[0] > 4.0 and kps[0, 0] > _pose_at(9, 5, 10)[0, 0]
+
+
+def test_identity_survives_an_absence_up_to_keep_frames():
+    tr = PeopleTracker(PeopleConfig(max_people=3, keep_frames=5))
+    box = torch.tensor([[0.0, 0.0, 60.0, 100.0, 0.9]])
+    k = _pose_at(30, 50)[None]
+    assert tr.step(0, box, k).matched == {1: 0}
+    assert tr.step(5, box, k).matched == {1: 0}, "back within keep_frames: same id"
+    assert tr.step(11, box, k).matched == {2: 0}, "gone too long: a new id"
+    far = torch.tensor([[600.0, 0.0, 660.0, 100.0, 0.9]])
+    m = tr.step(12, torch.cat([box, far]), torch.cat([k, _pose_at(630, 50)[None]]))
+    assert m.matched == {2: 0, 3: 1} and m.new == [1]
+
+
+# -- the single subject (people=1): the two tracking rules -------------------------------------
+
+# Detector on every frame, subject tracking on: each detection must go through the tracker.
+TRACK_EVERY_FRAME = GateConfig(enabled=False, det_every=1, subject=True)
+
+
+def test_subject_is_not_rechosen_by_the_largest_box_rule(models):
+    """Fails when the tracker re-chooses the subject by the largest box at each detection."""
+    from wanprep_torch.testkit import make_two_person_clip
+
+    clip, other = make_two_person_clip(10, big_frames=range(3, 7))
+    res = run(models, clip.frames, det="det_two", gate=TRACK_EVERY_FRAME)
+    assert res.det_ran.all()
+    err = (res.keypoints[..., :2] - clip.keypoints).norm(dim=-1).mean(dim=1)
+    assert (err < 2.0).all(), f"the subject switched to the bigger person: per-frame error {err.tolist()}"
+
+
+def test_a_box_not_overlapping_the_subject_is_someone_else(models):
+    """Fails when the tracker takes any box as the subject: while the subject is hidden (for
+    no longer than the grace period), its last box is held, not the other person's."""
+    T, H, W = 8, 480, 832
+    left = np.stack([np.full(T, 0.28 * W), np.full(T, H / 2)], 1)
+    right = np.stack([np.full(T, 0.75 * W), np.full(T, H / 2)], 1)
+    clip = make_people_clip(np.stack([left, right]), [0.6 * H, 0.5 * H], hidden=[range(3, 5), ()], H=H, W=W)
+    res = run(models, clip.frames, det="det_two", gate=TRACK_EVERY_FRAME)
+    right_x1 = float(clip.keypoints[1, :, :, 0].min())
+    assert (res.bboxes[3:5, 2] < right_x1).all(), f"the subject's box jumped to the other person: {res.bboxes[3:5].tolist()}"
+    err = (res.keypoints[5:, :17, :2] - clip.keypoints[0, 5:, :17]).norm(dim=-1).mean(dim=1)
+    assert (err < 2.0).all(), "and the subject is followed again when back"
