@@ -229,3 +229,65 @@ def test_a_box_not_overlapping_the_subject_is_someone_else(models):
     assert (res.bboxes[3:5, 2] < right_x1).all(), f"the subject's box jumped to the other person: {res.bboxes[3:5].tolist()}"
     err = (res.keypoints[5:, :17, :2] - clip.keypoints[0, 5:, :17]).norm(dim=-1).mean(dim=1)
     assert (err < 2.0).all(), "and the subject is followed again when back"
+
+
+# -- the command line ---------------------------------------------------------------------------
+
+
+def _lossless_video(path, frames, fps=24):
+    """H.264 at crf 0 in 4:4:4: the test kit's colour-coded blobs survive (4:2:0 chroma blurs
+    the small ones past the analytic pose model's colour matching)."""
+    import av
+
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=fps)
+        s.width, s.height, s.pix_fmt = frames.shape[2], frames.shape[1], "yuv444p"
+        s.options = {"crf": "0"}
+        for f in frames.numpy():
+            for p in s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    return path
+
+
+def test_cli_people_writes_each_person(models, tmp_path, capsys):
+    av = pytest.importorskip("av")
+    if "libx264" not in av.codecs_available:
+        pytest.skip("libx264 not available")
+    from wanprep_torch import cli
+
+    crowd = make_crowd_clip(22, background=False)
+    frames = (crowd.frames[10:22] * 255).round().to(torch.uint8)  # 1 hidden until 6 of these, 2 enters at 6
+    video = _lossless_video(tmp_path / "crowd.mp4", frames)
+    out = tmp_path / "out"
+    args = ["run", str(video), "--det", str(models["det_multi"]), "--pose", str(models["pose"]), "--out", str(out)]
+    assert cli.main(args + ["--no-progress", "--people", "3", "--gate", "off", "--chunk", "4"]) == 0
+    capsys.readouterr()
+    import json
+
+    folders = sorted(p.name for p in out.iterdir() if p.is_dir() and p.name.startswith("person-"))
+    assert folders == ["person-1", "person-2", "person-3"]
+    for name in folders:
+        rep = json.loads((out / name / "poses.json").read_text())
+        assert len(rep["present"]) == len(rep["pose_metas"]) == len(rep["face_bboxes"]) == 12
+        assert rep["complete"] is True and rep["track_id"] == int(name.split("-")[1])
+        with av.open(str(out / name / "face.mp4")) as c:
+            assert sum(1 for _ in c.decode(c.streams.video[0])) == 12
+    for late in ("person-2", "person-3"):
+        assert json.loads((out / late / "poses.json").read_text())["present"] == [False] * 6 + [True] * 6
+    op = json.loads((out / "openpose.json").read_text())
+    assert [len(f["people"]) for f in op] == [1] * 6 + [3] * 6
+    # pose.mp4 draws everyone: more drawn pixels than the primary subject alone.
+    with av.open(str(out / "pose.mp4")) as c:
+        last = [f.to_ndarray(format="rgb24") for f in c.decode(c.streams.video[0])][-1]
+    assert (last[:, 1000:] > 40).any() and (last[:, :400] > 40).any()
+
+
+def test_cli_people_option_is_checked(models, tmp_path, capsys):
+    from wanprep_torch import cli
+
+    with pytest.raises(SystemExit) as e:
+        cli.main(["run", "x.mp4", "--det", "d", "--pose", "p", "--out", str(tmp_path), "--people", "0"])
+    assert e.value.code == 2
+    assert "--people" in capsys.readouterr().err

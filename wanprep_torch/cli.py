@@ -2,7 +2,7 @@
 
     wanprep run VIDEO --det DET.onnx --pose POSE.onnx --out DIR [--width W] [--height H]
                 [--gate off|safe|fast] [--device cpu|cuda] [--fp16] [--batch auto|N]
-                [--chunk 64] [--face-padding 0] [--no-progress]
+                [--chunk 64] [--face-padding 0] [--people N|all] [--no-progress]
     wanprep batch INPUT... --det DET.onnx --pose POSE.onnx --out DIR [run options] [--resume]
                 [--workers N] [--devices cuda:0,cuda:1] [--engine local|ray] [--ray-address ADDR]
     wanprep demo [--out demo_out] [--frames 24] ...
@@ -14,7 +14,9 @@
 encoded part by part as frames become final and per-frame records are appended to
 DIR/poses.jsonl, folded into DIR/poses.json (with "complete" and "frames_done") and
 DIR/openpose.json (one OpenPose JSON dict per frame) at the end,
-then DIR/timings.txt. Memory does not grow with the video's length. The first SIGINT/SIGTERM
+then DIR/timings.txt. With `--people N` (or all), pose.mp4 draws every person followed and
+each identity K gets DIR/person-K/face.mp4 and DIR/person-K/poses.json (its own column
+"present"); poses.json and face.mp4 are the primary subject's. Memory does not grow with the video's length. The first SIGINT/SIGTERM
 stops after the current chunk and closes the outputs holding exactly the frames done; a second
 one aborts at once. Odd sizes are rounded up to even ones (H.264 yuv420p), so the videos and the
 JSON agree.
@@ -44,6 +46,7 @@ fails the model check, 130 interrupted (Ctrl-C; the same command resumes).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import os
@@ -346,22 +349,27 @@ _COLUMNS = (
 
 
 _DRAW_CHUNK = 8  # pose frames drawn per step: the float canvases (5 MB a frame at 832x480) stay small
+_PERSON_COLUMNS = _COLUMNS + (("present", "present"),)
 
 
 class _Outputs:
     """pose.mp4, face.mp4 and poses.jsonl written part by part; poses.json folded at the end.
+    With several people, one more per identity in person-<id>/ (face.mp4, poses.json).
 
     Holds nothing per frame in memory: the key-frame points are read back from the records."""
 
-    def __init__(self, out_dir: Path, fps, device):
+    def __init__(self, out_dir: Path, fps, device, person: bool = False):
         from .video import VideoWriter
 
         self.dir = out_dir
         self.device = device
-        self.paths = [out_dir / "pose.mp4", out_dir / "face.mp4", out_dir / "poses.jsonl"]
-        self.pose = VideoWriter(self.paths[0], fps)
-        self.face = VideoWriter(self.paths[1], fps)
-        self.jsonl = open(self.paths[2], "w")
+        self.fps = fps
+        self.columns = _PERSON_COLUMNS if person else _COLUMNS
+        self.paths = ([] if person else [out_dir / "pose.mp4"]) + [out_dir / "face.mp4", out_dir / "poses.jsonl"]
+        self.pose = None if person else VideoWriter(self.paths[0], fps)
+        self.face = VideoWriter(self.paths[-2], fps)
+        self.jsonl = open(self.paths[-1], "w")
+        self.persons: dict = {}  # identity -> _Outputs
         self.frames = 0
         self.fallback = 0  # frames where no person was detected (full-frame box)
         self.held = 0  # frames where no face was visible
@@ -372,12 +380,17 @@ class _Outputs:
 
     def add(self, part) -> None:
         from . import wan
-        from .draw import draw_pose
+        from .draw import draw_people, draw_pose
 
         t0 = time.perf_counter()
         n = len(part)
-        for s in range(0, n, _DRAW_CHUNK):
-            self.pose.write(draw_pose(part.pose_metas[s : s + _DRAW_CHUNK], device=self.device))
+        for s in range(0, n if self.pose is not None else 0, _DRAW_CHUNK):
+            if part.people:
+                self.pose.write(draw_people([p.pose_metas[s : s + _DRAW_CHUNK] for p in part.people], device=self.device))
+            else:
+                self.pose.write(draw_pose(part.pose_metas[s : s + _DRAW_CHUNK], device=self.device))
+        for person in part.people or ():
+            self._person(person.track_id, part).add(person)
         self.face.write(part.face_images)
         cols = part.to_json()
         kps = part.keypoints.detach().float().cpu()
@@ -385,7 +398,7 @@ class _Outputs:
         openpose = part.to_openpose()
         for i in range(n):
             rec = {"frame": part.start + i}
-            rec.update({key: cols[col][i] for col, key in _COLUMNS})
+            rec.update({key: cols[col][i] for col, key in self.columns})
             rec["key_points"] = wan.key_frame_points(kps[i], box=boxes[i])  # SAM2 prompt points, if it is a key frame
             rec["openpose"] = openpose[i]
             self.jsonl.write(json.dumps(rec) + "\n")
@@ -397,26 +410,49 @@ class _Outputs:
         self.frames += n
         self.write_s += time.perf_counter() - t0
 
+    def _person(self, track_id: int, part):
+        """The outputs of identity ``track_id``; one first seen now gets the frames before
+        this part as not in view (black face crops), so every person's files have all frames."""
+        out = self.persons.get(track_id)
+        if out is None:
+            from .pipeline import absent_person
+
+            folder = self.dir / f"person-{track_id}"
+            folder.mkdir(exist_ok=True)
+            out = self.persons[track_id] = _Outputs(folder, self.fps, self.device, person=True)
+            faces = part.face_images[:0]
+            for s in range(0, self.frames, _DRAW_CHUNK):
+                n = min(_DRAW_CHUNK, self.frames - s)
+                like = dataclasses.replace(part, det_ran=_pad(n), pose_ran=_pad(n), gate_distance=_pad(n).float())
+                out.add(absent_person(track_id, s, n, like, faces))
+        return out
+
     def close(self) -> None:
         """Close the videos (playable, exactly the frames written) and the records."""
         try:
-            self.pose.close()
+            if self.pose is not None:
+                self.pose.close()
         finally:
             try:
                 self.face.close()
             finally:
                 self.jsonl.close()
+                for out in self.persons.values():
+                    out.close()
 
     def remove(self) -> None:
         for p in self.paths:
             p.unlink(missing_ok=True)
+        for out in self.persons.values():
+            out.remove()
+            _remove_empty([out.dir])
 
     def fold(self, header: dict, footer: dict) -> Path:
         """Write poses.json and openpose.json from poses.jsonl (one pass per column, never all
         records in memory) and remove poses.jsonl."""
         from . import wan
 
-        rows = self.paths[2]
+        rows = self.paths[-1]
         wanted = set(wan.key_frame_indices(self.frames)) if self.frames else set()
         points = {}
         with open(rows) as r:
@@ -427,7 +463,7 @@ class _Outputs:
         tmp = self.dir / "poses.json.tmp"
         with open(tmp, "w") as f:
             f.write("{" + ", ".join(f"{json.dumps(k)}: {json.dumps(v)}" for k, v in header.items()))
-            for col, key in _COLUMNS:
+            for col, key in self.columns:
                 f.write(f", {json.dumps(col)}: [")
                 with open(rows) as r:
                     for i, line in enumerate(r):
@@ -450,7 +486,16 @@ class _Outputs:
             f.write("]")
         os.replace(tmp, self.dir / "openpose.json")
         rows.unlink()
+        for tid, out in self.persons.items():
+            out.fold({"track_id": tid, **header}, {k: footer[k] for k in ("complete", "frames_done") if k in footer})
         return path
+
+
+def _pad(n: int):
+    """(n,) False: the gate report of frames a person's files are padded with (not recorded)."""
+    import torch
+
+    return torch.zeros(n, dtype=torch.bool)
 
 
 def run_video(
@@ -469,6 +514,7 @@ def run_video(
     progress: bool = True,
     stop: "_Stop | None" = None,
     pre=None,
+    people=1,
 ) -> dict:
     """Decode ``video`` in chunks, run the Preprocessor part by part, and stream the outputs
     into ``out_dir`` (see the module docstring).
@@ -510,7 +556,8 @@ def run_video(
             models = prepare_fp16_models(models, out_dir / ".models", log=print if progress else (lambda _m: None))
         bar = _Progress(reader.expected_frames, progress)
         if pre is None:  # one report, driven here: the Preprocessor's own bar stays off
-            pre = _preprocessor(models["detector"], models["pose"], device, batch, face_padding, chunk, False, gate, progress_callback=bar)
+            more = {} if people == 1 else {"people": people}
+            pre = _preprocessor(models["detector"], models["pose"], device, batch, face_padding, chunk, False, gate, progress_callback=bar, **more)
         outputs = _Outputs(out_dir, reader.fps, pre.device)
 
         def frames():
@@ -640,6 +687,19 @@ def _warn_empty(n: int, fallback: int, held: int) -> None:
     if held * 2 > n:
         print(f"wanprep: warning: no face visible on {held} of {n} frames (face boxes held or a fallback square): "
               "a wrong or random-weight pose model, or the person faces away", file=sys.stderr)
+
+
+def _people_arg(text: str):
+    """--people: a positive integer or "all"."""
+    if text.strip().lower() == "all":
+        return "all"
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or 'all', got {text!r}")
+    return n
 
 
 def _preprocessor(det, pose, device, batch, face_padding, chunk, progress, gate, **extra):
@@ -859,6 +919,14 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--batch", type=_batch_arg, default="auto", metavar="auto|N", help="frames per model run, or auto (default)")
     r.add_argument("--chunk", type=int, default=64, metavar="N", help="frames decoded and processed per step; an interrupt stops after one (default: 64)")
     r.add_argument("--face-padding", type=int, default=0, metavar="PX", help="extra pixels on each side of the face box (default: 0)")
+    r.add_argument(
+        "--people",
+        type=_people_arg,
+        default=1,
+        metavar="N|all",
+        help="follow up to N people (or all) with identities: pose.mp4 draws them all, DIR/person-K/ holds "
+        "identity K's face.mp4 and poses.json (default: 1, the single subject)",
+    )
     r.add_argument("--no-progress", action="store_true", help="no progress report (a bar on a terminal, plain lines otherwise)")
     _add_batch_parser(sub, r)
     _add_models_parser(sub)
@@ -924,6 +992,7 @@ def _main_run(args) -> int:
             face_padding=args.face_padding,
             progress=not args.no_progress,
             stop=stop,
+            people=args.people,
         )
     except (CliError, ModelError, VideoError) as exc:
         print(f"wanprep: error: {_one_line(exc)}", file=sys.stderr)

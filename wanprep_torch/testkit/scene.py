@@ -436,12 +436,15 @@ def make_people_clip(
     )
 
 
-def make_crowd_clip(T: int = 32, H: int = 480, W: int = 1280, hidden=range(8, 16), enter: int = 16, seed: int = 0) -> PeopleClip:
+def make_crowd_clip(
+    T: int = 32, H: int = 480, W: int = 1280, hidden=range(8, 16), enter: int = 16, seed: int = 0, background: bool = True
+) -> PeopleClip:
     """Three people at 0.6*H on a textured scene: person 0 walks right along the left third
     (~10 px/frame), person 1 stands in the middle drifting slowly and is hidden (occluded) on
     ``hidden`` frames, person 2 walks in from beyond the right edge from frame ``enter`` (not
     in view before) and stops on the right third. They never overlap: the multi-person
-    detector and the tracker see three separate people."""
+    detector and the tracker see three separate people. ``background=False``: black behind
+    them (for clips that go through a lossy codec, whose chroma would bleed into the blobs)."""
     rng = np.random.default_rng(seed)
     h = 0.6 * H
     half_w = (_TEMPLATE_HI[0] - _TEMPLATE_LO[0]) * h / 2
@@ -454,7 +457,7 @@ def make_crowd_clip(T: int = 32, H: int = 480, W: int = 1280, hidden=range(8, 16
     come = np.stack([x, np.full(T, H / 2 + 2.0)], axis=1)
     not_yet = range(0, enter)
     return make_people_clip(
-        np.stack([walk, stand, come]), [h, h, h], hidden=[(), hidden, not_yet], H=H, W=W, seed=seed
+        np.stack([walk, stand, come]), [h, h, h], hidden=[(), hidden, not_yet], H=H, W=W, background=background, seed=seed
     )
 
 
