@@ -55,7 +55,9 @@ def test_node_definitions(no_comfy):
     assert spec["required"]["model"] == ("POSEMODEL",) and spec["required"]["images"] == ("IMAGE",)
     assert spec["required"]["width"][1]["default"] == 832 and spec["required"]["height"][1]["default"] == 480
     assert list(spec["required"]) == ["model", "images", "width", "height"]
-    assert list(spec["optional"]) == ["retarget_image", "face_padding", "gate"]  # the reference's order, gate last
+    # The reference's order, then this project's extras last (saved workflows keep their values).
+    assert list(spec["optional"]) == ["retarget_image", "face_padding", "gate", "people", "person"]
+    assert spec["optional"]["people"][1]["default"] == 1 and spec["optional"]["person"][1]["default"] == 0
     assert spec["optional"]["retarget_image"][0] == "IMAGE"
     assert spec["optional"]["face_padding"][1]["default"] == 0
     assert spec["optional"]["gate"][0] == ["off", "safe", "fast"] and spec["optional"]["gate"][1]["default"] == "safe"

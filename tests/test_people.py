@@ -5,6 +5,8 @@ import numpy as np
 import pytest
 import torch
 
+from comfy_fixtures import fake_comfy  # noqa: F401  (fixture)
+
 from wanprep_torch import Preprocessor
 from wanprep_torch.gate import GateConfig
 from wanprep_torch.testkit import make_crowd_clip, make_people_clip
@@ -291,3 +293,43 @@ def test_cli_people_option_is_checked(models, tmp_path, capsys):
         cli.main(["run", "x.mp4", "--det", "d", "--pose", "p", "--out", str(tmp_path), "--people", "0"])
     assert e.value.code == 2
     assert "--people" in capsys.readouterr().err
+
+
+# -- the ComfyUI nodes ----------------------------------------------------------------------------
+
+
+def test_comfy_person_input_selects_an_identity(models, fake_comfy):
+    from wanprep_torch import comfy as nodes
+    from wanprep_torch.wan import pose_keypoint_frames
+
+    crowd = make_crowd_clip(20)
+    images = crowd.frames[14:20]  # person 2 enters at the third of these
+    model = nodes.PoseModel(models["det_multi"], models["pose"], torch.device("cpu"))
+    node = nodes.PoseAndFaceDetection()
+    # Defaults: the single subject, as saved workflows expect.
+    one = node.process(model, images, 832, 480)
+    assert "people" not in one[0]["wanprep"]
+    three = node.process(model, images, 832, 480, people=3)
+    everyone = three[0]["wanprep"]["people"]
+    assert [p["track_id"] for p in everyone] == [1, 2, 3]
+    # pose_keypoint lists everyone in view on each frame.
+    assert [len(f["people"]) for f in three[5]] == [1, 1, 3, 3, 3, 3]
+    # person k: that identity's pose data, face crops and boxes.
+    for k in (1, 2, 3):
+        pose_data, faces, _points, _boxes, face_bboxes, _kp = node.process(model, images, 832, 480, people=3, person=k)
+        mine = everyone[k - 1]
+        assert torch.equal(pose_data["wanprep"]["keypoints"], mine["keypoints"])
+        assert pose_data["wanprep"]["person"] == k and faces.shape == (6, 512, 512, 3)
+        assert all(np.array_equal(a["keypoints_body"], b["keypoints_body"]) for a, b in zip(pose_data["pose_metas_original"], mine["pose_metas"]))
+    with pytest.raises(ValueError, match="person: 4, but 3 people"):
+        node.process(model, images, 832, 480, people=3, person=4)
+    with pytest.raises(ValueError, match="person: 2 names a tracked identity"):
+        node.process(model, images, 832, 480, person=2)
+    # Draw ViT Pose draws everyone when asked, only the selected person by default.
+    draw = nodes.DrawViTPose()
+    (alone,) = draw.process(three[0], 1280, 480, 16, -1, -1, True)
+    (all_,) = draw.process(three[0], 1280, 480, 16, -1, -1, True, draw_people=True)
+    drawn = lambda img: int((img.amax(-1) > 0).sum())  # noqa: E731
+    assert drawn(all_) > 2 * drawn(alone)
+    assert torch.equal(torch.maximum(all_, alone), all_), "the selected person is among those drawn"
+    assert three[5] == pose_keypoint_frames([[m for p in everyone if p["present"][t] for m in [p["pose_metas"][t]]] for t in range(6)])

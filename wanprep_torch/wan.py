@@ -31,6 +31,7 @@ __all__ = [
     "openpose_frames",
     "KEEP_SCORE",
     "pose_keypoint_frames",
+    "everyone_per_frame",
     "WanFrames",
     "WanAssembler",
 ]
@@ -299,6 +300,18 @@ def pose_keypoint_frames(frames, threshold: float = KEEP_SCORE) -> list[dict]:
         result.append({"people": persons, "canvas_width": canvas["canvas_width"], "canvas_height": canvas["canvas_height"]})
         i += len(ps)
     return result
+
+
+def everyone_per_frame(people: list, present: list, fallback: list) -> list:
+    """Per frame, the poses of everyone in view, in the order given (for
+    :func:`pose_keypoint_frames`); a frame with nobody keeps ``fallback``'s pose (all unseen
+    there), as POSE_KEYPOINT readers expect a person per frame.
+
+    Args:
+        people: P lists of T poses; present: P (T,) bool tensors or lists; fallback: T poses.
+    """
+    seen = [p.tolist() if hasattr(p, "tolist") else list(p) for p in present]
+    return [[ps[t] for ps, on in zip(people, seen) if on[t]] or [own] for t, own in enumerate(fallback)]
 
 
 @dataclass
