@@ -27,7 +27,7 @@ from .frames import FrameBatch
 from .gate import GateConfig, MotionGate, interpolate_boxes, interpolate_keypoints, interpolation_error
 from .pose import PoseEstimator
 from .runtime import run_in_batches
-from .schedule import _CPU_WORK_BATCH, Scheduler, _Frame, _Key, _stack
+from .schedule import CPU_WORK_BATCH, PlannedFrame, PlannedKey, Scheduler, stack_frames
 from .skeleton import BODY
 from .timing import NULL_TIMER
 from .track import PeopleConfig, PeopleTracker, assign, association_cost, pose_candidates
@@ -106,10 +106,10 @@ class CrowdScheduler(Scheduler):
 
     # -- every frame (gate off) -------------------------------------------------------------
     def _feed_ungated(self, chunk: torch.Tensor, out: list) -> None:
-        group = max(self.batch_size, _CPU_WORK_BATCH) if chunk.device.type == "cpu" else self.batch_size
+        group = max(self.batch_size, CPU_WORK_BATCH) if chunk.device.type == "cpu" else self.batch_size
 
         def step(s: int, e: int) -> None:
-            frames = [_Frame(self.index + j, chunk, j, 0.0, False) for j in range(s, e)]
+            frames = [PlannedFrame(self.index + j, chunk, j, 0.0, False) for j in range(s, e)]
             seen = self._observe(frames)
             self._hand_out([CrowdRecord(f.index, chunk, f.local, p, True, True, 0.0) for f, p in zip(frames, seen)], out)
 
@@ -117,7 +117,7 @@ class CrowdScheduler(Scheduler):
 
     # -- keyframes ----------------------------------------------------------------------------
     def _run_planned(self, out: list) -> None:
-        keys: list[_Key] = self.planned
+        keys: list[PlannedKey] = self.planned
         self.planned = []
         if not keys:
             return
@@ -146,7 +146,7 @@ class CrowdScheduler(Scheduler):
         """Keyframes in order: the detector on all of them, the pose model on every chosen box
         of all of them (one call), then the identities frame by frame."""
         self._hand_out([], None)  # a heartbeat before the models run
-        fb = FrameBatch(_stack(frames), self.ws)
+        fb = FrameBatch(stack_frames(frames), self.ws)
         cands = self.det.candidates(fb, self.timer)
         chosen = []
         with self.timer("detect_post"):
@@ -186,11 +186,11 @@ class CrowdScheduler(Scheduler):
             mids = [s.gap[len(s.gap) // 2] for s in level]
             same = [set(s.a.people) == set(s.b.people) for s in level]
             expect = [_expected(s, m.index) for s, m in zip(level, mids)]
-            fb = FrameBatch(_stack(mids), self.ws)
+            fb = FrameBatch(stack_frames(mids), self.ws)
             redetect = [j for j, ok in enumerate(same) if not ok]
             boxes = [torch.stack([e.box for e in ex.values()]) if same[j] else None for j, ex in enumerate(expect)]
             if redetect:
-                sub = FrameBatch(_stack([mids[j] for j in redetect]), self.ws) if len(redetect) < len(mids) else fb
+                sub = FrameBatch(stack_frames([mids[j] for j in redetect]), self.ws) if len(redetect) < len(mids) else fb
                 for j, d in zip(redetect, self.det.candidates(sub, self.timer)):
                     want = torch.stack([e.box for e in expect[j].values()])
                     boxes[j] = pose_candidates(d, want, self.people_cfg.max_people, self.det.config, self.people_cfg.min_iou)

@@ -15,7 +15,7 @@ import torch
 from . import wan
 from .buffers import Workspace
 from .detect import PersonDetector
-from .frames import FrameBatch, as_tchw, iter_chunks
+from .frames import FrameBatch, as_tchw, iter_chunks, quantize_u8
 from .gate import resolve_gate
 from .pose import PoseEstimator
 from .reference import ReferencePose, RetargetStream, estimate_reference
@@ -482,6 +482,10 @@ class CrowdAssembly:
     def _add(self, r: CrowdRecord) -> None:
         view = r.chunk[r.local : r.local + 1]
         dev = view.device
+        if dev.type == "cpu" and view.is_floating_point():
+            # Every assembly crops its face from this frame, on the CPU in uint8 (see
+            # WanAssembler): convert it once, not once per person.
+            view = quantize_u8(view.float()).contiguous(memory_format=torch.channels_last)
         if self.chooser is None:
             self.chooser = PrimaryChooser((int(view.shape[-2]), int(view.shape[-1])), self.det)
         gate = dict(det_ran=[r.det_ran], pose_ran=[r.pose_ran], distance=[r.distance])

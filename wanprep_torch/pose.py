@@ -137,10 +137,38 @@ def crop_windows(
 
     if not frames.is_floating_point():
         raise TypeError("crop_windows needs float frames")
-    src = frames if frame_index is None else frames.index_select(0, frame_index)
+    src = frames
+    if frame_index is not None:
+        src, center = window_regions(frames, center, window, out_hw, frame_index)
     m = window_matrix(center.to(torch.float32), window.to(torch.float32), out_hw).to(src.dtype)
     crops = warp_affine(src, m, tuple(out_hw), mode="bilinear", padding_mode="zeros", align_corners=True)
     return crops if out is None else out.copy_(crops)
+
+
+def window_regions(
+    frames: torch.Tensor, center: torch.Tensor, window: torch.Tensor, out_hw: tuple[int, int], frame_index: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """For several windows a frame: each window's readable pixels (:func:`window_pixel_bounds`
+    of that window alone) copied into one zero-padded batch, and the centres moved into it.
+    Warping that batch equals warping each window's whole frame (taps outside a region are
+    outside the frame, zeros either way), without copying whole frames per window.
+
+    Args:
+        frames: (T, C, H, W); center, window: (N, 2); frame_index: (N,) frame of each window.
+
+    Returns:
+        ((N, C, h, w) regions, (N, 2) centres in them).
+    """
+    fh, fw = frames.shape[-2:]
+    bounds = [window_pixel_bounds(center[j : j + 1], window[j : j + 1], out_hw, (fh, fw)) for j in range(center.shape[0])]
+    bounds = [b if b is not None else (0, 0, 1, 1) for b in bounds]  # off the frame: zeros either way
+    rh = max([b[3] - b[1] for b in bounds], default=1)
+    rw = max([b[2] - b[0] for b in bounds], default=1)
+    out = frames.new_zeros((len(bounds), frames.shape[1], rh, rw))
+    for j, (i, (x0, y0, x1, y1)) in enumerate(zip(frame_index.tolist(), bounds)):
+        out[j, :, : y1 - y0, : x1 - x0] = frames[i, :, y0:y1, x0:x1]
+    shift = torch.tensor([[b[0], b[1]] for b in bounds], device=center.device, dtype=center.dtype).view(-1, 2)
+    return out, center - shift
 
 
 def heatmap_to_frame(
