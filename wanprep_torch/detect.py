@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from .buffers import Workspace
+from .config import override
 from .frames import FrameBatch, as_tchw
 from .runtime import OrtModel, as_model, check_detector, resolve_batch_size
 from .timing import NULL_TIMER
@@ -40,6 +41,9 @@ __all__ = [
 
 @dataclass(frozen=True)
 class DetectConfig:
+    """The detector's decoding and the subject rule (the one home of their defaults: the
+    reference's score 0.05 and NMS IoU 0.5)."""
+
     score_threshold: float = 0.05
     iou_threshold: float = 0.5
     person_class: int = 0
@@ -47,6 +51,14 @@ class DetectConfig:
     min_side_ratio: float = 0.4
     other_person_area: float = 0.1  # others counted when larger than this fraction of the chosen box
     min_box_side: float = 10.0  # smaller boxes fall back to the full frame
+
+    def __post_init__(self):
+        for name in ("score_threshold", "iou_threshold", "min_side_ratio", "other_person_area"):
+            value = getattr(self, name)
+            if not 0.0 <= float(value) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {value!r}")
+        if self.min_box_side < 0:
+            raise ValueError(f"min_box_side must be >= 0, got {self.min_box_side!r}")
 
 
 def resize_for_detector(frames: torch.Tensor, size_hw: tuple[int, int] = (640, 640), workspace=None) -> torch.Tensor:
@@ -278,7 +290,9 @@ class PersonDetector:
         device: where frames live ("cpu", "cuda", "cuda:N").
         batch_size: frames per model run, or "auto" (1 on the CPU, 16 on CUDA).
         providers, intra_op_threads: ONNX Runtime settings (see :class:`OrtModel`).
-        score_threshold, iou_threshold: the reference's 0.05 and 0.5.
+        config: thresholds and the subject rule (:class:`DetectConfig`; the reference's score
+            0.05 and IoU 0.5 by default).
+        score_threshold, iou_threshold: shorthands that override the config's fields.
 
     Example (the test kit's analytic detector on its synthetic clip; a real model is a
     path such as ``"yolov10m.onnx"``)::
@@ -302,14 +316,15 @@ class PersonDetector:
         batch_size: int | str = "auto",
         providers=None,
         intra_op_threads: int | None = None,
-        score_threshold: float = 0.05,
-        iou_threshold: float = 0.5,
+        config: DetectConfig | None = None,
+        score_threshold: float | None = None,
+        iou_threshold: float | None = None,
     ):
         self.device = torch.device(device)
         self.model = as_model(model, self.device, providers, intra_op_threads, role="detector")
         check_detector(self.model)
         self.batch_size = resolve_batch_size(batch_size, self.device)
-        self.config = DetectConfig(score_threshold=score_threshold, iou_threshold=iou_threshold)
+        self.config = override(config or DetectConfig(), score_threshold=score_threshold, iou_threshold=iou_threshold)
         ih, iw = self.model.input_hw
         self.input_hw = (ih or 640, iw or 640)
         self.workspace = Workspace()

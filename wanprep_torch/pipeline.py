@@ -8,25 +8,34 @@ import json
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import torch
 
 from . import wan
 from .buffers import Workspace
-from .detect import PersonDetector
+from .config import override
+from .detect import DetectConfig, PersonDetector
 from .frames import FrameBatch, as_tchw, iter_chunks, quantize_u8
 from .gate import resolve_gate
 from .pose import PoseEstimator
 from .reference import ReferencePose, RetargetStream, estimate_reference
-from .runtime import open_models, resolve_batch_size
+from .runtime import RuntimeConfig, open_models, resolve_batch_size
 from .crowd import CrowdRecord, CrowdScheduler, PrimaryChooser
-from .detect import DetectConfig, full_frame_box
+from .detect import full_frame_box
 from .schedule import FrameRecord, Scheduler
 from .timing import NULL_TIMER, StageTimer
-from .track import PeopleConfig, resolve_people
+from .track import PeopleConfig
+from .wan import FaceConfig
 
-__all__ = ["Preprocessor", "Result"]
+__all__ = ["Preprocessor", "Result", "CHUNK_SIZE"]
+
+CHUNK_SIZE = 64  # frames per step: memory follows this, not the video's length
+
+
+def _check_chunk(chunk_size) -> None:
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ValueError(f"chunk_size must be an int >= 1, got {chunk_size!r}")
 
 
 @dataclass
@@ -87,14 +96,7 @@ class Result:
             raise ValueError("no retargeted poses: process the video with a reference_image")
         if self.people is None or retargeted:
             return wan.openpose_frames(self.retargeted if retargeted else self.pose_metas, min_score)
-        # Several people: every person in view on a frame, ordered by identity.
-        frames = [{"people": [], "canvas_width": self.width, "canvas_height": self.height} for _ in range(len(self))]
-        for person in self.people:
-            seen = person.present.cpu().tolist()
-            for t, f in enumerate(wan.openpose_frames(person.pose_metas, min_score)):
-                if seen[t]:
-                    frames[t]["people"] += f["people"]
-        return frames
+        return wan.openpose_people([p.pose_metas for p in self.people], [p.present for p in self.people], min_score)
 
     def to_json(self) -> dict:
         """A JSON-ready summary (metas as lists)."""
@@ -156,31 +158,32 @@ class Preprocessor:
 
     Composes a :class:`~wanprep_torch.detect.PersonDetector` (``self.detector``), a
     :class:`~wanprep_torch.pose.PoseEstimator` (``self.estimator``), the scheduler that decides
-    per frame what runs (:mod:`~wanprep_torch.schedule`) and the Wan output assembly.
+    per frame what runs (:mod:`~wanprep_torch.schedule`) and the Wan output assembly. Built
+    from two ONNX files, or with :meth:`from_stages` from stage objects the caller made.
+
+    Settings come as one record per stage (each the one home of its defaults), or as the
+    keyword shorthands below, which override the record's field when given:
 
     Args:
         det_model, pose_model: ONNX files (YOLO person detector, ViTPose wholebody 133).
-        device: where frames are processed ("cpu", "cuda", "cuda:1", torch.device). CUDA
-            frames use ONNX Runtime's CUDA provider; without it, the CPU provider with a warning.
-        batch_size: frames per model run, or "auto" (1 on the CPU, 16 on CUDA).
-        intra_op_threads: ONNX Runtime CPU threads (default: physical cores).
-        providers: explicit ONNX Runtime providers for both sessions.
-        score_threshold, iou_threshold: detector thresholds (reference: 0.05, 0.5).
-        face_padding: extra pixels on each side of the face boxes.
-        face_size: side of the square face crops (512).
-        face_dtype: torch.float32 (in [0, 1], the default), torch.float16 or torch.uint8 (4x
-            less memory).
-        face_device: where face crops are kept (default: the frames' device; "cpu" keeps long
-            videos' crops off the GPU).
-        face_wait: leading frames with no visible face wait at most this many frames for the
-            first good face box (then they take the fallback square); bounds memory on clips
-            where no face is ever seen.
+        runtime: :class:`~wanprep_torch.runtime.RuntimeConfig` (device, batch_size,
+            intra_op_threads, providers). Shorthands: ``device`` ("cpu", "cuda", "cuda:1";
+            CUDA frames use ONNX Runtime's CUDA provider, without it the CPU provider with a
+            warning), ``batch_size`` (frames per model run, or "auto": 1 on the CPU, 16 on
+            CUDA), ``intra_op_threads``, ``providers``.
+        detect: :class:`~wanprep_torch.detect.DetectConfig` (thresholds, the subject rule).
+            Shorthands: ``score_threshold``, ``iou_threshold`` (reference: 0.05, 0.5).
+        face: :class:`~wanprep_torch.wan.FaceConfig` (the face crops). Shorthands:
+            ``face_padding`` (extra pixels on each side of the face boxes), ``face_size``
+            (512), ``face_dtype`` (torch.float32 in [0, 1], torch.float16 or torch.uint8),
+            ``face_device`` (default: the frames' device), ``face_wait`` (leading frames with
+            no visible face wait at most this many frames for the first good face box).
+        gate: frame skipping: "safe" (default), "fast", "off" (every frame through both models,
+            no skipping), a GateConfig, or a dict of GateConfig fields (with an optional "preset").
+        dark: DARK sub-pixel decoding (True, as the reference) or plain argmax.
         chunk_size: frames processed per step; memory grows with this, not with the video.
         progress: show a tqdm bar; progress_callback("frames", done, total) is called as frames
             finish.
-        dark: DARK sub-pixel decoding (True, as the reference) or plain argmax.
-        gate: frame skipping: "safe" (default), "fast", "off" (every frame through both models,
-            no skipping), a GateConfig, or a dict of GateConfig fields (with an optional "preset").
         people: 1 (the default) follows one subject; N > 1 or "all" follows up to N people (all)
             with identities (``Result.people``; see :mod:`~wanprep_torch.crowd`).
         people_keep: frames an identity out of view keeps its id (with ``people`` > 1).
@@ -191,18 +194,18 @@ class Preprocessor:
         self,
         det_model: str | Path,
         pose_model: str | Path,
-        device: str | torch.device = "cpu",
-        batch_size: int | str = "auto",
+        device: str | torch.device | None = None,
+        batch_size: int | str | None = None,
         intra_op_threads: int | None = None,
         providers=None,
-        score_threshold: float = 0.05,
-        iou_threshold: float = 0.5,
-        face_padding: int = 0,
-        face_size: int = 512,
-        face_dtype: torch.dtype = torch.float32,
+        score_threshold: float | None = None,
+        iou_threshold: float | None = None,
+        face_padding: int | None = None,
+        face_size: int | None = None,
+        face_dtype: torch.dtype | None = None,
         face_device: str | torch.device | None = None,
-        face_wait: int = 96,
-        chunk_size: int = 64,
+        face_wait: int | None = None,
+        chunk_size: int = CHUNK_SIZE,
         progress: bool = True,
         progress_callback: Callable | None = None,
         dark: bool = True,
@@ -210,31 +213,80 @@ class Preprocessor:
         timings: bool = True,
         people=1,
         people_keep: int = 24,
+        *,
+        runtime: RuntimeConfig | None = None,
+        detect: DetectConfig | None = None,
+        face: FaceConfig | None = None,
     ):
-        self.device = torch.device(device)
-        if self.device.type == "cuda":
-            if not torch.cuda.is_available():
-                raise ValueError(f"device {self.device} requested but torch sees no CUDA device")
-            if self.device.index is None:  # "cuda" means the current device; frames report an index
-                self.device = torch.device("cuda", torch.cuda.current_device())
-        if face_dtype not in (torch.float32, torch.float16, torch.uint8):
-            raise ValueError(f"face_dtype must be torch.float32, torch.float16 or torch.uint8, got {face_dtype}")
-        if chunk_size < 1:
-            raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-        if face_wait < 0:
-            raise ValueError(f"face_wait must be >= 0, got {face_wait}")
-        self.gate = resolve_gate(gate)
-        limit = resolve_people(people)
-        self.people = PeopleConfig(max_people=limit, keep_frames=int(people_keep)) if limit != 1 else None
-        batch = resolve_batch_size(batch_size, self.device)
-        det, pose = open_models(det_model, pose_model, self.device, providers, intra_op_threads)
-        self.detector = PersonDetector(det, self.device, batch_size=batch, score_threshold=score_threshold, iou_threshold=iou_threshold)
-        self.estimator = PoseEstimator(pose, self.device, batch_size=batch, dark=dark)
-        self.face_padding = int(face_padding)
-        self.face_size = int(face_size)
-        self.face_dtype = face_dtype
-        self.face_device = torch.device(face_device) if face_device is not None else None
-        self.face_wait = int(face_wait)
+        runtime = override(
+            runtime or RuntimeConfig(), device=device, batch_size=batch_size, intra_op_threads=intra_op_threads, providers=providers
+        )
+        detect = override(detect or DetectConfig(), score_threshold=score_threshold, iou_threshold=iou_threshold)
+        face = override(face or FaceConfig(), size=face_size, dtype=face_dtype, device=face_device, padding=face_padding, wait=face_wait)
+        device = runtime.resolved_device()
+        gate = resolve_gate(gate)  # bad settings fail before the models are opened
+        _check_chunk(chunk_size)
+        crowd = PeopleConfig.from_option(people, people_keep)
+        batch = resolve_batch_size(runtime.batch_size, device)
+        det, pose = open_models(det_model, pose_model, device, runtime.providers, runtime.intra_op_threads)
+        self._compose(
+            PersonDetector(det, device, batch_size=batch, config=detect),
+            PoseEstimator(pose, device, batch_size=batch, dark=dark),
+            face, gate, chunk_size, progress, progress_callback, timings, crowd,
+        )  # fmt: skip
+
+    @classmethod
+    def from_stages(
+        cls,
+        detector: PersonDetector,
+        estimator: PoseEstimator,
+        *,
+        face: FaceConfig | None = None,
+        gate="safe",
+        chunk_size: int = CHUNK_SIZE,
+        progress: bool = True,
+        progress_callback: Callable | None = None,
+        timings: bool = True,
+        people=1,
+        people_keep: int = 24,
+    ) -> "Preprocessor":
+        """A Preprocessor composed of stages the caller made (their models, devices, batch
+        sizes and decoding settings are theirs), as rtmlib's solutions compose a detector and
+        a pose object. Both stages must be on the same device.
+
+        >>> import tempfile
+        >>> from wanprep_torch.testkit import build_test_models, make_clip
+        >>> from wanprep_torch.detect import DetectConfig, PersonDetector
+        >>> from wanprep_torch.pose import PoseEstimator
+        >>> models = build_test_models(tempfile.mkdtemp(), fp16=False)
+        >>> pre = Preprocessor.from_stages(
+        ...     PersonDetector(models["det"], config=DetectConfig(score_threshold=0.2)),
+        ...     PoseEstimator(models["pose"], dark=False),
+        ...     face=FaceConfig(size=256, dtype=torch.uint8), progress=False)
+        >>> res = pre(make_clip(4).frames)
+        >>> res.face_images.shape, res.face_images.dtype
+        (torch.Size([4, 256, 256, 3]), torch.uint8)
+        """
+        if not isinstance(detector, PersonDetector) or not isinstance(estimator, PoseEstimator):
+            raise TypeError(
+                f"from_stages takes a PersonDetector and a PoseEstimator, got {type(detector).__name__} and {type(estimator).__name__}"
+            )
+        if detector.device != estimator.device:
+            raise ValueError(f"the detector runs on {detector.device} but the pose model on {estimator.device}")
+        gate = resolve_gate(gate)
+        _check_chunk(chunk_size)
+        self = cls.__new__(cls)
+        crowd = PeopleConfig.from_option(people, people_keep)
+        self._compose(detector, estimator, face or FaceConfig(), gate, chunk_size, progress, progress_callback, timings, crowd)
+        return self
+
+    def _compose(self, detector, estimator, face, gate, chunk_size, progress, progress_callback, timings, people=None) -> None:
+        self.device = detector.device
+        self.detector = detector
+        self.estimator = estimator
+        self.face = face
+        self.gate = gate
+        self.people = people  # PeopleConfig with several people, None for the single subject
         self.chunk_size = int(chunk_size)
         self.progress = progress
         self.progress_callback = progress_callback
@@ -350,9 +402,7 @@ class Preprocessor:
         total = as_tchw(video, finite=False).shape[0] if isinstance(video, torch.Tensor) else None
         timer = StageTimer(self.device) if self.timings else NULL_TIMER
         prog = _Progress(self.progress, self.progress_callback, total)
-        assembler = lambda: wan.WanAssembler(  # noqa: E731
-            self.face_size, self.face_dtype, self.face_device, self.face_padding, self.device, self._ws, timer, self.face_wait
-        )
+        assembler = lambda: wan.WanAssembler(self.face, self.device, self._ws, timer)  # noqa: E731
         if self.people is None:
             sched = Scheduler(self.detector, self.estimator, self.gate, self._ws, timer, on_oom=self._shrink, on_frames=prog.update)
             wan_out = _SubjectAssembly(assembler(), timer)
@@ -446,17 +496,12 @@ class _Extra:
     present: list | None = None  # one person of several: in view on each frame
 
 
-@dataclass
-class CrowdFrames:
+class CrowdFrames(NamedTuple):
     """Final frames of several people: the primary subject's Wan frames and, per identity
-    (ordered), that person's Wan frames over the same frames from their first appearance (None:
-    not yet seen)."""
+    (ordered), (id, that person's Wan frames from their first appearance; None: not yet seen)."""
 
     primary: "wan.WanFrames"
     people: list
-
-    def __len__(self) -> int:
-        return len(self.primary)
 
 
 class CrowdAssembly:
@@ -546,7 +591,7 @@ class _PartState:
     def part(self, done) -> Result | None:
         """A Result of the final frames ``done`` (:class:`~wanprep_torch.wan.WanFrames`, or a
         :class:`~wanprep_torch.crowdparts.CrowdFrames` with everyone's)."""
-        if done is None or not len(done):
+        if done is None or not len(done.primary if isinstance(done, CrowdFrames) else done):
             return None
         with self.timer("wan"):
             people = getattr(done, "people", None)

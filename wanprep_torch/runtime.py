@@ -31,6 +31,7 @@ __all__ = [
     "is_out_of_memory",
     "run_in_batches",
     "resolve_batch_size",
+    "RuntimeConfig",
 ]
 
 
@@ -138,6 +139,34 @@ def run_in_batches(
             continue
         start = stop
     return results, batch
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    """Where and how the models run (the one home of these defaults).
+
+    device: "cpu", "cuda", "cuda:1" or a torch.device (CUDA frames use ONNX Runtime's CUDA
+        provider; without it, the CPU provider with a warning).
+    batch_size: frames per model run, or "auto" (1 on the CPU, 16 on CUDA).
+    intra_op_threads: ONNX Runtime CPU threads (None: physical cores).
+    providers: explicit ONNX Runtime providers for both sessions (None: by the device).
+    """
+
+    device: str | torch.device = "cpu"
+    batch_size: int | str = "auto"
+    intra_op_threads: int | None = None
+    providers: Sequence | None = None
+
+    def resolved_device(self) -> torch.device:
+        """The torch device, "cuda" pinned to the current index; ValueError when torch sees
+        no CUDA device."""
+        device = torch.device(self.device)
+        if device.type == "cuda":
+            if not torch.cuda.is_available():
+                raise ValueError(f"device {device} requested but torch sees no CUDA device")
+            if device.index is None:  # "cuda" means the current device; frames report an index
+                device = torch.device("cuda", torch.cuda.current_device())
+        return device
 
 
 def resolve_batch_size(batch_size: int | str, device: torch.device) -> int:

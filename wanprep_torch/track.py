@@ -149,6 +149,12 @@ class PeopleConfig:
     kp_score: float = 0.3
     new_min_score: float = 0.3
 
+    @classmethod
+    def from_option(cls, people, keep_frames: int = 24) -> "PeopleConfig | None":
+        """``Preprocessor(people=..., people_keep=...)``: None for 1 (the single subject)."""
+        limit = resolve_people(people)
+        return None if limit == 1 else cls(max_people=limit, keep_frames=int(keep_frames))
+
     def __post_init__(self):
         if self.max_people is not None and self.max_people < 1:
             raise ValueError(f"max_people must be >= 1 or None, got {self.max_people}")

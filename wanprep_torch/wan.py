@@ -7,6 +7,7 @@ COCO-wholebody order; nothing here knows about ONNX.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -32,7 +33,9 @@ __all__ = [
     "KEEP_SCORE",
     "pose_keypoint_frames",
     "everyone_per_frame",
+    "openpose_people",
     "WanFrames",
+    "FaceConfig",
     "WanAssembler",
 ]
 
@@ -302,6 +305,23 @@ def pose_keypoint_frames(frames, threshold: float = KEEP_SCORE) -> list[dict]:
     return result
 
 
+def openpose_people(people: list, present: list, min_score: float = KEEP_SCORE) -> list[dict]:
+    """:func:`openpose_frames` for several people: per frame, everyone in view (in the order
+    given) in the ``people`` array (empty where nobody is).
+
+    Args:
+        people: P lists of T poses; present: P (T,) bool tensors or lists.
+    """
+    seen = [p.tolist() if hasattr(p, "tolist") else list(p) for p in present]
+    per_person = [openpose_frames(poses, min_score) for poses in people]
+    frames = []
+    for t in range(len(seen[0]) if seen else 0):
+        first = per_person[0][t]
+        everyone = [f[t]["people"][0] for f, on in zip(per_person, seen) if on[t]]
+        frames.append({"people": everyone, "canvas_width": first["canvas_width"], "canvas_height": first["canvas_height"]})
+    return frames
+
+
 def everyone_per_frame(people: list, present: list, fallback: list) -> list:
     """Per frame, the poses of everyone in view, in the order given (for
     :func:`pose_keypoint_frames`); a frame with nobody keeps ``fallback``'s pose (all unseen
@@ -333,39 +353,64 @@ class WanFrames:
         return len(self.metas)
 
 
+@dataclass(frozen=True)
+class FaceConfig:
+    """The face crops' settings (the one home of their defaults).
+
+    size: side of the square crops (the reference's 512).
+    dtype: torch.float32 (in [0, 1], the default), torch.float16, or torch.uint8 (4x less memory).
+    device: where the crops are kept; None: the frames' device ("cpu" keeps long videos' crops
+        off the GPU).
+    padding: extra frame pixels on each side of the face box before the resize.
+    wait: leading frames with no visible face wait at most this many frames for the first good
+        face box (then they take the fallback square); bounds memory on clips with no face.
+    """
+
+    size: int = 512
+    dtype: torch.dtype = torch.float32
+    device: torch.device | None = None
+    padding: int = 0
+    wait: int = 96
+
+    def __post_init__(self):
+        if self.dtype not in (torch.float32, torch.float16, torch.uint8):
+            raise ValueError(f"face_dtype must be torch.float32, torch.float16 or torch.uint8, got {self.dtype}")
+        for name, low in (("size", 1), ("padding", 0), ("wait", 0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+                raise ValueError(f"face_{name} must be an int >= {low}, got {value!r}")
+            object.__setattr__(self, name, int(value))
+        if self.device is not None and not isinstance(self.device, torch.device):
+            object.__setattr__(self, "device", torch.device(self.device))
+
+
 class WanAssembler:
     """Turns keypoints into the Wan outputs in frame order, with the state that crosses groups
     of frames (the last body rows, the last good face box) and face crops written straight
     into their output tensors.
 
     Leading frames with no visible face wait until the first good face box is known, at most
-    ``face_wait`` frames: beyond that they take the fallback square (and are marked held), so
+    ``face.wait`` frames: beyond that they take the fallback square (and are marked held), so
     a clip with no face never keeps more than that many frames.
 
     Args:
-        face_size, face_dtype, face_device, face_padding: the face crops' side, dtype
-            (float32/float16 in [0, 1] or uint8), device, and extra pixels per side.
+        face: the face crops' settings (:class:`FaceConfig`; its ``device`` None: ``device``).
         device: where the frames are processed (face crops on the CPU use uint8 resizing).
         workspace: scratch buffers for frame conversions.
     """
 
     def __init__(
         self,
-        face_size: int = 512,
-        face_dtype: torch.dtype = torch.float32,
-        face_device: torch.device | None = None,
-        face_padding: int = 0,
+        face: FaceConfig = FaceConfig(),
         device: torch.device = torch.device("cpu"),
         workspace=None,
         timer=NULL_TIMER,
-        face_wait: int = 96,
     ):
-        self.face_size, self.face_dtype, self.face_padding = face_size, face_dtype, int(face_padding)
+        self.face = face
         self.device = device
-        self.face_device = face_device or device
+        self.face_device = face.device or device
         self.ws = workspace
         self.timer = timer
-        self.face_wait = int(face_wait)
         self.width = self.height = None
         self.last_body = None
         self.last_good = None
@@ -391,13 +436,13 @@ class WanAssembler:
         if first_good is None and bool(valid.any()):
             first_good = tuple(fb_boxes[int(torch.nonzero(valid)[0])].tolist())
         resolved, held, last_good = resolve_face_boxes(
-            fb_boxes, valid, w, h, self.face_padding, last_good=self.last_good, first_good=first_good
+            fb_boxes, valid, w, h, self.face.padding, last_good=self.last_good, first_good=first_good
         )
-        slots = torch.empty((n, self.face_size, self.face_size, 3), dtype=self.face_dtype, device=self.face_device)
+        slots = torch.empty((n, self.face.size, self.face.size, 3), dtype=self.face.dtype, device=self.face_device)
         if first_good is None:
             # No face seen yet: keep these frames until one is, or the wait would run past
             # ``face_wait`` frames (then the frames waiting so far take the fallback).
-            if self.waiting_frames + n > self.face_wait:
+            if self.waiting_frames + n > self.face.wait:
                 self.flush()
             self.waiting.append((frames, slots, len(self.ready.metas), len(self.ready.extra)))
             self.waiting_frames += n
@@ -413,17 +458,17 @@ class WanAssembler:
         r.face_bboxes.extend(resolved)
         r.face_held.extend(held)
         r.extra.append(extra)
-        if self.waiting_frames > self.face_wait:  # one group longer than the whole wait
+        if self.waiting_frames > self.face.wait:  # one group longer than the whole wait
             self.flush()
 
     def _crop(self, fb: FrameBatch, boxes: list, slots: torch.Tensor) -> None:
         """Face crops of ``fb`` into ``slots`` (n, S, S, 3) in the output's dtype and device."""
         if self.device.type == "cpu" and slots.device.type == "cpu":
-            crop_resize(fb.uint8(), boxes, self.face_size, out=slots)  # 0-255 values
+            crop_resize(fb.uint8(), boxes, self.face.size, out=slots)  # 0-255 values
             if slots.dtype != torch.uint8:
                 slots.mul_(1.0 / 255.0)
             return
-        faces = crop_resize(fb.float01(), boxes, self.face_size)
+        faces = crop_resize(fb.float01(), boxes, self.face.size)
         if slots.dtype == torch.uint8:
             faces = faces.mul_(255.0).round_().clamp_(0, 255)
         slots.copy_(faces)
@@ -433,7 +478,7 @@ class WanAssembler:
         if not self.waiting:
             return
         w, h = self.width, self.height
-        box = pad_box(box, self.face_padding, w, h) if self.face_padding else box
+        box = pad_box(box, self.face.padding, w, h) if self.face.padding else box
         for view, slots, at, _group in self.waiting:
             self._crop(FrameBatch(view, self.ws), [box] * view.shape[0], slots)
             self.ready.face_bboxes[at : at + view.shape[0]] = [box] * view.shape[0]
