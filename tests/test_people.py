@@ -39,7 +39,7 @@ def crowd_safe(models, crowd):
 # -- the issue's done-when ----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("gate", ["safe", "off"])
+@pytest.mark.parametrize("gate", ["safe", "off", "fast"])
 def test_three_people_keep_three_identities(models, crowd, crowd_safe, gate):
     res = crowd_safe if gate == "safe" else run(models, crowd.frames, people=3, gate=gate)
     assert [p.track_id for p in res.people] == [1, 2, 3]
@@ -333,3 +333,21 @@ def test_comfy_person_input_selects_an_identity(models, fake_comfy):
     assert drawn(all_) > 2 * drawn(alone)
     assert torch.equal(torch.maximum(all_, alone), all_), "the selected person is among those drawn"
     assert three[5] == pose_keypoint_frames([[m for p in everyone if p["present"][t] for m in [p["pose_metas"][t]]] for t in range(6)])
+
+
+def test_gate_measures_motion_in_each_persons_box():
+    """Several regions: the largest motion counts (one person walking among people standing)."""
+    from wanprep_torch.gate import MotionGate, signatures
+
+    g = torch.Generator().manual_seed(0)
+    base = torch.nn.functional.interpolate(torch.rand(1, 3, 30, 80, generator=g), size=(480, 1280), mode="bicubic").clamp(0, 1)
+    moved = base.clone()
+    moved[..., :, 100:400] = torch.roll(base[..., :, 100:400], shifts=12, dims=3)  # only the left part moves
+    sig = signatures(torch.cat([base, moved]))
+    still, walking = [600.0, 50.0, 1200.0, 430.0], [120.0, 50.0, 380.0, 430.0]
+    one = MotionGate(GateConfig(), 1280)
+    one.step(sig[0])
+    alone = one.step(sig[1], still).distance
+    both = MotionGate(GateConfig(), 1280)
+    both.step(sig[0])
+    assert both.step(sig[1], [still, walking]).distance > 5 > alone

@@ -1,7 +1,7 @@
 """Several people: the scheduler for ``Preprocessor(people=N)`` and the primary subject's rule.
 
 The frame-level decisions are shared by everyone in view: the motion gate picks the keyframes
-(measured in the union of the people's boxes), the detector runs on every keyframe (people
+(motion measured in each person's box, the largest counts), the detector runs on every keyframe (people
 entering are found there), and the pose model runs once per group of frames on every chosen
 person together (one batched call, ``frame_index`` naming each crop's frame). What is per
 person: the identity (:class:`~wanprep_torch.track.PersonTrack`, associated by box overlap and
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .detect import DetectConfig, PersonDetector, count_others, full_frame_box, largest_person
+from .detect import DetectConfig, PersonDetector, count_others, largest_person
 from .frames import FrameBatch
 from .gate import GateConfig, MotionGate, interpolate_boxes, interpolate_keypoints, interpolation_error
 from .pose import PoseEstimator
@@ -61,14 +61,13 @@ class CrowdRecord:
     def view(self) -> torch.Tensor:
         return self.chunk[self.local]
 
-    @property
-    def box(self) -> torch.Tensor:
-        """(5,) the union of the people's boxes (where the gate measures motion); the whole
-        frame (score -1) when nobody is in view."""
+    def motion_region(self) -> list | None:
+        """Where the gate measures motion after this keyframe: in each person's box (the
+        largest motion counts: one person walking is not averaged away by others standing);
+        the whole frame with nobody in view."""
         if not self.people:
-            return full_frame_box((int(self.chunk.shape[-2]), int(self.chunk.shape[-1])))
-        b = torch.stack([p.box for p in self.people.values()])
-        return torch.cat([b[:, :2].amin(0), b[:, 2:4].amax(0), b[:, 4:5].amax(0)])
+            return None
+        return [p.box[:4].tolist() for p in self.people.values()]
 
 
 @dataclass

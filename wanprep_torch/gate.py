@@ -210,12 +210,16 @@ class MotionGate:
 
     def step(self, sig: torch.Tensor, region=None) -> Decision:
         """The plan for the next frame; ``region`` is the subject's last box (x1, y1, x2, y2)
-        in frame pixels, if known."""
+        in frame pixels, if known, or a list of boxes (several people: the motion is the
+        largest measured in any of them)."""
         if self.ref is None:
             self.ref, self.gap = sig, 0
             return Decision(True, True, 0.0)
         cut = correlation(self.ref, sig) < self.cfg.cut_correlation
-        dist = motion_distance(self.ref, sig, self.frame_width, region)
+        if isinstance(region, list) and region and isinstance(region[0], (list, tuple)):
+            dist = max(motion_distance(self.ref, sig, self.frame_width, r) for r in region)
+        else:
+            dist = motion_distance(self.ref, sig, self.frame_width, region)
         process = cut or dist >= self.cfg.motion_px or self.gap + 1 >= self.cfg.max_gap
         if process:
             self.ref, self.gap = sig, 0

@@ -60,6 +60,10 @@ class FrameRecord:
         """(3, H, W) the frame."""
         return self.chunk[self.local]
 
+    def motion_region(self) -> list:
+        """Where the gate measures motion after this keyframe: the subject's box."""
+        return self.box[:4].tolist()
+
 
 @dataclass
 class PlannedFrame:
@@ -173,7 +177,7 @@ class Scheduler:
         for i in range(chunk.shape[0]):
             with self.timer("gate"):
                 # The motion is measured in the subject's newest box.
-                region = None if self.anchor is None else self.anchor.box[:4].tolist()
+                region = None if self.anchor is None else self.anchor.motion_region()
                 d = self.motion.step(sig[i], region)
             f = PlannedFrame(self.index + i, chunk, i, d.distance, d.cut)
             if d.cut and self.waiting:
