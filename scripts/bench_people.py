@@ -48,7 +48,10 @@ def clips(frames: int) -> dict[int, torch.Tensor]:
     return out
 
 
-def run_once(pre: Preprocessor, frames: torch.Tensor) -> tuple[float, int]:
+STAGES = ("detect_model", "pose_model", "pose_pre", "pose_post", "faces", "wan", "gate")
+
+
+def run_once(pre: Preprocessor, frames: torch.Tensor) -> tuple[float, int, dict]:
     crops = []
     real = pre.estimator.estimate
 
@@ -59,8 +62,10 @@ def run_once(pre: Preprocessor, frames: torch.Tensor) -> tuple[float, int]:
     pre.estimator.estimate = counting
     try:
         t0 = time.perf_counter()
-        pre(frames)
-        return time.perf_counter() - t0, sum(crops)
+        res = pre(frames)
+        wall = time.perf_counter() - t0
+        stages = {k: res.timings[k]["ms_per_frame"] for k in STAGES if k in res.timings}
+        return wall, sum(crops), stages
     finally:
         pre.estimator.estimate = real
 
@@ -86,13 +91,14 @@ def main(argv=None) -> None:
         for name, (_n, k) in configs.items():  # warm-up: sessions, allocations
             run_once(pres[name], scenes[k][:4])
         times = {name: [] for name in configs}
-        crops = {}
+        crops, stages = {}, {name: [] for name in configs}
         for r in range(args.rounds):
             order = list(configs) if r % 2 == 0 else list(reversed(configs))  # alternate the order
             for name in order:
-                dt, c = run_once(pres[name], scenes[configs[name][1]])
+                dt, c, st = run_once(pres[name], scenes[configs[name][1]])
                 times[name].append(dt)
                 crops[name] = c
+                stages[name].append(st)
         base = statistics.median(times[next(iter(configs))])
         print(f"\ngate={gate}, {T} frames at 1280x480, {args.rounds} rounds, {args.threads} threads")
         print(f"{'configuration':<32}{'frames/s median':>16}{'min-max':>16}{'pose crops/frame':>18}{'time vs single':>16}")
@@ -100,6 +106,10 @@ def main(argv=None) -> None:
             med = statistics.median(times[name])
             lo, hi = T / max(times[name]), T / min(times[name])
             print(f"{name:<32}{T / med:>16.1f}{f'{lo:.1f}-{hi:.1f}':>16}{crops[name] / T:>18.2f}{med / base:>15.2f}x")
+        print("stage ms/frame (median over rounds): " + ", ".join(STAGES))
+        for name in configs:
+            row = [statistics.median(r.get(k, 0.0) for r in stages[name]) for k in STAGES]
+            print(f"{name:<32}" + "".join(f"{v:>10.1f}" for v in row))
 
 
 if __name__ == "__main__":

@@ -168,7 +168,8 @@ class CrowdScheduler(Scheduler):
         counts = [b.shape[0] for b in boxes]
         if not sum(counts):
             return [torch.zeros(0, 133, 3) for _ in boxes]
-        idx = torch.repeat_interleave(torch.arange(len(boxes)), torch.tensor(counts))
+        # One box on every frame: the single-person crop (no per-window regions needed).
+        idx = None if counts == [1] * len(counts) else torch.repeat_interleave(torch.arange(len(boxes)), torch.tensor(counts))
         kps = self.pose.estimate(fb, torch.cat(boxes), self.timer, frame_index=idx).float().cpu()
         return list(kps.split(counts))
 

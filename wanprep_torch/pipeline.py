@@ -8,7 +8,7 @@ import json
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, NamedTuple
+from typing import Callable
 
 import torch
 
@@ -16,14 +16,14 @@ from . import wan
 from .buffers import Workspace
 from .config import override
 from .detect import DetectConfig, PersonDetector
-from .frames import FrameBatch, as_tchw, iter_chunks, quantize_u8
+from .frames import FrameBatch, as_tchw, iter_chunks
 from .gate import resolve_gate
 from .pose import PoseEstimator
 from .reference import ReferencePose, RetargetStream, estimate_reference
 from .runtime import RuntimeConfig, open_models, resolve_batch_size
-from .crowd import CrowdRecord, CrowdScheduler, PrimaryChooser
-from .detect import full_frame_box
-from .schedule import FrameRecord, Scheduler
+from .assembly import CrowdAssembly, CrowdFrames, SubjectAssembly
+from .crowd import CrowdScheduler
+from .schedule import Scheduler
 from .timing import NULL_TIMER, StageTimer
 from .track import PeopleConfig
 from .wan import FaceConfig
@@ -405,7 +405,7 @@ class Preprocessor:
         assembler = lambda: wan.WanAssembler(self.face, self.device, self._ws, timer)  # noqa: E731
         if self.people is None:
             sched = Scheduler(self.detector, self.estimator, self.gate, self._ws, timer, on_oom=self._shrink, on_frames=prog.update)
-            wan_out = _SubjectAssembly(assembler(), timer)
+            wan_out = SubjectAssembly(assembler(), timer)
         else:
             sched = CrowdScheduler(
                 self.detector, self.estimator, self.gate, self.people, self._ws, timer, on_oom=self._shrink, on_frames=prog.update
@@ -438,140 +438,6 @@ class Preprocessor:
             prog.close()
         if error is not None:
             raise error
-
-
-class _SubjectAssembly:
-    """One subject's finished frames into the Wan assembly."""
-
-    def __init__(self, wan_out: "wan.WanAssembler", timer):
-        self.wan_out, self.timer = wan_out, timer
-
-    def add(self, records: list[FrameRecord]) -> None:
-        _assemble(records, self.wan_out, self.timer)
-
-    def flush(self) -> None:
-        self.wan_out.flush()
-
-    def take(self) -> "wan.WanFrames | None":
-        return self.wan_out.take()
-
-
-def _assemble(records: list[FrameRecord], wan_out: "wan.WanAssembler", timer) -> None:
-    """Hand finished frames to the Wan assembly, one call per run of frames of one chunk."""
-    for seg in _segments(records):
-        c, a, b = seg[0].chunk, seg[0].local, seg[-1].local + 1
-        extra = _Extra(
-            start=seg[0].index,
-            boxes=torch.stack([r.box for r in seg]),
-            others=[r.others for r in seg],
-            det_ran=[r.det_ran for r in seg],
-            pose_ran=[r.pose_ran for r in seg],
-            distance=[r.distance for r in seg],
-        )
-        with timer("wan"):
-            wan_out.add(c[a:b], torch.stack([r.keypoints for r in seg]), extra)
-
-
-def _segments(records: list[FrameRecord]) -> list[list[FrameRecord]]:
-    """Split records into runs of consecutive frames of the same chunk."""
-    runs: list[list[FrameRecord]] = []
-    for r in records:
-        if runs and runs[-1][-1].chunk is r.chunk and runs[-1][-1].local + 1 == r.local:
-            runs[-1].append(r)
-        else:
-            runs.append([r])
-    return runs
-
-
-@dataclass
-class _Extra:
-    """Per-frame data that travels with a run of frames through the Wan assembly."""
-
-    start: int
-    boxes: torch.Tensor
-    others: list
-    det_ran: list
-    pose_ran: list
-    distance: list
-    present: list | None = None  # one person of several: in view on each frame
-
-
-class CrowdFrames(NamedTuple):
-    """Final frames of several people: the primary subject's Wan frames and, per identity
-    (ordered), (id, that person's Wan frames from their first appearance; None: not yet seen)."""
-
-    primary: "wan.WanFrames"
-    people: list
-
-
-class CrowdAssembly:
-    """Several people's finished frames into Wan assemblies: one for the primary subject (the
-    :class:`~wanprep_torch.crowd.PrimaryChooser`'s choice on each frame) and one per identity,
-    started on the frame it first appears. Frames are added one at a time, so every assembly's
-    groups are frames and the parts can end where all of them are final."""
-
-    def __init__(self, make_assembler: Callable, det: DetectConfig, timer):
-        self.make = make_assembler
-        self.det = det
-        self.timer = timer
-        self.primary = make_assembler()
-        self.people: dict = {}  # identity -> [assembler, first frame]
-        self.chooser: PrimaryChooser | None = None
-        self.start = 0  # first frame not yet taken
-        self.added = 0  # frames added
-
-    def add(self, records: list[CrowdRecord]) -> None:
-        for r in records:
-            self._add(r)
-
-    def _add(self, r: CrowdRecord) -> None:
-        view = r.chunk[r.local : r.local + 1]
-        dev = view.device
-        if dev.type == "cpu" and view.is_floating_point():
-            # Every assembly crops its face from this frame, on the CPU in uint8 (see
-            # WanAssembler): convert it once, not once per person.
-            view = quantize_u8(view.float()).contiguous(memory_format=torch.channels_last)
-        if self.chooser is None:
-            self.chooser = PrimaryChooser((int(view.shape[-2]), int(view.shape[-1])), self.det)
-        gate = dict(det_ran=[r.det_ran], pose_ran=[r.pose_ran], distance=[r.distance])
-        pid, others = self.chooser.choose(r.people)
-        if pid is None:
-            kps, box = torch.zeros(133, 3), full_frame_box((int(view.shape[-2]), int(view.shape[-1])))
-        else:
-            kps, box = r.people[pid].keypoints, r.people[pid].box
-        with self.timer("wan"):
-            self.primary.add(view, kps[None].to(dev), _Extra(start=r.index, boxes=box[None].float(), others=[others], **gate))
-            for tid in r.people:
-                if tid not in self.people:
-                    self.people[tid] = [self.make(), r.index]
-            for tid, (out, _first) in self.people.items():
-                seen = r.people.get(tid)
-                k = seen.keypoints if seen is not None else torch.zeros(133, 3)
-                b = seen.box.float() if seen is not None else torch.tensor([0.0, 0.0, 0.0, 0.0, -1.0])
-                out.add(view, k[None].to(dev), _Extra(start=r.index, boxes=b[None], others=[0], present=[seen is not None], **gate))
-        self.added += 1
-
-    def flush(self) -> None:
-        self.primary.flush()
-        for out, _first in self.people.values():
-            out.flush()
-
-    def take(self) -> CrowdFrames | None:
-        """The frames final in every assembly (None: none yet)."""
-        end = self.start + self.primary.ready_groups()
-        for out, first in self.people.values():
-            end = min(end, max(first, self.start) + out.ready_groups())
-        n = end - self.start
-        if n <= 0:
-            return None
-        primary = self.primary.take(n)
-        people = []
-        for tid in sorted(self.people):
-            out, first = self.people[tid]
-            m = end - max(first, self.start)
-            people.append((tid, out.take(m) if m > 0 else None))
-        self.start = end
-        return CrowdFrames(primary, people)
 
 
 class _PartState:

@@ -495,6 +495,20 @@ class WanAssembler:
         """How many added groups are final (those before the first waiting one)."""
         return self.waiting[0][3] if self.waiting else len(self.ready.extra)
 
+    def ready_frames(self) -> int:
+        """How many frames are final (those of the groups before the first waiting one)."""
+        return sum(k.shape[0] for k in self.ready.keypoints[: self.ready_groups()])
+
+    def take_frames(self, n: int) -> WanFrames | None:
+        """The first ``n`` final frames (whole groups: ``n`` must end on a group's boundary)."""
+        groups, frames = 0, 0
+        while frames < n:
+            frames += self.ready.keypoints[groups].shape[0]
+            groups += 1
+        if frames != n:
+            raise ValueError(f"take_frames: {n} frames end inside a group")
+        return self.take(groups)
+
     def take(self, limit: int | None = None) -> WanFrames | None:
         """The frames whose outputs are final (those before the first waiting one; at most
         ``limit`` groups), removed from the assembler (None: none yet)."""
