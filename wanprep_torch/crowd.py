@@ -1,12 +1,12 @@
 """Several people: the scheduler for ``Preprocessor(people=N)`` and the primary subject's rule.
 
 The frame-level decisions are shared by everyone in view: the motion gate picks the keyframes
-(motion measured in each person's box, the largest counts), the detector runs on every keyframe (people
-entering are found there), and the pose model runs once per group of frames on every chosen
-person together (one batched call, ``frame_index`` naming each crop's frame). What is per
-person: the identity (:class:`~wanprep_torch.track.PersonTrack`, associated by box overlap and
-keypoint similarity against a constant-velocity prediction), and the gate's check of each
-gap: a gap is interpolated per identity seen at both ends, and its midpoint check must agree
+(motion measured in each person's box, the largest counts), the detector runs on every
+keyframe (people entering are found there), and the pose model runs once per group of frames
+on every chosen person together (one batched call, ``frame_index`` naming each crop's frame).
+What is per person: the identity (:class:`~wanprep_torch.track.PersonTrack`, associated by box
+overlap and keypoint similarity against a constant-velocity prediction or the last place
+seen), and the gate's check of each gap: a gap is interpolated per identity seen at both ends, and its midpoint check must agree
 for every one of them. A gap whose ends see different people is split until the frame where
 someone appeared or left is found (its midpoints run the detector as well).
 
