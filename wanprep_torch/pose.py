@@ -160,8 +160,19 @@ def window_regions(
         ((N, C, h, w) regions, (N, 2) centres in them).
     """
     fh, fw = frames.shape[-2:]
-    bounds = [window_pixel_bounds(center[j : j + 1], window[j : j + 1], out_hw, (fh, fw)) for j in range(center.shape[0])]
-    bounds = [b if b is not None else (0, 0, 1, 1) for b in bounds]  # off the frame: zeros either way
+    oh, ow = out_hw
+    c, win = center.float(), window.float()
+    # window_pixel_bounds' rule, for every window at once (one host read).
+    step = win / torch.tensor([ow, oh], device=win.device, dtype=win.dtype)
+    first = c - win * 0.5
+    last = first + step * torch.tensor([ow - 1, oh - 1], device=win.device, dtype=win.dtype)
+    lo = torch.nan_to_num(torch.minimum(first, last).floor(), nan=0.0, posinf=0.0, neginf=0.0) - 1
+    hi = torch.nan_to_num(torch.maximum(first, last).floor(), nan=float(max(fw, fh)), posinf=float(max(fw, fh)), neginf=0.0) + 3
+    lim = torch.tensor([fw, fh], device=lo.device, dtype=lo.dtype)
+    lo, hi = torch.minimum(lo.clamp_min(0), lim), torch.minimum(hi.clamp_min(0), lim)
+    bounds = []
+    for x0, y0, x1, y1 in torch.cat([lo, hi], dim=1).long().tolist():
+        bounds.append((x0, y0, x1, y1) if x0 < x1 and y0 < y1 else (0, 0, 1, 1))  # off the frame: zeros either way
     rh = max([b[3] - b[1] for b in bounds], default=1)
     rw = max([b[2] - b[0] for b in bounds], default=1)
     out = frames.new_zeros((len(bounds), frames.shape[1], rh, rw))
