@@ -351,3 +351,20 @@ def test_gate_measures_motion_in_each_persons_box():
     both = MotionGate(GateConfig(), 1280)
     both.step(sig[0])
     assert both.step(sig[1], [still, walking]).distance > 5 > alone
+
+
+def test_several_windows_a_frame_crop_as_their_own_frames():
+    """crop_windows with frame_index (several people a frame) equals cropping each window's
+    frame on its own, windows partly or wholly off the frame included."""
+    from wanprep_torch.pose import crop_windows
+
+    g = torch.Generator().manual_seed(1)
+    frames = torch.rand(3, 3, 120, 200, generator=g)
+    center = torch.tensor([[50.0, 60.0], [150.0, 60.0], [195.0, 10.0], [-400.0, 60.0], [100.0, 60.0]])
+    window = torch.tensor([[60.0, 80.0], [60.0, 80.0], [60.0, 80.0], [60.0, 80.0], [300.0, 400.0]])
+    idx = torch.tensor([0, 0, 1, 2, 2])
+    got = crop_windows(frames, center, window, (32, 24), frame_index=idx)
+    want = torch.cat([crop_windows(frames[i : i + 1], center[j : j + 1], window[j : j + 1], (32, 24)) for j, i in enumerate(idx.tolist())])
+    assert got.shape == (5, 3, 32, 24)
+    assert (got - want).abs().max() < 1e-4
+    assert got[3].abs().max() == 0, "a window off the frame reads zeros"
