@@ -48,6 +48,7 @@ from ._common import (
 # --auto-block keeps them in FP32 when the plain conversion fails validation.
 AUTO_BLOCK_OPS = ("LayerNormalization", "Softmax", "ReduceMean", "ReduceSum", "ReduceMax", "Pow", "Sqrt", "Exp")
 
+FP16_INSTALL = "pip install 'wanprep_torch[fp16]' (or pip install onnxconverter-common)"
 DEFAULT_ARGMAX_TOL = 0.99
 DEFAULT_IOU_TOL = 0.9
 DEFAULT_REL_TOL = 1e-2
@@ -742,6 +743,11 @@ def _human(n: int) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    try:  # before any work (the FP32 reference run takes minutes on big models)
+        import onnxconverter_common  # noqa: F401
+    except ImportError:
+        print_err(f"FP16 conversion needs onnxconverter-common: {FP16_INSTALL}")
+        return 2
     log = stdout_log("fp16")
     if args.skip_validation and args.auto_block:
         print_err("--auto-block needs validation; drop --skip-validation")

@@ -97,7 +97,8 @@ def timings_row(out: Path, name: str) -> dict:
 
 
 def main(argv=None) -> int:
-    from wanprep_torch import batch, cli
+    from wanprep_torch import batch
+    from wanprep_torch.runner import RunOptions
     from wanprep_torch.testkit import build_test_models, default_cache_dir
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -123,8 +124,7 @@ def main(argv=None) -> int:
         ep, ef, dr = encode_fps(clips[0], tmp)
         print(f"H.264 encode alone (1 process): pose.mp4 832x480 {ep:.0f} frames/s, face.mp4 512x512 {ef:.0f} frames/s"
               + f"; pose drawing (CPU) {dr:.0f} frames/s")
-        options = dict(det=str(args.det), pose=str(args.pose), width=None, height=None, gate=args.gate,
-                       device=args.device, fp16=False, batch="auto", chunk=64, face_padding=0)
+        options = RunOptions(det=str(args.det), pose=str(args.pose), gate=args.gate, device=args.device)
         print(f"models: {args.det.name} + {args.pose.name}, gate {args.gate}, device {args.device}, engine {args.engine}")
         print(f"{'workers':>7} {'seconds':>8} {'total fps':>10} {'fps/worker':>11} {'video fps (median)':>19}")
         rows = []
@@ -132,10 +132,11 @@ def main(argv=None) -> int:
             out = tmp / f"out{w}"
             recs = batch.plan([tmp / "clips"], out)
             t0 = time.perf_counter()
+            job = batch.Job(out, options, progress=False, log=lambda m: None)
             if args.engine == "ray":
-                recs = batch.run_ray(recs, out, options, cli.batch_process, cli.batch_load, workers=w, progress=False, log=lambda m: None)
+                recs = batch.run_ray(recs, job, workers=w)
             else:
-                recs = batch.run_local(recs, out, options, cli.batch_process, cli.batch_load, workers=w, progress=False, log=lambda m: None)
+                recs = batch.run_local(recs, job, workers=w)
             el = time.perf_counter() - t0
             assert all(r.status == "ok" for r in recs), [r.to_json() for r in recs]
             frames = sum(r.frames for r in recs)

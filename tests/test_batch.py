@@ -16,6 +16,8 @@ import torch
 av = pytest.importorskip("av")
 
 from wanprep_torch import batch, cli  # noqa: E402
+from wanprep_torch.runner import RunOptions, RunSummary  # noqa: E402
+from wanprep_torch.video import write_video  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -83,13 +85,17 @@ def test_read_complete(tmp_path):
 # ----------------------------------------------------------------------------- injected runs (no models)
 
 
-def fake_load(options, progress_callback=None):
-    return {"device": options["device"], "callback": progress_callback}
+OPTS = RunOptions(det="det.onnx", pose="pose.onnx", device="cpu")
 
 
-def fake_process(pre, video, out_dir, options):
-    """Writes poses.json; the video's name says what happens: "boom" raises, "cut" leaves the
-    outputs incomplete, "stop" is interrupted (Ctrl-C), "slow" beats the progress callback."""
+def fake_load(options, progress_callback=None, threads=None):
+    return {"device": options.device, "callback": progress_callback}
+
+
+def fake_process(pre, video, out_dir, options, stop=None):
+    """Writes a 5-frame result (poses.json with the options, tiny pose.mp4 and face.mp4); the
+    video's name says what happens: "boom" raises, "cut" leaves the outputs incomplete, "stop" is
+    interrupted (Ctrl-C), "slow" beats the progress callback."""
     name = Path(video).stem
     if "boom" in name:
         raise RuntimeError("decoder exploded\n  (second line)")
@@ -104,11 +110,11 @@ def fake_process(pre, video, out_dir, options):
             time.sleep(0.01)
     print("this is captured, not shown")
     Path(out_dir).mkdir(parents=True, exist_ok=True)
-    doc = {"video": {"frames": 5}}
-    if "cut" in name:
-        doc["complete"] = False
+    for part in ("pose", "face"):
+        write_video(Path(out_dir) / f"{part}.mp4", [torch.zeros((5, 16, 16, 3), dtype=torch.uint8)], 5)
+    doc = {"video": {"frames": 5}, "frames_done": 5, "complete": "cut" not in name, "options": options.record()}
     (Path(out_dir) / "poses.json").write_text(json.dumps(doc))
-    return {"frames": 5}
+    return RunSummary(0 if doc["complete"] else 3, doc["complete"], 5, str(out_dir), reason=None if doc["complete"] else "cut")
 
 
 def fake_records(tmp_path, names):
@@ -118,9 +124,14 @@ def fake_records(tmp_path, names):
     return batch.plan([tmp_path / "in" / f"{n}.mp4" for n in names], tmp_path / "out")
 
 
+def fake_job(tmp_path, **kw):
+    kw = dict(dict(progress=False, log=lambda m: None), **kw)
+    return batch.Job(tmp_path / "out", OPTS, process_video=fake_process, load_models=fake_load, **kw)
+
+
 def run_fake(tmp_path, names, **kw):
     recs = fake_records(tmp_path, names)
-    return batch.run_local(recs, tmp_path / "out", {"device": "cpu"}, fake_process, fake_load, progress=False, log=lambda m: None, **kw)
+    return batch.run_local(recs, fake_job(tmp_path), **kw)
 
 
 def test_statuses_from_the_run(tmp_path, capsys):
@@ -136,16 +147,16 @@ def test_statuses_from_the_run(tmp_path, capsys):
     assert set(rep["videos"][0]) >= {"video", "status", "frames", "seconds", "error"}
 
     # --resume: the complete one is skipped, the failed and incomplete ones run again.
-    again = batch.run_local(fake_records(tmp_path, ["ok", "boom", "cut"]), tmp_path / "out", {"device": "cpu"}, fake_process, fake_load,
-                            resume=True, progress=False, log=lambda m: None)
+    again = batch.run_local(fake_records(tmp_path, ["ok", "boom", "cut"]), fake_job(tmp_path, resume=True))
     assert [r.status for r in again] == ["skipped", "failed", "incomplete"]
     assert again[0].frames == 5
+    assert again[2].rerun.startswith("the earlier run is incomplete")
 
 
 def test_inline_interrupt(tmp_path):
     recs = fake_records(tmp_path, ["one", "stop", "three"])
     with pytest.raises(KeyboardInterrupt):
-        batch.run_local(recs, tmp_path / "out", {"device": "cpu"}, fake_process, fake_load, progress=False, log=lambda m: None)
+        batch.run_local(recs, fake_job(tmp_path))
     rep = report(tmp_path / "out")
     assert [v["status"] for v in rep["videos"]] == ["ok", "incomplete", "pending"]
     assert rep["interrupted"] is True and rep["finished"] is False
@@ -161,13 +172,13 @@ def test_pool_failures_and_progress(tmp_path):
 _POOL_INTERRUPT = """
 import sys, time
 sys.path.insert(0, {tests!r})
-from test_batch import fake_records, fake_process, fake_load
+from test_batch import fake_records, fake_job
 from wanprep_torch import batch
 from pathlib import Path
 recs = fake_records(Path({tmp!r}), ["slow1", "slow2", "slow3", "slow4"])
 print("planned", flush=True)
 try:
-    batch.run_local(recs, Path({tmp!r}) / "out", {{"device": "cpu"}}, fake_process, fake_load, workers=2, progress=False)
+    batch.run_local(recs, fake_job(Path({tmp!r})), workers=2)
 except KeyboardInterrupt:
     print("interrupted", flush=True)
     sys.exit(130)
@@ -274,7 +285,7 @@ def test_ray_missing_exits_2(batch_clips, models, tmp_path, capsys, monkeypatch)
 def test_progress_display(tmp_path, capsys):
     """One bar (videos done / total, frames/s, ETA) on stderr; a line per finished video."""
     recs = fake_records(tmp_path, ["one", "two"])
-    done = batch.run_local(recs, tmp_path / "out", {"device": "cpu"}, fake_process, fake_load, progress=True)
+    done = batch.run_local(recs, fake_job(tmp_path, progress=True, log=print))
     assert [r.status for r in done] == ["ok", "ok"]
     cap = capsys.readouterr()
     assert "videos" in cap.err and "frames/s" in cap.err and "2/2" in cap.err

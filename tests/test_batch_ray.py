@@ -14,6 +14,8 @@ pytest.importorskip("ray", reason='Ray is not installed: pip install "wanprep_to
 pytest.importorskip("ray.data", reason='Ray Data needs pandas and pyarrow: pip install "wanprep_torch[ray]"')
 
 from wanprep_torch import batch, cli  # noqa: E402
+from wanprep_torch.batch import rayengine  # noqa: E402
+from wanprep_torch.runner import RunOptions  # noqa: E402
 
 pytestmark = pytest.mark.ray
 
@@ -38,7 +40,7 @@ def local_ray():
     """A local Ray instance on 2 CPUs (its workers import this checkout's wanprep_torch)."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env=batch._local_runtime_env())
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env=rayengine.local_runtime_env())
     yield ray
     ray.shutdown()
 
@@ -82,20 +84,54 @@ def test_ray_pool_sizing(monkeypatch):
 
     monkeypatch.setattr(runtime, "physical_cores", lambda: 8)
     gpus = _FakeRay({"CPU": 64, "GPU": 4}, [{"CPU": 32, "GPU": 2}, {"CPU": 32, "GPU": 2}])
-    opts, size, ngpu, ncpu = batch._ray_pool(gpus, {"device": None}, None, 100)
-    assert (opts["device"], size, ngpu, ncpu) == ("cuda", 4, 1, 1)  # one actor per GPU
-    assert batch._ray_pool(gpus, {"device": None}, None, 3)[1] == 3  # no more actors than videos
-    assert batch._ray_pool(gpus, {"device": "cpu"}, None, 100)[0]["device"] == "cpu"
-    assert batch._ray_pool(gpus, {"device": "cuda"}, 8, 100)[1:] == (8, 0.5, 1)  # 2 actors a GPU
+    assert rayengine.ray_pool(gpus, None, None, 100) == ("cuda", 4, 1, 1, None)  # one actor per GPU
+    assert rayengine.ray_pool(gpus, None, None, 3).actors == 3  # no more actors than videos
+    assert rayengine.ray_pool(gpus, "cpu", None, 100).device == "cpu"
+    assert rayengine.ray_pool(gpus, "cuda", 8, 100)[1:4] == (8, 0.5, 1)  # 2 actors a GPU
 
     cpus = _FakeRay({"CPU": 48}, [{"CPU": 16}, {"CPU": 32}])
-    opts, size, ngpu, ncpu = batch._ray_pool(cpus, {"device": None}, None, 100)
-    assert (opts["device"], size, ngpu, ncpu, opts["threads"]) == ("cpu", 6, 0, 8, 8)  # 2 + 4 actors of 8 cores
-    assert batch._ray_pool(cpus, {"device": None}, 12, 100)[1:] == (12, 0, 4)  # --workers 12: 4 CPUs each
+    assert rayengine.ray_pool(cpus, None, None, 100) == ("cpu", 6, 0, 8, 8)  # 2 + 4 actors of 8 cores
+    assert rayengine.ray_pool(cpus, None, 12, 100)[1:4] == (12, 0, 4)  # --workers 12: 4 CPUs each
     with pytest.raises(batch.BatchError, match="no GPUs"):
-        batch._ray_pool(cpus, {"device": "cuda"}, None, 100)
+        rayengine.ray_pool(cpus, "cuda", None, 100)
 
 
 def test_devices_flag_is_local_only(batch_clips, models, tmp_path, capsys):
     rc = cli.main(batch_args([batch_clips / "clips"], models, tmp_path / "o", "--engine", "ray", "--devices", "cuda:0"))
     assert rc == 2 and "--devices is for --engine local" in capsys.readouterr().err
+
+
+def ray_fake_load(options, progress_callback=None, threads=None):
+    return {"device": options.device}
+
+
+def ray_fake_process(pre, video, out_dir, options, stop=None):
+    """A "slow" video takes 8 s, the others return at once (no models, no outputs)."""
+    import time as _time
+
+    from wanprep_torch.runner import RunSummary
+
+    if "slow" in Path(video).stem:
+        _time.sleep(8)
+    return RunSummary(0, True, 3, str(out_dir))
+
+
+def test_ray_reports_each_video_as_it_finishes(local_ray, tmp_path):
+    """Two actors, a slow video and a quick one: the quick one's line comes long before the
+    batch ends (not all at once at the end)."""
+    import time
+
+    local_ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the actors cannot import this test module
+    for n in ("slow", "quick"):
+        (tmp_path / "in").mkdir(exist_ok=True)
+        (tmp_path / "in" / f"{n}.mp4").write_bytes(b"")
+    recs = batch.plan([tmp_path / "in" / "slow.mp4", tmp_path / "in" / "quick.mp4"], tmp_path / "out")
+    lines = []
+    job = batch.Job(tmp_path / "out", RunOptions("d.onnx", "p.onnx", device="cpu"), progress=False,
+                    log=lambda m: lines.append((time.monotonic(), m)), load_models=ray_fake_load, process_video=ray_fake_process)
+    t0 = time.monotonic()
+    done = batch.run_ray(recs, job, workers=2)
+    t_end = time.monotonic()
+    assert [r.status for r in done] == ["ok", "ok"]
+    quick = next(t for t, m in lines if "quick" in m)
+    assert t_end - quick > 4, (quick - t0, t_end - t0)

@@ -18,6 +18,7 @@ import av  # noqa: E402,F401  (the [test] extra installs PyAV)
 
 from conftest import encode_clip  # noqa: E402
 from wanprep_torch import cli  # noqa: E402
+from wanprep_torch.progress import Progress  # noqa: E402
 from wanprep_torch import video as videoio  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -174,7 +175,7 @@ def test_fp16_models_cached(video, models, tmp_path, capsys):
     stamps = [p.stat().st_mtime_ns for p in cached]
     # Second run: the cached copies are reused; an FP16 model is passed through as is.
     fp16_args = ["run", str(video), "--det", str(models["det_fp16"]), "--pose", str(models["pose"]), "--out", str(out),
-                 "--no-progress", "--fp16", "--width", "208", "--gate", "off"]
+                 "--no-progress", "--fp16", "--width", "208", "--gate", "off", "--overwrite"]
     assert cli.main(fp16_args) == 0
     assert [p.stat().st_mtime_ns for p in sorted((out / ".models").glob("*.fp16.onnx"))] == stamps
 
@@ -258,6 +259,7 @@ def _no_decoding(monkeypatch):
         raise AssertionError("decoded before --out was checked")
 
     monkeypatch.setattr(videoio.VideoReader, "chunks", boom)
+    monkeypatch.setattr(videoio.VideoReader, "_decode", boom)  # every decoding goes through it
 
 
 def test_out_under_a_file(video, models, tmp_path, capsys, monkeypatch):
@@ -294,7 +296,7 @@ def check_partial(out, expect_frames=None):
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_interrupt_in_process(video, models, tmp_path, capsys, monkeypatch, sig):
     """The signal arrives when 2 frames are done: the run stops after that chunk of 2."""
-    real = cli._Progress.__call__
+    real = Progress.__call__
 
     def call(self, stage, done, total=None):
         real(self, stage, done, total)
@@ -302,7 +304,7 @@ def test_interrupt_in_process(video, models, tmp_path, capsys, monkeypatch, sig)
             self._sent = True
             os.kill(os.getpid(), sig)
 
-    monkeypatch.setattr(cli._Progress, "__call__", call)
+    monkeypatch.setattr(Progress, "__call__", call)
     out = tmp_path / "out"
     assert cli.main(run_args(video, models, out, "--chunk", "2", "--gate", "off")) == 130
     err = capsys.readouterr().err
@@ -345,7 +347,7 @@ def wait_for(pred, timeout=120):
 def test_sigint_subprocess_keeps_finished_frames(video, models, tmp_path):
     out = tmp_path / "out"
     p, err = start_slow(tmp_path, run_args(video, models, out, "--chunk", "2", "--gate", "off"), delay=1.0)
-    jsonl = out / "poses.jsonl"
+    jsonl = out / ".wanprep-partial" / "poses.jsonl"
     wait_for(lambda: jsonl.exists() and jsonl.read_text().count("\n") >= 2)  # the first part is written
     p.send_signal(signal.SIGINT)
     assert p.wait(timeout=120) == 130
@@ -358,10 +360,10 @@ def test_sigint_subprocess_keeps_finished_frames(video, models, tmp_path):
 def test_second_sigint_aborts_at_once(video, models, tmp_path):
     out = tmp_path / "out"
     p, err = start_slow(tmp_path, run_args(video, models, out, "--chunk", "2", "--gate", "off"), delay=3.0)
-    jsonl = out / "poses.jsonl"
+    jsonl = out / ".wanprep-partial" / "poses.jsonl"
     wait_for(lambda: jsonl.exists() and jsonl.read_text().count("\n") >= 2)
     p.send_signal(signal.SIGINT)
-    wait_for(lambda: "stopping after the current chunk" in err.read_text())
+    wait_for(lambda: "stopping at the next model batch" in err.read_text())
     t0 = time.monotonic()
     p.send_signal(signal.SIGINT)
     assert p.wait(timeout=60) == 130
@@ -392,7 +394,7 @@ def test_truncated_mp4_exit_3(models, tmp_path, capsys):
     assert "Traceback" not in err and "truncated or corrupt" in err and "of 24 frames decoded" in err
     rep = check_partial(out)
     assert rep["expected_frames"] == 24 and 0 < rep["decoded_frames"] < 24
-    assert rep["frames_done"] == rep["decoded_frames"]
+    assert rep["frames_done"] == rep["decoded_frames"] + rep["filled_frames"]  # lost frames are filled, flagged
 
 
 def test_empty_result_warns(models, tmp_path, capsys):
@@ -448,7 +450,7 @@ def test_progress_one_bar_with_total(capsys):
             pass
 
     tty = Tty()
-    bar = cli._Progress(40, True, stream=tty)
+    bar = Progress(40, True, stream=tty)
     for done in (8, 16, 40):
         bar("frames", done, None)
     assert bar.bar.total == 40 and bar.bar.n == 40
@@ -479,7 +481,7 @@ def test_every_option_has_help():
     epilog = subs.choices["run"].epilog
     for code in ("0 ", "2 ", "3 ", "130"):
         assert code in epilog
-    for code in ("0 ", "1 ", "2 ", "3 ", "130"):
+    for code in ("0 ", "1 ", "2 ", "3 ", "74 ", "130"):
         assert f"    {code}" in cli.__doc__
 
 

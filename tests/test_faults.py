@@ -20,6 +20,7 @@ from wanprep_torch import Preprocessor
 av = pytest.importorskip("av")
 
 from wanprep_torch import cli  # noqa: E402
+from wanprep_torch.progress import Progress  # noqa: E402
 from wanprep_torch.video import VideoError, resize_frames  # noqa: E402
 
 SEED = 20261126
@@ -225,7 +226,7 @@ def test_cli_interrupted_runs(mp4, models, tmp_path, capsys, monkeypatch, trial)
     at = rng.randint(1, T - 2)
     sig = rng.choice([signal.SIGINT, signal.SIGTERM])
     chunk = rng.choice([1, 2, 3, 4])
-    real = cli._Progress.__call__
+    real = Progress.__call__
 
     def call(self, stage, done, total=None):
         real(self, stage, done, total)
@@ -233,7 +234,7 @@ def test_cli_interrupted_runs(mp4, models, tmp_path, capsys, monkeypatch, trial)
             self._sent = True
             os.kill(os.getpid(), sig)
 
-    monkeypatch.setattr(cli._Progress, "__call__", call)
+    monkeypatch.setattr(Progress, "__call__", call)
     out = tmp_path / "out"
     args = args_for(mp4, models, out, "--gate", rng.choice(["off", "safe"]))
     args[args.index("--chunk") + 1] = str(chunk)
@@ -249,13 +250,24 @@ def test_video_reader_raises_video_error_on_corruption(mp4, tmp_path):
 
     data = mp4.read_bytes()
     cut = tmp_path / "cut.mp4"
-    cut.write_bytes(data[: len(data) // 2])
+    with av.open(str(mp4)) as c:
+        packets = [(p.pos, p.size) for p in c.demux(c.streams.video[0]) if p.size]
+    pos, size = packets[-3]
+    cut.write_bytes(data[: pos + size // 2])  # inside a late packet
     r = VideoReader(cut)
     try:
         n = sum(c.shape[0] for c in r.chunks(CHUNK, on_error="stop"))
     finally:
         r.close()
-    assert n == r.decoded < T and (r.shortfall() or r.error)
+    assert n == r.produced and 0 < r.decoded < T and (r.shortfall() or r.error)
+    half = tmp_path / "half.mp4"  # nothing decodes: an unreadable video even when decoding goes on
+    half.write_bytes(data[: packets[0][0] + packets[0][1] // 2])  # inside the first packet
+    r = VideoReader(half)
+    try:
+        with pytest.raises(VideoError, match="cannot decode"):
+            next(r.chunks(CHUNK, on_error="stop"))
+    finally:
+        r.close()
     r = VideoReader(cut)
     try:
         with pytest.raises(VideoError):

@@ -43,6 +43,7 @@ from . import wan
 from .frames import MIN_SIDE, as_tchw
 from .gate import PRESETS
 from .posemeta import PoseMeta, check_wan_meta
+from .progress import Progress
 from .retargeting import retarget
 from .runtime import ModelError, open_models
 
@@ -147,30 +148,29 @@ def _draw_device() -> torch.device:
     return torch_device("CUDAExecutionProvider") if torch.cuda.is_available() else torch.device("cpu")
 
 
-class _Progress:
-    """ComfyUI progress bar and interrupt check, fed by the Preprocessor's callback."""
+class _Progress(Progress):
+    """The common progress helper shown as ComfyUI's progress bar (nothing on the terminal), with
+    ComfyUI's interrupt check on every update (fed by the Preprocessor's callback)."""
 
     def __init__(self, total: int):
-        self.total = max(int(total), 1)
+        super().__init__(max(int(total), 1), enabled=False)
         utils = _comfy_module("comfy.utils")
-        self.bar = utils.ProgressBar(self.total) if utils is not None and hasattr(utils, "ProgressBar") else None
+        self.ui = utils.ProgressBar(self.total) if utils is not None and hasattr(utils, "ProgressBar") else None
         mm = _comfy_module("comfy.model_management")
         self._check = getattr(mm, "throw_exception_if_processing_interrupted", None) if mm is not None else None
-        self.done: dict[str, int] = {}
 
     def check_interrupt(self) -> None:
         if self._check is not None:
             self._check()
 
-    def set(self, value: int) -> None:
-        if self.bar is not None:
-            self.bar.update_absolute(min(int(value), self.total))
+    def set(self, done: int) -> None:
+        super().set(done)
+        if self.ui is not None:
+            self.ui.update_absolute(min(int(done), self.total))
 
     def __call__(self, stage: str, done: int, total=None) -> None:
         self.check_interrupt()
-        self.done[stage] = done
-        # "wan" is the last stage: its count is the frames finished.
-        self.set(self.done["wan"] if "wan" in self.done else max(self.done.values()))
+        self.set(done)
 
 
 class _CallbackRelay:

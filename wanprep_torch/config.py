@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 
-__all__ = ["override"]
+__all__ = ["override", "CHUNK_SIZE"]
+
+CHUNK_SIZE = 64  # frames per step: memory follows this, not the video's length
 
 
 def override(config, **fields):

@@ -14,11 +14,13 @@ import torch
 
 from . import wan
 from .buffers import Workspace
-from .config import override
+from .config import CHUNK_SIZE, override
 from .detect import DetectConfig, PersonDetector
 from .frames import FrameBatch, as_tchw, iter_chunks
 from .gate import resolve_gate
+from .interrupt import StopRequested
 from .pose import PoseEstimator
+from .progress import Progress
 from .reference import ReferencePose, RetargetStream, estimate_reference
 from .runtime import RuntimeConfig, open_models, resolve_batch_size
 from .assembly import CrowdAssembly, CrowdFrames, SubjectAssembly
@@ -29,8 +31,6 @@ from .track import PeopleConfig
 from .wan import FaceConfig
 
 __all__ = ["Preprocessor", "Result", "CHUNK_SIZE"]
-
-CHUNK_SIZE = 64  # frames per step: memory follows this, not the video's length
 
 
 def _check_chunk(chunk_size) -> None:
@@ -123,34 +123,6 @@ class Result:
             "providers": self.providers,
             "timings": self.timings,
         }
-
-
-class _Progress:
-    """One tqdm bar over frames plus an optional callback("frames", done, total) for host apps."""
-
-    def __init__(self, enabled: bool, callback: Callable | None, total: int | None):
-        self.callback = callback
-        self.total = total
-        self.done = 0
-        self.bar = None
-        if enabled:
-            try:
-                from tqdm.auto import tqdm
-
-                self.bar = tqdm(total=total, desc="frames", unit="frame", leave=True)
-            except Exception:  # tqdm missing or no terminal: the callback still works
-                self.bar = None
-
-    def update(self, n: int) -> None:
-        self.done += n
-        if self.bar is not None:
-            self.bar.update(n)
-        if self.callback is not None:
-            self.callback("frames", self.done, self.total)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
 
 
 class Preprocessor:
@@ -401,7 +373,7 @@ class Preprocessor:
     def _stream(self, video, reference_image=None, reference_size: tuple[int, int] | None = None):
         total = as_tchw(video, finite=False).shape[0] if isinstance(video, torch.Tensor) else None
         timer = StageTimer(self.device) if self.timings else NULL_TIMER
-        prog = _Progress(self.progress, self.progress_callback, total)
+        prog = Progress(total, enabled=self.progress, desc="frames", callback=self.progress_callback)
         assembler = lambda: wan.WanAssembler(self.face, self.device, self._ws, timer)  # noqa: E731
         if self.people is None:
             sched = Scheduler(self.detector, self.estimator, self.gate, self._ws, timer, on_oom=self._shrink, on_frames=prog.update)
@@ -429,6 +401,13 @@ class Preprocessor:
                         yield part
             except (ValueError, TypeError) as exc:
                 error = exc  # finish the frames already read, then raise
+            except StopRequested as stop:  # a requested stop: hand out the frames already final
+                wan_out.add(stop.finished)
+                wan_out.flush()
+                part = state.part(wan_out.take())
+                if part is not None:
+                    yield part
+                raise
             wan_out.add(sched.finish())
             wan_out.flush()
             part = state.part(wan_out.take())

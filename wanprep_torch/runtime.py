@@ -16,6 +16,8 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from .interrupt import checkpoint
+
 __all__ = [
     "ModelError",
     "check_model_file",
@@ -328,6 +330,7 @@ class OrtModel:
                 out = torch.empty(shape, dtype=self.output.dtype, device=self._mem_device)
         outs = []
         for start in range(0, n, step):
+            checkpoint()  # a requested stop ends the run here, between model batches
             chunk = src[start : start + step]
             dst = out[start : start + step] if shape is not None else None
             if self.fixed_batch and chunk.shape[0] < self.fixed_batch:

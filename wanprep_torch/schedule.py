@@ -21,6 +21,7 @@ from .buffers import Workspace
 from .detect import PersonDetector
 from .frames import FrameBatch
 from .gate import GateConfig, MotionGate, interpolate_boxes, interpolate_keypoints, interpolation_error, signatures
+from .interrupt import StopRequested
 from .pose import PoseEstimator, box_to_center_window
 from .runtime import run_in_batches
 from .skeleton import BODY
@@ -139,10 +140,14 @@ class Scheduler:
             self.tracker = SubjectTracker(self.cfg, self.det.config, (h, w))
             self.motion = MotionGate(self.cfg, w) if self.cfg.enabled else None
         out: list[FrameRecord] = []
-        if self.motion is None:
-            self._feed_ungated(chunk, out)
-        else:
-            self._feed_gated(chunk, out)
+        try:
+            if self.motion is None:
+                self._feed_ungated(chunk, out)
+            else:
+                self._feed_gated(chunk, out)
+        except StopRequested as stop:
+            stop.finished = out  # the frames already final stay with the caller
+            raise
         self.index += n
         return out
 

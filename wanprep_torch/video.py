@@ -9,16 +9,13 @@ import time
 from fractions import Fraction
 from pathlib import Path
 
+from .errors import one_line
+
 __all__ = ["VideoError", "target_size", "even_size", "resize_frames", "VideoReader", "VideoWriter", "write_video", "one_line"]
 
 
 class VideoError(ValueError):
     """A video that is missing, not decodable, or changes size mid-stream (message names it)."""
-
-
-def one_line(exc: BaseException) -> str:
-    """An exception's message on one line (its type's name when it has none)."""
-    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def target_size(src_hw: tuple[int, int], width: int | None, height: int | None) -> tuple[int, int]:
@@ -61,11 +58,25 @@ def resize_frames(frames, hw: tuple[int, int]):
     return y.permute(0, 2, 3, 1).contiguous()
 
 
+_END = object()  # the end of the frames (None in the stream of frames is a lost frame)
+
+
 class VideoReader:
     """A video file opened with PyAV, decoded in chunks (never the whole video in memory).
 
+    Frames are placed by their timestamps: output frame i is the source frame whose
+    presentation time is the i-th of the stream's packets, whatever the decoder drops or
+    reorders. A frame that cannot be decoded (a corrupt packet) is filled with the previous
+    frame's image (black before the first) and listed in ``filled``; frames decoded after a
+    decoding error and before the next keyframe (their references may be broken: the decoder
+    conceals) are listed in ``concealed``; ``error`` describes the first decoding problem. Rotation metadata (the display matrix) is applied as ffmpeg does by
+    default: ``rotation`` degrees counter-clockwise, and ``width``/``height`` are the displayed
+    sides (known after :meth:`prime`, which decodes the first frame).
+
     Raises VideoError when the file is missing, not a media file, or has no video stream.
     """
+
+    WINDOW = 32  # packets after which a timestamp still without its frame counts as lost
 
     def __init__(self, path):
         try:
@@ -89,14 +100,23 @@ class VideoReader:
         self.stream = self.container.streams.video[0]
         self.stream.thread_type = "AUTO"  # frame + slice threads: decoding keeps pace with the models
         ctx = self.stream.codec_context
-        self.width, self.height = int(ctx.width), int(ctx.height)
+        self.width, self.height = int(ctx.width), int(ctx.height)  # displayed sides once primed
         rate = self.stream.average_rate or self.stream.guessed_rate or self.stream.base_rate
         self.fps = Fraction(rate) if rate else Fraction(25)
         self.frames = int(self.stream.frames or 0) or None  # container's count; 0 when unknown
         self.expected_frames, self.expected_from = self._expected()
-        self.decoded = 0  # frames decoded so far
-        self.error: str | None = None  # a decoder error that ended chunks(on_error="stop")
+        self.rotation = 0  # degrees counter-clockwise applied to every frame (display matrix)
+        self.decoded = 0  # frames decoded from the file so far
+        self.filled: list[int] = []  # indices of frames that could not be decoded (filled)
+        self.concealed: list[int] = []  # indices decoded after a decoding error, before a keyframe
+        self._damaged = False  # a decoding error since the last keyframe: references may be lost
+        self._concealed_pts: set = set()
+        self.produced = 0  # frames handed out (decoded + filled)
+        self.error: str | None = None  # the first decoding problem
         self.decode_seconds = 0.0
+        self._frames = None  # the ordered frame iterator, started by prime()
+        self._ahead: list = []  # items read by prime()
+        self._on_error = "stop"
 
     def _expected(self) -> tuple[int | None, str | None]:
         """The frame count the container promises, and where it comes from ("frame count",
@@ -113,48 +133,65 @@ class VideoReader:
         return None, None
 
     def shortfall(self) -> int:
-        """Frames the container promised but decoding did not give (0 when none or unknown;
-        a duration-based estimate is allowed 1 frame or 1% of slack)."""
+        """Frames the container promised but the file did not give (0 when none or unknown;
+        a duration-based estimate is allowed 1 frame or 1% of slack). Filled frames count as
+        given (they are flagged instead)."""
         if self.expected_frames is None:
             return 0
-        missing = self.expected_frames - self.decoded
+        missing = self.expected_frames - self.produced
         slack = 0 if self.expected_from == "frame count" else max(1, self.expected_frames // 100)
         return missing if missing > slack else 0
+
+    def prime(self, on_error: str = "stop") -> None:
+        """Decode up to the first frame: sets ``rotation`` and the displayed ``width`` and
+        ``height``. Raises VideoError when no frame decodes at all."""
+        if on_error not in ("raise", "stop"):
+            raise ValueError(f"on_error must be 'raise' or 'stop', got {on_error!r}")
+        if self._frames is not None:
+            return
+        self._on_error = on_error
+        self._frames = self._ordered()
+        self._ahead = []  # leading lost frames (None) and the first decoded one
+        for item in self._frames:
+            self._ahead.append(item)
+            if item is not None:
+                return
+        raise VideoError(self.error or f"cannot decode {self.path}: no frame could be decoded")
 
     def chunks(self, chunk: int, device="cpu", size: tuple[int, int] | None = None, bar=None, on_error: str = "raise"):
         """Yield (n, H, W, 3) uint8 tensors of ``chunk`` frames on ``device``, resized to ``size``.
 
-        A decoder error mid-stream (a corrupt packet, a cut file) or a frame size change raises
-        VideoError (``on_error="raise"``); with ``on_error="stop"`` the frames that decode are
-        kept (a corrupt packet is skipped, a size change ends the chunks) and the first error
-        is kept in ``self.error``. ``self.decoded`` counts the frames decoded.
+        ``on_error="raise"``: a decoder error mid-stream (a corrupt packet, a cut file) or a
+        frame size change raises VideoError. ``on_error="stop"``: a frame that cannot be decoded
+        is filled (listed in ``self.filled``), a cut file or a size change ends the chunks, and
+        the first problem is kept in ``self.error``.
         """
-        if on_error not in ("raise", "stop"):
-            raise ValueError(f"on_error must be 'raise' or 'stop', got {on_error!r}")
         import numpy as np
         import torch
 
+        self.prime(on_error)
         buf: list = []
         shape = None
-        it = self._decode(on_error)
+        prev = None
+        ahead, self._ahead = self._ahead, []
         while True:
             t0 = time.perf_counter()
-            try:
-                frame = next(it, None)
-                if frame is not None:
-                    arr = frame.to_ndarray(format="rgb24")
-                    if shape is None:
-                        shape = arr.shape
-                    elif arr.shape != shape:
-                        raise VideoError(f"cannot decode {self.path}: the frame size changes mid-video (frame {self.decoded})")
+            item = ahead.pop(0) if ahead else next(self._frames, _END)
+            if item is not _END:
+                arr = self._image(item, prev)
+                if shape is None:
+                    shape = arr.shape
+                if arr.shape != shape:
+                    msg = f"cannot decode {self.path}: the frame size changes mid-video (frame {self.produced})"
+                    if on_error == "raise":
+                        raise VideoError(msg)
+                    self.error = self.error or msg
+                    item = _END
+                else:
                     buf.append(arr)
-                    self.decoded += 1
-            except VideoError as exc:
-                if on_error == "raise":
-                    raise
-                self.error = self.error or str(exc)
-                frame = None
-            done = frame is None
+                    prev = arr
+                    self.produced += 1
+            done = item is _END
             out = None
             if buf and (done or len(buf) == chunk):
                 out = torch.from_numpy(np.stack(buf)).to(device)
@@ -169,39 +206,129 @@ class VideoReader:
             if done:
                 return
 
-    def _decode(self, on_error: str):
-        """Decoded frames, packet by packet: a packet the decoder rejects raises VideoError
-        (``on_error="raise"``) or is skipped and remembered in ``self.error`` (the frames
-        around it are kept); a demuxer error ends the stream after flushing the decoder."""
+    def _image(self, frame, prev):
+        """(H, W, 3) uint8 displayed upright; a lost frame (None) repeats ``prev`` (black first)."""
+        import numpy as np
+
+        if frame is None:
+            self.filled.append(self.produced)
+            if prev is not None:
+                return prev
+            h, w = self.height, self.width
+            return np.zeros((h, w, 3), np.uint8)
+        if frame.pts in self._concealed_pts:
+            self._concealed_pts.discard(frame.pts)
+            self.concealed.append(self.produced)
+        arr = frame.to_ndarray(format="rgb24")
+        if self.rotation:
+            arr = np.ascontiguousarray(np.rot90(arr, k=self.rotation // 90))
+        self.decoded += 1
+        return arr
+
+    def _ordered(self):
+        """Frames in presentation order, one per packet timestamp: a decoded frame, or None
+        for a timestamp whose frame never came (a corrupt packet). Frames without timestamps
+        come in decoding order."""
+        import bisect
+
+        ranks: list = []  # the packets' timestamps seen so far, sorted
+        seen_at: dict = {}  # timestamp -> packet number
+        frames: dict = {}  # decoded frames waiting for their turn, by timestamp
+        state = {"next": 0, "packets": 0, "first": True}
+
+        def ready(end: bool):
+            while state["next"] < len(ranks):
+                p = ranks[state["next"]]
+                if p in frames:
+                    item = frames.pop(p)
+                elif end or state["packets"] - seen_at[p] >= self.WINDOW:
+                    item = None  # lost: chunks() fills it
+                else:
+                    return
+                state["next"] += 1
+                yield item
+
+        for kind, obj in self._decode():
+            if kind == "packet":
+                state["packets"] += 1
+                p = obj
+                if p in seen_at:
+                    continue
+                if state["next"] and p < ranks[state["next"] - 1]:
+                    continue  # a timestamp behind the frames already handed out: not a new frame
+                seen_at[p] = state["packets"]
+                bisect.insort(ranks, p)
+                continue
+            frame = obj
+            if state["first"]:
+                state["first"] = False
+                self._set_rotation(frame)
+            if frame.pts is None or frame.pts not in seen_at:
+                if frame.pts is None and not ranks:
+                    yield frame  # no timestamps at all: decoding order
+                continue
+            if frame.pts in frames or bisect.bisect_left(ranks, frame.pts) < state["next"]:
+                continue  # late: its place was already filled
+            if frame.key_frame:
+                self._damaged = False
+            elif self._damaged:  # decoded from references a corrupt packet may have broken
+                self._concealed_pts.add(frame.pts)
+            frames[frame.pts] = frame
+            yield from ready(False)
+        yield from ready(True)
+
+    def _set_rotation(self, frame) -> None:
+        rot = int(round(getattr(frame, "rotation", 0) or 0)) % 360
+        self.rotation = rot - rot % 90
+        if self.rotation in (90, 270):
+            self.width, self.height = int(frame.height), int(frame.width)
+        else:
+            self.width, self.height = int(frame.width), int(frame.height)
+
+    def _decode(self):
+        """("packet", timestamp) for each packet of the stream and ("frame", frame) for each
+        decoded frame. A packet the decoder rejects raises VideoError (``on_error="raise"``)
+        or is noted in ``self.error`` and skipped; a demuxer error ends the stream after
+        flushing the decoder."""
         av = self._av
 
-        def failed(exc) -> None:
-            msg = f"cannot decode {self.path}: {one_line(exc)} (after {self.decoded} frames)"
-            if on_error == "raise":
+        def failed(exc, what: str) -> None:
+            msg = f"cannot decode {self.path}: {one_line(exc)} ({what})"
+            if self._on_error == "raise":
                 raise VideoError(msg) from None
             self.error = self.error or msg
+            self._damaged = True
 
         packets = self.container.demux(self.stream)  # ends with an empty packet that flushes
         while True:
             try:
                 packet = next(packets, None)
             except av.FFmpegError as exc:
-                failed(exc)
+                failed(exc, f"the file ends early, after {self.decoded} decoded frames")
                 try:
-                    yield from self.stream.codec_context.decode(None)  # flush what is buffered
+                    for f in self.stream.codec_context.decode(None):  # flush what is buffered
+                        yield "frame", f
                 except av.FFmpegError:
                     pass
                 return
-            if packet is None:
+            if packet is None:  # a cut file can end without the flushing packet
+                try:
+                    for f in self.stream.codec_context.decode(None):
+                        yield "frame", f
+                except av.FFmpegError:
+                    pass
                 return
+            if packet.size and packet.pts is not None:
+                yield "packet", packet.pts
             try:
                 frames = packet.decode()
             except av.FFmpegError as exc:
                 if packet.size == 0 and isinstance(exc, av.error.EOFError):
                     return
-                failed(exc)
+                failed(exc, f"packet at {float(packet.pts * packet.time_base) if packet.pts is not None else '?'} s")
                 continue
-            yield from frames
+            for f in frames:
+                yield "frame", f
 
     def close(self) -> None:
         self.container.close()
