@@ -368,3 +368,57 @@ def test_several_windows_a_frame_crop_as_their_own_frames():
     assert got.shape == (5, 3, 32, 24)
     assert (got - want).abs().max() < 1e-4
     assert got[3].abs().max() == 0, "a window off the frame reads zeros"
+
+
+# -- the test kit's several people ------------------------------------------------------------------
+
+
+def test_multi_person_detector_boxes_each_person_left_to_right(models, crowd):
+    from wanprep_torch.detect import PersonDetector
+
+    found = PersonDetector(models["det_multi"])(crowd.frames[[0, 10, 20]]).candidates
+    for t, boxes in zip((0, 10, 20), found):
+        people = [p for p in range(3) if crowd.present[p, t]]
+        assert boxes.shape[0] == len(people), (t, boxes)
+        for box, p in zip(boxes, people):  # left to right, as the people stand
+            vis = crowd.visible[p, t]
+            lo, hi = crowd.keypoints[p, t][vis].amin(0), crowd.keypoints[p, t][vis].amax(0)
+            assert (box[:2] <= lo).all() and (box[2:4] >= hi).all() and (box[2:4] - hi).max() < 12
+    empty = PersonDetector(models["det_multi"])(torch.zeros(1, 96, 160, 3)).candidates[0]
+    assert empty.shape[0] == 0
+
+
+def test_crowd_clip_ground_truth(crowd):
+    assert crowd.frames.shape == (32, 480, 1280, 3) and crowd.keypoints.shape == (3, 32, 133, 2)
+    assert crowd.present[0].all()
+    assert not crowd.present[1, 8:16].any() and crowd.present[1, :8].all() and crowd.present[1, 16:].all()
+    assert not crowd.present[2, :16].any() and crowd.present[2, 16:].all()
+    assert (crowd.keypoints[0, -1, :, 0] > crowd.keypoints[0, 0, :, 0] + 200).all(), "person 0 walks"
+
+
+def test_score_people_counts_switches_and_misses(crowd):
+    """The scorer itself: an identity swapped on one frame, a person missed on another."""
+    from types import SimpleNamespace
+
+    T = len(crowd)
+    people = []
+    for p in range(3):
+        kps = torch.cat([crowd.keypoints[p], torch.ones(T, 133, 1)], dim=-1)
+        people.append(SimpleNamespace(track_id=p + 1, present=crowd.present[p].clone(), keypoints=kps))
+    people[0].keypoints[5], people[1].keypoints[5] = people[1].keypoints[5].clone(), people[0].keypoints[5].clone()
+    people[2].present[20] = False
+    s = score_people(people, crowd)
+    assert [x.main_id for x in s] == [1, 2, 3]
+    assert s[0].switched == 1 and s[1].switched == 1 and s[2].missed == 1 and s[0].missed == 0
+    assert s[2].body_error == pytest.approx(0.0, abs=1e-6)
+
+
+def test_bench_people_smoke(capsys):
+    from conftest import load_script
+
+    load_script("bench_people").main(["--frames", "2", "--rounds", "1", "--gate", "off"])
+    out = capsys.readouterr().out
+    for k in (1, 2, 3):
+        assert f"people=3, {k} in view" in out
+    crops = [float(line.split()[-2]) for line in out.splitlines() if "in view" in line and "x" in line.split()[-1]]
+    assert crops == [1.0, 1.0, 2.0, 3.0], out
