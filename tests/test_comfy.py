@@ -61,7 +61,7 @@ def test_node_definitions(no_comfy):
     assert spec["optional"]["retarget_image"][0] == "IMAGE"
     assert spec["optional"]["face_padding"][1]["default"] == 0
     assert spec["optional"]["gate"][0] == ["off", "safe", "fast"] and spec["optional"]["gate"][1]["default"] == "safe"
-    assert list(inspect.signature(det.process).parameters)[1:] == ["model", "images", "width", "height", "retarget_image", "face_padding", "gate"]
+    assert list(inspect.signature(det.process).parameters)[1:] == ["model", "images", "width", "height", "retarget_image", "face_padding", "gate", "people", "person"]
     # face_bboxes: the reference's "BBOX," (test_comfy_workflow.py checks the links it keeps).
     assert det.RETURN_TYPES == ("POSEDATA", "IMAGE", "STRING", "BBOX", "BBOX,", "POSE_KEYPOINT")
     assert det.RETURN_NAMES == ("pose_data", "face_images", "key_frame_body_points", "bboxes", "face_bboxes", "pose_keypoint")
@@ -76,6 +76,7 @@ def test_node_definitions(no_comfy):
     assert req["retarget_padding"][1]["default"] == 16 and req["draw_head"] == ("BOOLEAN", req["draw_head"][1])
     assert req["draw_head"][1]["default"] is True
     assert draw.RETURN_TYPES == ("IMAGE",) and draw.RETURN_NAMES == ("pose_images",)
+    assert list(draw.INPUT_TYPES()["optional"]) == ["draw_people"] and draw.INPUT_TYPES()["optional"]["draw_people"][1]["default"] is False
 
 
 def test_env_var_model_dir(no_comfy, monkeypatch, models):
