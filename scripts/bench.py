@@ -240,7 +240,7 @@ def bench_gate(args, batch) -> list[dict]:
     each configuration timed ``--gate-repeats`` times, alternating, median and range reported."""
     from wanprep_torch.testkit import build_test_models, make_clip
 
-    clip = make_clip(args.gate_frames, motion="holdslow", seed=4, background=True)
+    clip = make_clip(args.gate_frames, motion="holdslow", seed=4, background=True, noise_px=args.gate_noise)
     frames = clip.frames if args.dtype == "float" else (clip.frames * 255).round().to(torch.uint8)
     tm = build_test_models(args.models_dir / "tiny")
     presets = ["off", "safe", "fast"]
@@ -259,7 +259,8 @@ def bench_gate(args, batch) -> list[dict]:
     n = len(clip)
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     print(f"\n## Gate presets ({now}, {physical_cores()} cores)")
-    print(f"clip: {n} frames 832x480, holds alternating with slow motion (testkit 'holdslow', textured background); "
+    print(f"clip: {n} frames 832x480, holds alternating with slow motion (testkit 'holdslow', textured background, "
+          f"keypoint discs jittered by {args.gate_noise} px per frame); "
           f"command: `python scripts/bench.py {' '.join(sys.argv[1:])}`\n")
     print("Analytic test models, shipped presets (keypoint errors need ground truth, which only these models have):\n")
     print("| preset | pose runs | detector runs | keypoint error vs off, mean / max px | error vs ground truth, mean px |")
@@ -319,6 +320,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--suite", choices=["all", "tiny", "standin", "gate"], default="all")
     ap.add_argument("--gate-frames", type=int, default=32, help="frames of the gate suite's clip")
+    ap.add_argument("--gate-noise", type=float, default=0.0, help="per-frame position noise (px) of the gate clip's keypoint discs")
     ap.add_argument("--frames", type=int, default=16)
     ap.add_argument("--batch", default="auto", help="'auto' or an int")
     ap.add_argument("--dtype", choices=["float", "uint8"], default="float", help="input frames")

@@ -26,6 +26,16 @@ def cuda_unavailable(reason: str):
     pytest.skip(reason)
 
 
+@pytest.fixture(autouse=True)
+def user_cache(tmp_path_factory, monkeypatch):
+    """Every test gets its own user cache (FP16 copies, the default models folder) instead of
+    the real ~/.cache/wanprep, and no $WANPREP_MODELS from the environment."""
+    root = tmp_path_factory.mktemp("user_cache")
+    monkeypatch.setenv("WANPREP_CACHE", str(root))
+    monkeypatch.delenv("WANPREP_MODELS", raising=False)
+    return root
+
+
 @pytest.fixture(scope="session")
 def models(tmp_path_factory):
     """The analytic test models (built once per test session, or taken from WANPREP_TEST_MODELS)."""

@@ -19,6 +19,8 @@ import av  # noqa: E402,F401  (the [test] extra installs PyAV)
 from conftest import encode_clip  # noqa: E402
 from wanprep_torch import cli  # noqa: E402
 from wanprep_torch.progress import Progress  # noqa: E402
+from wanprep_torch.errors import RunError  # noqa: E402
+from wanprep_torch.runner import RunOptions  # noqa: E402
 from wanprep_torch import video as videoio  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -83,7 +85,9 @@ def test_run_in_process(video, models, tmp_path, capsys):
     assert rep["timings"]["frames"] == T
     assert rep["video"]["frames"] == T and rep["video"]["fps"] == FPS
     assert isinstance(rep["key_frame_points"], list)
-    assert rep["video"]["gate"] == "safe"  # the default
+    assert rep["video"]["gate"] == "safe" and rep["video"]["smooth"] == "auto"  # the defaults
+    assert set(rep["noise"]) == {"body", "face", "hands"}  # measured from the video
+    assert "keypoint noise (px, measured): body" in stdout
     for k in ("det_ran", "pose_ran", "gate_distance"):
         assert len(rep[k]) == T, k
     timings = (out / "timings.txt").read_text()
@@ -164,20 +168,44 @@ def test_unknown_gate_preset(video, models, tmp_path):
         cli.main(run_args(video, models, tmp_path / "o", "--gate", "turbo"))
 
 
-def test_fp16_models_cached(video, models, tmp_path, capsys):
+def test_smooth_option(video, models, tmp_path):
+    with pytest.raises(SystemExit):  # argparse rejects it before anything runs
+        cli.main(run_args(video, models, tmp_path / "o", "--smooth", "strong"))
+    with pytest.raises(RunError, match="unknown --smooth 'strong'"):
+        RunOptions(det=str(models["det"]), pose=str(models["pose"]), smooth="strong").check()
+    out = tmp_path / "on"
+    assert cli.main(run_args(video, models, out, "--gate", "off", "--smooth", "on", "--width", "208")) == 0
+    assert json.loads((out / "poses.json").read_text())["video"]["smooth"] == "on"
+
+
+def test_fp16_models_cached(video, models, tmp_path, capsys, user_cache):
+    """FP16 copies are made once per source model's content, in the user cache: another --out,
+    or a copy of the same file elsewhere, reuses them; a changed model converts again."""
+    cache = user_cache / "fp16"
     out = tmp_path / "out"
     args = run_args(video, models, out, "--fp16", "--width", "208", "--gate", "off")
     assert cli.main(args) == 0
-    cached = sorted((out / ".models").glob("*.fp16.onnx"))
-    assert len(cached) == 2
+    assert "--fp16 on the CPU makes the models slower" in capsys.readouterr().err
+    cached = sorted(cache.glob("*.fp16.onnx"))
+    assert len(cached) == 2 and not (out / ".models").exists()
     assert probe(out / "pose.mp4")[:3] == (T, 208, 120)
     assert len(json.loads((out / "poses.json").read_text())["pose_metas"]) == T
     stamps = [p.stat().st_mtime_ns for p in cached]
-    # Second run: the cached copies are reused; an FP16 model is passed through as is.
-    fp16_args = ["run", str(video), "--det", str(models["det_fp16"]), "--pose", str(models["pose"]), "--out", str(out),
-                 "--no-progress", "--fp16", "--width", "208", "--gate", "off", "--overwrite"]
+    # Another --out, the detector copied elsewhere, an FP16 model passed through as is: no conversion.
+    det_copy = tmp_path / "elsewhere" / "det.onnx"
+    det_copy.parent.mkdir()
+    det_copy.write_bytes(models["det"].read_bytes())
+    fp16_args = ["run", str(video), "--det", str(det_copy), "--pose", str(models["pose"]), "--out", str(tmp_path / "out2"),
+                 "--no-progress", "--fp16", "--width", "208", "--gate", "off"]
     assert cli.main(fp16_args) == 0
-    assert [p.stat().st_mtime_ns for p in sorted((out / ".models").glob("*.fp16.onnx"))] == stamps
+    assert sorted(cache.glob("*.fp16.onnx")) == cached
+    assert [p.stat().st_mtime_ns for p in cached] == stamps
+    # A different model under the copy's name converts again.
+    det_copy.write_bytes(models["det_b1"].read_bytes())
+    from wanprep_torch.runner import RunOptions, resolve_models
+
+    conv = resolve_models(RunOptions(det=str(det_copy), pose=str(models["pose"]), fp16=True), log=lambda m: None)
+    assert Path(conv.det) not in cached and len(list(cache.glob("*.fp16.onnx"))) == 3
 
 
 def test_target_size_and_resize():

@@ -56,12 +56,15 @@ def test_node_definitions(no_comfy):
     assert spec["required"]["width"][1]["default"] == 832 and spec["required"]["height"][1]["default"] == 480
     assert list(spec["required"]) == ["model", "images", "width", "height"]
     # The reference's order, then this project's extras last (saved workflows keep their values).
-    assert list(spec["optional"]) == ["retarget_image", "face_padding", "gate", "people", "person"]
+    assert list(spec["optional"]) == ["retarget_image", "face_padding", "gate", "smooth", "people", "person"]
     assert spec["optional"]["people"][1]["default"] == 1 and spec["optional"]["person"][1]["default"] == 0
     assert spec["optional"]["retarget_image"][0] == "IMAGE"
     assert spec["optional"]["face_padding"][1]["default"] == 0
     assert spec["optional"]["gate"][0] == ["off", "safe", "fast"] and spec["optional"]["gate"][1]["default"] == "safe"
-    assert list(inspect.signature(det.process).parameters)[1:] == ["model", "images", "width", "height", "retarget_image", "face_padding", "gate", "people", "person"]
+    assert spec["optional"]["smooth"][0] == ["auto", "on", "off"] and spec["optional"]["smooth"][1]["default"] == "auto"
+    assert list(inspect.signature(det.process).parameters)[1:] == [
+        "model", "images", "width", "height", "retarget_image", "face_padding", "gate", "smooth", "people", "person"
+    ]
     # face_bboxes: the reference's "BBOX," (test_comfy_workflow.py checks the links it keeps).
     assert det.RETURN_TYPES == ("POSEDATA", "IMAGE", "STRING", "BBOX", "BBOX,", "POSE_KEYPOINT")
     assert det.RETURN_NAMES == ("pose_data", "face_images", "key_frame_body_points", "bboxes", "face_bboxes", "pose_keypoint")

@@ -59,6 +59,7 @@ def detection_cases(frames):
         ("height", TypeError, {"height": 480.5}, "whole number"),
         ("face_padding", ValueError, {"face_padding": -1}, "0..512"),
         ("gate", ValueError, {"gate": "turbo"}, "'turbo'"),
+        ("smooth", ValueError, {"smooth": "strong"}, "'strong'"),
         ("model", TypeError, {"model": {"vitpose": None, "yolo": None}}, "POSEMODEL"),
     ]
 

@@ -84,7 +84,7 @@ def test_download_and_check(fake_hub, tmp_path, capsys):
     assert det.is_file() and pose.is_file() and (to / "onnx/vitpose_h_wholebody_data.bin").is_file()
     assert f"yolov10m (detector): {det}: images [?, 3, 640, 640]" in out
     assert f"vitpose-h (pose): {pose}: input [?, 3, 256, 192] float32 -> heatmaps [?, 133, 64, 48]" in out
-    assert f"run with: wanprep run VIDEO --det {det} --pose {pose} --out out" in out
+    assert f"run with: wanprep run VIDEO --det yolov10m --pose vitpose-h --models-dir {to} --out out" in out
     # huggingface_hub does the resuming: every file goes through it with local_dir, not forced.
     assert [c["filename"] for c in fake_hub] == [
         "process_checkpoint/det/yolov10m.onnx", "onnx/vitpose_h_wholebody_model.onnx", "onnx/vitpose_h_wholebody_data.bin"]

@@ -585,3 +585,9 @@ def test_gate_names_match_the_presets():
     from wanprep_torch.gate import PRESETS
 
     assert runner.GATES == tuple(PRESETS)
+
+
+def test_smoothing_names_match_the_presets():
+    from wanprep_torch.temporal import SMOOTH_PRESETS
+
+    assert set(runner.SMOOTHING) == {"auto"} | set(SMOOTH_PRESETS)

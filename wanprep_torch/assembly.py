@@ -1,8 +1,11 @@
-"""The Wan assembly stage: finished frame records in, final Wan frames out, for one subject
-(:class:`SubjectAssembly`) or several people (:class:`CrowdAssembly`). Knows nothing of ONNX."""
+"""The stages after the scheduler: the temporal model (records in, records with smoothed
+keypoints out: :class:`SubjectSmoothing`, :class:`CrowdSmoothing` one smoother per identity),
+then the Wan assembly (records in, final Wan frames out: :class:`SubjectAssembly`,
+:class:`CrowdAssembly`). Knows nothing of ONNX."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Callable, NamedTuple
 
@@ -13,8 +16,18 @@ from .crowd import CrowdRecord, PrimaryChooser
 from .detect import DetectConfig, full_frame_box
 from .frames import quantize_u8
 from .schedule import FrameRecord
+from .temporal import NoiseEstimator, TrackSmoother
 
-__all__ = ["FrameExtra", "SubjectAssembly", "CrowdFrames", "CrowdAssembly"]
+__all__ = [
+    "FrameExtra",
+    "SubjectAssembly",
+    "CrowdFrames",
+    "CrowdAssembly",
+    "SubjectSmoothing",
+    "CrowdSmoothing",
+    "smoothed",
+    "flushed",
+]
 
 
 class SubjectAssembly:
@@ -172,12 +185,14 @@ class CrowdAssembly:
                 faces.append(done.face_images[0][i : i + 1])
                 out.metas.append(done.metas[i])
                 out.face_bboxes.append(done.face_bboxes[i])
+                out.face_exact.append(done.face_exact[i])
                 out.face_held.append(done.face_held[i])
             else:
                 kps.append(nobody)
                 faces.append(black)
                 out.metas.extend(wan.pose_metas(nobody, w, h)[0])
                 out.face_bboxes.append(wan.fallback_face_box(w, h))
+                out.face_exact.append(tuple(float(v) for v in wan.fallback_face_box(w, h)))
                 out.face_held.append(True)
             out.extra.append(extra)
         out.keypoints, out.face_images = [torch.cat(kps)], [torch.cat(faces)]
@@ -203,3 +218,109 @@ def _one_group(done: "wan.WanFrames") -> "wan.WanFrames":
         )
     done.extra = [merged]
     return done
+
+
+
+class SubjectSmoothing:
+    """The smoother between the scheduler and the Wan assembly: records in, the same records
+    with smoothed keypoints out once ``lookahead`` later frames were seen."""
+
+    def __init__(self, cfg, noise: NoiseEstimator, timer):
+        self.track = TrackSmoother(cfg, noise, feed=True)
+        self.pending: list[FrameRecord] = []
+        self.timer = timer
+
+    def feed(self, records: list[FrameRecord]) -> list[FrameRecord]:
+        with self.timer("smooth"):
+            if records:
+                host = torch.stack([r.keypoints for r in records]).cpu()  # one device read
+                for r, k in zip(records, host):
+                    self.track.push(k, r.pose_ran, r.cut)
+                    self.pending.append(r)
+            return self._out(self.track.take())
+
+    def finish(self) -> list[FrameRecord]:
+        with self.timer("smooth"):
+            return self._out(self.track.finish())
+
+    def _out(self, keypoints: list) -> list[FrameRecord]:
+        done, self.pending = self.pending[: len(keypoints)], self.pending[len(keypoints) :]
+        if not done:
+            return []
+        dev = done[0].keypoints.device
+        moved = torch.stack(keypoints).to(dev).unbind(0) if dev.type != "cpu" else keypoints  # one copy
+        return [dataclasses.replace(r, keypoints=k) for r, k in zip(done, moved)]
+
+
+class CrowdSmoothing:
+    """The temporal model for several people: one :class:`~wanprep_torch.temporal.TrackSmoother`
+    (with its own noise estimate) per identity, started on the frame it first appears; every
+    later frame goes to each identity's smoother (out of view: no measurement there). Records
+    come out, each person's keypoints smoothed, once every smoother has made them final."""
+
+    def __init__(self, cfg, timer):
+        self.cfg = cfg
+        self.timer = timer
+        self.tracks: dict = {}  # identity -> [TrackSmoother, first frame of ``done``, smoothed frames not yet used]
+        self.pending: list = []  # records pushed, not yet handed out
+        self.start = 0  # frame index of pending[0]
+
+    def feed(self, records: list) -> list:
+        with self.timer("smooth"):
+            for r in records:
+                self._push(r)
+            for entry in self.tracks.values():
+                entry[2].extend(entry[0].take())
+            return self._out()
+
+    def finish(self) -> list:
+        with self.timer("smooth"):
+            for entry in self.tracks.values():
+                entry[2].extend(entry[0].finish())
+            return self._out()
+
+    def _push(self, r) -> None:
+        if not self.pending:
+            self.start = r.index
+        self.pending.append(r)
+        for tid in r.people:
+            if tid not in self.tracks:
+                self.tracks[tid] = [TrackSmoother(self.cfg, NoiseEstimator(min_score=self.cfg.min_score), feed=True), r.index, []]
+        for tid, (track, _first, _done) in self.tracks.items():
+            seen = r.people.get(tid)
+            kps = seen.keypoints.cpu() if seen is not None else torch.zeros(133, 3)
+            track.push(kps, r.pose_ran and seen is not None, r.cut)
+
+    def _out(self) -> list:
+        end = self.start + len(self.pending)
+        for _track, first, done in self.tracks.values():
+            end = min(end, max(first, self.start) + len(done))  # frames this smoother has made final
+        n = end - self.start
+        if n <= 0:
+            return []
+        out = []
+        for r in self.pending[:n]:
+            people = {}
+            for tid, obs in r.people.items():
+                _track, first, done = self.tracks[tid]
+                people[tid] = dataclasses.replace(obs, keypoints=done[r.index - max(first, self.start)])
+            out.append(dataclasses.replace(r, people=people))
+        for entry in self.tracks.values():
+            used = end - max(entry[1], self.start)
+            del entry[2][: max(used, 0)]
+            entry[1] = max(entry[1], end)
+        self.pending = self.pending[n:]
+        self.start = end
+        return out
+
+
+def smoothed(smoother, records: list) -> list:
+    return records if smoother is None else smoother.feed(records)
+
+
+def flushed(smoother, records: list) -> list:
+    """The last records of a run (its end, or a requested stop), with the smoother's held
+    look-ahead frames after them."""
+    if smoother is None:
+        return records
+    return smoother.feed(records) + smoother.finish()

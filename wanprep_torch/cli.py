@@ -1,14 +1,22 @@
 """Command line (also `python -m wanprep_torch ...`): parses, then calls the library.
 
-    wanprep run VIDEO --det DET.onnx --pose POSE.onnx --out DIR [--width W] [--height H]
-                [--gate off|safe|fast] [--device cpu|cuda|cuda:N] [--fp16] [--batch auto|N]
-                [--chunk 64] [--face-padding 0] [--people N|all] [--overwrite] [--no-progress]
-    wanprep batch INPUT... --det DET.onnx --pose POSE.onnx --out DIR [run options] [--resume]
+    wanprep run VIDEO --det NAME|DET.onnx --pose NAME|POSE.onnx --out DIR [--models-dir DIR]
+                [--width W] [--height H] [--gate off|safe|fast] [--smooth auto|on|off]
+                [--device cpu|cuda|cuda:N] [--fp16] [--batch auto|N] [--chunk 64] [--face-padding 0]
+                [--people N|all] [--overwrite] [--no-progress] [--overlay] [--start TIME] [--duration TIME]
+    wanprep batch INPUT... --det NAME|DET.onnx --pose NAME|POSE.onnx --out DIR [run options] [--resume]
                 [--workers N] [--devices cuda:0,cuda:1] [--engine local|ray] [--ray-address ADDR]
     wanprep demo [--out demo_out] [--frames 24] ...
+    wanprep demo --video FILE [--frames 96]      (a lossless try-out clip for the test kit's models)
     wanprep --version
-    wanprep models [list]
-    wanprep models download NAME... [--to models] [--force] [--no-check]
+    wanprep models [list] [--models-dir DIR]
+    wanprep models download NAME... [--models-dir DIR] [--force] [--no-check]
+    wanprep doctor [--json]
+
+Model names (yolov10m, vitpose-l, vitpose-h) are looked up in the models folder: --models-dir,
+else $WANPREP_MODELS, else the user cache folder (wanprep_torch.paths). TIME is seconds (1.5),
+[H:]M:S (1:02.5) or frames (30f). `--help`, `--version` and `models list` import neither torch
+nor ONNX Runtime: heavy imports wait until work starts.
 
 `run` is :func:`wanprep_torch.runner.run_video`: DIR is checked (created, writable, not the
 input, not busy with another run, no earlier result unless --overwrite) before anything is
@@ -23,7 +31,8 @@ Exit status (`wanprep`, `wanprep run`, `wanprep demo`):
     2    user error, one line on stderr: bad arguments or options (--device lists the accepted
          values), `--out` not creatable, not writable, busy with another run, holding a result
          (without --overwrite) or the input's own folder file, missing or undecodable video,
-         missing or wrong model files, bad frames, sizes whose buffers do not fit in memory,
+         missing or wrong model files, a model name not downloaded (the message names the
+         download command), --start past the end, bad frames, sizes whose buffers do not fit in memory,
          `--fp16` without onnxconverter-common; also `wanprep` with no arguments (prints the help)
     3    incomplete input: the video is truncated or corrupt; the frames there are processed and
          kept, undecodable ones hold the previous frame's result ("source_ok": false), poses.json
@@ -34,8 +43,9 @@ Exit status (`wanprep`, `wanprep run`, `wanprep demo`):
 
 `batch` runs `run` over many videos (wanprep_torch.batch). Its exit statuses: 0 all ok or
 skipped, 1 some failed or incomplete, 2 usage, 130 interrupted. `models` lists and downloads the
-models (wanprep_torch.hub): 0 done, 2 usage, 4 download failed, 5 a file fails the model check,
-130 interrupted.
+models into the models folder (wanprep_torch.hub): 0 done, 2 usage, 4 download failed, 5 a file
+fails the model check, 130 interrupted. `doctor` prints what the machine can run
+(wanprep_torch.doctor), exit status 0.
 """
 
 from __future__ import annotations
@@ -48,7 +58,7 @@ from pathlib import Path
 from .config import CHUNK_SIZE
 from .errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_USER, RunError, one_line
 from .interrupt import SignalStop
-from .runner import GATES
+from .runner import GATES, SMOOTHING
 
 __all__ = ["main", "build_parser", "run_options"]
 
@@ -58,8 +68,10 @@ _EPILOG = """exit status:
   1    an unexpected internal error (a bug; the traceback is printed)
   2    user error (one line on stderr): bad options, --out not creatable, not
        writable, busy with another run, holding a result (see --overwrite) or
-       the input itself; missing or undecodable video, wrong model files, bad
-       frames, sizes that do not fit in memory, --fp16 without onnxconverter-common
+       the input itself; missing or undecodable video, wrong model files, a
+       model name not downloaded (the message names the download command),
+       --start past the end, bad frames, sizes that do not fit in memory,
+       --fp16 without onnxconverter-common
   3    incomplete input: the video is truncated or corrupt; the frames there
        are kept, undecodable ones hold the previous result ("source_ok": false)
   74   an output could not be written (disk full, permissions); the folder
@@ -67,8 +79,10 @@ _EPILOG = """exit status:
   130  interrupted (SIGINT/SIGTERM): stops at the next model batch and keeps the
        frames done ("complete": false); a second signal aborts at once
 
-outputs: DIR/pose.mp4, DIR/face.mp4, DIR/poses.json (with "complete",
-"frames_done", "expected_frames", "decoded_frames", "filled_frames", the options),
+outputs: DIR/pose.mp4, DIR/face.mp4 (DIR/overlay.mp4 with --overlay),
+DIR/poses.json (with "complete", "frames_done", "expected_frames",
+"decoded_frames", "filled_frames", the options; --start/--duration under
+"video": "range"),
 DIR/openpose.json and DIR/timings.txt, staged in DIR/.wanprep-partial/ and moved
 in at the end. Odd sizes are rounded up to even ones (H.264 yuv420p)."""
 
@@ -102,20 +116,39 @@ def _batch_arg(v: str):
         raise argparse.ArgumentTypeError(f"expected 'auto' or a positive integer, got {v!r}") from None
 
 
+def _time_arg(v: str):
+    from .video import parse_time
+
+    try:
+        return parse_time(v)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+MODELS_DIR_HELP = ("the models folder (default: $WANPREP_MODELS, else the user cache folder, "
+                   "e.g. ~/.cache/wanprep/models; `wanprep models` prints it)")
+
+
 def _add_run_options(r: argparse.ArgumentParser, batch: bool) -> None:
     """The options `run` and `batch` share (one RunOptions)."""
-    r.add_argument("--det", type=Path, required=True, metavar="DET.onnx", help="YOLO person detector ONNX file")
-    r.add_argument("--pose", type=Path, required=True, metavar="POSE.onnx", help="ViTPose wholebody ONNX file")
+    r.add_argument("--det", required=True, metavar="NAME|FILE",
+                   help="person detector: a model name (yolov10m, from `wanprep models download`) or a YOLO ONNX file")
+    r.add_argument("--pose", required=True, metavar="NAME|FILE",
+                   help="pose model: a model name (vitpose-l, vitpose-h) or a ViTPose wholebody ONNX file")
+    r.add_argument("--models-dir", type=Path, default=None, metavar="DIR", help="where model names are looked up: " + MODELS_DIR_HELP)
     r.add_argument("--width", type=int, default=None, metavar="W", help="resize frames to this width (e.g. 832); alone, keeps the aspect; odd rounds up")
     r.add_argument("--height", type=int, default=None, metavar="H", help="resize frames to this height (e.g. 480); alone, keeps the aspect; odd rounds up")
     r.add_argument("--gate", choices=GATES, default="safe",
                    help="frame-skipping preset: off (every frame through both models), safe (default), fast")
+    r.add_argument("--smooth", choices=SMOOTHING, default="auto",
+                   help="keypoint smoothing (zero-lag, noise measured from the video; steadier bones and face crops): "
+                   "auto (default: on with --gate safe/fast, off with --gate off), on, off")
     if batch:
         r.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: every GPU, else the CPU)")
     else:
         r.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
-    r.add_argument("--fp16", action="store_true", help="convert float32 models to FP16 (cached in DIR/.models/; FP16 files "
-                   "are used as they are; needs pip install 'wanprep_torch[fp16]')")
+    r.add_argument("--fp16", action="store_true", help="convert float32 models to FP16 (once per model, cached in the user "
+                   "cache; FP16 files are used as they are; slower on the CPU; needs pip install 'wanprep_torch[fp16]')")
     r.add_argument("--batch", type=_batch_arg, default="auto", metavar="auto|N", help="frames per model run, or auto (default)")
     r.add_argument("--chunk", type=int, default=CHUNK_SIZE, metavar="N", help=f"frames decoded and processed per step (default: {CHUNK_SIZE})")
     r.add_argument("--face-padding", type=int, default=0, metavar="PX", help="extra pixels on each side of the face box (default: 0)")
@@ -124,15 +157,40 @@ def _add_run_options(r: argparse.ArgumentParser, batch: bool) -> None:
                    "identity K's face.mp4 and poses.json (default: 1, the single subject)")
     r.add_argument("--overwrite", action="store_true", help="replace an earlier result in the output folder (refused without it)")
     r.add_argument("--no-progress", action="store_true", help="no progress report (a bar on a terminal, plain lines otherwise)")
+    r.add_argument("--overlay", action="store_true",
+                   help="also write DIR/overlay.mp4: the skeleton, face box and person box drawn on the source frames")
+    r.add_argument("--start", type=_time_arg, default=None, metavar="TIME",
+                   help="start at this time, as ffmpeg's -ss: seconds (1.5 or 1.5s), [H:]M:S (1:02.5) or frames (30f); "
+                   "a time rounds up to the next frame (default: the first frame)")
+    r.add_argument("--duration", type=_time_arg, default=None, metavar="TIME",
+                   help="process this much, as ffmpeg's -t: seconds (2), [H:]M:S or frames (48f) (default: to the end)")
+
+
+def resolve_names(args) -> tuple[str, str]:
+    """``--det`` / ``--pose`` as files: a catalogue name becomes its file in the models folder (a
+    path stays a path); RunError (exit 2) naming the download command when one is missing."""
+    from . import hub, paths
+
+    explicit = getattr(args, "models_dir", None)
+    folder = paths.models_dir(explicit)
+    try:
+        det = hub.resolve_model(args.det, "detector", folder, explicit_dir=explicit is not None)
+        pose = hub.resolve_model(args.pose, "pose", folder, explicit_dir=explicit is not None)
+    except hub.HubError as exc:
+        raise RunError(one_line(exc)) from None
+    return str(det), str(pose)
 
 
 def run_options(args) -> "RunOptions":  # noqa: F821 - imported lazily (torch-free start-up)
     """The RunOptions of parsed `run` / `batch` arguments."""
     from .runner import RunOptions
 
-    return RunOptions(det=str(args.det), pose=str(args.pose), width=args.width, height=args.height, gate=args.gate,
+    det, pose = resolve_names(args)
+    text = lambda t: t.text if t is not None else None  # noqa: E731 - RunOptions keeps what was written
+    return RunOptions(det=det, pose=pose, width=args.width, height=args.height, gate=args.gate, smooth=args.smooth,
                       device=args.device if args.device is not None else "auto", fp16=args.fp16, batch=args.batch,
-                      chunk=args.chunk, face_padding=args.face_padding, overwrite=args.overwrite, people=args.people)
+                      chunk=args.chunk, face_padding=args.face_padding, overwrite=args.overwrite,
+                      overlay=args.overlay, people=args.people, start=text(args.start), duration=text(args.duration))
 
 
 def _add_batch_parser(sub) -> None:
@@ -168,37 +226,41 @@ def _add_models_parser(sub) -> None:
     m = sub.add_parser(
         "models",
         help="list the detector and pose models and where they come from; download them",
-        description="Without a subcommand: list the models users run (YOLOv10m detector, ViTPose wholebody) "
-        "and their Hugging Face sources. Exit status: 0 done, 2 usage error (unknown name, --to not "
-        "writable, huggingface_hub missing), 4 download failed, 5 a downloaded file fails the model check, "
-        "130 interrupted.",
+        description="Without a subcommand: list the models users run (YOLOv10m detector, ViTPose wholebody), "
+        "their Hugging Face sources and whether each is in the models folder. Exit status: 0 done, 2 usage "
+        "error (unknown name, the folder not writable, huggingface_hub missing), 4 download failed, 5 a "
+        "downloaded file fails the model check, 130 interrupted.",
     )
+    m.add_argument("--models-dir", type=Path, default=None, metavar="DIR", help=MODELS_DIR_HELP)
     msub = m.add_subparsers(dest="models_cmd")
-    msub.add_parser("list", help="list the models and their sources (the default)")
+    ls = msub.add_parser("list", help="list the models, their sources and what is downloaded (the default)")
+    ls.add_argument("--models-dir", type=Path, default=argparse.SUPPRESS, metavar="DIR", help=MODELS_DIR_HELP)
     d = msub.add_parser(
         "download",
         help="fetch models from the Hugging Face Hub (needs huggingface_hub) and check them",
-        description="Fetch the named models with huggingface_hub into DIR (each under its path in the "
-        "repository), then open each in ONNX Runtime and check its signature. A download that was "
-        "interrupted resumes when run again; files already there are not fetched again. Exit status: "
-        "0 done, 2 usage error, 4 download failed, 5 a file fails the model check, 130 interrupted.",
+        description="Fetch the named models with huggingface_hub into the models folder (each under its "
+        "path in the repository), then open each in ONNX Runtime and check its signature; `wanprep run "
+        "--det NAME --pose NAME` finds them there. A download that was interrupted resumes when run "
+        "again; files already there are not fetched again. Exit status: 0 done, 2 usage error, 4 "
+        "download failed, 5 a file fails the model check, 130 interrupted.",
     )
     d.add_argument("names", nargs="+", metavar="NAME", help=f"model(s) to fetch: {names}")
-    d.add_argument("--to", type=Path, default=Path("models"), metavar="DIR",
-                   help="destination folder, created if needed (default: models)")
+    d.add_argument("--models-dir", "--to", dest="models_dir", type=Path, default=argparse.SUPPRESS, metavar="DIR",
+                   help=MODELS_DIR_HELP + "; --to is the same option")
     d.add_argument("--force", action="store_true", help="fetch again even when the files are already there")
     d.add_argument("--no-check", action="store_true",
                    help="skip opening each model in ONNX Runtime to check its signature (saves time and memory)")
 
 
 def _run_models(args) -> int:
-    from . import hub
+    from . import hub, paths
 
+    folder = paths.models_dir(args.models_dir)
     if args.models_cmd in (None, "list"):
-        print(hub.format_model_list())
+        print(hub.format_model_list(folder))
         return 0
     try:
-        done = hub.download(args.names, args.to, force=args.force, check=not args.no_check, log=print)
+        done = hub.download(args.names, folder, force=args.force, check=not args.no_check, log=print)
     except hub.HubError as exc:
         kind = ("download" if isinstance(exc, hub.DownloadError)
                 else "check" if isinstance(exc, hub.CheckError) else "usage")
@@ -210,7 +272,7 @@ def _run_models(args) -> int:
     for d in done:
         checked = f": {d.signature}" if d.signature else " (not checked)"
         print(f"{d.model.name} ({d.model.role}): {d.path}{checked}")
-    hint = hub.run_hint(done)
+    hint = hub.run_hint(done, args.models_dir)
     if hint:
         print(f"run with: {hint}")
     return 0
@@ -228,11 +290,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"wanprep {__version__}")
     sub = parser.add_subparsers(dest="cmd", metavar="COMMAND")
-    d = sub.add_parser("demo", help="run the pipeline on a synthetic clip with tiny built-in models",
+    d = sub.add_parser("demo", help="run the pipeline on a synthetic clip with tiny built-in models; "
+                       "--video FILE writes a try-out clip instead",
                        description="Build the tiny analytic test models and a synthetic clip, run the pipeline and "
                        "write poses.json, faces/*.png, pose/*.png and summary.json.")
     d.add_argument("--out", type=Path, default=Path("demo_out"), metavar="DIR", help="output folder (default: demo_out)")
-    d.add_argument("--frames", type=_positive, default=24, metavar="N", help="frames in the synthetic clip, >= 1 (default: 24)")
+    d.add_argument("--frames", type=_positive, default=None, metavar="N", help="frames in the synthetic clip, >= 1 (default: 24; 96 with --video)")
+    d.add_argument("--video", type=Path, default=None, metavar="FILE",
+                   help="only write the synthetic clip to FILE (416x240, 4 s at 24 fps), lossless so the test kit's models read it: "
+                   "FFV1 for .mkv, else H.264 RGB at qp 0 (.mp4); prints the `wanprep run` command for it")
     d.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     d.add_argument("--models-dir", type=Path, default=None, metavar="DIR", help="where to build the tiny models (default: a cache folder)")
     d.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -251,6 +317,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_options(r, batch=False)
     _add_batch_parser(sub)
     _add_models_parser(sub)
+    doc = sub.add_parser("doctor", help="what this machine can run: versions, ONNX Runtime providers, GPUs, conflicts, advice",
+                         description="Print the versions of the packages wanprep uses, the ONNX Runtime providers that "
+                         "really work (each runs a tiny model in its own session), the devices torch sees, ONNX Runtime "
+                         "distributions installed side by side, the models downloaded, and what to do about it. "
+                         "Exit status 0.")
+    doc.add_argument("--json", action="store_true", help="print the report as JSON")
+    doc.add_argument("--models-dir", type=Path, default=None, metavar="DIR", help=MODELS_DIR_HELP)
     return parser
 
 
@@ -296,13 +369,28 @@ def _main_run(args, stop: SignalStop) -> int:
     return summary.exit
 
 
+def _write_tryout(args) -> int:
+    from .testkit import write_tryout_clip
+
+    try:
+        got = write_tryout_clip(args.video, args.frames or 96)
+    except ValueError as exc:  # VideoError too
+        print(f"wanprep: error: --video {args.video}: {one_line(exc)}", file=sys.stderr)
+        return EXIT_USER
+    print(f"wrote {got.video}: {got.frames} frames of the test kit's synthetic person, lossless ({got.codec})")
+    print(f"try: wanprep run {got.video} --det {got.det} --pose {got.pose} --out tryout --overlay")
+    return EXIT_OK
+
+
 def _main_demo(args, stop: SignalStop) -> int:
     from .demo import run_demo
     from .interrupt import StopRequested
 
+    if args.video is not None:
+        return _write_tryout(args)
     try:
         with stop.watch():
-            run_demo(args.out, args.frames, args.device, args.models_dir, progress=not args.no_progress)
+            run_demo(args.out, args.frames or 24, args.device, args.models_dir, progress=not args.no_progress)
     except _user_errors() as exc:
         return _error(exc)
     except StopRequested:
@@ -336,6 +424,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.cmd == "models":
             stop.restore()  # downloads handle Ctrl-C themselves (resumable)
             return _run_models(args)
+        if args.cmd == "doctor":
+            from . import doctor
+
+            print(doctor.format_report(doctor.diagnose(models_dir=args.models_dir), as_json=args.json))
+            return EXIT_OK
         if stop.requested:
             print(f"wanprep: interrupted ({stop.requested}) during start-up; nothing was done", file=sys.stderr)
             return EXIT_INTERRUPTED

@@ -65,6 +65,7 @@ CATEGORY = "WanAnimatePreprocess"
 MODELS_ENV = "WANPREP_COMFY_MODELS"
 ONNX_DEVICES = ["CUDAExecutionProvider", "CPUExecutionProvider"]
 GATE_PRESETS = list(PRESETS)
+SMOOTH_CHOICES = ["auto", "on", "off"]
 MAX_PEOPLE = 16  # Pose and Face Detection's "people" input
 _MODEL_TIP = "These models are loaded from the 'ComfyUI/models/detection' folder"
 _DRAW_CHUNK = 64  # pose frames drawn per step, then moved to the CPU: bounds device memory
@@ -312,11 +313,12 @@ def _gate_options(gate: str) -> dict:
     return {"gate": _choice_input("gate", gate, GATE_PRESETS)}
 
 
-def _default_options(face_padding: int = 0, gate: str = "safe") -> dict:
+def _default_options(face_padding: int = 0, gate: str = "safe", smooth: str = "auto") -> dict:
     return dict(
         face_padding=face_padding,
         face_dtype=torch.float32,  # ComfyUI IMAGE
         face_device="cpu",  # outputs live on the CPU; keeps long videos' crops off the GPU
+        smooth=_choice_input("smooth", smooth, SMOOTH_CHOICES),
         **_gate_options(gate),
     )
 
@@ -381,6 +383,7 @@ class PoseAndFaceDetection:
                 "retarget_image": ("IMAGE", {"default": None, "tooltip": "Optional reference image: the poses are retargeted onto the body proportions of the person in it"}),
                 "face_padding": ("INT", {"default": 0, "min": 0, "max": 512, "step": 1, "tooltip": "Extra pixels on each side of the face box before it is resized to 512x512"}),
                 "gate": (GATE_PRESETS, {"default": "safe", "tooltip": "Frame skipping: 'off' runs both models on every frame; 'safe' skips near-still frames and interpolates their keypoints; 'fast' skips more"}),
+                "smooth": (SMOOTH_CHOICES, {"default": "auto", "tooltip": "Keypoint smoothing (zero-lag, noise measured from the video; steadier bones and face crops): 'auto' is on with gate safe/fast and off with gate off (the reference's per-frame result)"}),
                 "people": ("INT", {"default": 1, "min": 1, "max": MAX_PEOPLE, "step": 1, "tooltip": "How many people to follow with identities (1: the single subject, as the reference)"}),
                 "person": ("INT", {"default": 0, "min": 0, "max": MAX_PEOPLE * 8, "step": 1, "tooltip": "Which person feeds the outputs: 0 the primary subject (the largest at the start, kept while in view), k the person with identity k (needs people > 1)"}),
             },
@@ -400,7 +403,7 @@ class PoseAndFaceDetection:
         "confidence 1 for a point scored >= 0.3, else 0, 0, 0)."
     )
 
-    def process(self, model, images, width, height, retarget_image=None, face_padding=0, gate="safe", people=1, person=0):
+    def process(self, model, images, width, height, retarget_image=None, face_padding=0, gate="safe", smooth="auto", people=1, person=0):
         model = _model_input(model)
         _image_input("images", images, values=False)  # the pipeline scans the values chunk by chunk
         width, height = _int_input(type(self), "width", width), _int_input(type(self), "height", height)
@@ -409,7 +412,7 @@ class PoseAndFaceDetection:
             raise ValueError(f"person: {person} names a tracked identity, which needs people > 1 (person 0 is the subject)")
         if retarget_image is not None:
             _image_input("retarget_image", retarget_image, first_only=True)
-        options = _default_options(_int_input(type(self), "face_padding", face_padding), gate)
+        options = _default_options(_int_input(type(self), "face_padding", face_padding), gate, smooth)
         if people > 1:
             options["people"] = people
         pre = model.preprocessor(**options)

@@ -56,6 +56,7 @@ class CrowdRecord:
     det_ran: bool
     pose_ran: bool
     distance: float
+    cut: bool = False
 
     @property
     def view(self) -> torch.Tensor:
@@ -92,8 +93,10 @@ class CrowdScheduler(Scheduler):
         timer=NULL_TIMER,
         on_oom=None,
         on_frames=None,
+        cuts: bool = False,
     ):
-        super().__init__(detector, estimator, gate, workspace, timer, on_oom, on_frames)
+        # No shared noise estimate: it follows one track (the smoothing keeps one per identity).
+        super().__init__(detector, estimator, gate, workspace, timer, on_oom, on_frames, noise=None, cuts=cuts)
         self.people_cfg = people
         self.people = PeopleTracker(people)
         self.tracker = self.people  # Scheduler.feed builds a SubjectTracker only when this is None
@@ -106,11 +109,12 @@ class CrowdScheduler(Scheduler):
     # -- every frame (gate off) -------------------------------------------------------------
     def _feed_ungated(self, chunk: torch.Tensor, out: list) -> None:
         group = max(self.batch_size, CPU_WORK_BATCH) if chunk.device.type == "cpu" else self.batch_size
+        cuts = self._cuts(chunk)
 
         def step(s: int, e: int) -> None:
-            frames = [PlannedFrame(self.index + j, chunk, j, 0.0, False) for j in range(s, e)]
+            frames = [PlannedFrame(self.index + j, chunk, j, 0.0, cuts[j]) for j in range(s, e)]
             seen = self._observe(frames)
-            self._hand_out([CrowdRecord(f.index, chunk, f.local, p, True, True, 0.0) for f, p in zip(frames, seen)], out)
+            self._hand_out([CrowdRecord(f.index, chunk, f.local, p, True, True, 0.0, f.cut) for f, p in zip(frames, seen)], out)
 
         run_in_batches(chunk.shape[0], group, step, on_oom=self.on_oom)
 
@@ -130,7 +134,7 @@ class CrowdScheduler(Scheduler):
         prev = self.anchor
         for k, people in zip(keys, seen):
             f = k.frame
-            rec = CrowdRecord(f.index, f.chunk, f.local, people, True, True, f.distance)
+            rec = CrowdRecord(f.index, f.chunk, f.local, people, True, True, f.distance, f.cut)
             recs.append(rec)
             seg = _Segment(prev, rec, k.gap) if prev is not None and k.gap else None
             hold = seg is not None and set(prev.people) == set(people) and max(g.distance for g in k.gap + [f]) < self.cfg.hold_px
@@ -199,7 +203,7 @@ class CrowdScheduler(Scheduler):
             with self.timer("gate"):
                 for s, m, ok, ex, b, k in zip(level, mids, same, expect, boxes, kps):
                     people = _present(ex, b, k, ok, self.cfg, self.people_cfg)
-                    rec = CrowdRecord(m.index, m.chunk, m.local, people, not ok, True, m.distance)
+                    rec = CrowdRecord(m.index, m.chunk, m.local, people, not ok, True, m.distance, m.cut)
                     checked.append(rec)
                     if not ok or self._disagrees(s, rec):
                         at = len(s.gap) // 2
@@ -242,7 +246,7 @@ class CrowdScheduler(Scheduler):
                     pa, pb = a.people[tid], b.people[tid]
                     k = interpolate_keypoints(pa.keypoints, pb.keypoints, a.index, b.index, [f.index], self.cfg.track_kp_score)[0]
                     people[tid] = PersonObs(k, interpolate_boxes(pa.box, pb.box, a.index, b.index, [f.index])[0])
-                recs.append(CrowdRecord(f.index, f.chunk, f.local, people, False, False, f.distance))
+                recs.append(CrowdRecord(f.index, f.chunk, f.local, people, False, False, f.distance, f.cut))
         recs.append(seg.b)
         return recs
 

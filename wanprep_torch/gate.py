@@ -4,10 +4,14 @@ Verified keyframes. Keyframes are processed at a stride (``max_gap``), earlier w
 picture moved ``motion_px`` since the last keyframe or the scene cut; the frames between two
 keyframes get keypoints interpolated linearly in time, and the interpolation is checked: the
 pose model runs on the gap's midpoint, and when its confident body keypoints agree with the
-interpolation within ``verify_px`` frame pixels the gap is accepted; otherwise it is split at
-the midpoint and each half checked the same way. A checked frame keeps its real keypoints. A
+interpolation within what the measurement noise explains (:func:`gap_accepted`: a statistical
+test with the noise measured from the video, plus ``verify_px``) the gap is accepted; otherwise
+it is split at the midpoint and each half checked the same way. A checked frame keeps its real keypoints. A
 gap in which the picture did not move (estimated motion under ``hold_px``) is a hold: accepted
-without a check.
+without a check. Where the picture stops or starts moving (the motion from the previous frame
+falls under half of ``hold_px`` or rises to ``hold_px``), the frame before is a keyframe too: a hold
+then is a gap of its own, accepted unchecked, and the motion beside it a gap that
+interpolates well, instead of one gap mixing both that checks split.
 
 The pixel-based motion estimate: a frame's signature is its grayscale image (kornia) shrunk to
 about 64 px wide; the distance to the last keyframe, inside the subject's last box, is the mean
@@ -21,7 +25,7 @@ the frame before it too, and the detector runs. Knows nothing of ONNX.
 
 from __future__ import annotations
 
-import dataclasses
+import math
 from dataclasses import dataclass
 
 import torch
@@ -29,6 +33,7 @@ import torch.nn.functional as F
 from kornia.color import rgb_to_grayscale
 from kornia.filters import spatial_gradient
 
+from .gateconfig import PRESETS, GateConfig, resolve_gate
 from .skeleton import BODY
 
 __all__ = [
@@ -38,96 +43,16 @@ __all__ = [
     "signatures",
     "correlation",
     "motion_distance",
+    "region_motion",
     "Decision",
     "MotionGate",
     "interpolate",
     "interpolate_keypoints",
     "interpolate_boxes",
     "interpolation_error",
+    "rayleigh_max_quantile",
+    "gap_accepted",
 ]
-
-
-@dataclass(frozen=True)
-class GateConfig:
-    """Frame skipping settings. ``enabled=False`` is every frame through both models.
-
-    max_gap: a keyframe at least every ``max_gap`` frames (the interpolation stride).
-    verify_px: a gap is accepted when the pose model on its midpoint agrees with the
-        interpolation within this many frame pixels (the largest error over confident body
-        keypoints); else it is split and both halves checked.
-    hold_px: a gap whose estimated motion stays under this is a hold, accepted unchecked.
-    motion_px: a frame is a keyframe once the picture moved this far (estimated, frame px)
-        since the last keyframe.
-    cut_correlation: a frame whose signature correlates less than this with the last
-        keyframe's is a scene cut (or too fast to estimate).
-    det_every: also run the detector on every ``det_every``-th keyframe (0: only when tracking
-        is in doubt: the start, a cut, a jump over ``track_max_px``, weak body keypoints, the
-        body at the crop window's edge, or the subject box leaving the frame).
-    track_max_px: the detector runs on a keyframe whose picture moved further than this since
-        the last keyframe.
-    track_min_score: re-detect when the mean body keypoint score of a tracked frame drops under this.
-    track_kp_score: keypoints at least this confident make the tracked box and are checked.
-    track_edge_margin: re-detect when a confident body keypoint lies within this fraction of
-        the crop window of its edge (the window no longer holds the body).
-    track_padding: the box from keypoints grows by this fraction of its size on each side
-        (the crop pads it 1.25x more).
-    subject: keep following the same person across frames (IoU with the last box); the
-        reference's largest-box rule applies only at the start, after a cut, or when the subject
-        is lost for more than ``subject_grace`` keyframes.
-    subject_min_iou: a detection at least this overlapping the last box is the same person.
-    signature_width: width of the grayscale signature.
-    """
-
-    enabled: bool = True
-    max_gap: int = 8
-    verify_px: float = 1.0
-    hold_px: float = 0.3
-    motion_px: float = 16.0
-    cut_correlation: float = 0.6
-    det_every: int = 0
-    track_max_px: float = 32.0
-    track_min_score: float = 0.3
-    track_kp_score: float = 0.3
-    track_edge_margin: float = 0.02
-    track_padding: float = 0.2
-    subject: bool = True
-    subject_min_iou: float = 0.3
-    subject_grace: int = 2
-    signature_width: int = 64
-
-    def __post_init__(self):
-        if self.max_gap < 1 or self.det_every < 0 or self.signature_width < 8:
-            raise ValueError("max_gap must be >= 1, det_every >= 0, signature_width >= 8")
-        if self.verify_px < 0 or self.hold_px < 0 or self.motion_px <= 0 or not -1 <= self.cut_correlation <= 1:
-            raise ValueError("verify_px and hold_px must be >= 0, motion_px > 0, cut_correlation in [-1, 1]")
-
-
-PRESETS = {
-    "off": GateConfig(enabled=False, det_every=1, subject=False),
-    "safe": GateConfig(),
-    "fast": GateConfig(max_gap=16, verify_px=3.0, hold_px=0.5, motion_px=32.0),
-}
-
-
-def resolve_gate(gate) -> GateConfig:
-    """A preset name, a GateConfig, or a dict of fields (with an optional "preset" to start from)."""
-    if isinstance(gate, GateConfig):
-        return gate
-    if gate is None or gate is False:
-        return PRESETS["off"]
-    if isinstance(gate, str):
-        if gate not in PRESETS:
-            raise ValueError(f"unknown gate preset {gate!r}; choose one of {sorted(PRESETS)} or pass a GateConfig")
-        return PRESETS[gate]
-    if isinstance(gate, dict):
-        fields = dict(gate)
-        base = resolve_gate(fields.pop("preset", "safe"))
-        known = {f.name for f in dataclasses.fields(GateConfig)}
-        bad = set(fields) - known
-        if bad:
-            raise ValueError(f"unknown gate fields {sorted(bad)}; known: {sorted(known)}")
-        return dataclasses.replace(base, **fields)
-    raise TypeError(f"gate must be a preset name, a GateConfig or a dict, got {type(gate).__name__}")
 
 
 def signatures(frames: torch.Tensor, width: int = 64) -> torch.Tensor:
@@ -188,15 +113,25 @@ def motion_distance(
     return float(mad / grad.clamp_min(1e-4) * scale)
 
 
+def region_motion(a: torch.Tensor, b: torch.Tensor, frame_width: int, region) -> float:
+    """:func:`motion_distance` in ``region``: one box, or a list of boxes (several people: the
+    largest motion in any of them)."""
+    if isinstance(region, list) and region and isinstance(region[0], (list, tuple)):
+        return max(motion_distance(a, b, frame_width, r) for r in region)
+    return motion_distance(a, b, frame_width, region)
+
+
 @dataclass(frozen=True)
 class Decision:
     """The gate's plan for one frame: it is a keyframe (``process``: the pose model runs), it
-    starts a new scene (``cut``), and the estimated motion ``distance`` (frame px) since the
-    last keyframe."""
+    starts a new scene (``cut``), the estimated motion ``distance`` (frame px) since the last
+    keyframe, and ``boundary``: the picture stopped or started moving here, so the frame
+    before is a keyframe too."""
 
     process: bool
     cut: bool
     distance: float
+    boundary: bool = False
 
 
 class MotionGate:
@@ -207,25 +142,35 @@ class MotionGate:
         self.frame_width = frame_width
         self.ref = None  # signature of the last keyframe
         self.gap = 0  # frames since the last keyframe
+        self.seen = 0  # frames seen
+        self.prev = None  # signature of the previous frame
+        self.still = True  # the picture is holding still (hysteresis: moving from hold_px, still under half)
 
     def step(self, sig: torch.Tensor, region=None) -> Decision:
         """The plan for the next frame; ``region`` is the subject's last box (x1, y1, x2, y2)
         in frame pixels, if known, or a list of boxes (several people: the motion is the
         largest measured in any of them)."""
+        self.seen += 1
+        prev, self.prev = self.prev, sig
         if self.ref is None:
             self.ref, self.gap = sig, 0
             return Decision(True, True, 0.0)
+        boundary = still = False
+        if self.cfg.hold_px > 0:
+            step = region_motion(prev, sig, self.frame_width, region)
+            still = step < 0.5 * self.cfg.hold_px
+            if self.still and step >= self.cfg.hold_px or not self.still and step < 0.5 * self.cfg.hold_px:
+                self.still, boundary = not self.still, True
+                self.ref, self.gap = prev, 0  # the frame before is a keyframe (the caller plans it)
         cut = correlation(self.ref, sig) < self.cfg.cut_correlation
-        if isinstance(region, list) and region and isinstance(region[0], (list, tuple)):
-            dist = max(motion_distance(self.ref, sig, self.frame_width, r) for r in region)
-        else:
-            dist = motion_distance(self.ref, sig, self.frame_width, region)
-        process = cut or dist >= self.cfg.motion_px or self.gap + 1 >= self.cfg.max_gap
+        dist = region_motion(self.ref, sig, self.frame_width, region)
+        warmup = self.seen <= self.cfg.noise_warmup and not still  # an exact repeat measures no noise
+        process = cut or warmup or dist >= self.cfg.motion_px or self.gap + 1 >= self.cfg.max_gap
         if process:
             self.ref, self.gap = sig, 0
         else:
             self.gap += 1
-        return Decision(process, cut, dist)
+        return Decision(process, cut, dist, boundary)
 
 
 def interpolate_keypoints(
@@ -298,3 +243,56 @@ def interpolation_error(
     d = (kg[..., :2] - want).norm(dim=-1)
     d = torch.where(kg[..., 2] >= min_score, d, torch.full_like(d, float("inf")))
     return torch.where(both, d, torch.zeros_like(d)).amax(dim=1)
+
+
+def rayleigh_max_quantile(n: int, p: float) -> float:
+    """The distance that the largest of ``n`` 2-D Gaussian errors (unit sigma per coordinate,
+    so Rayleigh distributed) exceeds with probability ``p``."""
+    keep = (1.0 - p) ** (1.0 / max(n, 1))
+    return math.sqrt(-2.0 * math.log(max(1.0 - keep, 1e-300)))
+
+
+def gap_accepted(
+    got: torch.Tensor, a: torch.Tensor, b: torch.Tensor, t0: torch.Tensor, t1: torch.Tensor, t: torch.Tensor,
+    cfg: GateConfig, sigma: float = 0.0, sigma_mean: float | None = None,
+) -> torch.Tensor:
+    """Does the interpolation between keyframes t0 and t1 agree with the keypoints measured at
+    t (the gap's check)? Over the n body keypoints confident at both ends, with r_i their error
+    vectors, c = 1 + w^2 + (1 - w)^2 (w = (t - t0) / (t1 - t0): the noise of the two ends and
+    of the check), ``sigma`` the measurement noise per coordinate of a point and ``sigma_mean``
+    that of the points' mean (default sigma / sqrt(n): independent points). Accepted when:
+
+    - the largest |r_i| <= ``verify_px`` + sigma sqrt(c) q_n, q_n the Rayleigh quantile that
+      the largest of n noise errors exceeds with probability ``verify_p`` (one point off: a
+      limb moved), and
+    - the mean error vector |mean r_i| <= ``verify_mean_px`` + sigma_mean sqrt(c) q_1 (the body
+      as a whole moved off the line, as in a start, a stop, a turn or an acceleration: noise
+      averages out of the mean, a shared displacement does not).
+
+    With sigma 0 this is the noise-free rule: the largest error within ``verify_px``, the mean
+    within ``verify_mean_px``. A body point confident at both ends but not at t fails the check
+    (something happened the interpolation does not know); no point confident at both ends
+    passes (nothing to check).
+
+    Args:
+        got, a, b: (L, 133, 3) keypoints at t, t0 and t1; t0, t1, t: (L,) frame numbers.
+
+    Returns:
+        (L,) bool on the keypoints' device.
+    """
+    w = ((t - t0).float() / (t1 - t0).float()).to(got.device).view(-1, 1)
+    ka, kb, kg = a[:, BODY], b[:, BODY], got[:, BODY]
+    min_score = cfg.track_kp_score
+    both = (ka[..., 2] >= min_score) & (kb[..., 2] >= min_score)
+    want = ka[..., :2] + (kb[..., :2] - ka[..., :2]) * w.unsqueeze(-1)
+    r = torch.where(both.unsqueeze(-1), kg[..., :2] - want, torch.zeros_like(want))  # (L, 17, 2)
+    lost = (both & (kg[..., 2] < min_score)).any(dim=1)
+    n = both.sum(dim=1)
+    root_c = (1 + w.square() + (1 - w).square()).sqrt().squeeze(1)  # (L,)
+    q = torch.tensor([rayleigh_max_quantile(int(v), cfg.verify_p) for v in n.tolist()], device=got.device)
+    ok_max = r.norm(dim=-1).amax(dim=1) <= cfg.verify_px + float(sigma) * root_c * q
+    nf = n.clamp_min(1).float()
+    s_mean = float(sigma) / nf.sqrt() if sigma_mean is None else torch.full_like(nf, float(sigma_mean))
+    mean = (r.sum(dim=1) / nf.unsqueeze(-1)).norm(dim=-1)
+    ok_mean = mean <= cfg.verify_mean_px + s_mean * root_c * rayleigh_max_quantile(1, cfg.verify_p)
+    return (n == 0) | (~lost & ok_max & ok_mean)

@@ -3,8 +3,10 @@ sources, and their download (``huggingface_hub``, the optional ``hub`` extra).
 
     from wanprep_torch import hub
     print(hub.format_model_list())
-    got = hub.download(["yolov10m", "vitpose-l"], "models")   # -> [Downloaded(...), ...]
-    Preprocessor(got[0].path, got[1].path)
+    folder = paths.models_dir()                               # the default models folder
+    got = hub.download(["yolov10m", "vitpose-l"], folder)     # -> [Downloaded(...), ...]
+    Preprocessor(hub.resolve_model("yolov10m", "detector", folder),
+                 hub.resolve_model("vitpose-l", "pose", folder))
 
 Files land in the destination folder under their path in the repository (as
 ``huggingface_hub.hf_hub_download(..., local_dir=DIR)`` puts them); an interrupted download
@@ -14,7 +16,7 @@ role (person detector, or wholebody pose model).
 
 Errors are :class:`HubError` subclasses with one-line messages: :class:`UnknownModelError`,
 :class:`HubNotInstalledError`, :class:`DestinationError`, :class:`DownloadError`,
-:class:`CheckError`.
+:class:`CheckError`, :class:`NotDownloadedError`, :class:`WrongRoleError`.
 """
 
 from __future__ import annotations
@@ -42,6 +44,10 @@ __all__ = [
     "check_model",
     "run_hint",
     "INSTALL_HINT",
+    "NotDownloadedError",
+    "WrongRoleError",
+    "resolve_model",
+    "download_command",
 ]
 
 INSTALL_HINT = "pip install 'wanprep_torch[hub]'  (or: pip install huggingface_hub)"
@@ -105,6 +111,14 @@ class CheckError(HubError):
     """A downloaded file does not load in ONNX Runtime, or has the wrong signature."""
 
 
+class NotDownloadedError(HubError):
+    """A model named by the catalogue whose files are not in the models folder."""
+
+
+class WrongRoleError(HubError, ValueError):
+    """A catalogue name given for the other role (a pose model as the detector)."""
+
+
 @dataclass(frozen=True)
 class Downloaded:
     model: HubModel
@@ -121,8 +135,9 @@ def get_model(name: str) -> HubModel:
     raise UnknownModelError(f"unknown model {name!r}{hint}; known models: {', '.join(MODELS)}")
 
 
-def format_model_list() -> str:
-    """A table of the known models and where each comes from, for `wanprep models`."""
+def format_model_list(models_dir=None) -> str:
+    """A table of the known models, where each comes from and, with ``models_dir``, whether it
+    is downloaded there; for `wanprep models`."""
     lines = []
     for m in MODELS.values():
         lines.append(f"{m.name:<11}{m.role:<10}{m.description}")
@@ -130,13 +145,61 @@ def format_model_list() -> str:
         for f in m.extra_files:
             lines.append(f"{'':<21}  with {f} (kept in the same folder)")
         lines.append(f"{'':<21}{m.url}")
+        if models_dir is not None:
+            where = Path(models_dir) / m.filename
+            have = all((Path(models_dir) / f).is_file() for f in m.files)
+            lines.append(f"{'':<21}{'downloaded: ' + str(where) if have else 'not downloaded'}")
+    lines.append("")
+    if models_dir is not None:
+        lines.append(f"models folder: {models_dir}  (--models-dir DIR or $WANPREP_MODELS to change)")
     lines += [
-        "",
-        "download:  wanprep models download yolov10m vitpose-l --to models   (needs huggingface_hub)",
-        "then:      wanprep run VIDEO --det models/process_checkpoint/det/yolov10m.onnx "
-        "--pose models/onnx/wholebody/vitpose-l-wholebody.onnx --out out",
+        "download:  wanprep models download yolov10m vitpose-l   (needs huggingface_hub)",
+        "then:      wanprep run VIDEO --det yolov10m --pose vitpose-l --out out",
     ]
     return "\n".join(lines)
+
+
+def download_command(names: Sequence[str], models_dir=None) -> str:
+    """The `wanprep models download` line that puts ``names`` where a run looks for them
+    (``models_dir``: a folder given with --models-dir; None for the default one)."""
+    extra = f" --models-dir {models_dir}" if models_dir is not None else ""
+    return f"wanprep models download {' '.join(names)}{extra}"
+
+
+def resolve_model(value, role: str, models_dir, *, flag: str | None = None, explicit_dir: bool = False) -> Path:
+    """The model file that ``--det`` / ``--pose`` ``value`` means.
+
+    An existing file is itself; a catalogue name (:data:`MODELS`) is its file in ``models_dir``
+    (where `wanprep models download` puts it); anything else that looks like a path (a folder
+    part or a suffix) is returned as is, so that the model check names the missing file.
+    Raises :class:`WrongRoleError` (a pose model as the detector), :class:`NotDownloadedError`
+    (the message holds the download command; ``explicit_dir``: the folder came from
+    --models-dir, so the command names it) or :class:`UnknownModelError`.
+    """
+    flag = flag or ("--det" if role == "detector" else "--pose")
+    text = str(value)
+    path = Path(text).expanduser()
+    if path.exists():
+        return path
+    if text in MODELS:
+        m = MODELS[text]
+        if m.role != role:
+            fits = ", ".join(n for n, x in MODELS.items() if x.role == role)
+            raise WrongRoleError(f"{flag} {text}: {text} is a {m.role} model; {flag} takes {fits} or an ONNX file")
+        folder = Path(models_dir)
+        missing = [f for f in m.files if not (folder / f).is_file()]
+        if missing:
+            cmd = download_command([text], folder if explicit_dir else None)
+            raise NotDownloadedError(f"{flag} {text}: model not downloaded ({folder / missing[0]} not found); "
+                                     f"get it with: {cmd}")
+        return folder / m.filename
+    if path.suffix or len(path.parts) > 1:
+        return path
+    names = [n for n, x in MODELS.items() if x.role == role]
+    close = difflib.get_close_matches(text, names, n=2, cutoff=0.5)
+    hint = f" (did you mean {' or '.join(close)}?)" if close else ""
+    raise UnknownModelError(f"{flag} {text}: no such file and not a model name{hint}; "
+                            f"model names: {', '.join(names)}, or give a path to an .onnx file")
 
 
 def _one_line(exc: BaseException) -> str:
@@ -225,10 +288,12 @@ def download(names: Iterable[str], to, *, force: bool = False, check: bool = Tru
     return done
 
 
-def run_hint(done: Sequence[Downloaded]) -> str | None:
-    """A `wanprep run` line using the downloaded detector and pose model, when both are there."""
-    det = next((d.path for d in done if d.model.role == "detector"), None)
-    pose = next((d.path for d in done if d.model.role == "pose"), None)
+def run_hint(done: Sequence[Downloaded], models_dir=None) -> str | None:
+    """A `wanprep run` line naming the downloaded detector and pose model, when both are there
+    (``models_dir``: a folder given with --models-dir or --to, named in the line)."""
+    det = next((d.model.name for d in done if d.model.role == "detector"), None)
+    pose = next((d.model.name for d in done if d.model.role == "pose"), None)
     if det is None or pose is None:
         return None
-    return f"wanprep run VIDEO --det {det} --pose {pose} --out out"
+    extra = f" --models-dir {models_dir}" if models_dir is not None else ""
+    return f"wanprep run VIDEO --det {det} --pose {pose}{extra} --out out"

@@ -33,7 +33,7 @@ from .errors import RunError, one_line
 
 __all__ = ["FolderLock", "RunFolder", "StreamWriter", "RESULT_FILES", "prepare_out", "check_not_input", "remove_empty"]
 
-RESULT_FILES = ("pose.mp4", "face.mp4", "openpose.json", "timings.txt", "poses.json")  # commit order: marker last
+RESULT_FILES = ("pose.mp4", "face.mp4", "overlay.mp4", "openpose.json", "timings.txt", "poses.json")  # commit order: marker last
 STAGING = ".wanprep-partial"
 PERSON_GLOB = "person-*"  # several people: one folder per identity (face.mp4, poses.json)
 LOCK = ".wanprep.lock"
@@ -273,7 +273,8 @@ class StreamWriter:
     identity gets ``person-<id>/`` (face.mp4 and poses.json with its ``present`` column: a
     ``person`` writer)."""
 
-    def __init__(self, folder: Path, fps, device, filled=(), concealed=(), person: bool = False):
+    def __init__(self, folder: Path, fps, device, filled=(), concealed=(), overlay: bool = False, person: bool = False):
+        from .overlay import FrameQueue
         from .video import VideoWriter
 
         self.dir = Path(folder)
@@ -283,19 +284,28 @@ class StreamWriter:
         self.concealed = concealed  # frame indices decoded from damaged references: flagged, kept
         self.columns = PERSON_COLUMNS if person else COLUMNS
         self.paths = [self.dir / "pose.mp4", self.dir / "face.mp4", self.dir / "poses.jsonl"]
+        # overlay.mp4: the drawing on the source frames; the caller pushes each decoded chunk
+        # into ``source`` and every part is drawn on the frames it came from.
+        self.source = FrameQueue() if overlay else None
+        self.overlay = None
         with self._writing(self.dir):
             self.dir.mkdir(exist_ok=True)
             self.pose = None if person else VideoWriter(self.paths[0], fps)
             self.face = VideoWriter(self.paths[1], fps)
             self.jsonl = open(self.paths[2], "w")
+            if overlay:
+                self.overlay = VideoWriter(self.dir / "overlay.mp4", fps)
         self.persons: dict = {}  # identity -> StreamWriter
         self.frames = 0
         self.fallback = 0  # frames where no person was detected (full-frame box)
         self.held = 0  # frames where no face was visible
         self.lost = 0  # frames filled from the previous one (source not decodable)
+        self.person_frames = 0  # frames with a detected person
+        self.body_seen = 0  # body points seen (score >= 0.3) on those frames
         self.width = self.height = None
         self.timings: dict = {}
         self.providers: dict = {}
+        self.noise: dict = {}  # keypoint noise per group (Result.noise)
         self.write_s = 0.0
         self._last = None  # (record, meta, face crop) of the last frame written
 
@@ -351,14 +361,22 @@ class StreamWriter:
                     self.pose.write(draw_pose(metas[s : s + _DRAW_CHUNK], device=self.device))
         with self._writing(self.paths[1]):
             self.face.write(faces)
+        if self.overlay is not None:
+            with self._writing(self.dir / "overlay.mp4"):
+                self._add_overlay(part.start, metas, recs)
         with self._writing(self.paths[2]):
             for rec in recs:
                 self.jsonl.write(json.dumps(rec) + "\n")
             self.jsonl.flush()
         self.fallback += sum(1 for r in recs if r["bbox"][4] == -1)
+        for r, m in zip(recs, metas):
+            if r["bbox"][4] != -1:
+                self.person_frames += 1
+                self.body_seen += int((m["keypoints_body"][:, 2] >= 0.3).sum())
         self.held += sum(1 for r in recs if r["face_held"])
         self.width, self.height = part.width, part.height
         self.timings, self.providers = part.timings, part.providers
+        self.noise = part.noise
         self.frames += n
         self.write_s += time.perf_counter() - t0
 
@@ -380,12 +398,31 @@ class StreamWriter:
                 out.add(absent_person(track_id, s, n, like, part.face_images[:0]))
         return out
 
+    def _add_overlay(self, start: int, metas, recs) -> None:
+        """Draw the frames' results (held ones for filled frames) on their source frames."""
+        import torch
+
+        from .overlay import draw_overlay
+        from .poses import Poses
+
+        frames = self.source.take(start, len(recs))
+        poses = Poses.from_metas(metas)
+        boxes = torch.tensor([r["bbox"] for r in recs], dtype=torch.float64)
+        faces = [r["face_bbox"] for r in recs]
+        held = torch.tensor([bool(r["face_held"]) for r in recs])
+        for s in range(0, len(recs), _DRAW_CHUNK):
+            e = s + _DRAW_CHUNK
+            self.overlay.write(draw_overlay(frames[s:e], Poses(poses.keypoints[s:e], poses.width, poses.height),
+                                            boxes[s:e], faces[s:e], held[s:e]))
+
     def close(self) -> None:
         """Close the videos (playable, exactly the frames written) and the records."""
         with self._writing(self.dir):
             try:
                 if self.pose is not None:
                     self.pose.close()
+                if self.overlay is not None:
+                    self.overlay.close()
             finally:
                 try:
                     self.face.close()

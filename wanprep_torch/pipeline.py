@@ -23,9 +23,10 @@ from .pose import PoseEstimator
 from .progress import Progress
 from .reference import ReferencePose, RetargetStream, estimate_reference
 from .runtime import RuntimeConfig, open_models, resolve_batch_size
-from .assembly import CrowdAssembly, CrowdFrames, SubjectAssembly
+from .assembly import CrowdAssembly, CrowdFrames, CrowdSmoothing, SubjectAssembly, SubjectSmoothing, flushed, smoothed
 from .crowd import CrowdScheduler
 from .schedule import Scheduler
+from .temporal import NoiseEstimator, resolve_smooth
 from .timing import NULL_TIMER, StageTimer
 from .track import PeopleConfig
 from .wan import FaceConfig
@@ -57,11 +58,15 @@ class Result:
     det_ran: torch.Tensor  # (T,) bool: the detector ran on this frame
     pose_ran: torch.Tensor  # (T,) bool: the pose model ran (False: keypoints interpolated)
     gate_distance: torch.Tensor  # (T,) float: estimated motion (px) since the last processed frame
+    face_bboxes_exact: torch.Tensor  # (T, 4) float32: the boxes the face crops were taken from
     width: int
     height: int
     timings: dict = field(default_factory=dict)
     providers: dict = field(default_factory=dict)
     start: int = 0  # index of the first frame in the video (parts from Preprocessor.stream)
+    # Measurement noise (px per coordinate) of each keypoint group (body, face, hands) estimated
+    # from the video so far (None: too few measurements yet); see wanprep_torch.temporal.
+    noise: dict = field(default_factory=dict)
     # With a reference image (every part of a stream carries the first three):
     reference_meta: dict | None = None  # its pose, a Wan meta dict on the resized image's canvas
     reference_image: torch.Tensor | None = None  # (h, w, 3) float in [0, 1]: the image resized to the area
@@ -120,6 +125,7 @@ class Result:
             "det_ran": self.det_ran.cpu().tolist(),
             "pose_ran": self.pose_ran.cpu().tolist(),
             "gate_distance": [round(v, 4) for v in self.gate_distance.cpu().tolist()],
+            "noise": self.noise,
             "providers": self.providers,
             "timings": self.timings,
         }
@@ -156,6 +162,11 @@ class Preprocessor:
         chunk_size: frames processed per step; memory grows with this, not with the video.
         progress: show a tqdm bar; progress_callback("frames", done, total) is called as frames
             finish.
+        smooth: keypoint smoothing (:mod:`~wanprep_torch.temporal`: a zero-lag Kalman/RTS
+            smoother per keypoint, its noise measured from the video; face crops follow the
+            smoothed face at sub-pixel precision): "auto" (default: on with the gate on, off
+            with ``gate="off"``), "on", "off", a bool, a SmoothConfig, or a dict of its fields.
+            Parts of a stream wait ``lookahead`` (16) more frames with it on.
         people: 1 (the default) follows one subject; N > 1 or "all" follows up to N people (all)
             with identities (``Result.people``; see :mod:`~wanprep_torch.crowd`).
         people_keep: frames an identity out of view keeps its id (with ``people`` > 1).
@@ -189,6 +200,7 @@ class Preprocessor:
         runtime: RuntimeConfig | None = None,
         detect: DetectConfig | None = None,
         face: FaceConfig | None = None,
+        smooth="auto",
     ):
         runtime = override(
             runtime or RuntimeConfig(), device=device, batch_size=batch_size, intra_op_threads=intra_op_threads, providers=providers
@@ -204,7 +216,7 @@ class Preprocessor:
         self._compose(
             PersonDetector(det, device, batch_size=batch, config=detect),
             PoseEstimator(pose, device, batch_size=batch, dark=dark),
-            face, gate, chunk_size, progress, progress_callback, timings, crowd,
+            face, gate, resolve_smooth(smooth, gate.enabled), chunk_size, progress, progress_callback, timings, crowd,
         )  # fmt: skip
 
     @classmethod
@@ -219,6 +231,7 @@ class Preprocessor:
         progress: bool = True,
         progress_callback: Callable | None = None,
         timings: bool = True,
+        smooth="auto",
         people=1,
         people_keep: int = 24,
     ) -> "Preprocessor":
@@ -248,16 +261,18 @@ class Preprocessor:
         gate = resolve_gate(gate)
         _check_chunk(chunk_size)
         self = cls.__new__(cls)
+        smooth = resolve_smooth(smooth, gate.enabled)
         crowd = PeopleConfig.from_option(people, people_keep)
-        self._compose(detector, estimator, face or FaceConfig(), gate, chunk_size, progress, progress_callback, timings, crowd)
+        self._compose(detector, estimator, face or FaceConfig(), gate, smooth, chunk_size, progress, progress_callback, timings, crowd)
         return self
 
-    def _compose(self, detector, estimator, face, gate, chunk_size, progress, progress_callback, timings, people=None) -> None:
+    def _compose(self, detector, estimator, face, gate, smooth, chunk_size, progress, progress_callback, timings, people=None) -> None:
         self.device = detector.device
         self.detector = detector
         self.estimator = estimator
         self.face = face
         self.gate = gate
+        self.smooth = smooth
         self.people = people  # PeopleConfig with several people, None for the single subject
         self.chunk_size = int(chunk_size)
         self.progress = progress
@@ -374,16 +389,23 @@ class Preprocessor:
         total = as_tchw(video, finite=False).shape[0] if isinstance(video, torch.Tensor) else None
         timer = StageTimer(self.device) if self.timings else NULL_TIMER
         prog = Progress(total, enabled=self.progress, desc="frames", callback=self.progress_callback)
-        assembler = lambda: wan.WanAssembler(self.face, self.device, self._ws, timer)  # noqa: E731
+        noise = NoiseEstimator(min_score=self.gate.track_kp_score)
+        smooth = self.smooth.enabled
+        assembler = lambda: wan.WanAssembler(self.face, self.device, self._ws, timer, exact=smooth)  # noqa: E731
         if self.people is None:
-            sched = Scheduler(self.detector, self.estimator, self.gate, self._ws, timer, on_oom=self._shrink, on_frames=prog.update)
-            wan_out = SubjectAssembly(assembler(), timer)
-        else:
-            sched = CrowdScheduler(
-                self.detector, self.estimator, self.gate, self.people, self._ws, timer, on_oom=self._shrink, on_frames=prog.update
+            sched = Scheduler(
+                self.detector, self.estimator, self.gate, self._ws, timer, on_oom=self._shrink, on_frames=prog.update, noise=noise, cuts=smooth
             )
+            smoother = SubjectSmoothing(self.smooth, NoiseEstimator(min_score=self.smooth.min_score), timer) if smooth else None
+            wan_out = SubjectAssembly(assembler(), timer)
+        else:  # several people: the temporal model per identity (its own noise estimate)
+            sched = CrowdScheduler(
+                self.detector, self.estimator, self.gate, self.people, self._ws, timer, on_oom=self._shrink, on_frames=prog.update, cuts=smooth
+            )
+            smoother = CrowdSmoothing(self.smooth, timer) if smooth else None
             wan_out = CrowdAssembly(assembler, self.detector.config, timer)
-        state = _PartState(timer, self.providers)
+            noise = None
+        state = _PartState(timer, self.providers, noise)
         if reference_image is not None and reference_size is not None:
             state.set_reference(self.reference_pose(reference_image, reference_size))  # bad input fails first
         error = None
@@ -395,20 +417,20 @@ class Preprocessor:
                     if reference_image is not None and state.reference is None:
                         size = (int(chunk.shape[-1]), int(chunk.shape[-2]))  # chunks are (T, 3, H, W)
                         state.set_reference(self.reference_pose(reference_image, size))
-                    wan_out.add(sched.feed(chunk))
+                    wan_out.add(smoothed(smoother, sched.feed(chunk)))
                     part = state.part(wan_out.take())
                     if part is not None:
                         yield part
             except (ValueError, TypeError) as exc:
                 error = exc  # finish the frames already read, then raise
             except StopRequested as stop:  # a requested stop: hand out the frames already final
-                wan_out.add(stop.finished)
+                wan_out.add(flushed(smoother, stop.finished))
                 wan_out.flush()
                 part = state.part(wan_out.take())
                 if part is not None:
                     yield part
                 raise
-            wan_out.add(sched.finish())
+            wan_out.add(flushed(smoother, sched.finish()))
             wan_out.flush()
             part = state.part(wan_out.take())
             if part is not None:
@@ -422,7 +444,8 @@ class Preprocessor:
 class _PartState:
     """Makes :class:`Result` parts from final Wan frames."""
 
-    def __init__(self, timer, providers: dict):
+    def __init__(self, timer, providers: dict, noise: NoiseEstimator | None = None):
+        self.noise = noise
         self.timer = timer
         self.providers = providers
         self.frames = 0
@@ -435,12 +458,13 @@ class _PartState:
 
     def part(self, done) -> Result | None:
         """A Result of the final frames ``done`` (:class:`~wanprep_torch.wan.WanFrames`, or a
-        :class:`~wanprep_torch.crowdparts.CrowdFrames` with everyone's)."""
+        :class:`~wanprep_torch.assembly.CrowdFrames` with everyone's)."""
         if done is None or not len(done.primary if isinstance(done, CrowdFrames) else done):
             return None
         with self.timer("wan"):
             people = getattr(done, "people", None)
             res = wan_result(done.primary if people is not None else done)
+            res.noise = self.noise.sigmas() if self.noise is not None else {}
             if people is not None:
                 res.people = [_person_result(tid, d, res) for tid, d in people]
             if self.reference is not None:
@@ -475,6 +499,7 @@ def wan_result(done: "wan.WanFrames") -> Result:
         det_ran=torch.tensor([v for e in extra for v in e.det_ran], dtype=torch.bool, device=dev),
         pose_ran=torch.tensor([v for e in extra for v in e.pose_ran], dtype=torch.bool, device=dev),
         gate_distance=torch.tensor([v for e in extra for v in e.distance], dtype=torch.float32, device=dev),
+        face_bboxes_exact=torch.tensor(done.face_exact, dtype=torch.float32, device=dev).reshape(-1, 4),
         width=int(done.metas[0]["width"]),
         height=int(done.metas[0]["height"]),
         start=extra[0].start,
@@ -515,6 +540,7 @@ def absent_person(track_id: int, start: int, n: int, like: Result, faces_like: t
         face_images=torch.zeros((n,) + tuple(f.shape[1:]), dtype=f.dtype, device=f.device),
         face_bboxes=[face] * n,
         face_held=torch.ones(n, dtype=torch.bool, device=dev),
+        face_bboxes_exact=torch.tensor([face] * n, dtype=torch.float32, device=dev).reshape(-1, 4),
         key_frame_points=json.dumps(wan.key_frame_points(kps[0], box=boxes[0])),
         key_frames=_key_frames(kps, boxes, start),
         other_persons=torch.zeros(n, dtype=torch.long, device=dev),
@@ -591,11 +617,13 @@ class _Joiner:
             det_ran=torch.cat([p.det_ran for p in parts]),
             pose_ran=torch.cat([p.pose_ran for p in parts]),
             gate_distance=torch.cat([p.gate_distance for p in parts]),
+            face_bboxes_exact=torch.cat([p.face_bboxes_exact for p in parts]),
             width=last.width,
             height=last.height,
             timings=last.timings,
             providers=last.providers,
             start=first.start,
+            noise=last.noise,
             reference_meta=first.reference_meta,
             reference_image=first.reference_image,
             reference_box=first.reference_box,

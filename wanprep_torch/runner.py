@@ -16,7 +16,6 @@ the frames done (exit 130).
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import sys
 import time
 from dataclasses import dataclass
@@ -24,12 +23,14 @@ from pathlib import Path
 
 from .config import CHUNK_SIZE
 from .errors import EXIT_INCOMPLETE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USER, RunError, one_line
+from .gateconfig import PRESETS
 from .interrupt import StopFlag, StopRequested, checkpoint
 
 __all__ = ["RunOptions", "RunSummary", "run_video", "load_preprocessor", "resolve_models", "check_device",
            "format_timings"]
 
-GATES = ("off", "safe", "fast")  # gate.PRESETS' names, restated to keep torch out of start-up (a test checks)
+GATES = tuple(PRESETS)  # from the torch-free gateconfig: start-up stays without torch
+SMOOTHING = ("auto", "on", "off")  # temporal.resolve_smooth's names, restated to keep torch out of start-up (a test checks)
 
 
 def check_device(device, allow_auto: bool = False) -> str:
@@ -64,16 +65,20 @@ class RunOptions:
     width: int | None = None
     height: int | None = None
     gate: str = "safe"
+    smooth: str = "auto"
     device: str = "cpu"
     fp16: bool = False
     batch: int | str = "auto"
     chunk: int = CHUNK_SIZE
     face_padding: int = 0
     overwrite: bool = False
+    overlay: bool = False  # also overlay.mp4: the result drawn on the source frames
+    start: str | None = None  # --start as written (video.parse_time): seconds, [H:]M:S or frames (30f)
+    duration: str | None = None  # --duration, the same forms
     people: int | str = 1  # several people: N or "all" (person-<id>/ folders)
 
     # The options a result depends on: a change re-runs a video under `batch --resume`.
-    RESULT_FIELDS = ("det", "pose", "width", "height", "gate", "fp16", "face_padding", "people")
+    RESULT_FIELDS = ("det", "pose", "width", "height", "gate", "smooth", "fp16", "face_padding", "overlay", "start", "duration", "people")
 
     def check(self, allow_auto_device: bool = False) -> "RunOptions":
         """RunError (exit 2) naming the first bad option; returns self."""
@@ -84,14 +89,30 @@ class RunOptions:
                 raise RunError(f"{name} must be >= 1, got {v}")
         if self.gate not in GATES:
             raise RunError(f"unknown --gate {self.gate!r}; choose one of {', '.join(GATES)}")
+        if self.smooth not in SMOOTHING:
+            raise RunError(f"unknown --smooth {self.smooth!r}; choose one of {', '.join(SMOOTHING)}")
         if self.batch != "auto" and (not isinstance(self.batch, int) or self.batch < 1):
             raise RunError(f"--batch must be 'auto' or a positive integer, got {self.batch!r}")
         if self.face_padding < 0:
             raise RunError(f"--face-padding must be >= 0, got {self.face_padding}")
         if self.people != "all" and (isinstance(self.people, bool) or not isinstance(self.people, int) or self.people < 1):
             raise RunError(f"--people must be a positive integer or 'all', got {self.people!r}")
+        self.time_range()
         check_device(self.device, allow_auto=allow_auto_device)
         return self
+
+    def time_range(self):
+        """(start, duration) as :class:`~wanprep_torch.video.TimeSpec` (None where not given);
+        RunError for a value that does not parse."""
+        from .video import parse_time
+
+        out = []
+        for flag, text in (("--start", self.start), ("--duration", self.duration)):
+            try:
+                out.append(parse_time(text) if text is not None else None)
+            except ValueError as exc:
+                raise RunError(f"{flag}: {exc}") from None
+        return tuple(out)
 
     def replace(self, **changes) -> "RunOptions":
         return dataclasses.replace(self, **changes)
@@ -142,6 +163,7 @@ class RunSummary:
     gate: str | None = None
     pose_frames: int = 0
     face_frames: int = 0
+    overlay_frames: int | None = None  # with --overlay
 
 
 def format_timings(timings: dict) -> str:
@@ -171,11 +193,13 @@ def require_fp16() -> None:
         raise RunError(f"--fp16 needs onnxconverter-common: {FP16_INSTALL}") from None
 
 
-def resolve_models(options: RunOptions, cache_dir: Path, log=print) -> RunOptions:
-    """With ``fp16``: FP16 copies of float32 models, converted once into ``cache_dir`` (FP16
-    files pass as they are); the options returned name them (``fp16`` then False: nothing left
-    to convert). Inputs and outputs become float16 too; a cached copy is reused while newer
-    than its source."""
+def resolve_models(options: RunOptions, cache_dir: Path | None = None, log=print) -> RunOptions:
+    """With ``fp16``: FP16 copies of float32 models, converted once per source model's content
+    into ``cache_dir`` (default: the user cache's fp16 folder, :func:`wanprep_torch.paths.fp16_cache_dir`);
+    FP16 files pass as they are. The options returned name them (``fp16`` then False: nothing
+    left to convert). Inputs and outputs become float16 too. A copy is named after the SHA-256 of
+    its source's bytes with their external data (:mod:`~wanprep_torch.modelcache`), so every
+    ``--out``, and every copy of the same file, shares it."""
     if not options.fp16:
         return options
     require_fp16()
@@ -184,8 +208,10 @@ def resolve_models(options: RunOptions, cache_dir: Path, log=print) -> RunOption
     from converters import ConversionError
     from converters.fp16 import convert_fp16, is_fp16_model
 
+    from . import modelcache, paths
     from .runtime import ModelError, check_model_file
 
+    cache = Path(cache_dir) if cache_dir is not None else paths.fp16_cache_dir()
     out = {}
     for key, role in (("det", "detector"), ("pose", "pose")):
         path = Path(getattr(options, key))
@@ -197,10 +223,15 @@ def resolve_models(options: RunOptions, cache_dir: Path, log=print) -> RunOption
         if is_fp16_model(model):
             out[key] = str(path)
             continue
-        tag = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:8]  # two models sharing a name
-        dst = cache_dir / f"{path.stem}-{tag}.fp16.onnx"
-        if not (dst.is_file() and dst.stat().st_mtime >= path.stat().st_mtime):
-            cache_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            cache.mkdir(parents=True, exist_ok=True)
+            digest = modelcache.content_digest([path, *modelcache.external_data_files(model, path.parent)], cache)
+        except OSError as exc:
+            raise RunError(f"--fp16: cannot use the cache folder {cache}: {exc.strerror or one_line(exc)}") from None
+        dst = modelcache.cached_copy_path(path, digest, cache, ".fp16.onnx")
+        if dst.is_file():
+            log(f"using the cached FP16 {role} model {dst}")
+        else:
             log(f"converting the {role} model to FP16: {path} -> {dst}")
             try:
                 convert_fp16(path, dst, keep_io_types=False, force=True)
@@ -223,7 +254,7 @@ def load_preprocessor(options: RunOptions, progress_callback=None, threads: int 
         return Preprocessor(options.det, options.pose, device=options.device, batch_size=options.batch,
                             face_padding=options.face_padding, face_dtype=torch.uint8, face_device="cpu",
                             chunk_size=options.chunk, progress=False, progress_callback=progress_callback,
-                            gate=options.gate, intra_op_threads=threads, people=options.people)
+                            gate=options.gate, smooth=options.smooth, intra_op_threads=threads, people=options.people)
     except ModelError:
         raise
     except (ValueError, TypeError) as exc:
@@ -253,6 +284,10 @@ def run_video(video, out_dir, options: RunOptions, *, stop: StopFlag | None = No
     options.check()
     if options.fp16 and pre is None:
         require_fp16()
+        if str(options.device).startswith("cpu"):
+            err("wanprep: warning: --fp16 on the CPU makes the models slower, not faster: ONNX Runtime's CPU "
+                "provider runs most float16 ops through casts to float32 (scripts/bench_fp16_cpu.py, "
+                "BENCHMARKS.md); FP16 pays on CUDA. Going on in FP16 as asked.")
     check_not_input(out_dir, [video])
     if stop.requested:  # during start-up (the imports take seconds): nothing done yet
         err(f"wanprep: interrupted ({stop.requested}) during start-up; nothing was written")
@@ -285,10 +320,16 @@ def run_video(video, out_dir, options: RunOptions, *, stop: StopFlag | None = No
 def _open_video(video, options: RunOptions, err):
     """The reader, primed, and the (H, W) to process at (even sides), after the memory check."""
     from .resources import check_fits
-    from .video import VideoReader, even_size, target_size
+    from .video import VideoReader, even_size, frame_range, target_size
 
     reader = VideoReader(video)
     try:
+        start, duration = options.time_range()
+        try:
+            rng = frame_range(start, duration, reader.fps)
+        except ValueError as exc:
+            raise RunError(str(exc)) from None
+        reader.select(rng)
         reader.prime()
         asked = target_size((reader.height, reader.width), options.width, options.height)
         size = even_size(asked)
@@ -310,13 +351,14 @@ def _run_locked(video, folder, options, stop, pre, progress, log, err, t_start) 
     try:
         checkpoint()
         if pre is None:
-            options = resolve_models(options, folder.out / ".models", log=log if progress else (lambda _m: None))
+            options = resolve_models(options, log=log if progress else (lambda _m: None))
         bar = Progress(reader.expected_frames, progress)
         if pre is None:  # one report, driven here: the Preprocessor's own bar stays off
             checkpoint()
             pre = load_preprocessor(options, progress_callback=bar)
         checkpoint()
-        writer = StreamWriter(folder.open(), reader.fps, pre.device, reader.filled, reader.concealed)
+        writer = StreamWriter(folder.open(), reader.fps, pre.device, reader.filled, reader.concealed,
+                              overlay=options.overlay)
         error, interrupted = _process(reader, pre, writer, size, options, stop, bar)
         writer.close()
     except StopRequested:  # before any frame: nothing to keep
@@ -359,6 +401,8 @@ def _process(reader, pre, writer, size, options, stop, bar) -> tuple[str | None,
     def frames():
         resize = None if size == (reader.height, reader.width) else size
         for c in reader.chunks(options.chunk, pre.device, resize, on_error="stop"):
+            if writer.source is not None:  # --overlay: each part is drawn on its own frames
+                writer.source.push(c.cpu())
             yield c
             checkpoint()
 
@@ -409,12 +453,15 @@ def _finish(reader, writer, folder, options, size, asked, error, stop, log, err,
     video_info = {
         "source": str(reader.path), "fps": float(reader.fps), "frames": n,
         "source_size": [reader.width, reader.height], "size": [size[1], size[0]], "gate": options.gate,
-        "rotation": reader.rotation, "filled_frames": len(reader.filled), "concealed_frames": len(reader.concealed),
+        "smooth": options.smooth, "rotation": reader.rotation, "filled_frames": len(reader.filled), "concealed_frames": len(reader.concealed),
+        "range": _range_record(reader, options),
     }
+    if options.overlay:
+        video_info["overlay"] = "overlay.mp4"
     if size != asked:
         video_info["requested_size"] = [asked[1], asked[0]]
     footer = {
-        "providers": writer.providers, "timings": writer.timings, "video": video_info, "options": options.record(),
+        "providers": writer.providers, "timings": writer.timings, "noise": writer.noise, "video": video_info, "options": options.record(),
         "complete": complete, "frames_done": n, "expected_frames": reader.expected_frames,
         "decoded_frames": reader.decoded, "filled_frames": len(reader.filled), "concealed_frames": len(reader.concealed),
     }
@@ -433,8 +480,11 @@ def _finish(reader, writer, folder, options, size, asked, error, stop, log, err,
     folder.commit()
     log(text.rstrip("\n"))
     log(f"providers: {writer.providers}")
+    if writer.noise:
+        log("keypoint noise (px, measured): " + ", ".join(f"{k} {'?' if v is None else f'{v:.2f}'}" for k, v in writer.noise.items()))
     _warn_empty(n, writer.fallback, writer.held, err)
-    where = f"{folder.out}/ (pose.mp4, face.mp4, poses.json, timings.txt)"
+    _warn_unseen(writer.person_frames, writer.body_seen, reader.pix_fmt, err)
+    where = f"{folder.out}/ (pose.mp4, face.mp4, {'overlay.mp4, ' if options.overlay else ''}poses.json, timings.txt)"
     if stop is not None:
         status = EXIT_INTERRUPTED
         total = f" of {reader.expected_frames}" if reader.expected_frames else ""
@@ -452,7 +502,43 @@ def _finish(reader, writer, folder, options, size, asked, error, stop, log, err,
         log(f"outputs written to {where}")
     return RunSummary(status, complete, n, str(folder.out), reason=reason, filled=len(reader.filled),
                       size=(size[1], size[0]), fps=float(reader.fps), gate=options.gate,
-                      pose_frames=writer.pose.frames, face_frames=writer.face.frames)
+                      pose_frames=writer.pose.frames, face_frames=writer.face.frames,
+                      overlay_frames=writer.overlay.frames if writer.overlay is not None else None)
+
+
+def _range_record(reader, options: RunOptions) -> dict:
+    """poses.json's video.range: the part of the source processed (--start / --duration)."""
+    start, duration = options.time_range()
+    rng = reader.range
+    return {
+        "first_frame": rng.first,
+        "start_s": round(rng.first / float(reader.fps), 6),
+        "max_frames": rng.count,
+        "start": start.to_json() if start is not None else None,
+        "duration": duration.to_json() if duration is not None else None,
+        "source_frames": reader.source_frames,
+        "seeked_to": reader.seeked_to,
+    }
+
+
+# The colour-code rule: on frames where a person was found, fewer than half of the 20 body points
+# seen on average. Real models see most body points of a person in view; the test kit's
+# colour-coded people through 4:2:0 chroma give ~7 of 20 (BENCHMARKS.md, the codec table).
+_UNSEEN_BODY = 10
+_SUBSAMPLED = ("yuv420", "yuvj420", "yuv422", "yuvj422", "yuv411", "yuv410", "nv12", "nv21", "nv16")
+
+
+def _warn_unseen(person_frames: int, body_seen: int, pix_fmt: str | None, err) -> None:
+    """Warn when a person is found but most of its body points are not."""
+    if not person_frames or body_seen >= _UNSEEN_BODY * person_frames:
+        return
+    mean = body_seen / person_frames
+    why = "a wrong or random-weight pose model, or a person mostly out of view or occluded"
+    if pix_fmt and pix_fmt.startswith(_SUBSAMPLED):
+        why += (f"; with the test kit's models: its colour-coded people do not survive {pix_fmt} video (chroma "
+                "subsampling mixes the colour codes); `wanprep demo --video clip.mp4` writes a clip that keeps them")
+    err(f"wanprep: warning: a person was found on {person_frames} frames but only {mean:.1f} of 20 body points "
+        f"were seen on average: {why}")
 
 
 def _warn_empty(n: int, fallback: int, held: int, err) -> None:

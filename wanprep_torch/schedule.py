@@ -20,11 +20,12 @@ import torch
 from .buffers import Workspace
 from .detect import PersonDetector
 from .frames import FrameBatch
-from .gate import GateConfig, MotionGate, interpolate_boxes, interpolate_keypoints, interpolation_error, signatures
+from .gate import GateConfig, MotionGate, correlation, gap_accepted, interpolate_boxes, interpolate_keypoints, signatures
 from .interrupt import StopRequested
 from .pose import PoseEstimator, box_to_center_window
 from .runtime import run_in_batches
 from .skeleton import BODY
+from .temporal import NoiseEstimator
 from .timing import NULL_TIMER
 from .track import SubjectTracker
 
@@ -43,7 +44,8 @@ class FrameRecord:
     index: the frame's position in the video; chunk, local: the (n, 3, H, W) chunk it came in
     and its position there (``view`` is the frame); keypoints: (133, 3) frame pixels and score; box: (5,) x1, y1, x2, y2, score on the
     host (-1: full-frame fallback); others: other persons counted; det_ran, pose_ran: which
-    models ran on it (pose_ran False: interpolated); distance: the gate's motion estimate.
+    models ran on it (pose_ran False: interpolated); distance: the gate's motion estimate;
+    cut: the frame starts a new scene (known with the gate on, or when cuts are asked for).
     """
 
     index: int
@@ -55,6 +57,7 @@ class FrameRecord:
     det_ran: bool
     pose_ran: bool
     distance: float
+    cut: bool = False
 
     @property
     def view(self) -> torch.Tensor:
@@ -111,10 +114,17 @@ class Scheduler:
         timer=NULL_TIMER,
         on_oom: Callable[[int], None] | None = None,
         on_frames: Callable[[int], None] | None = None,
+        noise: NoiseEstimator | None = None,
+        cuts: bool = False,
     ):
         """``on_oom(batch)``: the batch was halved after an out-of-memory error;
         ``on_frames(n)``: n more frames are finished; also called with 0 before each model
-        batch, so a host can check for an interrupt while frames wait for their keyframe."""
+        batch, so a host can check for an interrupt while frames wait for their keyframe.
+        ``noise``: fed with every pose-model measurement in frame order; the gate's check reads
+        its body noise. ``cuts``: mark scene cuts with the gate off too (the gate marks them)."""
+        self.noise = noise
+        self.want_cuts = cuts
+        self.last_sig = None  # the previous frame's signature (cuts with the gate off)
         self.det, self.pose, self.cfg = detector, estimator, gate
         self.on_frames = on_frames
         self.ws = workspace if workspace is not None else Workspace()
@@ -126,6 +136,7 @@ class Scheduler:
         self.planned: list[PlannedKey] = []  # keyframes planned, not yet processed
         self.anchor: FrameRecord | None = None  # the last processed keyframe
         self.index = 0  # frames fed so far
+        self.others = 0  # other people counted at the last detection
 
     @property
     def batch_size(self) -> int:
@@ -163,12 +174,13 @@ class Scheduler:
 
     def _feed_ungated(self, chunk: torch.Tensor, out: list[FrameRecord]) -> None:
         group = max(self.batch_size, CPU_WORK_BATCH) if chunk.device.type == "cpu" else self.batch_size
+        cuts = self._cuts(chunk)
 
         def step(s: int, e: int) -> None:
             n = e - s
             results = self._infer(chunk[s:e], [True] * n, [False] * n)
             recs = [
-                FrameRecord(self.index + s + j, chunk, s + j, r.keypoints, r.box, r.others, r.det_ran, True, 0.0)
+                FrameRecord(self.index + s + j, chunk, s + j, r.keypoints, r.box, r.others, r.det_ran, True, 0.0, cuts[s + j])
                 for j, r in enumerate(results)
             ]
             self._hand_out(recs, out)
@@ -185,9 +197,10 @@ class Scheduler:
                 region = None if self.anchor is None else self.anchor.motion_region()
                 d = self.motion.step(sig[i], region)
             f = PlannedFrame(self.index + i, chunk, i, d.distance, d.cut)
-            if d.cut and self.waiting:
+            if (d.cut or d.boundary) and self.waiting:
                 # The frame before a cut ends the old scene: a keyframe too, so no frame is
-                # interpolated across the cut.
+                # interpolated across the cut. The same where the picture stops or starts
+                # moving: a hold and the motion beside it are gaps of their own.
                 prev = self.waiting.pop()
                 self.planned.append(PlannedKey(prev, self.waiting))
                 self.waiting = []
@@ -219,7 +232,7 @@ class Scheduler:
         prev = self.anchor
         for k, r in zip(keys, results):
             f = k.frame
-            rec = FrameRecord(f.index, f.chunk, f.local, r.keypoints, r.box, r.others, r.det_ran, True, f.distance)
+            rec = FrameRecord(f.index, f.chunk, f.local, r.keypoints, r.box, r.others, r.det_ran, True, f.distance, f.cut)
             recs.append(rec)
             seg = _Segment(prev, rec, k.gap) if prev is not None and k.gap else None
             segments.append((seg, seg is not None and max(g.distance for g in k.gap + [f]) < self.cfg.hold_px))
@@ -247,14 +260,17 @@ class Scheduler:
             nxt = []
             with self.timer("gate"):
                 idx = lambda v: torch.tensor(v, dtype=torch.float64)  # noqa: E731
-                errs = interpolation_error(
+                sigma = self.noise.sigma("body") if self.noise is not None else None
+                sigma_mean = self.noise.sigma_mean() if self.noise is not None and sigma is not None else None
+                accepted = gap_accepted(
                     torch.stack(kps), torch.stack([s.a.keypoints for s in level]), torch.stack([s.b.keypoints for s in level]),
-                    idx([s.a.index for s in level]), idx([s.b.index for s in level]), idx([m.index for m in mids]), self.cfg.track_kp_score,
+                    idx([s.a.index for s in level]), idx([s.b.index for s in level]), idx([m.index for m in mids]), self.cfg,
+                    sigma or 0.0, sigma_mean,
                 ).tolist()  # one host read per level
-                for s, m, k, box, err in zip(level, mids, kps, boxes, errs):
-                    rec = FrameRecord(m.index, m.chunk, m.local, k, box, s.a.others, False, True, m.distance)
+                for s, m, k, box, ok in zip(level, mids, kps, boxes, accepted):
+                    rec = FrameRecord(m.index, m.chunk, m.local, k, box, s.a.others, False, True, m.distance, m.cut)
                     checked.append(rec)
-                    if err > self.cfg.verify_px:
+                    if not ok:
                         at = len(s.gap) // 2
                         nxt += [half for half in (_Segment(s.a, rec, s.gap[:at]), _Segment(rec, s.b, s.gap[at + 1 :])) if half.gap]
             level = nxt
@@ -276,7 +292,7 @@ class Scheduler:
                 a, b = known[j], known[j + 1]
                 k = interpolate_keypoints(a.keypoints, b.keypoints, a.index, b.index, [f.index], self.cfg.track_kp_score)[0]
                 box = interpolate_boxes(a.box, b.box, a.index, b.index, [f.index])[0]
-                recs.append(FrameRecord(f.index, f.chunk, f.local, k, box, a.others, False, False, f.distance))
+                recs.append(FrameRecord(f.index, f.chunk, f.local, k, box, a.others, False, False, f.distance, f.cut))
         recs.append(seg.b)
         return recs
 
@@ -334,6 +350,13 @@ class Scheduler:
                 det[j] = True
             kps[redo] = self.pose.estimate(FrameBatch(sub, self.ws), torch.stack([boxes[j] for j in redo]), timer)
         tr.observe(kps[-1])
+        # A frame without a detection reports the other people counted at the last one (as an
+        # interpolated frame does), not none.
+        for j in range(n):
+            if det[j]:
+                self.others = others[j]
+            else:
+                others[j] = self.others
         return [_Inferred(kps[j], boxes[j], others[j], det[j]) for j in range(n)]
 
     def _detect_into(self, fb: FrameBatch, sel, boxes: list, others: list, targets: list | None = None) -> None:
@@ -349,9 +372,32 @@ class Scheduler:
                 chosen = self.tracker.choose(d)
                 boxes[j], others[j] = chosen.box, chosen.others
 
+    def _cuts(self, chunk: torch.Tensor) -> list[bool]:
+        """Scene cuts with the gate off (when asked for): a frame whose signature correlates
+        less than ``cut_correlation`` with the previous frame's."""
+        n = chunk.shape[0]
+        if not self.want_cuts:
+            return [False] * n
+        with self.timer("gate"):
+            sig = signatures(chunk, self.cfg.signature_width).cpu()
+            out = []
+            for i in range(n):
+                out.append(self.last_sig is None or correlation(self.last_sig, sig[i]) < self.cfg.cut_correlation)
+                self.last_sig = sig[i]
+        return out
+
     def _hand_out(self, recs: list[FrameRecord], out: list[FrameRecord] | None) -> None:
         if recs:
             out.extend(recs)
+            if self.noise is not None:
+                measured = [r for r in recs if r.pose_ran or r.cut]
+                if measured:
+                    kps = torch.stack([r.keypoints for r in measured]).cpu()  # one host read
+                    for r, k in zip(measured, kps):
+                        if r.cut:
+                            self.noise.reset()
+                        if r.pose_ran:
+                            self.noise.add(k, r.index)
         if self.on_frames is not None:
             self.on_frames(len(recs))
 

@@ -5,13 +5,19 @@ Used by the command line and the ComfyUI nodes; knows nothing of the models.
 
 from __future__ import annotations
 
+import math
+import re
 import time
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
 from .errors import one_line
 
-__all__ = ["VideoError", "target_size", "even_size", "resize_frames", "VideoReader", "VideoWriter", "write_video", "one_line"]
+__all__ = [
+    "VideoError", "target_size", "even_size", "resize_frames", "VideoReader", "VideoWriter", "write_video", "one_line",
+    "TimeSpec", "parse_time", "FrameRange", "frame_range",
+]
 
 
 class VideoError(ValueError):
@@ -58,6 +64,85 @@ def resize_frames(frames, hw: tuple[int, int]):
     return y.permute(0, 2, 3, 1).contiguous()
 
 
+@dataclass(frozen=True)
+class TimeSpec:
+    """A position or a length in a video: seconds or a frame count, as the user wrote it."""
+
+    value: float
+    unit: str  # "s" (seconds) or "f" (frames)
+    text: str
+
+    def frames(self, fps) -> int:
+        """In frames at ``fps``: seconds round up to the next frame (a frame at or after the
+        time, as ffmpeg's -ss picks it; a length covers the frames that start within it)."""
+        if self.unit == "f":
+            return int(self.value)
+        return max(int(math.ceil(self.value * float(fps) - 1e-6)), 0)
+
+    def to_json(self) -> dict:
+        return {"text": self.text, "value": self.value, "unit": "frames" if self.unit == "f" else "seconds"}
+
+
+_CLOCK = re.compile(r"^(?:(\d+):)?(\d+):(\d+(?:\.\d*)?)$")
+
+
+def parse_time(text: str) -> TimeSpec:
+    """``--start`` / ``--duration`` values: seconds (``1.5``, ``1.5s``), a clock
+    (``1:02.5``, ``0:01:02.5``: [H:]M:S as ffmpeg writes it) or frames (``30f``).
+
+    Raises ValueError naming the accepted forms.
+
+    >>> parse_time("1.5"), parse_time("30f").frames(24), parse_time("1:02").value
+    (TimeSpec(value=1.5, unit='s', text='1.5'), 30, 62.0)
+    """
+    t = str(text).strip().lower()
+    bad = ValueError(f"expected seconds (1.5 or 1.5s), [H:]M:S (1:02.5) or frames (30f), got {text!r}")
+    m = _CLOCK.match(t)
+    if m:
+        h, mi, sec = m.groups()
+        if int(mi) >= 60 and h is not None or float(sec) >= 60:
+            raise bad
+        return TimeSpec(int(h or 0) * 3600 + int(mi) * 60 + float(sec), "s", str(text))
+    if t.endswith("f"):
+        if not t[:-1].isdigit():
+            raise bad
+        return TimeSpec(float(int(t[:-1])), "f", str(text))
+    body = t[:-1] if t.endswith("s") else t
+    try:
+        v = float(body)
+    except ValueError:
+        raise bad from None
+    if not math.isfinite(v) or v < 0:
+        raise bad
+    return TimeSpec(v, "s", str(text))
+
+
+@dataclass(frozen=True)
+class FrameRange:
+    """Frames ``first`` .. ``first + count - 1`` of a video (``count`` None: to the end)."""
+
+    first: int = 0
+    count: int | None = None
+
+    def contains(self, index: int) -> bool:
+        return index >= self.first and (self.count is None or index < self.first + self.count)
+
+    def ended(self, index: int) -> bool:
+        return self.count is not None and index >= self.first + self.count
+
+
+def frame_range(start: TimeSpec | None, duration: TimeSpec | None, fps) -> FrameRange:
+    """The frames ``--start`` / ``--duration`` select at ``fps``; ValueError for a duration of
+    no frames."""
+    first = start.frames(fps) if start is not None else 0
+    count = None
+    if duration is not None:
+        count = duration.frames(fps)
+        if count < 1:
+            raise ValueError(f"--duration {duration.text} selects no frame at {float(fps):g} fps")
+    return FrameRange(first, count)
+
+
 _END = object()  # the end of the frames (None in the stream of frames is a lost frame)
 
 
@@ -101,10 +186,12 @@ class VideoReader:
         self.stream.thread_type = "AUTO"  # frame + slice threads: decoding keeps pace with the models
         ctx = self.stream.codec_context
         self.width, self.height = int(ctx.width), int(ctx.height)  # displayed sides once primed
+        self.pix_fmt: str | None = ctx.pix_fmt  # e.g. "yuv420p" (chroma subsampled), "gbrp", "yuv444p"
         rate = self.stream.average_rate or self.stream.guessed_rate or self.stream.base_rate
         self.fps = Fraction(rate) if rate else Fraction(25)
         self.frames = int(self.stream.frames or 0) or None  # container's count; 0 when unknown
         self.expected_frames, self.expected_from = self._expected()
+        self.source_frames = self.expected_frames  # the whole video's (select() narrows expected_frames)
         self.rotation = 0  # degrees counter-clockwise applied to every frame (display matrix)
         self.decoded = 0  # frames decoded from the file so far
         self.filled: list[int] = []  # indices of frames that could not be decoded (filled)
@@ -114,6 +201,8 @@ class VideoReader:
         self.produced = 0  # frames handed out (decoded + filled)
         self.error: str | None = None  # the first decoding problem
         self.decode_seconds = 0.0
+        self.range = FrameRange()  # the frames handed out (select())
+        self.seeked_to: int | None = None  # the frame a --start seek landed on (None: decoded from 0)
         self._frames = None  # the ordered frame iterator, started by prime()
         self._ahead: list = []  # items read by prime()
         self._on_error = "stop"
@@ -131,6 +220,22 @@ class VideoReader:
         if seconds and seconds > 0:
             return max(int(round(seconds * float(self.fps))), 1), "duration"
         return None, None
+
+    def select(self, rng: FrameRange) -> None:
+        """Hand out only the frames of ``rng`` (before :meth:`prime`): the decoder seeks to the
+        keyframe before ``rng.first`` and drops the frames before it; frame numbers
+        (``produced``, ``filled``) count from ``rng.first``. ``expected_frames`` becomes the
+        range's share. VideoError when the range starts past the end."""
+        if self._frames is not None:
+            raise RuntimeError("select() after the decoding started")
+        total, slack = self.expected_frames, 0 if self.expected_from == "frame count" else 1
+        if total is not None and rng.first >= total + slack:
+            raise VideoError(f"--start is past the end of {self.path}: frame {rng.first}, the video has {total} "
+                             f"frames ({total / float(self.fps):.2f} s at {float(self.fps):g} fps)")
+        self.range = rng
+        if total is not None:
+            left = max(total - rng.first, 0)
+            self.expected_frames = left if rng.count is None else min(rng.count, left)
 
     def shortfall(self) -> int:
         """Frames the container promised but the file did not give (0 when none or unknown;
@@ -150,12 +255,14 @@ class VideoReader:
         if self._frames is not None:
             return
         self._on_error = on_error
-        self._frames = self._ordered()
+        self._frames = self._in_range()
         self._ahead = []  # leading lost frames (None) and the first decoded one
         for item in self._frames:
             self._ahead.append(item)
             if item is not None:
                 return
+        if self.range.first and not self.error:
+            raise VideoError(f"--start: no frame of {self.path} at or after frame {self.range.first}")
         raise VideoError(self.error or f"cannot decode {self.path}: no frame could be decoded")
 
     def chunks(self, chunk: int, device="cpu", size: tuple[int, int] | None = None, bar=None, on_error: str = "raise"):
@@ -224,6 +331,53 @@ class VideoReader:
             arr = np.ascontiguousarray(np.rot90(arr, k=self.rotation // 90))
         self.decoded += 1
         return arr
+
+    def _in_range(self):
+        """:meth:`_ordered`'s items (frames, None for lost ones) of ``self.range``."""
+        rng = self.range
+        if rng.first == 0 and rng.count is None:
+            yield from self._ordered()
+            return
+        items, index = self._ordered(), 0
+        if rng.first > 0:
+            items, index = self._seek(rng.first)
+        for item in items:
+            if rng.ended(index):
+                return
+            if index >= rng.first:
+                yield item
+            index += 1
+
+    def _index(self, frame) -> int:
+        """The frame number a decoded frame's timestamp says (constant frame rate)."""
+        t0 = self.stream.start_time or 0
+        return int(round(float((frame.pts - t0) * self.stream.time_base * self.fps)))
+
+    def _seek(self, first: int):
+        """(the items from the keyframe at or before frame ``first``, the first item's frame
+        number). When the timestamps cannot place them (none, or the seek landed past ``first``),
+        the items from the start and 0: they are counted instead."""
+        av, s = self._av, self.stream
+        if s.time_base:
+            target = (s.start_time or 0) + int(Fraction(first) / self.fps / s.time_base)
+            try:
+                self.container.seek(target, stream=s, backward=True, any_frame=False)
+                items, lead = self._ordered(), []
+                for item in items:
+                    lead.append(item)
+                    if item is not None:
+                        break
+                head = lead[-1] if lead else None
+                if head is not None and head.pts is not None:
+                    at = self._index(head) - (len(lead) - 1)  # lost frames before it count back from it
+                    if at <= first:
+                        self.seeked_to = at
+                        return _chain(lead, items), at
+            except av.FFmpegError:
+                pass
+        self.container.seek(0, backward=True)  # back to the start (flushes the decoder)
+        self.error = None
+        return self._ordered(), 0
 
     def _ordered(self):
         """Frames in presentation order, one per packet timestamp: a decoded frame, or None
@@ -334,6 +488,11 @@ class VideoReader:
         self.container.close()
 
 
+def _chain(head: list, rest):
+    yield from head
+    yield from rest
+
+
 class VideoWriter:
     """An H.264 (yuv420p) file written chunk by chunk: ``write(chunk)`` as frames become final,
     ``close()`` at the end (also on interrupts: the file then holds exactly the frames written).
@@ -341,14 +500,24 @@ class VideoWriter:
     Chunks are (n, H, W, 3) uint8, or float in [0, 1]. The stream opens on the first chunk;
     odd sides are padded with one black row / column (``padded`` says so; the command line
     resizes to even sides first so that it never happens there).
+
+    ``lossless=True`` keeps every RGB value: FFV1 (bgr0) in a ``.mkv``, otherwise H.264 in RGB
+    (libx264rgb, qp 0, any size; plays in ffmpeg, VLC and mpv, not in most browsers). 4:2:0
+    H.264 halves the colour resolution, which the test kit's colour-coded scenes do not survive.
     """
 
-    def __init__(self, path, fps, crf: int = 18):
+    def __init__(self, path, fps, crf: int = 18, lossless: bool = False):
         import av
 
         self._av = av
         self.path = Path(path)
-        self.codec = "libx264" if "libx264" in av.codecs_available else "h264"
+        self.lossless = lossless
+        if lossless:
+            self.codec = "ffv1" if self.path.suffix.lower() == ".mkv" else "libx264rgb"
+            if self.codec not in av.codecs_available:
+                raise VideoError(f"cannot write {self.path} losslessly: this FFmpeg build has no {self.codec}")
+        else:
+            self.codec = "libx264" if "libx264" in av.codecs_available else "h264"
         self.fps = Fraction(fps).limit_denominator(1_000_000)
         self.crf = crf
         self.frames = 0
@@ -372,9 +541,13 @@ class VideoWriter:
         if self._stream is None:
             self.size = (h, w)
             s = self._container.add_stream(self.codec, rate=self.fps)
-            s.width, s.height = _even(w), _even(h)
-            s.pix_fmt = "yuv420p"
-            s.options = {"crf": str(self.crf)} if self.codec == "libx264" else {}
+            if self.lossless:
+                s.width, s.height = w, h
+                s.pix_fmt, s.options = ("bgr0", {}) if self.codec == "ffv1" else ("rgb24", {"qp": "0"})
+            else:
+                s.width, s.height = _even(w), _even(h)
+                s.pix_fmt = "yuv420p"
+                s.options = {"crf": str(self.crf)} if self.codec == "libx264" else {}
             self._stream = s
             self.padded = (s.height, s.width) != (h, w)
         elif (h, w) != self.size:

@@ -27,6 +27,7 @@ __all__ = [
     "resolve_face_boxes",
     "fallback_face_box",
     "crop_resize",
+    "crop_resize_exact",
     "key_frame_points",
     "key_frame_indices",
     "openpose_frames",
@@ -60,19 +61,19 @@ def pose_metas(keypoints: torch.Tensor, width: int, height: int, last_body: np.n
 
 
 def face_boxes(
-    keypoints: torch.Tensor, width: int, height: int, scale: float = 1.3, min_score: float = 0.3
+    keypoints: torch.Tensor, width: int, height: int, scale: float = 1.3, min_score: float = 0.3, exact: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Face box of each frame from its 68 face points (the reference's expansion rule).
 
     w, h = the points' extent; area' = scale*w*h; w' = sqrt(area'*w/h), h' = sqrt(area'*h/w);
     the box grows by (w'-w)/2 on each side and by 3*(h'-h)/4 above, (h'-h)/4 below, is clipped
-    to the frame and truncated to int.
+    to the frame and truncated to int (``exact``: kept in float32, for sub-pixel crops).
 
     Args:
         keypoints: (T, 133, 3) in frame pixels.
 
     Returns:
-        boxes (T, 4) int64 x1, y1, x2, y2 and valid (T,) bool: the face is visible (mean
+        boxes (T, 4) int64 (float32 when ``exact``) x1, y1, x2, y2 and valid (T,) bool: the face is visible (mean
         face-point score >= ``min_score``) and the clipped box is not empty. Invalid rows hold
         zeros, never NaN.
     """
@@ -95,8 +96,10 @@ def face_boxes(
     y1 = (lo[:, 1] - 3 * dh).clamp(min=0)
     y2 = torch.minimum(hi[:, 1] + dh, torch.full_like(dh, float(height)))
     boxes = torch.stack([x1, y1, x2, y2], dim=-1)
-    boxes = torch.where(valid.unsqueeze(-1), boxes, torch.zeros_like(boxes)).trunc().long()
-    valid = valid & (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+    boxes = torch.where(valid.unsqueeze(-1), boxes, torch.zeros_like(boxes))
+    if not exact:
+        boxes = boxes.trunc().long()
+    valid = valid & (boxes[:, 2] - boxes[:, 0] >= 1) & (boxes[:, 3] - boxes[:, 1] >= 1)
     return boxes, valid
 
 
@@ -172,6 +175,40 @@ def crop_resize(
         sub = frames[i : i + 1, :, y1:y2, x1:x2]
         face = F.interpolate(sub, size=(size, size), mode="bilinear", align_corners=False, antialias=False)
         out[i] = face[0].permute(1, 2, 0)
+    return out
+
+
+def crop_resize_exact(
+    frames: torch.Tensor, boxes: torch.Tensor, size: int = 512, out: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Crop each frame's box at sub-pixel precision and resize it to size x size: output pixel
+    u samples x1 + (u + 0.5) * (x2 - x1) / size - 0.5 (pixel-index coordinates), bilinear, the
+    frame's edge repeated beyond it. For integer boxes this is :func:`crop_resize` but for the
+    box's border pixels (which sample their outside neighbours instead of repeating). A
+    smoothed box that moves by a fraction of a pixel moves the crop by that much, instead of
+    snapping to whole pixels.
+
+    Args:
+        frames: (T, C, H, W) float.
+        boxes: (T, 4) float x1, y1, x2, y2 in frame pixels (edges, as :func:`face_boxes`).
+        out: optional (T, size, size, C) tensor to write into (values cast).
+
+    Returns:
+        (T, size, size, C) float (or ``out``).
+    """
+    t, c, h, w = frames.shape
+    b = boxes.to(device=frames.device, dtype=torch.float32)
+    u = (torch.arange(size, device=frames.device, dtype=torch.float32) + 0.5) / size  # (S,)
+    xs = b[:, 0:1] + u * (b[:, 2:3] - b[:, 0:1]) - 0.5  # (T, S) pixel-index coordinates
+    ys = b[:, 1:2] + u * (b[:, 3:4] - b[:, 1:2]) - 0.5
+    gx = (xs + 0.5) / w * 2 - 1  # grid_sample's align_corners=False normalisation
+    gy = (ys + 0.5) / h * 2 - 1
+    grid = torch.stack([gx[:, None, :].expand(t, size, size), gy[:, :, None].expand(t, size, size)], dim=-1)
+    faces = F.grid_sample(frames.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
+    faces = faces.permute(0, 2, 3, 1)
+    if out is None:
+        return faces
+    out.copy_(faces)
     return out
 
 
@@ -339,7 +376,9 @@ class WanFrames:
     """The Wan outputs of consecutive frames, final (nothing later can change them).
 
     keypoints: (n, 133, 3); metas: n Wan dicts; face_images: (n, S, S, 3); face_bboxes: n int
-    tuples; face_held: n bools; extra: what the caller passed with the frames, per add().
+    tuples; face_held: n bools; extra: what the caller passed with the frames, per add();
+    face_exact: n float tuples, the boxes the crops were taken from (the int boxes unless the
+    assembler crops at sub-pixel precision).
     """
 
     keypoints: list = field(default_factory=list)
@@ -348,6 +387,7 @@ class WanFrames:
     face_bboxes: list = field(default_factory=list)
     face_held: list = field(default_factory=list)
     extra: list = field(default_factory=list)
+    face_exact: list = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.metas)
@@ -397,6 +437,9 @@ class WanAssembler:
         face: the face crops' settings (:class:`FaceConfig`; its ``device`` None: ``device``).
         device: where the frames are processed (face crops on the CPU use uint8 resizing).
         workspace: scratch buffers for frame conversions.
+        exact: face boxes kept in float and cropped at sub-pixel precision
+            (:func:`crop_resize_exact`): a smoothed face's crop moves smoothly instead of
+            snapping to whole pixels; ``face_bboxes`` still report them truncated to int.
     """
 
     def __init__(
@@ -405,7 +448,9 @@ class WanAssembler:
         device: torch.device = torch.device("cpu"),
         workspace=None,
         timer=NULL_TIMER,
+        exact: bool = False,
     ):
+        self.exact = bool(exact)
         self.face = face
         self.device = device
         self.face_device = face.device or device
@@ -431,7 +476,7 @@ class WanAssembler:
         n = frames.shape[0]
         self.height, self.width = h, w
         metas, last_body = pose_metas(keypoints, w, h, self.last_body)
-        fb_boxes, valid = face_boxes(keypoints, w, h)
+        fb_boxes, valid = face_boxes(keypoints, w, h, exact=self.exact)
         first_good = self.first_good
         if first_good is None and bool(valid.any()):
             first_good = tuple(fb_boxes[int(torch.nonzero(valid)[0])].tolist())
@@ -455,7 +500,8 @@ class WanAssembler:
         r.keypoints.append(keypoints)
         r.metas.extend(metas)
         r.face_images.append(slots)
-        r.face_bboxes.extend(resolved)
+        r.face_bboxes.extend(_ints(resolved))
+        r.face_exact.extend(_floats(resolved))
         r.face_held.extend(held)
         r.extra.append(extra)
         if self.waiting_frames > self.face.wait:  # one group longer than the whole wait
@@ -463,6 +509,12 @@ class WanAssembler:
 
     def _crop(self, fb: FrameBatch, boxes: list, slots: torch.Tensor) -> None:
         """Face crops of ``fb`` into ``slots`` (n, S, S, 3) in the output's dtype and device."""
+        if self.exact:
+            faces = crop_resize_exact(fb.float01(), torch.tensor(boxes, dtype=torch.float32), self.face.size)
+            if slots.dtype == torch.uint8:
+                faces = faces.mul_(255.0).round_().clamp_(0, 255)
+            slots.copy_(faces)
+            return
         if self.device.type == "cpu" and slots.device.type == "cpu":
             crop_resize(fb.uint8(), boxes, self.face.size, out=slots)  # 0-255 values
             if slots.dtype != torch.uint8:
@@ -481,7 +533,8 @@ class WanAssembler:
         box = pad_box(box, self.face.padding, w, h) if self.face.padding else box
         for view, slots, at, _group in self.waiting:
             self._crop(FrameBatch(view, self.ws), [box] * view.shape[0], slots)
-            self.ready.face_bboxes[at : at + view.shape[0]] = [box] * view.shape[0]
+            self.ready.face_bboxes[at : at + view.shape[0]] = _ints([box]) * view.shape[0]
+            self.ready.face_exact[at : at + view.shape[0]] = _floats([box]) * view.shape[0]
         self.waiting.clear()
         self.waiting_frames = 0
 
@@ -518,10 +571,21 @@ class WanAssembler:
             return None
         frames = sum(k.shape[0] for k in r.keypoints[:groups])
         out = WanFrames(
-            r.keypoints[:groups], r.metas[:frames], r.face_images[:groups], r.face_bboxes[:frames], r.face_held[:frames], r.extra[:groups]
+            r.keypoints[:groups], r.metas[:frames], r.face_images[:groups], r.face_bboxes[:frames], r.face_held[:frames],
+            r.extra[:groups], r.face_exact[:frames],
         )
         self.ready = WanFrames(
-            r.keypoints[groups:], r.metas[frames:], r.face_images[groups:], r.face_bboxes[frames:], r.face_held[frames:], r.extra[groups:]
+            r.keypoints[groups:], r.metas[frames:], r.face_images[groups:], r.face_bboxes[frames:], r.face_held[frames:],
+            r.extra[groups:], r.face_exact[frames:],
         )
         self.waiting = [(v, sl, at - frames, g - groups) for v, sl, at, g in self.waiting]
         return out
+
+
+def _ints(boxes: list) -> list[tuple[int, int, int, int]]:
+    """Boxes as the int tuples of ``face_bboxes`` (truncated, as the reference's int())."""
+    return [tuple(int(v) for v in b) for b in boxes]
+
+
+def _floats(boxes: list) -> list[tuple[float, float, float, float]]:
+    return [tuple(float(v) for v in b) for b in boxes]

@@ -60,7 +60,7 @@ def main(args, options: RunOptions, stop: StopFlag | None = None, log=None, hook
     with FolderLock(out):  # one batch per output folder (each video's folder is locked by its run)
         if options.fp16:
             # Converted once here, before the workers start (they would race on the cache).
-            options = resolve_models(options, out / ".models", log=log)
+            options = resolve_models(options, log=log)  # into the user cache, once per model content
         meta = {
             "command": "wanprep batch",
             "out": str(out),

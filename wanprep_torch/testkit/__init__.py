@@ -12,6 +12,7 @@ from .scene import (
     make_two_person_clip,
     render_frame,
 )
+from .tryout import TryoutClip, write_tryout_clip
 
 __all__ = [
     "make_clip",
@@ -24,4 +25,6 @@ __all__ = [
     "KEYPOINT_CODES",
     "build_test_models",
     "default_cache_dir",
+    "write_tryout_clip",
+    "TryoutClip",
 ]

@@ -292,6 +292,8 @@ def make_clip(
     seed: int = 0,
     person_height: float | None = None,
     background: bool = False,
+    noise_px: float = 0.0,
+    dropouts: Iterable[tuple[Iterable[int], Iterable[int]]] = (),
 ) -> SyntheticClip:
     """Render a T-frame clip of the synthetic person.
 
@@ -303,6 +305,12 @@ def make_clip(
     nose/eyes/ears (0..4) are not drawn. person_height: keypoint extent in px (default 0.75*H).
     background: a static textured scene behind the person (red/green only, see
     :func:`background_texture`); with motion "cut" the scene changes at the cut too.
+    noise_px: each drawn blob sits off its true position by Gaussian noise of this standard
+        deviation (px, per coordinate, independent per frame and point; seeded apart from the
+        motion, so the same seed gives the same motion at every noise level): the frame-to-frame
+        jitter of a real pose model. ``keypoints`` stay the smooth truth.
+    dropouts: (keypoint indices, frame indices) pairs: those points are not drawn on those
+        frames (a point the model loses for a few frames); they are not ``visible`` there.
     """
     rng = np.random.default_rng(seed)
     height = 0.75 * H if person_height is None else float(person_height)
@@ -312,6 +320,14 @@ def make_clip(
     for i in face_hidden:
         if 0 <= i < T:
             visible[i, HIDDEN_WHEN_TURNED] = False
+    for points, frames_out in dropouts:
+        rows = [i for i in frames_out if 0 <= i < T]
+        visible[np.ix_(rows, list(points))] = False
+    drawn = kps
+    if noise_px > 0:
+        # Its own generator: the motion (from ``rng``) does not depend on the noise level.
+        jitter = np.random.default_rng([seed, 7919]).normal(0.0, float(noise_px), kps.shape)
+        drawn = kps + jitter
     visible &= (kps[..., 0] >= 0) & (kps[..., 0] < W) & (kps[..., 1] >= 0) & (kps[..., 1] < H)
     sigmas = SIGMA_PER_HEIGHT * heights
     frames = np.zeros((T, H, W, 3), dtype=np.float32)
@@ -319,7 +335,7 @@ def make_clip(
     if background:
         bgs = [background_texture(H, W, seed), background_texture(H, W, seed + 1000)]
     for i in range(T):
-        _render_into(frames[i], kps[i], visible[i], sigmas[i])
+        _render_into(frames[i], drawn[i], visible[i], sigmas[i])
         if bgs is not None:
             _over_background(frames[i], bgs[1] if motion == "cut" and i >= T // 2 else bgs[0])
     return SyntheticClip(

@@ -1,0 +1,579 @@
+"""A temporal model of keypoint tracks: zero-lag smoothing and the measurement noise level.
+
+One person's track is (T, K, 3) x, y, score per keypoint over time. Each keypoint's x and y
+follow a constant-velocity Kalman filter (state: position and velocity; x and y share one
+covariance, since they share the noise model) run forward, then a Rauch-Tung-Striebel pass
+backward over a bounded look-ahead: a frame's smoothed position uses the frames up to
+``lookahead`` after it, so it does not lag as a causal filter (One Euro, MediaPipe) does, and a
+stream's frame is final once those frames have been seen.
+
+- Confidence-aware: a measurement scored s counts with variance sigma^2 / s; under
+  ``min_score`` it is no measurement at all.
+- Adaptive: each step predicts with a small process noise (``accel_px``, steady holds and smooth
+  motion); when the measurement falls outside what that prediction explains (normalised
+  innovation over ``maneuver_chi2``) the step uses a large one (``maneuver_px``), so a turn or a
+  fast bounce is followed without lag.
+- Cuts: the filter restarts at a scene cut and the backward pass never crosses one; a point
+  missing on more than ``bridge`` frames in a row restarts the same way (a long gap stays gone).
+- Dropouts: a point missing on at most ``bridge`` frames between two confident measurements
+  is bridged: the smoothed position, scored ``bridge_score`` x the lower neighbour score.
+- Frames the gate interpolated count as weak measurements (``interp_weight``): the smoothed
+  track follows the line the gate verified, rounded at its keyframes.
+
+The noise level sigma (px, per keypoint group of :data:`~wanprep_torch.skeleton.GROUPS`) is
+measured from the video itself (:class:`NoiseEstimator`): on three consecutive measurements
+of a point, the middle one's distance from the line through the outer two is noise plus
+curvature; a low quantile over many (robust to motion: up to 3/4 of them may be curvature)
+gives sigma.
+
+Pure functions on batched tensors (:func:`kalman_forward`, :func:`rts_window`) and two small
+stage objects (:class:`NoiseEstimator`, :class:`TrackSmoother`). Knows nothing of the models.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+from .skeleton import GROUPS, NUM_WHOLEBODY
+
+__all__ = [
+    "SmoothConfig",
+    "SMOOTH_PRESETS",
+    "resolve_smooth",
+    "NoiseEstimator",
+    "triple_residuals",
+    "ForwardState",
+    "kalman_forward",
+    "rts_window",
+    "smooth_track",
+    "TrackSmoother",
+    "one_euro",
+]
+
+
+@dataclass(frozen=True)
+class SmoothConfig:
+    """Keypoint smoothing settings (``enabled=False``: the pose model's keypoints as they are).
+
+    lookahead: frames after a frame that its smoothed position uses (the stream's delay).
+    min_score: measurements scored under this are missing.
+    accel_px: process noise (px/frame^2 standard deviation of the acceleration) of a steady step.
+    maneuver_px: the same for a maneuver step (a turn, a bounce, a sudden start).
+    maneuver_chi2: a step is a maneuver when the squared innovation over its variance (x and y:
+        2 degrees of freedom) exceeds this (9.21: 1% of steady steps under the noise model).
+    jump_chi2: beyond this (20 standard deviations) the point jumped (a cut the picture did not
+        show, another person): its track restarts there.
+    noise_px: the measurement noise assumed before the video's own estimate exists.
+    min_noise_px: floor on the measurement noise (a noise-free track is followed, not frozen).
+    bridge: a point missing on at most this many frames between confident measurements is
+        bridged; longer gaps stay gone.
+    bridge_score: a bridged point's score, times the lower of its neighbours' scores.
+    interp_weight: a frame the gate interpolated counts as a measurement with this many times
+        the noise variance (the frames of a gap of that length together weigh about one).
+    """
+
+    enabled: bool = True
+    lookahead: int = 16
+    min_score: float = 0.3
+    accel_px: float = 0.05
+    maneuver_px: float = 8.0
+    maneuver_chi2: float = 9.21
+    jump_chi2: float = 400.0
+    noise_px: float = 1.0
+    min_noise_px: float = 0.05
+    bridge: int = 4
+    bridge_score: float = 0.9
+    interp_weight: float = 8.0
+
+    def __post_init__(self):
+        if self.lookahead < 0 or self.bridge < 0:
+            raise ValueError("lookahead and bridge must be >= 0")
+        if min(self.accel_px, self.maneuver_px, self.min_noise_px) <= 0 or self.noise_px < 0 or self.maneuver_chi2 <= 0:
+            raise ValueError("accel_px, maneuver_px, min_noise_px and maneuver_chi2 must be > 0, noise_px >= 0")
+
+
+SMOOTH_PRESETS = {"off": SmoothConfig(enabled=False), "on": SmoothConfig()}
+
+
+def resolve_smooth(smooth, gate_enabled: bool = True) -> SmoothConfig:
+    """A preset name ("auto", "on", "off"), a bool, a SmoothConfig, or a dict of its fields
+    (with an optional "preset"). "auto" is "on" with the gate on, "off" with ``gate="off"``
+    (which then stays the reference's per-frame result)."""
+    if isinstance(smooth, SmoothConfig):
+        return smooth
+    if smooth is None or smooth == "auto":
+        return SMOOTH_PRESETS["on" if gate_enabled else "off"]
+    if isinstance(smooth, bool):
+        return SMOOTH_PRESETS["on" if smooth else "off"]
+    if isinstance(smooth, str):
+        if smooth not in SMOOTH_PRESETS:
+            raise ValueError(f"unknown smooth preset {smooth!r}; choose one of ['auto', 'off', 'on'] or pass a SmoothConfig")
+        return SMOOTH_PRESETS[smooth]
+    if isinstance(smooth, dict):
+        fields = dict(smooth)
+        base = resolve_smooth(fields.pop("preset", "on"), gate_enabled)
+        known = {f.name for f in dataclasses.fields(SmoothConfig)}
+        bad = set(fields) - known
+        if bad:
+            raise ValueError(f"unknown smooth fields {sorted(bad)}; known: {sorted(known)}")
+        return dataclasses.replace(base, **fields)
+    raise TypeError(f"smooth must be 'auto', 'on', 'off', a bool, a SmoothConfig or a dict, got {type(smooth).__name__}")
+
+
+# -- the noise level -------------------------------------------------------------------------
+
+
+def triple_residuals(z0: torch.Tensor, z1: torch.Tensor, z2: torch.Tensor, t0, t1, t2) -> torch.Tensor:
+    """How far the middle of three measurements lies from the line through the outer two, scaled
+    so that under pure noise of sigma per coordinate each value is N(0, sigma^2).
+
+    Args:
+        z0, z1, z2: (..., 2) positions at times t0 < t1 < t2 (numbers or tensors broadcasting
+            against the leading dims).
+
+    Returns:
+        (..., 2) residuals per coordinate.
+    """
+    t0, t1, t2 = (torch.as_tensor(v, dtype=torch.float64) for v in (t0, t1, t2))
+    w = ((t1 - t0) / (t2 - t0)).unsqueeze(-1)
+    r = z1.double() - ((1 - w) * z0.double() + w * z2.double())
+    return r / (1 + w.square() + (1 - w).square()).sqrt()
+
+
+_MEAN = "body mean"
+
+
+class NoiseEstimator:
+    """The measurement noise of each keypoint group (``groups``: name -> rows; by default
+    :data:`~wanprep_torch.skeleton.GROUPS` for 133 points, else one group "all"), from the
+    video itself.
+
+    Feed the measured frames in order (:meth:`add`); each point confident on three consecutive
+    measured frames (no reset between) gives a residual (:func:`triple_residuals`);
+    sigma = the 25th percentile of the absolute residuals over the latest ``capacity`` of the
+    group / 0.3186 (that percentile of |N(0, 1)|), once it has ``min_samples`` of them (None
+    before). The same for the mean residual of the body points of each triple of frames
+    (:meth:`sigma_mean`: the gate tests the body's mean error with it). A low quantile, not the median: with frames skipped, the residuals of triples
+    spanning a change of motion (a start, a stop) are curvature, not noise. Residuals can also be given directly
+    (:meth:`add_residuals`).
+    """
+
+    def __init__(
+        self, num_keypoints: int = NUM_WHOLEBODY, min_score: float = 0.3, min_samples: int = 24, capacity: int = 8192, groups: dict | None = None
+    ):
+        if groups is None:  # the wholebody groups, or one group for another layout
+            groups = dict(GROUPS) if num_keypoints == NUM_WHOLEBODY else {"all": slice(0, num_keypoints)}
+        self.groups = groups
+        self.min_score, self.min_samples, self.capacity = min_score, min_samples, capacity
+        self.samples = {name: torch.empty(0, dtype=torch.float64) for name in self.groups}
+        self.mean_samples = torch.empty(0, dtype=torch.float64)  # the body's mean residuals
+        self.frames = (float("nan"), float("nan"))  # the last two measured frames
+        self.last = torch.full((2, num_keypoints, 3), float("nan"), dtype=torch.float64)  # x, y, t of the last two
+        self._cache: dict | None = None
+
+    def reset(self) -> None:
+        """A scene cut: no triple spans it."""
+        self.last.fill_(float("nan"))
+        self.frames = (float("nan"), float("nan"))
+
+    def add(self, keypoints: torch.Tensor, t: int) -> None:
+        """One measured frame's keypoints (K, 3) at frame ``t``."""
+        k = keypoints.detach().to("cpu", torch.float64)
+        ok = k[:, 2] >= self.min_score
+        cur = torch.cat([k[:, :2], torch.full_like(k[:, :1], float(t))], dim=1)
+        p0, p1 = self.last[0], self.last[1]
+        have = ok & ~p0[:, 2].isnan() & ~p1[:, 2].isnan()
+        if bool(have.any()):
+            r = triple_residuals(p0[:, :2], p1[:, :2], cur[:, :2], p0[:, 2], p1[:, 2], cur[:, 2])
+            for name, rows in self.groups.items():
+                sel = have[rows]
+                if bool(sel.any()):
+                    self.add_residuals(name, r[rows][sel].flatten())
+            # The body's mean residual over points of one triple of frames: the noise common to
+            # all points (a crop that jitters moves them together) does not average out.
+            body = self.groups.get("body")
+            if body is not None:
+                same = have & (p0[:, 2] == self.frames[0]) & (p1[:, 2] == self.frames[1])
+                sel = same[body]
+                if int(sel.sum()) >= 3:
+                    mean = r[body][sel].mean(dim=0)
+                    self.mean_samples = torch.cat([self.mean_samples, mean.abs()])[-self.capacity :]
+                    self._cache = None
+        self.frames = (self.frames[1], float(t))
+        # A point not confident now keeps its last two (a dropout does not end its triples).
+        self.last[0] = torch.where(ok[:, None], p1, p0)
+        self.last[1] = torch.where(ok[:, None], cur, p1)
+
+    def add_residuals(self, group: str, residuals: torch.Tensor) -> None:
+        """Residuals (any shape) that are N(0, sigma^2) under pure noise."""
+        s = torch.cat([self.samples[group], residuals.detach().to("cpu", torch.float64).abs().flatten()])
+        self.samples[group] = s[-self.capacity :]
+        self._cache = None
+
+    def sigma(self, group: str = "body") -> float | None:
+        """The group's noise (px per coordinate), or None before ``min_samples`` residuals."""
+        return self.sigmas().get(group)
+
+    def sigmas(self) -> dict:
+        """{group: sigma or None}."""
+        if self._cache is None:
+            self._cache = {name: self._estimate(s, self.min_samples) for name, s in self.samples.items()}
+            self._cache[_MEAN] = self._estimate(self.mean_samples, self.min_samples // 3)
+        return {k: v for k, v in self._cache.items() if k != _MEAN}
+
+    def sigma_mean(self) -> float | None:
+        """The noise (px per coordinate) of the mean of the body points of a frame, or None
+        before enough frames: with independent points sigma / sqrt(n), with a jitter common to
+        all points (the crop) up to sigma."""
+        self.sigmas()
+        return self._cache[_MEAN]
+
+    @staticmethod
+    def _estimate(s: torch.Tensor, min_samples: int) -> float | None:
+        return float(torch.quantile(s, 0.25)) / 0.3186 if s.numel() >= min_samples else None
+
+    def per_keypoint(self, num_keypoints: int, default: float) -> torch.Tensor:
+        """(K,) float64 sigma of each keypoint's group (``default`` where unknown)."""
+        out = torch.full((num_keypoints,), float(default), dtype=torch.float64)
+        for name, value in self.sigmas().items():
+            if value is not None:
+                out[self.groups[name]] = value
+        return out
+
+
+# -- the Kalman filter and the RTS smoother ----------------------------------------------------
+# Host NumPy arrays: a frame's filter step is ~40 operations on arrays of a few hundred numbers,
+# where torch's per-operation overhead would cost several times the arithmetic.
+
+
+class ForwardState(NamedTuple):
+    """Filter results of one or more frames (NumPy float64 arrays, leading dims ...):
+
+    mean: (..., K, 2, 2) filtered [x, y] x [position, velocity]; cov: (..., K, 2, 2) its
+    covariance (shared by x and y); pred_mean / pred_cov: the same predicted before the
+    measurement; fresh: (..., K) bool, the filter restarted here (nothing before it counts);
+    last: (..., K) frame of the last confident measurement (-inf: none since the restart);
+    last_score: (..., K) its score.
+    """
+
+    mean: np.ndarray
+    cov: np.ndarray
+    pred_mean: np.ndarray
+    pred_cov: np.ndarray
+    fresh: np.ndarray
+    last: np.ndarray
+    last_score: np.ndarray
+
+
+_DIFFUSE = 1e8  # prior variance of a (re)started track: no prior at all, numerically
+
+
+def initial_state(num_keypoints: int) -> ForwardState:
+    """The state before the first frame: every point restarts at its first measurement."""
+    k = num_keypoints
+    z = np.zeros((k, 2, 2))
+    cov = np.broadcast_to(np.eye(2) * _DIFFUSE, (k, 2, 2)).copy()
+    return ForwardState(z, cov, z.copy(), cov.copy(), np.ones(k, dtype=bool), np.full(k, -math.inf), np.zeros(k))
+
+
+def _predict(mean: np.ndarray, cov: np.ndarray, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Constant-velocity prediction by one frame with acceleration variance q (K,)."""
+    m = np.empty_like(mean)
+    m[..., 0] = mean[..., 0] + mean[..., 1]
+    m[..., 1] = mean[..., 1]
+    p00, p01, p11 = cov[..., 0, 0], cov[..., 0, 1], cov[..., 1, 1]
+    p = np.empty_like(cov)
+    p[..., 0, 0] = p00 + 2 * p01 + p11 + q / 4
+    p[..., 0, 1] = p[..., 1, 0] = p01 + p11 + q / 2
+    p[..., 1, 1] = p11 + q
+    return m, p
+
+
+def kalman_forward(state: ForwardState, z: np.ndarray, r: np.ndarray, t: int, restart: np.ndarray, cfg: SmoothConfig) -> ForwardState:
+    """One frame of the forward filter for K points.
+
+    Args:
+        state: the previous frame's (:func:`initial_state` before the first).
+        z: (K, 3) measurements x, y, score (float64).
+        r: (K,) measurement variance (px^2); inf where there is no measurement.
+        t: the frame number.
+        restart: (K,) bool: forget the past before this frame (a cut, a long gap).
+    """
+    rs = restart[:, None, None]
+    mean = np.where(rs, 0.0, state.mean)
+    cov = np.where(rs, np.eye(2) * _DIFFUSE, state.cov)
+    last = np.where(restart, -math.inf, state.last)
+    last_score = np.where(restart, 0.0, state.last_score)
+    q_lo = np.full(z.shape[0], cfg.accel_px**2)
+    mp, pp = _predict(mean, cov, q_lo)
+    seen = np.isfinite(r)
+    rr = np.where(seen, r, 1.0)
+    innov = z[:, :2] - mp[..., 0]  # (K, 2)
+    nis = (innov**2).sum(-1) / (pp[:, 0, 0] + rr)
+    tracked = seen & np.isfinite(last)
+    jump = tracked & (nis > cfg.jump_chi2) & ~restart
+    if jump.any():
+        return kalman_forward(state, z, r, t, restart | jump, cfg)
+    maneuver = tracked & (nis > cfg.maneuver_chi2)
+    if maneuver.any():
+        mp, pp = _predict(mean, cov, np.where(maneuver, cfg.maneuver_px**2, q_lo))
+    s = pp[:, 0, 0] + rr
+    gain = pp[:, :, 0] / s[:, None]  # (K, 2): position and velocity gains
+    upd_mean = mp + gain[:, None, :] * innov[:, :, None]
+    upd_cov = pp - gain[:, :, None] * gain[:, None, :] * s[:, None, None]
+    upd_cov = 0.5 * (upd_cov + upd_cov.swapaxes(-1, -2))
+    ss = seen[:, None, None]
+    return ForwardState(
+        np.where(ss, upd_mean, mp), np.where(ss, upd_cov, pp), mp, pp, restart.copy(),
+        np.where(seen, float(t), last), np.where(seen, z[:, 2], last_score),
+    )
+
+
+def _gain(cov: np.ndarray, pred_cov_next: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """RTS gain C = P F^T Pp^-1 for the constant-velocity F, per point, written out (2x2
+    matrices: elementwise beats batched matmul): its entries c00, c01, c10, c11, each (...)."""
+    p00, p01, p11 = cov[..., 0, 0], cov[..., 0, 1], cov[..., 1, 1]
+    # P F^T with F = [[1, 1], [0, 1]]: rows (p00 + p01, p01) and (p01 + p11, p11).
+    a00, a01, a10, a11 = p00 + p01, p01, p01 + p11, p11
+    q00, q01, q11 = pred_cov_next[..., 0, 0], pred_cov_next[..., 0, 1], pred_cov_next[..., 1, 1]
+    det = np.maximum(q00 * q11 - q01 * q01, 1e-300)
+    i00, i01, i11 = q11 / det, -q01 / det, q00 / det
+    return a00 * i00 + a01 * i01, a00 * i01 + a01 * i11, a10 * i00 + a11 * i01, a10 * i01 + a11 * i11
+
+
+class Smoothed(NamedTuple):
+    """Backward-pass results for a block of frames: mean (B, K, 2) smoothed positions;
+    next_seen (B, K) frame of the next confident measurement at or after the frame in the
+    window without a restart between (inf: none); next_score (B, K) its score."""
+
+    mean: np.ndarray
+    next_seen: np.ndarray
+    next_score: np.ndarray
+
+
+def rts_window(
+    fw: ForwardState, measured: np.ndarray, scores: np.ndarray, times: np.ndarray, targets: np.ndarray, ends: np.ndarray
+) -> Smoothed:
+    """Fixed-lag RTS smoothing: each target frame smoothed with the frames up to its window end.
+
+    Args:
+        fw: forward results of N buffered frames (leading dim N).
+        measured: (N, K) bool, a confident measurement at that frame; scores: (N, K);
+            times: (N,) their frame numbers.
+        targets: (B,) int buffer rows to smooth; ends: (B,) int their window ends (>= target).
+    """
+    span = int((ends - targets).max()) if len(targets) else 0
+    mean = fw.mean[ends]  # (B, K, 2, 2)
+    nxt = np.where(measured[ends], times[ends][:, None], math.inf)
+    nscore = np.where(measured[ends], scores[ends], 0.0)
+    for j in range(span - 1, -1, -1):
+        i = targets + j  # (B,) the frame smoothed at this step
+        active = (i < ends)[:, None]  # (B, 1)
+        ic = np.minimum(i, ends)
+        inext = np.minimum(i + 1, ends)
+        brk = fw.fresh[inext]  # the next frame restarted: nothing after reaches back here
+        c00, c01, c10, c11 = (c[..., None] for c in _gain(fw.cov[ic], fw.pred_cov[inext]))  # (B, K, 1)
+        delta = mean - fw.pred_mean[inext]  # (B, K, 2 coords, 2)
+        here = fw.mean[ic]
+        back = np.empty_like(here)
+        back[..., 0] = here[..., 0] + c00 * delta[..., 0] + c01 * delta[..., 1]
+        back[..., 1] = here[..., 1] + c10 * delta[..., 0] + c11 * delta[..., 1]
+        back = np.where(brk[..., None, None], here, back)
+        mean = np.where(active[..., None, None], back, mean)
+        m_here = measured[ic]
+        n_here = np.where(m_here, times[ic][:, None], np.where(brk, math.inf, nxt))
+        s_here = np.where(m_here, scores[ic], np.where(brk, 0.0, nscore))
+        nxt = np.where(active, n_here, nxt)
+        nscore = np.where(active, s_here, nscore)
+    return Smoothed(mean[..., 0], nxt, nscore)
+
+
+def _apply(raw: np.ndarray, t: np.ndarray, fw_last: np.ndarray, fw_score: np.ndarray, sm: Smoothed, cfg: SmoothConfig) -> np.ndarray:
+    """The output keypoints (B, K, 3) of target frames at times t (B,): smoothed where the
+    track has confident measurements on both sides (or at the frame), bridged where a point is
+    missing on at most ``bridge`` frames, the raw keypoint elsewhere."""
+    tt = t[:, None]
+    conf = raw[..., 2] >= cfg.min_score
+    both = np.isfinite(fw_last) & np.isfinite(sm.next_seen)
+    bridge = both & ~conf & (sm.next_seen - fw_last - 1 <= cfg.bridge) & (fw_last < tt) & (sm.next_seen > tt)
+    out = raw.copy()
+    out[..., :2] = np.where(((both & conf) | bridge)[..., None], sm.mean, raw[..., :2])
+    out[..., 2] = np.where(bridge, cfg.bridge_score * np.minimum(fw_score, sm.next_score), raw[..., 2])
+    return out
+
+
+class TrackSmoother:
+    """Streaming smoother of one track: :meth:`push` frames in order, take the final ones.
+
+    A frame is final once ``lookahead`` later frames were pushed (or at :meth:`finish`); its
+    output depends only on the frames pushed, not on how they were grouped, so a stream in
+    parts gives the whole video's result.
+
+    Args:
+        cfg: the smoothing settings.
+        noise: the measurement noise (px) per keypoint: a number or (K,) tensor, or a
+            :class:`NoiseEstimator` read at each frame (its prior ``cfg.noise_px`` until it
+            has an estimate).
+        feed: the smoother adds the measured frames to that estimator itself, as it pushes
+            them (so the noise used at a frame depends on the frames before it only, not on
+            how the stream was split).
+    """
+
+    def __init__(self, cfg: SmoothConfig, noise, feed: bool = False):
+        self.cfg, self.noise = cfg, noise
+        self.feed = bool(feed) and isinstance(noise, NoiseEstimator)
+        self.k = 0  # keypoints per frame, from the first frame
+        self.state: ForwardState | None = None
+        self.missing: np.ndarray | None = None  # measured frames missed in a row, per point
+        self.out_like: torch.Tensor | None = None  # the outputs take the input's dtype and device
+        self.buf_raw: list[np.ndarray] = []
+        self.buf_fw: list[ForwardState] = []
+        self.buf_meas: list[np.ndarray] = []
+        self.buf_t: list[int] = []
+        self.t = 0
+
+    def _sigma(self) -> np.ndarray:
+        if isinstance(self.noise, NoiseEstimator):
+            s = self.noise.per_keypoint(self.k, self.cfg.noise_px).numpy()
+        else:
+            s = np.broadcast_to(torch.as_tensor(self.noise, dtype=torch.float64).numpy(), (self.k,))
+        return np.maximum(s, self.cfg.min_noise_px)
+
+    def push(self, keypoints: torch.Tensor, measured: bool, cut: bool) -> None:
+        """The next frame: keypoints (K, 3); ``measured``: the pose model ran on it (else the
+        gate interpolated it: a weak measurement); ``cut``: it starts a new scene."""
+        cfg = self.cfg
+        raw = keypoints.detach()
+        if raw.dim() != 2 or raw.shape[-1] != 3:
+            raise ValueError(f"keypoints must be (K, 3), got {tuple(raw.shape)}")
+        if self.state is None:
+            self.k = raw.shape[0]
+            self.state = initial_state(self.k)
+            self.missing = np.zeros(self.k, dtype=np.int64)
+        host = raw.to("cpu", torch.float64)
+        if self.feed:
+            if cut:
+                self.noise.reset()
+            if measured:
+                self.noise.add(host, self.t)
+        z = host.numpy()
+        conf = z[:, 2] >= cfg.min_score
+        sigma = self._sigma()
+        # An interpolated frame (the gate's line between two measurements) weighs 1/interp_weight
+        # of a measurement: the frames of a gap together about one, and the smoothed track
+        # cannot drift from the line the gate verified (e.g. extrapolating a velocity).
+        weight = 1.0 if measured else cfg.interp_weight
+        r = np.where(conf, weight * sigma**2 / np.maximum(z[:, 2], cfg.min_score), math.inf)
+        # Measured frames on which the point was missing, in a row: past ``bridge`` the track
+        # restarts at its next measurement (a long gap stays gone).
+        long_gap = conf & (self.missing > cfg.bridge)
+        if measured:
+            self.missing = np.where(conf, 0, self.missing + 1)
+        restart = (np.full(self.k, bool(cut)) | long_gap) if self.t else np.ones(self.k, dtype=bool)
+        self.state = kalman_forward(self.state, z, r, self.t, restart, cfg)
+        self.out_like = raw
+        self.buf_raw.append(z)
+        self.buf_fw.append(self.state)
+        self.buf_meas.append(conf)
+        self.buf_t.append(self.t)
+        self.t += 1
+
+    def take(self) -> list[torch.Tensor]:
+        """The frames now final, in order: keypoints (K, 3) each, in the input's dtype/device."""
+        return self._emit(len(self.buf_t) - self.cfg.lookahead)
+
+    def finish(self) -> list[torch.Tensor]:
+        """End of the track: every remaining frame."""
+        return self._emit(len(self.buf_t))
+
+    def _emit(self, n: int) -> list[torch.Tensor]:
+        if n <= 0:
+            return []
+        fw = ForwardState(*(np.stack(v) for v in zip(*self.buf_fw)))
+        raw = np.stack(self.buf_raw)
+        targets = np.arange(n)
+        ends = np.minimum(targets + self.cfg.lookahead, len(self.buf_t) - 1)
+        times = np.asarray(self.buf_t, dtype=np.float64)
+        sm = rts_window(fw, np.stack(self.buf_meas), raw[..., 2], times, targets, ends)
+        out = _apply(raw[:n], times[:n], fw.last[:n], fw.last_score[:n], sm, self.cfg)
+        res = list(torch.from_numpy(out).to(device=self.out_like.device, dtype=self.out_like.dtype).unbind(0))  # one copy
+        del self.buf_raw[:n], self.buf_fw[:n], self.buf_meas[:n], self.buf_t[:n]
+        return res
+
+
+def smooth_track(
+    keypoints: torch.Tensor,
+    cfg: SmoothConfig | None = None,
+    noise=None,
+    measured: torch.Tensor | None = None,
+    cuts: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Smooth one person's whole track.
+
+    Args:
+        keypoints: (T, K, 3) x, y, score.
+        noise: measurement noise (px): a number, a (K,) tensor, or None to estimate it from
+            the track (:class:`NoiseEstimator`, per group when K is 133, else one value).
+        measured: (T,) bool, frames the pose model ran on (default: all).
+        cuts: (T,) bool, frames that start a new scene (default: none).
+
+    Returns:
+        (T, K, 3) like ``keypoints``.
+    """
+    if keypoints.dim() != 3 or keypoints.shape[-1] != 3:
+        raise ValueError(f"keypoints must be (T, K, 3), got {tuple(keypoints.shape)}")
+    cfg = cfg or SmoothConfig()
+    t, k = keypoints.shape[:2]
+    measured = torch.ones(t, dtype=torch.bool) if measured is None else measured.bool().cpu()
+    cuts = torch.zeros(t, dtype=torch.bool) if cuts is None else cuts.bool().cpu()
+    if noise is None:
+        est = NoiseEstimator(k, cfg.min_score)
+        for i in range(t):
+            if cuts[i]:
+                est.reset()
+            if measured[i]:
+                est.add(keypoints[i], i)
+        noise = est.per_keypoint(k, cfg.noise_px)
+    sm = TrackSmoother(cfg, noise if isinstance(noise, torch.Tensor) else torch.tensor(float(noise)))
+    out = []
+    for i in range(t):
+        sm.push(keypoints[i], bool(measured[i]), bool(cuts[i]))
+    out = sm.finish()
+    return torch.stack(out) if out else keypoints.clone()
+
+
+def one_euro(
+    keypoints: torch.Tensor, min_cutoff: float = 1.0, beta: float = 0.05, d_cutoff: float = 1.0, fps: float = 30.0
+) -> torch.Tensor:
+    """The One Euro filter (Casiez et al., CHI 2012) on a track, for comparison: causal, so it
+    lags on motion. Scores pass through.
+
+    Args:
+        keypoints: (T, K, 3).
+    """
+    x = keypoints[..., :2].double()
+    out = x.clone()
+
+    def alpha(cutoff):
+        tau = 1.0 / (2 * math.pi * cutoff)
+        return 1.0 / (1.0 + tau * fps)
+
+    dx_prev = torch.zeros_like(x[0])
+    for i in range(1, x.shape[0]):
+        dx = (x[i] - out[i - 1]) * fps
+        a_d = alpha(d_cutoff)
+        dx_hat = a_d * dx + (1 - a_d) * dx_prev
+        cutoff = min_cutoff + beta * dx_hat.norm(dim=-1, keepdim=True)
+        tau = 1.0 / (2 * math.pi * cutoff)
+        a = 1.0 / (1.0 + tau * fps)
+        out[i] = a * x[i] + (1 - a) * out[i - 1]
+        dx_prev = dx_hat
+    res = keypoints.clone()
+    res[..., :2] = out.to(keypoints.dtype)
+    return res
