@@ -422,3 +422,36 @@ def test_bench_people_smoke(capsys):
         assert f"people=3, {k} in view" in out
     crops = [float(line.split()[-2]) for line in out.splitlines() if "in view" in line and "x" in line.split()[-1]]
     assert crops == [1.0, 1.0, 2.0, 3.0], out
+
+
+# -- the temporal model, per person -----------------------------------------------------------------
+
+
+def test_each_person_is_smoothed_as_their_own_track(models, crowd):
+    """smooth on: each identity's keypoints are its own track through a TrackSmoother (its own
+    noise estimate): the same as smoothing that person's unsmoothed keypoints alone. (Frames
+    16-31: everyone in view throughout, so the gate marks no cut but the first frame; the
+    crowd test above runs the hidden and entering people with smoothing on, the default.)"""
+    from wanprep_torch.temporal import SMOOTH_PRESETS, NoiseEstimator, TrackSmoother
+
+    frames = crowd.frames[16:32]
+    raw = run(models, frames, people=3, gate="safe", smooth="off")
+    smooth = run(models, frames, people=3, gate="safe", smooth="on")
+    assert [p.track_id for p in smooth.people] == [p.track_id for p in raw.people] == [1, 2, 3]
+    cfg = SMOOTH_PRESETS["on"]
+    for r, s in zip(raw.people, smooth.people):
+        assert torch.equal(r.present, s.present) and bool(r.present.all())
+        track = TrackSmoother(cfg, NoiseEstimator(min_score=cfg.min_score), feed=True)
+        for t in range(len(frames)):
+            track.push(r.keypoints[t], bool(raw.pose_ran[t]), t == 0)
+        want = torch.stack(track.finish())
+        assert torch.allclose(s.keypoints, want, atol=1e-4), f"person {r.track_id}"
+        assert not torch.allclose(s.keypoints, r.keypoints), "smoothing changed something"
+    scores = score_people(smooth.people, crowd_slice(crowd, 16, 32))
+    assert all(x.switched == 0 and x.missed == 0 and x.body_error < 0.6 for x in scores)
+
+
+def crowd_slice(clip, a, b):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(keypoints=clip.keypoints[:, a:b], visible=clip.visible[:, a:b], present=clip.present[:, a:b])
