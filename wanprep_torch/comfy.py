@@ -477,13 +477,7 @@ def _node_outputs(res, person: int = 0) -> tuple:
     if everyone is not None:
         extras["person"] = person
         extras["people"] = [
-            {
-                "track_id": p.track_id,
-                "present": p.present.cpu(),
-                "keypoints": p.keypoints.cpu(),
-                "bboxes": p.bboxes.cpu(),
-                "pose_metas": p.pose_metas,
-            }
+            {"track_id": p.track_id, "present": p.present.cpu(), "keypoints": p.keypoints.cpu(), "bboxes": p.bboxes.cpu(), "pose_metas": p.pose_metas}
             for p in everyone
         ]
     if res.retargeted is not None:
