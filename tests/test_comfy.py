@@ -55,12 +55,16 @@ def test_node_definitions(no_comfy):
     assert spec["required"]["model"] == ("POSEMODEL",) and spec["required"]["images"] == ("IMAGE",)
     assert spec["required"]["width"][1]["default"] == 832 and spec["required"]["height"][1]["default"] == 480
     assert list(spec["required"]) == ["model", "images", "width", "height"]
-    assert list(spec["optional"]) == ["retarget_image", "face_padding", "gate", "smooth"]  # the reference's order, then ours
+    # The reference's order, then this project's extras last (saved workflows keep their values).
+    assert list(spec["optional"]) == ["retarget_image", "face_padding", "gate", "smooth", "people", "person"]
+    assert spec["optional"]["people"][1]["default"] == 1 and spec["optional"]["person"][1]["default"] == 0
     assert spec["optional"]["retarget_image"][0] == "IMAGE"
     assert spec["optional"]["face_padding"][1]["default"] == 0
     assert spec["optional"]["gate"][0] == ["off", "safe", "fast"] and spec["optional"]["gate"][1]["default"] == "safe"
     assert spec["optional"]["smooth"][0] == ["auto", "on", "off"] and spec["optional"]["smooth"][1]["default"] == "auto"
-    assert list(inspect.signature(det.process).parameters)[1:] == ["model", "images", "width", "height", "retarget_image", "face_padding", "gate", "smooth"]
+    assert list(inspect.signature(det.process).parameters)[1:] == [
+        "model", "images", "width", "height", "retarget_image", "face_padding", "gate", "smooth", "people", "person"
+    ]
     # face_bboxes: the reference's "BBOX," (test_comfy_workflow.py checks the links it keeps).
     assert det.RETURN_TYPES == ("POSEDATA", "IMAGE", "STRING", "BBOX", "BBOX,", "POSE_KEYPOINT")
     assert det.RETURN_NAMES == ("pose_data", "face_images", "key_frame_body_points", "bboxes", "face_bboxes", "pose_keypoint")
@@ -75,6 +79,7 @@ def test_node_definitions(no_comfy):
     assert req["retarget_padding"][1]["default"] == 16 and req["draw_head"] == ("BOOLEAN", req["draw_head"][1])
     assert req["draw_head"][1]["default"] is True
     assert draw.RETURN_TYPES == ("IMAGE",) and draw.RETURN_NAMES == ("pose_images",)
+    assert list(draw.INPUT_TYPES()["optional"]) == ["draw_people"] and draw.INPUT_TYPES()["optional"]["draw_people"][1]["default"] is False
 
 
 def test_env_var_model_dir(no_comfy, monkeypatch, models):

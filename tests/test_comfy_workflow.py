@@ -142,7 +142,8 @@ def test_saved_reference_workflow_runs(fake_comfy, loaded):
     model = loaded  # the loader's model names are the user's files: the test models stand in
     det = widget_values(node_by_id[3])
     out = nodes.PoseAndFaceDetection().process(model=model, images=frames, **det)
-    assert det == {"width": 832, "height": 480, "face_padding": 0, "gate": "safe", "smooth": "auto"}  # gate, smooth: our defaults
+    # gate, smooth, people and person: our extras, at their defaults (people 1: the single subject)
+    assert det == {"width": 832, "height": 480, "face_padding": 0, "gate": "safe", "smooth": "auto", "people": 1, "person": 0}
     assert len(out) == 6 and out[1].shape == (3, 512, 512, 3) and len(out[4]) == 3
     draw = widget_values(node_by_id[4])
     assert draw["draw_head"] == "True"
@@ -158,7 +159,9 @@ def test_saved_reference_workflow_runs(fake_comfy, loaded):
 @pytest.mark.parametrize("face_padding_saved", [False, True])
 def test_reference_widget_order_is_kept(face_padding_saved):
     # Saves from before and after the reference added face_padding both map onto our widgets:
-    # our extra gate widget comes last, so a saved list never shifts.
+    # our extra widgets (gate, people, person) come last, so a saved list never shifts.
     node = {"type": "PoseAndFaceDetection", "widgets_values": [640, 360] + ([8] if face_padding_saved else [])}
     values = widget_values(node)
-    assert values == {"width": 640, "height": 360, "face_padding": 8 if face_padding_saved else 0, "gate": "safe", "smooth": "auto"}
+    assert values == {
+        "width": 640, "height": 360, "face_padding": 8 if face_padding_saved else 0, "gate": "safe", "smooth": "auto", "people": 1, "person": 0
+    }

@@ -3,8 +3,8 @@
     wanprep run VIDEO --det NAME|DET.onnx --pose NAME|POSE.onnx --out DIR [--models-dir DIR]
                 [--width W] [--height H] [--gate off|safe|fast] [--smooth auto|on|off]
                 [--device cpu|cuda|cuda:N] [--fp16 | --int8] [--batch auto|N] [--chunk 64]
-                [--face-padding 0] [--overwrite] [--no-progress] [--overlay] [--start TIME]
-                [--duration TIME]
+                [--face-padding 0] [--people N|all] [--overwrite] [--no-progress] [--overlay]
+                [--start TIME] [--duration TIME]
     wanprep batch INPUT... --det NAME|DET.onnx --pose NAME|POSE.onnx --out DIR [run options] [--resume]
                 [--workers N] [--devices cuda:0,cuda:1] [--engine local|ray] [--ray-address ADDR]
     wanprep demo [--out demo_out] [--frames 24] ...
@@ -99,6 +99,16 @@ def _positive(v: str) -> int:
     return n
 
 
+def _people_arg(v: str):
+    """--people: a positive integer or "all"."""
+    if v.strip().lower() == "all":
+        return "all"
+    try:
+        return _positive(v)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or 'all', got {v!r}") from None
+
+
 def _batch_arg(v: str):
     if v == "auto":
         return v
@@ -146,6 +156,9 @@ def _add_run_options(r: argparse.ArgumentParser, batch: bool) -> None:
     r.add_argument("--batch", type=_batch_arg, default="auto", metavar="auto|N", help="frames per model run, or auto (default)")
     r.add_argument("--chunk", type=int, default=CHUNK_SIZE, metavar="N", help=f"frames decoded and processed per step (default: {CHUNK_SIZE})")
     r.add_argument("--face-padding", type=int, default=0, metavar="PX", help="extra pixels on each side of the face box (default: 0)")
+    r.add_argument("--people", type=_people_arg, default=1, metavar="N|all",
+                   help="follow up to N people (or all) with identities: pose.mp4 draws them all, DIR/person-K/ holds "
+                   "identity K's face.mp4 and poses.json (default: 1, the single subject)")
     r.add_argument("--overwrite", action="store_true", help="replace an earlier result in the output folder (refused without it)")
     r.add_argument("--no-progress", action="store_true", help="no progress report (a bar on a terminal, plain lines otherwise)")
     r.add_argument("--overlay", action="store_true",
@@ -181,7 +194,7 @@ def run_options(args) -> "RunOptions":  # noqa: F821 - imported lazily (torch-fr
     return RunOptions(det=det, pose=pose, width=args.width, height=args.height, gate=args.gate, smooth=args.smooth,
                       device=args.device if args.device is not None else "auto", fp16=args.fp16, int8=args.int8,
                       batch=args.batch, chunk=args.chunk, face_padding=args.face_padding, overwrite=args.overwrite,
-                      overlay=args.overlay, start=text(args.start), duration=text(args.duration))
+                      overlay=args.overlay, people=args.people, start=text(args.start), duration=text(args.duration))
 
 
 def _add_batch_parser(sub) -> None:

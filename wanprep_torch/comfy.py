@@ -28,6 +28,7 @@ is the reference's one-element list with frame 0's (x1, y1, x2, y2); ``face_bbox
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import logging
 import math
@@ -43,6 +44,7 @@ from .frames import MIN_SIDE, as_tchw
 from .gate import PRESETS
 from .posemeta import PoseMeta, check_wan_meta
 from .progress import Progress
+from .retargeting import retarget
 from .runtime import ModelError, open_models
 
 __all__ = [
@@ -64,6 +66,7 @@ MODELS_ENV = "WANPREP_COMFY_MODELS"
 ONNX_DEVICES = ["CUDAExecutionProvider", "CPUExecutionProvider"]
 GATE_PRESETS = list(PRESETS)
 SMOOTH_CHOICES = ["auto", "on", "off"]
+MAX_PEOPLE = 16  # Pose and Face Detection's "people" input
 _MODEL_TIP = "These models are loaded from the 'ComfyUI/models/detection' folder"
 _DRAW_CHUNK = 64  # pose frames drawn per step, then moved to the CPU: bounds device memory
 
@@ -381,6 +384,8 @@ class PoseAndFaceDetection:
                 "face_padding": ("INT", {"default": 0, "min": 0, "max": 512, "step": 1, "tooltip": "Extra pixels on each side of the face box before it is resized to 512x512"}),
                 "gate": (GATE_PRESETS, {"default": "safe", "tooltip": "Frame skipping: 'off' runs both models on every frame; 'safe' skips near-still frames and interpolates their keypoints; 'fast' skips more"}),
                 "smooth": (SMOOTH_CHOICES, {"default": "auto", "tooltip": "Keypoint smoothing (zero-lag, noise measured from the video; steadier bones and face crops): 'auto' is on with gate safe/fast and off with gate off (the reference's per-frame result)"}),
+                "people": ("INT", {"default": 1, "min": 1, "max": MAX_PEOPLE, "step": 1, "tooltip": "How many people to follow with identities (1: the single subject, as the reference)"}),
+                "person": ("INT", {"default": 0, "min": 0, "max": MAX_PEOPLE * 8, "step": 1, "tooltip": "Which person feeds the outputs: 0 the primary subject (the largest at the start, kept while in view), k the person with identity k (needs people > 1)"}),
             },
         }
 
@@ -398,13 +403,18 @@ class PoseAndFaceDetection:
         "confidence 1 for a point scored >= 0.3, else 0, 0, 0)."
     )
 
-    def process(self, model, images, width, height, retarget_image=None, face_padding=0, gate="safe", smooth="auto"):
+    def process(self, model, images, width, height, retarget_image=None, face_padding=0, gate="safe", smooth="auto", people=1, person=0):
         model = _model_input(model)
         _image_input("images", images, values=False)  # the pipeline scans the values chunk by chunk
         width, height = _int_input(type(self), "width", width), _int_input(type(self), "height", height)
+        people, person = _int_input(type(self), "people", people), _int_input(type(self), "person", person)
+        if person and people == 1:
+            raise ValueError(f"person: {person} names a tracked identity, which needs people > 1 (person 0 is the subject)")
         if retarget_image is not None:
             _image_input("retarget_image", retarget_image, first_only=True)
         options = _default_options(_int_input(type(self), "face_padding", face_padding), gate, smooth)
+        if people > 1:
+            options["people"] = people
         pre = model.preprocessor(**options)
         progress = _Progress(images.shape[0])
         progress.check_interrupt()
@@ -428,40 +438,66 @@ class PoseAndFaceDetection:
         finally:
             model.relay.target = None
         progress.set(progress.total)
+        return _node_outputs(res, person)
 
-        first_box = tuple(int(v) for v in res.bboxes[0, :4].cpu().tolist())
-        face_bboxes = [tuple(int(v) for v in b) for b in res.face_bboxes]
-        extras = {
-            "keypoints": res.keypoints.cpu(),  # (T, 133, 3) frame pixels + score
-            "bboxes": res.bboxes.cpu(),  # (T, 5) with score (-1: full-frame fallback)
-            "face_bboxes": face_bboxes,
-            "face_held": res.face_held.cpu(),
-            "other_persons": res.other_persons.cpu(),
-            "key_frames": res.key_frames,
-            "width": res.width,
-            "height": res.height,
-            "timings": res.timings,
-            "providers": res.providers,
-            "det_ran": res.det_ran.cpu(),
-            "pose_ran": res.pose_ran.cpu(),
-            "gate_distance": res.gate_distance.cpu(),
-            "reference_box": None if res.reference_box is None else res.reference_box.cpu(),
-        }
-        if res.retargeted is not None:
-            metas = res.retargeted
-            ref_image = res.reference_image.to("cpu", torch.float32).numpy()  # (h, w, 3) in [0, 1], as the reference's numpy image
-        else:
-            metas = [PoseMeta.from_wan(m) for m in res.pose_metas]
-            ref_image = None
-        pose_data = {
-            "retarget_image": ref_image,
-            "pose_metas": metas,  # PoseMeta (pixels): retargeted with a reference image, else the detected poses
-            "refer_pose_meta": res.reference_meta,  # Wan meta dict or None
-            "pose_metas_original": res.pose_metas,  # Wan meta dicts (normalised x, y, score)
-            "wanprep": extras,
-        }
-        face_images = res.face_images.to("cpu", torch.float32)
-        return (pose_data, face_images, res.key_frame_points, [first_box], face_bboxes, wan.pose_keypoint_frames(metas))
+
+def _node_outputs(res, person: int = 0) -> tuple:
+    """Pose and Face Detection's outputs from a Result: the primary subject's (``person`` 0)
+    or identity ``person``'s; ``pose_data["wanprep"]["people"]`` and ``pose_keypoint`` carry
+    everyone followed when there are several people."""
+    everyone = res.people
+    if person:
+        if person > len(everyone):
+            raise ValueError(f"person: {person}, but {len(everyone)} people were found (identities 1..{len(everyone)})")
+        sel = everyone[person - 1]
+        res = dataclasses.replace(sel, reference_meta=res.reference_meta, reference_image=res.reference_image, reference_box=res.reference_box)
+        if res.reference_meta is not None:
+            try:
+                res.retargeted = retarget(sel.pose_metas, res.reference_meta)
+            except ValueError as exc:  # e.g. not in view on frame 0, where retargeting is planned
+                raise ValueError(f"person: identity {person} cannot be retargeted: {exc}") from None
+    first_box = tuple(int(v) for v in res.bboxes[0, :4].cpu().tolist())
+    face_bboxes = [tuple(int(v) for v in b) for b in res.face_bboxes]
+    extras = {
+        "keypoints": res.keypoints.cpu(),  # (T, 133, 3) frame pixels + score
+        "bboxes": res.bboxes.cpu(),  # (T, 5) with score (-1: full-frame fallback)
+        "face_bboxes": face_bboxes,
+        "face_held": res.face_held.cpu(),
+        "other_persons": res.other_persons.cpu(),
+        "key_frames": res.key_frames,
+        "width": res.width,
+        "height": res.height,
+        "timings": res.timings,
+        "providers": res.providers,
+        "det_ran": res.det_ran.cpu(),
+        "pose_ran": res.pose_ran.cpu(),
+        "gate_distance": res.gate_distance.cpu(),
+        "reference_box": None if res.reference_box is None else res.reference_box.cpu(),
+    }
+    if everyone is not None:
+        extras["person"] = person
+        extras["people"] = [
+            {"track_id": p.track_id, "present": p.present.cpu(), "keypoints": p.keypoints.cpu(), "bboxes": p.bboxes.cpu(), "pose_metas": p.pose_metas}
+            for p in everyone
+        ]
+    if res.retargeted is not None:
+        metas = res.retargeted
+        ref_image = res.reference_image.to("cpu", torch.float32).numpy()  # (h, w, 3) in [0, 1], as the reference's numpy image
+    else:
+        metas = [PoseMeta.from_wan(m) for m in res.pose_metas]
+        ref_image = None
+    pose_data = {
+        "retarget_image": ref_image,
+        "pose_metas": metas,  # PoseMeta (pixels): retargeted with a reference image, else the detected poses
+        "refer_pose_meta": res.reference_meta,  # Wan meta dict or None
+        "pose_metas_original": res.pose_metas,  # Wan meta dicts (normalised x, y, score)
+        "wanprep": extras,
+    }
+    face_images = res.face_images.to("cpu", torch.float32)
+    keypoint_poses = metas
+    if everyone is not None and res.retargeted is None:
+        keypoint_poses = wan.everyone_per_frame([p.pose_metas for p in everyone], [p.present for p in everyone], metas)
+    return (pose_data, face_images, res.key_frame_points, [first_box], face_bboxes, wan.pose_keypoint_frames(keypoint_poses))
 
 
 def _meta_dict(meta, what: str = "pose_metas entry") -> Mapping:
@@ -526,6 +562,9 @@ class DrawViTPose:
                 "hand_stick_width": ("INT", {"default": -1, "min": -1, "max": 20, "step": 1, "tooltip": "Width of the hand sticks. Set to 0 to disable hand drawing, -1 for auto"}),
                 "draw_head": ("BOOLEAN", {"default": True, "tooltip": "Whether to draw head keypoints"}),
             },
+            "optional": {
+                "draw_people": ("BOOLEAN", {"default": False, "tooltip": "With pose data of several people (Pose and Face Detection's people > 1): draw everyone followed (their detected poses, in the frames' canvas), not only the selected person"}),
+            },
         }
 
     RETURN_TYPES = ("IMAGE",)
@@ -534,11 +573,12 @@ class DrawViTPose:
     CATEGORY = CATEGORY
     DESCRIPTION = "Draws pose images from pose data (torch-native)."
 
-    def process(self, pose_data, width, height, retarget_padding=16, body_stick_width=-1, hand_stick_width=-1, draw_head=True):
+    def process(self, pose_data, width, height, retarget_padding=16, body_stick_width=-1, hand_stick_width=-1, draw_head=True, draw_people=False):
         from .draw import draw_pose
         from .raster import lazy_zeros
 
         metas = _pose_metas_input(pose_data)
+        people = _people_metas(pose_data) if _bool_input("draw_people", draw_people) else None
         node = type(self)
         width, height = _int_input(node, "width", width), _int_input(node, "height", height)
         retarget_padding = _int_input(node, "retarget_padding", retarget_padding)
@@ -554,23 +594,38 @@ class DrawViTPose:
             progress.check_interrupt()
             progress.set(done)
 
-        # Drawn chunk by chunk on the draw device straight into the CPU output (zeros whose
-        # pages the OS maps lazily: only the painted pixels are written).
-        out = lazy_zeros((n, height, width, 3), torch.float32, torch.device("cpu"))
-        draw_pose(
-            metas,
+        style = dict(
             out_size=(height, width),
-            mode="crop" if crop else "pad",
             retarget_padding=retarget_padding,
             body_stick_width=body_stick_width,
             hand_stick_width=hand_stick_width,
             draw_head=draw_head,
             device=_draw_device(),
             chunk=_DRAW_CHUNK,
-            out=out,
-            on_chunk=on_chunk,
         )
+        # Drawn chunk by chunk on the draw device straight into the CPU output (zeros whose
+        # pages the OS maps lazily: only the painted pixels are written).
+        out = lazy_zeros((n, height, width, 3), torch.float32, torch.device("cpu"))
+        if people is None:
+            draw_pose(metas, mode="crop" if crop else "pad", out=out, on_chunk=on_chunk, **style)
+            return (out,)
+        # Everyone: each person drawn in the frames' canvas, combined by the brighter pixel.
+        if any(len(p) != n for p in people):
+            raise ValueError(f"pose_data: every person needs {n} poses, one per frame")
+        for poses in people:
+            torch.maximum(out, draw_pose(poses, mode="pad", **style), out=out)
+            progress.check_interrupt()
+        progress.set(n)
         return (out,)
+
+
+def _people_metas(pose_data) -> list | None:
+    """Everyone's Wan metas from Pose and Face Detection's pose data with people > 1 (None
+    when it holds one subject)."""
+    people = _pose_data_input(pose_data).get("wanprep", {}).get("people")
+    if people is None:
+        return None
+    return [[_meta_dict(m, f"pose_data: person {p.get('track_id')}") for m in p["pose_metas"]] for p in people]
 
 
 # Prompts of the reference's PoseRetargetPromptHelper (originally for Flux Kontext).

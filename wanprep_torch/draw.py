@@ -27,6 +27,7 @@ from .poses import Poses
 from .raster import Primitives, cpu_threads, geometry_dtype, lazy_zeros, order_scratch, paint, rasterize
 
 __all__ = [
+    "draw_people",
     "LIMBS",
     "BODY_COLORS",
     "LIMB_COLORS",
@@ -426,3 +427,23 @@ def _paint_chunks(out, render, framing: _Framing, height: int, width: int, devic
         frames.view(-1, 3).index_fill_(0, index, 0)  # reset only what was painted
     if on_chunk is not None:
         on_chunk(n_frames)
+
+
+def draw_people(people: Sequence[Sequence], **options) -> torch.Tensor:
+    """Several people's poses on one canvas per frame: each person drawn by :func:`draw_pose`
+    (same ``options``), the drawings combined by their per-pixel maximum, so everyone drawn
+    shows (where two people's sticks cross, the brighter colour wins). A person not in view on
+    a frame (scores 0) draws nothing there.
+
+    Args:
+        people: P sequences of T poses (Wan meta dicts or :class:`PoseMeta`), one per person.
+
+    Returns:
+        (T, H, W, 3) as :func:`draw_pose`.
+    """
+    if not people:
+        raise ValueError("draw_people needs at least one person")
+    out = draw_pose(people[0], **options)
+    for poses in people[1:]:
+        torch.maximum(out, draw_pose(poses, **options), out=out)
+    return out

@@ -43,6 +43,7 @@ __all__ = [
     "signatures",
     "correlation",
     "motion_distance",
+    "region_motion",
     "Decision",
     "MotionGate",
     "interpolate",
@@ -112,6 +113,14 @@ def motion_distance(
     return float(mad / grad.clamp_min(1e-4) * scale)
 
 
+def region_motion(a: torch.Tensor, b: torch.Tensor, frame_width: int, region) -> float:
+    """:func:`motion_distance` in ``region``: one box, or a list of boxes (several people: the
+    largest motion in any of them)."""
+    if isinstance(region, list) and region and isinstance(region[0], (list, tuple)):
+        return max(motion_distance(a, b, frame_width, r) for r in region)
+    return motion_distance(a, b, frame_width, region)
+
+
 @dataclass(frozen=True)
 class Decision:
     """The gate's plan for one frame: it is a keyframe (``process``: the pose model runs), it
@@ -139,7 +148,8 @@ class MotionGate:
 
     def step(self, sig: torch.Tensor, region=None) -> Decision:
         """The plan for the next frame; ``region`` is the subject's last box (x1, y1, x2, y2)
-        in frame pixels, if known."""
+        in frame pixels, if known, or a list of boxes (several people: the motion is the
+        largest measured in any of them)."""
         self.seen += 1
         prev, self.prev = self.prev, sig
         if self.ref is None:
@@ -147,12 +157,12 @@ class MotionGate:
             return Decision(True, True, 0.0)
         boundary = False
         if self.cfg.hold_px > 0:
-            step = motion_distance(prev, sig, self.frame_width, region)
+            step = region_motion(prev, sig, self.frame_width, region)
             if self.still and step >= self.cfg.hold_px or not self.still and step < 0.5 * self.cfg.hold_px:
                 self.still, boundary = not self.still, True
                 self.ref, self.gap = prev, 0  # the frame before is a keyframe (the caller plans it)
         cut = correlation(self.ref, sig) < self.cfg.cut_correlation
-        dist = motion_distance(self.ref, sig, self.frame_width, region)
+        dist = region_motion(self.ref, sig, self.frame_width, region)
         warmup = self.seen <= self.cfg.noise_warmup
         process = cut or warmup or dist >= self.cfg.motion_px or self.gap + 1 >= self.cfg.max_gap
         if process:

@@ -21,6 +21,7 @@ Every write error becomes a :class:`~wanprep_torch.errors.RunError` with
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import shutil
@@ -34,6 +35,7 @@ __all__ = ["FolderLock", "RunFolder", "StreamWriter", "RESULT_FILES", "prepare_o
 
 RESULT_FILES = ("pose.mp4", "face.mp4", "overlay.mp4", "openpose.json", "timings.txt", "int8.json", "poses.json")  # commit order: marker last
 STAGING = ".wanprep-partial"
+PERSON_GLOB = "person-*"  # several people: one folder per identity (face.mp4, poses.json)
 LOCK = ".wanprep.lock"
 
 
@@ -223,6 +225,8 @@ class RunFolder:
                 tmp.write_text(json.dumps({"complete": False, "incomplete_reason": "being replaced by a new run"}))
                 os.replace(tmp, marker)
             for name in RESULT_FILES:
+                if name == "poses.json":  # several people's folders before the marker
+                    self._commit_people()
                 src, dst = self.stage / name, self.out / name
                 if src.exists():
                     os.replace(src, dst)
@@ -231,6 +235,15 @@ class RunFolder:
         except OSError as exc:
             raise RunError.write_failed(self.out, exc) from None
         self.discard()
+
+    def _commit_people(self) -> None:
+        """person-<id>/ folders (several people): the old result's removed, the staged ones
+        moved in."""
+        for old in self.out.glob(PERSON_GLOB):
+            if old.is_dir():
+                shutil.rmtree(old)
+        for new in sorted(self.stage.glob(PERSON_GLOB)):
+            os.replace(new, self.out / new.name)
 
 
 # ----------------------------------------------------------------------------- the writers
@@ -248,6 +261,7 @@ COLUMNS = (
     ("source_ok", "source_ok"),
 )
 _HELD = ("pose_meta", "bbox", "face_bbox", "face_held", "other_persons", "key_points", "openpose")
+PERSON_COLUMNS = COLUMNS + (("present", "present"),)
 
 _DRAW_CHUNK = 8  # pose frames drawn per step: the float canvases (5 MB a frame at 832x480) stay small
 
@@ -255,27 +269,33 @@ _DRAW_CHUNK = 8  # pose frames drawn per step: the float canvases (5 MB a frame 
 class StreamWriter:
     """pose.mp4, face.mp4 and poses.jsonl in ``folder``, written part by part; poses.json and
     openpose.json folded at the end. Holds nothing per frame in memory but the last frame's
-    result (for filling lost frames)."""
+    result (for filling lost frames). With several people, pose.mp4 draws them all and each
+    identity gets ``person-<id>/`` (face.mp4 and poses.json with its ``present`` column: a
+    ``person`` writer)."""
 
-    def __init__(self, folder: Path, fps, device, filled=(), concealed=(), overlay: bool = False):
+    def __init__(self, folder: Path, fps, device, filled=(), concealed=(), overlay: bool = False, person: bool = False):
         from .overlay import FrameQueue
         from .video import VideoWriter
 
         self.dir = Path(folder)
         self.device = device
+        self.fps = fps
         self.filled = filled  # frame indices to fill (a container that grows as the reader finds gaps)
         self.concealed = concealed  # frame indices decoded from damaged references: flagged, kept
+        self.columns = PERSON_COLUMNS if person else COLUMNS
         self.paths = [self.dir / "pose.mp4", self.dir / "face.mp4", self.dir / "poses.jsonl"]
         # overlay.mp4: the drawing on the source frames; the caller pushes each decoded chunk
         # into ``source`` and every part is drawn on the frames it came from.
         self.source = FrameQueue() if overlay else None
         self.overlay = None
         with self._writing(self.dir):
-            self.pose = VideoWriter(self.paths[0], fps)
+            self.dir.mkdir(exist_ok=True)
+            self.pose = None if person else VideoWriter(self.paths[0], fps)
             self.face = VideoWriter(self.paths[1], fps)
             self.jsonl = open(self.paths[2], "w")
             if overlay:
                 self.overlay = VideoWriter(self.dir / "overlay.mp4", fps)
+        self.persons: dict = {}  # identity -> StreamWriter
         self.frames = 0
         self.fallback = 0  # frames where no person was detected (full-frame box)
         self.held = 0  # frames where no face was visible
@@ -304,10 +324,12 @@ class StreamWriter:
     def add(self, part) -> None:
         """Write one :class:`~wanprep_torch.pipeline.Result` part."""
         from . import wan
-        from .draw import draw_pose
+        from .draw import draw_people, draw_pose
 
         t0 = time.perf_counter()
         n = len(part)
+        for person in part.people or ():
+            self._person(person.track_id, part).add(person)
         cols = part.to_json()
         kps = part.keypoints.detach().float().cpu()
         boxes = part.bboxes.detach().cpu()
@@ -317,7 +339,7 @@ class StreamWriter:
         recs = []
         for i in range(n):
             rec = {"frame": part.start + i}
-            rec.update({key: cols[col][i] for col, key in COLUMNS if col in cols})
+            rec.update({key: cols[col][i] for col, key in self.columns if col in cols})
             rec["key_points"] = wan.key_frame_points(kps[i], box=boxes[i])  # SAM2 prompt points, if a key frame
             rec["openpose"] = openpose[i]
             lost = part.start + i in self.filled
@@ -332,8 +354,11 @@ class StreamWriter:
             self._last = (rec, metas[i], faces[i])
             recs.append(rec)
         with self._writing(self.paths[0]):
-            for s in range(0, n, _DRAW_CHUNK):
-                self.pose.write(draw_pose(metas[s : s + _DRAW_CHUNK], device=self.device))
+            for s in range(0, n if self.pose is not None else 0, _DRAW_CHUNK):
+                if part.people:  # everyone followed (a filled frame keeps only the subject's hold)
+                    self.pose.write(draw_people([p.pose_metas[s : s + _DRAW_CHUNK] for p in part.people], device=self.device))
+                else:
+                    self.pose.write(draw_pose(metas[s : s + _DRAW_CHUNK], device=self.device))
         with self._writing(self.paths[1]):
             self.face.write(faces)
         if self.overlay is not None:
@@ -354,6 +379,24 @@ class StreamWriter:
         self.noise = part.noise
         self.frames += n
         self.write_s += time.perf_counter() - t0
+
+    def _person(self, track_id: int, part) -> "StreamWriter":
+        """Identity ``track_id``'s writer; one first seen now gets the frames before this part
+        as not in view (black face crops), so every person's files hold every frame."""
+        out = self.persons.get(track_id)
+        if out is None:
+            import torch
+
+            from .pipeline import absent_person
+
+            out = StreamWriter(self.dir / f"person-{track_id}", self.fps, self.device, self.filled, self.concealed, person=True)
+            self.persons[track_id] = out
+            for s in range(0, self.frames, _DRAW_CHUNK):
+                n = min(_DRAW_CHUNK, self.frames - s)
+                none = torch.zeros(n, dtype=torch.bool)
+                like = dataclasses.replace(part, det_ran=none, pose_ran=none, gate_distance=none.float())
+                out.add(absent_person(track_id, s, n, like, part.face_images[:0]))
+        return out
 
     def _add_overlay(self, start: int, metas, recs) -> None:
         """Draw the frames' results (held ones for filled frames) on their source frames."""
@@ -376,7 +419,8 @@ class StreamWriter:
         """Close the videos (playable, exactly the frames written) and the records."""
         with self._writing(self.dir):
             try:
-                self.pose.close()
+                if self.pose is not None:
+                    self.pose.close()
                 if self.overlay is not None:
                     self.overlay.close()
             finally:
@@ -384,6 +428,8 @@ class StreamWriter:
                     self.face.close()
                 finally:
                     self.jsonl.close()
+                    for out in self.persons.values():
+                        out.close()
 
     def fold(self, header: dict, footer: dict) -> Path:
         """Write poses.json and openpose.json from poses.jsonl (one pass per column, never all
@@ -404,7 +450,7 @@ class StreamWriter:
         path = self.dir / "poses.json"
         with open(path, "w") as f:
             f.write("{" + ", ".join(f"{json.dumps(k)}: {json.dumps(v)}" for k, v in header.items()))
-            for col, key in COLUMNS:
+            for col, key in self.columns:
                 f.write(f", {json.dumps(col)}: [")
                 with open(rows) as r:
                     for i, line in enumerate(r):
@@ -424,6 +470,8 @@ class StreamWriter:
                 f.write((", " if i else "") + json.dumps(json.loads(line)["openpose"]))
             f.write("]")
         rows.unlink()
+        for tid, out in self.persons.items():
+            out.fold({"track_id": tid, **header}, {k: footer[k] for k in ("complete", "frames_done") if k in footer})
         return path
 
     def write_text(self, name: str, text: str) -> None:

@@ -23,9 +23,12 @@ from .pose import PoseEstimator
 from .progress import Progress
 from .reference import ReferencePose, RetargetStream, estimate_reference
 from .runtime import RuntimeConfig, open_models, resolve_batch_size
-from .schedule import FrameRecord, Scheduler
-from .temporal import NoiseEstimator, TrackSmoother, resolve_smooth
+from .assembly import CrowdAssembly, CrowdFrames, CrowdSmoothing, SubjectAssembly, SubjectSmoothing, flushed, smoothed
+from .crowd import CrowdScheduler
+from .schedule import Scheduler
+from .temporal import NoiseEstimator, resolve_smooth
 from .timing import NULL_TIMER, StageTimer
+from .track import PeopleConfig
 from .wan import FaceConfig
 
 __all__ = ["Preprocessor", "Result", "CHUNK_SIZE"]
@@ -69,6 +72,11 @@ class Result:
     reference_image: torch.Tensor | None = None  # (h, w, 3) float in [0, 1]: the image resized to the area
     reference_box: torch.Tensor | None = None  # (5,) the person box in reference_image (score -1: full image)
     retargeted: list | None = None  # T PoseMeta: these frames' poses on the reference's body, its canvas
+    # With people=N (several people): every identity, ordered by id, each a Result of one
+    # person over the same frames with ``track_id`` and ``present`` set (people=None there).
+    people: list | None = None
+    track_id: int | None = None  # this person's identity (a Result in ``people``)
+    present: torch.Tensor | None = None  # (T,) bool: this person in view (else keypoints score 0)
 
     def __len__(self) -> int:
         return self.keypoints.shape[0]
@@ -91,12 +99,20 @@ class Result:
         the reference canvas's pixels (no face points: retargeting drops them)."""
         if retargeted and self.retargeted is None:
             raise ValueError("no retargeted poses: process the video with a reference_image")
-        return wan.openpose_frames(self.retargeted if retargeted else self.pose_metas, min_score)
+        if self.people is None or retargeted:
+            return wan.openpose_frames(self.retargeted if retargeted else self.pose_metas, min_score)
+        return wan.openpose_people([p.pose_metas for p in self.people], [p.present for p in self.people], min_score)
 
     def to_json(self) -> dict:
         """A JSON-ready summary (metas as lists)."""
         metas = [{k: (v.tolist() if hasattr(v, "tolist") else v) for k, v in m.items()} for m in self.pose_metas]
+        who = {}
+        if self.track_id is not None:
+            who = {"track_id": self.track_id, "present": self.present.cpu().tolist()}
+        if self.people is not None:
+            who["track_ids"] = [p.track_id for p in self.people]
         return {
+            **who,
             "width": self.width,
             "height": self.height,
             "pose_metas": metas,
@@ -151,6 +167,9 @@ class Preprocessor:
             smoothed face at sub-pixel precision): "auto" (default: on with the gate on, off
             with ``gate="off"``), "on", "off", a bool, a SmoothConfig, or a dict of its fields.
             Parts of a stream wait ``lookahead`` (16) more frames with it on.
+        people: 1 (the default) follows one subject; N > 1 or "all" follows up to N people (all)
+            with identities (``Result.people``; see :mod:`~wanprep_torch.crowd`).
+        people_keep: frames an identity out of view keeps its id (with ``people`` > 1).
         timings: measure per-stage times (``Result.timings``); on CUDA with events, no host waits.
     """
 
@@ -175,6 +194,8 @@ class Preprocessor:
         dark: bool = True,
         gate="safe",
         timings: bool = True,
+        people=1,
+        people_keep: int = 24,
         *,
         runtime: RuntimeConfig | None = None,
         detect: DetectConfig | None = None,
@@ -189,12 +210,13 @@ class Preprocessor:
         device = runtime.resolved_device()
         gate = resolve_gate(gate)  # bad settings fail before the models are opened
         _check_chunk(chunk_size)
+        crowd = PeopleConfig.from_option(people, people_keep)
         batch = resolve_batch_size(runtime.batch_size, device)
         det, pose = open_models(det_model, pose_model, device, runtime.providers, runtime.intra_op_threads)
         self._compose(
             PersonDetector(det, device, batch_size=batch, config=detect),
             PoseEstimator(pose, device, batch_size=batch, dark=dark),
-            face, gate, resolve_smooth(smooth, gate.enabled), chunk_size, progress, progress_callback, timings,
+            face, gate, resolve_smooth(smooth, gate.enabled), chunk_size, progress, progress_callback, timings, crowd,
         )  # fmt: skip
 
     @classmethod
@@ -210,6 +232,8 @@ class Preprocessor:
         progress_callback: Callable | None = None,
         timings: bool = True,
         smooth="auto",
+        people=1,
+        people_keep: int = 24,
     ) -> "Preprocessor":
         """A Preprocessor composed of stages the caller made (their models, devices, batch
         sizes and decoding settings are theirs), as rtmlib's solutions compose a detector and
@@ -238,16 +262,18 @@ class Preprocessor:
         _check_chunk(chunk_size)
         self = cls.__new__(cls)
         smooth = resolve_smooth(smooth, gate.enabled)
-        self._compose(detector, estimator, face or FaceConfig(), gate, smooth, chunk_size, progress, progress_callback, timings)
+        crowd = PeopleConfig.from_option(people, people_keep)
+        self._compose(detector, estimator, face or FaceConfig(), gate, smooth, chunk_size, progress, progress_callback, timings, crowd)
         return self
 
-    def _compose(self, detector, estimator, face, gate, smooth, chunk_size, progress, progress_callback, timings) -> None:
+    def _compose(self, detector, estimator, face, gate, smooth, chunk_size, progress, progress_callback, timings, people=None) -> None:
         self.device = detector.device
         self.detector = detector
         self.estimator = estimator
         self.face = face
         self.gate = gate
         self.smooth = smooth
+        self.people = people  # PeopleConfig with several people, None for the single subject
         self.chunk_size = int(chunk_size)
         self.progress = progress
         self.progress_callback = progress_callback
@@ -365,11 +391,20 @@ class Preprocessor:
         prog = Progress(total, enabled=self.progress, desc="frames", callback=self.progress_callback)
         noise = NoiseEstimator(min_score=self.gate.track_kp_score)
         smooth = self.smooth.enabled
-        sched = Scheduler(
-            self.detector, self.estimator, self.gate, self._ws, timer, on_oom=self._shrink, on_frames=prog.update, noise=noise, cuts=smooth
-        )
-        smoother = _Smoothing(self.smooth, NoiseEstimator(min_score=self.smooth.min_score), timer) if smooth else None
-        wan_out = wan.WanAssembler(self.face, self.device, self._ws, timer, exact=smooth)
+        assembler = lambda: wan.WanAssembler(self.face, self.device, self._ws, timer, exact=smooth)  # noqa: E731
+        if self.people is None:
+            sched = Scheduler(
+                self.detector, self.estimator, self.gate, self._ws, timer, on_oom=self._shrink, on_frames=prog.update, noise=noise, cuts=smooth
+            )
+            smoother = SubjectSmoothing(self.smooth, NoiseEstimator(min_score=self.smooth.min_score), timer) if smooth else None
+            wan_out = SubjectAssembly(assembler(), timer)
+        else:  # several people: the temporal model per identity (its own noise estimate)
+            sched = CrowdScheduler(
+                self.detector, self.estimator, self.gate, self.people, self._ws, timer, on_oom=self._shrink, on_frames=prog.update, cuts=smooth
+            )
+            smoother = CrowdSmoothing(self.smooth, timer) if smooth else None
+            wan_out = CrowdAssembly(assembler, self.detector.config, timer)
+            noise = None
         state = _PartState(timer, self.providers, noise)
         if reference_image is not None and reference_size is not None:
             state.set_reference(self.reference_pose(reference_image, reference_size))  # bad input fails first
@@ -382,20 +417,20 @@ class Preprocessor:
                     if reference_image is not None and state.reference is None:
                         size = (int(chunk.shape[-1]), int(chunk.shape[-2]))  # chunks are (T, 3, H, W)
                         state.set_reference(self.reference_pose(reference_image, size))
-                    _assemble(_smoothed(smoother, sched.feed(chunk)), wan_out, timer)
+                    wan_out.add(smoothed(smoother, sched.feed(chunk)))
                     part = state.part(wan_out.take())
                     if part is not None:
                         yield part
             except (ValueError, TypeError) as exc:
                 error = exc  # finish the frames already read, then raise
             except StopRequested as stop:  # a requested stop: hand out the frames already final
-                _assemble(_flushed(smoother, stop.finished), wan_out, timer)
+                wan_out.add(flushed(smoother, stop.finished))
                 wan_out.flush()
                 part = state.part(wan_out.take())
                 if part is not None:
                     yield part
                 raise
-            _assemble(_flushed(smoother, sched.finish()), wan_out, timer)
+            wan_out.add(flushed(smoother, sched.finish()))
             wan_out.flush()
             part = state.part(wan_out.take())
             if part is not None:
@@ -404,88 +439,6 @@ class Preprocessor:
             prog.close()
         if error is not None:
             raise error
-
-
-class _Smoothing:
-    """The smoother between the scheduler and the Wan assembly: records in, the same records
-    with smoothed keypoints out once ``lookahead`` later frames were seen."""
-
-    def __init__(self, cfg, noise: NoiseEstimator, timer):
-        self.track = TrackSmoother(cfg, noise, feed=True)
-        self.pending: list[FrameRecord] = []
-        self.timer = timer
-
-    def feed(self, records: list[FrameRecord]) -> list[FrameRecord]:
-        with self.timer("smooth"):
-            if records:
-                host = torch.stack([r.keypoints for r in records]).cpu()  # one device read
-                for r, k in zip(records, host):
-                    self.track.push(k, r.pose_ran, r.cut)
-                    self.pending.append(r)
-            return self._out(self.track.take())
-
-    def finish(self) -> list[FrameRecord]:
-        with self.timer("smooth"):
-            return self._out(self.track.finish())
-
-    def _out(self, keypoints: list) -> list[FrameRecord]:
-        done, self.pending = self.pending[: len(keypoints)], self.pending[len(keypoints) :]
-        if not done:
-            return []
-        dev = done[0].keypoints.device
-        moved = torch.stack(keypoints).to(dev).unbind(0) if dev.type != "cpu" else keypoints  # one copy
-        return [dataclasses.replace(r, keypoints=k) for r, k in zip(done, moved)]
-
-
-def _smoothed(smoother: _Smoothing | None, records: list[FrameRecord]) -> list[FrameRecord]:
-    return records if smoother is None else smoother.feed(records)
-
-
-def _flushed(smoother: _Smoothing | None, records: list[FrameRecord]) -> list[FrameRecord]:
-    """The last records of a run (its end, or a requested stop), with the smoother's held
-    look-ahead frames after them."""
-    if smoother is None:
-        return records
-    return smoother.feed(records) + smoother.finish()
-
-
-def _assemble(records: list[FrameRecord], wan_out: "wan.WanAssembler", timer) -> None:
-    """Hand finished frames to the Wan assembly, one call per run of frames of one chunk."""
-    for seg in _segments(records):
-        c, a, b = seg[0].chunk, seg[0].local, seg[-1].local + 1
-        extra = _Extra(
-            start=seg[0].index,
-            boxes=torch.stack([r.box for r in seg]),
-            others=[r.others for r in seg],
-            det_ran=[r.det_ran for r in seg],
-            pose_ran=[r.pose_ran for r in seg],
-            distance=[r.distance for r in seg],
-        )
-        with timer("wan"):
-            wan_out.add(c[a:b], torch.stack([r.keypoints for r in seg]), extra)
-
-
-def _segments(records: list[FrameRecord]) -> list[list[FrameRecord]]:
-    """Split records into runs of consecutive frames of the same chunk."""
-    runs: list[list[FrameRecord]] = []
-    for r in records:
-        if runs and runs[-1][-1].chunk is r.chunk and runs[-1][-1].local + 1 == r.local:
-            runs[-1].append(r)
-        else:
-            runs.append([r])
-    return runs
-
-
-@dataclass
-class _Extra:
-    """Per-frame data that travels with a run of frames through the Wan assembly."""
-
-    start: int
-    boxes: torch.Tensor
-    others: list
-    det_ran: list
-    pose_ran: list
-    distance: list
 
 
 class _PartState:
@@ -503,35 +456,17 @@ class _PartState:
         self.reference = ref
         self.retarget = RetargetStream(ref.meta)
 
-    def part(self, done: "wan.WanFrames | None") -> Result | None:
-        if done is None or not len(done):
+    def part(self, done) -> Result | None:
+        """A Result of the final frames ``done`` (:class:`~wanprep_torch.wan.WanFrames`, or a
+        :class:`~wanprep_torch.assembly.CrowdFrames` with everyone's)."""
+        if done is None or not len(done.primary if isinstance(done, CrowdFrames) else done):
             return None
         with self.timer("wan"):
-            kps = torch.cat(done.keypoints)
-            dev = kps.device
-            extra = done.extra
-            faces = done.face_images[0] if len(done.face_images) == 1 else torch.cat(done.face_images)
-            first = kps[0]
-            boxes = torch.cat([e.boxes for e in extra]).to(dev)
-            res = Result(
-                keypoints=kps,
-                bboxes=boxes,
-                pose_metas=list(done.metas),
-                face_images=faces,
-                face_bboxes=list(done.face_bboxes),
-                face_held=torch.tensor(done.face_held, dtype=torch.bool, device=dev),
-                key_frame_points=json.dumps(wan.key_frame_points(first, box=boxes[0])),
-                key_frames=_key_frames(kps, boxes, extra[0].start),
-                other_persons=torch.tensor([o for e in extra for o in e.others], dtype=torch.long, device=dev),
-                det_ran=torch.tensor([v for e in extra for v in e.det_ran], dtype=torch.bool, device=dev),
-                pose_ran=torch.tensor([v for e in extra for v in e.pose_ran], dtype=torch.bool, device=dev),
-                gate_distance=torch.tensor([v for e in extra for v in e.distance], dtype=torch.float32, device=dev),
-                face_bboxes_exact=torch.tensor(done.face_exact, dtype=torch.float32, device=dev).reshape(-1, 4),
-                width=int(done.metas[0]["width"]),
-                height=int(done.metas[0]["height"]),
-                start=extra[0].start,
-                noise=self.noise.sigmas() if self.noise is not None else {},
-            )
+            people = getattr(done, "people", None)
+            res = wan_result(done.primary if people is not None else done)
+            res.noise = self.noise.sigmas() if self.noise is not None else {}
+            if people is not None:
+                res.people = [_person_result(tid, d, res) for tid, d in people]
             if self.reference is not None:
                 res.reference_meta = self.reference.meta
                 res.reference_image = self.reference.image
@@ -541,6 +476,83 @@ class _PartState:
         res.timings = self.timer.report(self.frames)
         res.providers = dict(self.providers)
         return res
+
+
+def wan_result(done: "wan.WanFrames") -> Result:
+    """A Result of final Wan frames (no timings or reference): the one home of that layout,
+    for the subject and for each person of several."""
+    kps = torch.cat(done.keypoints)
+    dev = kps.device
+    extra = done.extra
+    faces = done.face_images[0] if len(done.face_images) == 1 else torch.cat(done.face_images)
+    boxes = torch.cat([e.boxes for e in extra]).to(dev)
+    res = Result(
+        keypoints=kps,
+        bboxes=boxes,
+        pose_metas=list(done.metas),
+        face_images=faces,
+        face_bboxes=list(done.face_bboxes),
+        face_held=torch.tensor(done.face_held, dtype=torch.bool, device=dev),
+        key_frame_points=json.dumps(wan.key_frame_points(kps[0], box=boxes[0])),
+        key_frames=_key_frames(kps, boxes, extra[0].start),
+        other_persons=torch.tensor([o for e in extra for o in e.others], dtype=torch.long, device=dev),
+        det_ran=torch.tensor([v for e in extra for v in e.det_ran], dtype=torch.bool, device=dev),
+        pose_ran=torch.tensor([v for e in extra for v in e.pose_ran], dtype=torch.bool, device=dev),
+        gate_distance=torch.tensor([v for e in extra for v in e.distance], dtype=torch.float32, device=dev),
+        face_bboxes_exact=torch.tensor(done.face_exact, dtype=torch.float32, device=dev).reshape(-1, 4),
+        width=int(done.metas[0]["width"]),
+        height=int(done.metas[0]["height"]),
+        start=extra[0].start,
+    )
+    if extra[0].present is not None:
+        res.present = torch.tensor([v for e in extra for v in e.present], dtype=torch.bool, device=dev)
+    return res
+
+
+def _person_result(track_id: int, done: "wan.WanFrames | None", like: Result) -> Result:
+    """One person's Result over ``like``'s frames: their Wan frames, after frames before they
+    first appeared (absent: see :func:`absent_person`)."""
+    res = wan_result(done) if done is not None else None
+    lead = len(like) - (len(res) if res is not None else 0)
+    if lead:
+        pad = absent_person(track_id, like.start, lead, like)
+        res = pad if res is None else Result.concat([pad, res])
+    res.track_id = track_id
+    return res
+
+
+def absent_person(track_id: int, start: int, n: int, like: Result, faces_like: torch.Tensor | None = None) -> Result:
+    """A person's Result for ``n`` frames before they first appeared: not present, keypoints
+    and boxes zero (score 0, box score -1), the fallback face box, black face crops (shape and
+    dtype of ``faces_like``, default ``like``'s crops); the gate report is ``like``'s first
+    ``n`` frames'."""
+    dev = like.keypoints.device
+    w, h = like.width, like.height
+    kps = torch.zeros(n, 133, 3, device=dev)
+    boxes = torch.tensor([[0.0, 0.0, 0.0, 0.0, -1.0]], device=dev).expand(n, 5).clone()
+    face = wan.fallback_face_box(w, h)
+    f = like.face_images if faces_like is None else faces_like
+    no = torch.zeros(n, dtype=torch.bool, device=dev)
+    return Result(
+        keypoints=kps,
+        bboxes=boxes,
+        pose_metas=wan.pose_metas(kps, w, h)[0],
+        face_images=torch.zeros((n,) + tuple(f.shape[1:]), dtype=f.dtype, device=f.device),
+        face_bboxes=[face] * n,
+        face_held=torch.ones(n, dtype=torch.bool, device=dev),
+        face_bboxes_exact=torch.tensor([face] * n, dtype=torch.float32, device=dev).reshape(-1, 4),
+        key_frame_points=json.dumps(wan.key_frame_points(kps[0], box=boxes[0])),
+        key_frames=_key_frames(kps, boxes, start),
+        other_persons=torch.zeros(n, dtype=torch.long, device=dev),
+        det_ran=like.det_ran[:n].clone(),
+        pose_ran=like.pose_ran[:n].clone(),
+        gate_distance=like.gate_distance[:n].clone(),
+        width=w,
+        height=h,
+        start=start,
+        track_id=track_id,
+        present=no,
+    )
 
 
 def _key_frames(kps: torch.Tensor, boxes: torch.Tensor, start: int = 0) -> list[dict]:
@@ -562,6 +574,7 @@ class _Joiner:
         self.parts: list[Result] = []
         self.faces: torch.Tensor | None = None
         self.face_chunks: list[torch.Tensor] = []
+        self.faces_like: torch.Tensor | None = None  # (0, S, S, 3): the crops' shape and dtype
         self.frames = 0  # frames joined so far
 
     def add(self, part: Result) -> None:
@@ -570,6 +583,7 @@ class _Joiner:
             raise ValueError(f"parts out of order: part starts at frame {part.start}, expected {expected}")
         n = len(part)
         f = part.face_images
+        self.faces_like = f[:0]
         if self.total is not None:  # the whole video's length: one output, filled as parts come
             if self.faces is None:
                 self.faces = torch.empty((self.total,) + tuple(f.shape[1:]), dtype=f.dtype, device=f.device)
@@ -614,7 +628,25 @@ class _Joiner:
             reference_image=first.reference_image,
             reference_box=first.reference_box,
             retargeted=None if first.retargeted is None else [m for p in parts for m in p.retargeted],
+            people=self._people(),
+            track_id=first.track_id,
+            present=None if first.present is None else torch.cat([p.present for p in parts]),
         )
+
+    def _people(self) -> list | None:
+        """Each identity joined over the parts; a part before it appeared is padded absent."""
+        parts = self.parts
+        if all(p.people is None for p in parts):
+            return None
+        ids = sorted({q.track_id for p in parts for q in p.people or []})
+        joined = []
+        for tid in ids:
+            runs = []
+            for p in parts:
+                q = next((q for q in p.people or [] if q.track_id == tid), None)
+                runs.append(q if q is not None else absent_person(tid, p.start, len(p), p, self.faces_like))
+            joined.append(Result.concat(runs))
+        return joined
 
 
 def _concat_release(chunks: list[torch.Tensor]) -> torch.Tensor:

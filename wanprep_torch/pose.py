@@ -137,10 +137,49 @@ def crop_windows(
 
     if not frames.is_floating_point():
         raise TypeError("crop_windows needs float frames")
-    src = frames if frame_index is None else frames.index_select(0, frame_index)
+    src = frames
+    if frame_index is not None:
+        src, center = window_regions(frames, center, window, out_hw, frame_index)
     m = window_matrix(center.to(torch.float32), window.to(torch.float32), out_hw).to(src.dtype)
     crops = warp_affine(src, m, tuple(out_hw), mode="bilinear", padding_mode="zeros", align_corners=True)
     return crops if out is None else out.copy_(crops)
+
+
+def window_regions(
+    frames: torch.Tensor, center: torch.Tensor, window: torch.Tensor, out_hw: tuple[int, int], frame_index: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """For several windows a frame: each window's readable pixels (:func:`window_pixel_bounds`
+    of that window alone) copied into one zero-padded batch, and the centres moved into it.
+    Warping that batch equals warping each window's whole frame (taps outside a region are
+    outside the frame, zeros either way), without copying whole frames per window.
+
+    Args:
+        frames: (T, C, H, W); center, window: (N, 2); frame_index: (N,) frame of each window.
+
+    Returns:
+        ((N, C, h, w) regions, (N, 2) centres in them).
+    """
+    fh, fw = frames.shape[-2:]
+    oh, ow = out_hw
+    c, win = center.float(), window.float()
+    # window_pixel_bounds' rule, for every window at once (one host read).
+    step = win / torch.tensor([ow, oh], device=win.device, dtype=win.dtype)
+    first = c - win * 0.5
+    last = first + step * torch.tensor([ow - 1, oh - 1], device=win.device, dtype=win.dtype)
+    lo = torch.nan_to_num(torch.minimum(first, last).floor(), nan=0.0, posinf=0.0, neginf=0.0) - 1
+    hi = torch.nan_to_num(torch.maximum(first, last).floor(), nan=float(max(fw, fh)), posinf=float(max(fw, fh)), neginf=0.0) + 3
+    lim = torch.tensor([fw, fh], device=lo.device, dtype=lo.dtype)
+    lo, hi = torch.minimum(lo.clamp_min(0), lim), torch.minimum(hi.clamp_min(0), lim)
+    bounds = []
+    for x0, y0, x1, y1 in torch.cat([lo, hi], dim=1).long().tolist():
+        bounds.append((x0, y0, x1, y1) if x0 < x1 and y0 < y1 else (0, 0, 1, 1))  # off the frame: zeros either way
+    rh = max([b[3] - b[1] for b in bounds], default=1)
+    rw = max([b[2] - b[0] for b in bounds], default=1)
+    out = frames.new_zeros((len(bounds), frames.shape[1], rh, rw))
+    for j, (i, (x0, y0, x1, y1)) in enumerate(zip(frame_index.tolist(), bounds)):
+        out[j, :, : y1 - y0, : x1 - x0] = frames[i, :, y0:y1, x0:x1]
+    shift = torch.tensor([[b[0], b[1]] for b in bounds], device=center.device, dtype=center.dtype).view(-1, 2)
+    return out, center - shift
 
 
 def heatmap_to_frame(
@@ -248,19 +287,25 @@ class PoseEstimator:
         self._bias = -torch.tensor(IMAGENET_MEAN, device=self.device).view(1, 3, 1, 1) * self._inv_std
         self.workspace = Workspace()
 
-    def preprocess(self, frames: FrameBatch, boxes: torch.Tensor, workspace: Workspace | None = None) -> PoseInput:
-        """Crop and normalise one window per frame.
+    def preprocess(
+        self, frames: FrameBatch, boxes: torch.Tensor, workspace: Workspace | None = None, frame_index: torch.Tensor | None = None
+    ) -> PoseInput:
+        """Crop and normalise one window per box.
 
         Args:
-            frames: N frames; boxes: (N, >=4) x1, y1, x2, y2 in frame pixels.
+            frames: the frames; boxes: (N, >=4) x1, y1, x2, y2 in frame pixels, one per frame
+                unless ``frame_index`` (N,) names each box's frame (several people a frame).
             workspace: write into its buffers (valid until the next call); new tensors when None.
         """
-        n = len(frames)
+        n = len(frames) if frame_index is None else int(frame_index.shape[0])
         shape = (n, 3) + tuple(self.input_hw)
         center, window = box_to_center_window(boxes.to(self.device), self.input_hw)
         src, src_center = crop_source(frames, center, window, self.input_hw)
         ws = workspace
-        crops = crop_windows(src, src_center, window, self.input_hw, out=None if ws is None else ws.get("crops", shape, torch.float32, self.device))
+        idx = None if frame_index is None else frame_index.to(self.device)
+        crops = crop_windows(
+            src, src_center, window, self.input_hw, frame_index=idx, out=None if ws is None else ws.get("crops", shape, torch.float32, self.device)
+        )
         out = None if ws is None else ws.get("pose_input", shape, torch.float32, self.device)
         pixels = torch.addcmul(self._bias, crops, self._inv_std) if out is None else torch.addcmul(self._bias, crops, self._inv_std, out=out)
         return PoseInput(pixels, center, window)
@@ -273,10 +318,11 @@ class PoseEstimator:
         """(N, 133, 3) x, y in frame pixels, score."""
         return decode_pose(heatmaps, inp.center, inp.window, dark=self.dark)
 
-    def estimate(self, frames: FrameBatch, boxes: torch.Tensor, timer=NULL_TIMER) -> torch.Tensor:
-        """Keypoints for a :class:`FrameBatch` and one box per frame (the pipeline's entry point)."""
+    def estimate(self, frames: FrameBatch, boxes: torch.Tensor, timer=NULL_TIMER, frame_index: torch.Tensor | None = None) -> torch.Tensor:
+        """Keypoints for a :class:`FrameBatch` and one box per frame, or with ``frame_index``
+        (N,) any number of boxes per frame, all in one batch (the pipeline's entry point)."""
         with timer("pose_pre"):
-            inp = self.preprocess(frames, boxes, self.workspace)
+            inp = self.preprocess(frames, boxes, self.workspace, frame_index)
         with timer("pose_model"):
             heatmaps = self.infer(inp.pixels, self.workspace)
         with timer("pose_post"):

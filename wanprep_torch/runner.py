@@ -77,9 +77,10 @@ class RunOptions:
     overlay: bool = False  # also overlay.mp4: the result drawn on the source frames
     start: str | None = None  # --start as written (video.parse_time): seconds, [H:]M:S or frames (30f)
     duration: str | None = None  # --duration, the same forms
+    people: int | str = 1  # several people: N or "all" (person-<id>/ folders)
 
     # The options a result depends on: a change re-runs a video under `batch --resume`.
-    RESULT_FIELDS = ("det", "pose", "width", "height", "gate", "smooth", "fp16", "face_padding", "overlay", "start", "duration")
+    RESULT_FIELDS = ("det", "pose", "width", "height", "gate", "smooth", "fp16", "face_padding", "overlay", "start", "duration", "people")
 
     def check(self, allow_auto_device: bool = False) -> "RunOptions":
         """RunError (exit 2) naming the first bad option; returns self."""
@@ -96,6 +97,8 @@ class RunOptions:
             raise RunError(f"--batch must be 'auto' or a positive integer, got {self.batch!r}")
         if self.face_padding < 0:
             raise RunError(f"--face-padding must be >= 0, got {self.face_padding}")
+        if self.people != "all" and (isinstance(self.people, bool) or not isinstance(self.people, int) or self.people < 1):
+            raise RunError(f"--people must be a positive integer or 'all', got {self.people!r}")
         self.time_range()
         if self.int8 and self.fp16:
             raise RunError("--int8 and --fp16 exclude each other: INT8 is for the CPU, FP16 for CUDA")
@@ -145,7 +148,8 @@ class RunOptions:
         if not isinstance(recorded, dict):
             return ["options: not recorded"]
         now = self.record()
-        return [f"{k}: {recorded.get(k)!r} -> {now[k]!r}" for k in self.RESULT_FIELDS if recorded.get(k) != now[k]]
+        old = {"people": 1, **recorded}  # results from before --people followed one subject
+        return [f"{k}: {old.get(k)!r} -> {now[k]!r}" for k in self.RESULT_FIELDS if old.get(k) != now[k]]
 
 
 @dataclass
@@ -293,7 +297,7 @@ def load_preprocessor(options: RunOptions, progress_callback=None, threads: int 
         return Preprocessor(options.det, options.pose, device=options.device, batch_size=options.batch,
                             face_padding=options.face_padding, face_dtype=torch.uint8, face_device="cpu",
                             chunk_size=options.chunk, progress=False, progress_callback=progress_callback,
-                            gate=options.gate, smooth=options.smooth, intra_op_threads=threads)
+                            gate=options.gate, smooth=options.smooth, intra_op_threads=threads, people=options.people)
     except ModelError:
         raise
     except (ValueError, TypeError) as exc:

@@ -29,12 +29,12 @@ from .temporal import NoiseEstimator
 from .timing import NULL_TIMER
 from .track import SubjectTracker
 
-__all__ = ["FrameRecord", "Scheduler"]
+__all__ = ["FrameRecord", "Scheduler", "PlannedFrame", "PlannedKey", "stack_frames", "CPU_WORK_BATCH"]
 
 # On the CPU the models run at batch 1 (fastest per frame there) but pre/post-processing runs
 # on groups of frames, so per-op dispatch overhead is paid once per group. Only ungated runs
 # group this way: tracking wants the freshest keypoints for the next box.
-_CPU_WORK_BATCH = 8
+CPU_WORK_BATCH = 8
 
 
 @dataclass
@@ -64,9 +64,13 @@ class FrameRecord:
         """(3, H, W) the frame."""
         return self.chunk[self.local]
 
+    def motion_region(self) -> list:
+        """Where the gate measures motion after this keyframe: the subject's box."""
+        return self.box[:4].tolist()
+
 
 @dataclass
-class _Frame:
+class PlannedFrame:
     """A frame the gate has seen whose keyframe is not processed yet."""
 
     index: int
@@ -77,10 +81,10 @@ class _Frame:
 
 
 @dataclass
-class _Key:
+class PlannedKey:
     """A planned keyframe and the frames between the previous keyframe and it."""
 
-    frame: _Frame
+    frame: PlannedFrame
     gap: list
 
 
@@ -128,8 +132,8 @@ class Scheduler:
         self.on_oom = on_oom
         self.motion: MotionGate | None = None
         self.tracker: SubjectTracker | None = None
-        self.waiting: list[_Frame] = []  # frames after the last planned keyframe
-        self.planned: list[_Key] = []  # keyframes planned, not yet processed
+        self.waiting: list[PlannedFrame] = []  # frames after the last planned keyframe
+        self.planned: list[PlannedKey] = []  # keyframes planned, not yet processed
         self.anchor: FrameRecord | None = None  # the last processed keyframe
         self.index = 0  # frames fed so far
         self.others = 0  # other people counted at the last detection
@@ -163,13 +167,13 @@ class Scheduler:
         out: list[FrameRecord] = []
         if self.waiting:
             last = self.waiting.pop()
-            self.planned.append(_Key(last, self.waiting))
+            self.planned.append(PlannedKey(last, self.waiting))
             self.waiting = []
         self._run_planned(out)
         return out
 
     def _feed_ungated(self, chunk: torch.Tensor, out: list[FrameRecord]) -> None:
-        group = max(self.batch_size, _CPU_WORK_BATCH) if chunk.device.type == "cpu" else self.batch_size
+        group = max(self.batch_size, CPU_WORK_BATCH) if chunk.device.type == "cpu" else self.batch_size
         cuts = self._cuts(chunk)
 
         def step(s: int, e: int) -> None:
@@ -190,18 +194,18 @@ class Scheduler:
         for i in range(chunk.shape[0]):
             with self.timer("gate"):
                 # The motion is measured in the subject's newest box.
-                region = None if self.anchor is None else self.anchor.box[:4].tolist()
+                region = None if self.anchor is None else self.anchor.motion_region()
                 d = self.motion.step(sig[i], region)
-            f = _Frame(self.index + i, chunk, i, d.distance, d.cut)
+            f = PlannedFrame(self.index + i, chunk, i, d.distance, d.cut)
             if (d.cut or d.boundary) and self.waiting:
                 # The frame before a cut ends the old scene: a keyframe too, so no frame is
                 # interpolated across the cut. The same where the picture stops or starts
                 # moving: a hold and the motion beside it are gaps of their own.
                 prev = self.waiting.pop()
-                self.planned.append(_Key(prev, self.waiting))
+                self.planned.append(PlannedKey(prev, self.waiting))
                 self.waiting = []
             if d.process:
-                self.planned.append(_Key(f, self.waiting))
+                self.planned.append(PlannedKey(f, self.waiting))
                 self.waiting = []
             else:
                 self.waiting.append(f)
@@ -220,7 +224,7 @@ class Scheduler:
         def step(s: int, e: int) -> None:
             sub = keys[s:e]
             force = [k.frame.cut or k.frame.distance >= self.cfg.track_max_px for k in sub]
-            results.extend(self._infer(_stack([k.frame for k in sub]), force, [k.frame.cut for k in sub]))
+            results.extend(self._infer(stack_frames([k.frame for k in sub]), force, [k.frame.cut for k in sub]))
 
         run_in_batches(len(keys), self.batch_size, step, on_oom=self.on_oom)
         segments = []  # (segment, is a hold)
@@ -250,7 +254,7 @@ class Scheduler:
 
             def step(i: int, j: int) -> None:
                 self._hand_out([], None)  # a heartbeat before the model runs
-                kps.extend(self.pose.estimate(FrameBatch(_stack(mids[i:j]), self.ws), boxes[i:j], self.timer).unbind(0))
+                kps.extend(self.pose.estimate(FrameBatch(stack_frames(mids[i:j]), self.ws), boxes[i:j], self.timer).unbind(0))
 
             run_in_batches(len(level), self.batch_size, step, on_oom=self.on_oom)
             nxt = []
@@ -422,7 +426,7 @@ def _at_window_edge(
     return (outside & (body[..., 2] >= min_score)).any(dim=1)
 
 
-def _stack(frames: list) -> torch.Tensor:
+def stack_frames(frames: list) -> torch.Tensor:
     """(n, 3, H, W) of the given frames (anything with ``chunk`` and ``local``): a view when
     they are consecutive frames of one chunk, else a copy."""
     c = frames[0].chunk

@@ -33,6 +33,8 @@ __all__ = [
     "openpose_frames",
     "KEEP_SCORE",
     "pose_keypoint_frames",
+    "everyone_per_frame",
+    "openpose_people",
     "WanFrames",
     "FaceConfig",
     "WanAssembler",
@@ -340,6 +342,35 @@ def pose_keypoint_frames(frames, threshold: float = KEEP_SCORE) -> list[dict]:
     return result
 
 
+def openpose_people(people: list, present: list, min_score: float = KEEP_SCORE) -> list[dict]:
+    """:func:`openpose_frames` for several people: per frame, everyone in view (in the order
+    given) in the ``people`` array (empty where nobody is).
+
+    Args:
+        people: P lists of T poses; present: P (T,) bool tensors or lists.
+    """
+    seen = [p.tolist() if hasattr(p, "tolist") else list(p) for p in present]
+    per_person = [openpose_frames(poses, min_score) for poses in people]
+    frames = []
+    for t in range(len(seen[0]) if seen else 0):
+        first = per_person[0][t]
+        everyone = [f[t]["people"][0] for f, on in zip(per_person, seen) if on[t]]
+        frames.append({"people": everyone, "canvas_width": first["canvas_width"], "canvas_height": first["canvas_height"]})
+    return frames
+
+
+def everyone_per_frame(people: list, present: list, fallback: list) -> list:
+    """Per frame, the poses of everyone in view, in the order given (for
+    :func:`pose_keypoint_frames`); a frame with nobody keeps ``fallback``'s pose (all unseen
+    there), as POSE_KEYPOINT readers expect a person per frame.
+
+    Args:
+        people: P lists of T poses; present: P (T,) bool tensors or lists; fallback: T poses.
+    """
+    seen = [p.tolist() if hasattr(p, "tolist") else list(p) for p in present]
+    return [[ps[t] for ps, on in zip(people, seen) if on[t]] or [own] for t, own in enumerate(fallback)]
+
+
 @dataclass
 class WanFrames:
     """The Wan outputs of consecutive frames, final (nothing later can change them).
@@ -513,11 +544,29 @@ class WanAssembler:
             with self.timer("faces"):
                 self._flush_waiting(fallback_face_box(self.width, self.height))
 
-    def take(self) -> WanFrames | None:
-        """The frames whose outputs are final (those before the first waiting one), removed
-        from the assembler (None: none yet)."""
+    def ready_groups(self) -> int:
+        """How many added groups are final (those before the first waiting one)."""
+        return self.waiting[0][3] if self.waiting else len(self.ready.extra)
+
+    def ready_frames(self) -> int:
+        """How many frames are final (those of the groups before the first waiting one)."""
+        return sum(k.shape[0] for k in self.ready.keypoints[: self.ready_groups()])
+
+    def take_frames(self, n: int) -> WanFrames | None:
+        """The first ``n`` final frames (whole groups: ``n`` must end on a group's boundary)."""
+        groups, frames = 0, 0
+        while frames < n:
+            frames += self.ready.keypoints[groups].shape[0]
+            groups += 1
+        if frames != n:
+            raise ValueError(f"take_frames: {n} frames end inside a group")
+        return self.take(groups)
+
+    def take(self, limit: int | None = None) -> WanFrames | None:
+        """The frames whose outputs are final (those before the first waiting one; at most
+        ``limit`` groups), removed from the assembler (None: none yet)."""
         r = self.ready
-        groups = self.waiting[0][3] if self.waiting else len(r.extra)
+        groups = self.ready_groups() if limit is None else min(limit, self.ready_groups())
         if groups == 0:
             return None
         frames = sum(k.shape[0] for k in r.keypoints[:groups])

@@ -32,7 +32,7 @@ from . import scene
 OPSET = 17
 # Bump when a model's behaviour changes (cached files are rebuilt when the stamp differs; the
 # stamp also hashes this file and scene.py, so edits rebuild too).
-MODELS_VERSION = "2"
+MODELS_VERSION = "3"
 STAMP_NAME = "testkit_models.stamp.json"
 
 DET_SIZE = 640
@@ -64,6 +64,7 @@ MODEL_FILES = {
     "pose_fp16": "pose_fp16.onnx",
     "pose_fp16_keepio": "pose_fp16_keepio.onnx",
     "det_two": "det_two_person.onnx",
+    "det_multi": "det_multi_person.onnx",
     "not_onnx": "not_a_model.onnx",
 }
 FP16_KEYS = ("det_fp16", "det_fp16_keepio", "pose_fp16", "pose_fp16_keepio")
@@ -206,6 +207,90 @@ def make_two_person_detector(batch: int | str = "batch") -> onnx.ModelProto:
     inp = helper.make_tensor_value_info("images", TensorProto.FLOAT, [batch, 3, S, S])
     out = helper.make_tensor_value_info("output0", TensorProto.FLOAT, [batch, DET_ROWS, 6])
     return _model(nodes, [inp], [out], inits, "testkit_det_two_person")
+
+
+MULTI_ROWS = 4  # people the multi-person detector reports at most
+MULTI_GAP = 9  # input px: blob columns closer than this belong to one person
+
+
+def make_multi_person_detector(batch: int | str = "batch") -> onnx.ModelProto:
+    """YOLOv10-signature detector for several people side by side: the columns where blobs are
+    drawn, closed over gaps under ``MULTI_GAP`` input px, split into runs from left to right;
+    row k boxes the blobs of run k (its columns, and the rows those columns reach), for up to
+    ``MULTI_ROWS`` runs (all-zero rows beyond). People overlapping in x merge into one box, as
+    a real detector's NMS can merge two people crossing."""
+    n = helper.make_node
+    S = DET_SIZE
+    idx = np.arange(S, dtype=np.float32)
+    inits = [
+        _const("ch_start", [2], np.int64), _const("ch_end", [3], np.int64), _const("ch_axis", [1], np.int64),
+        _const("thr", DET_THRESHOLD), _const("one", 1.0), _const("zero", 0.0),
+        _const("idx", idx), _const("ridx", (S - 1) - idx), _const("last", float(S - 1)),
+        _const("pad_lo", -DET_PAD), _const("pad_hi", 1.0 + DET_PAD), _const("size", float(S)),
+        _const("score", DET_SCORE), _const("ax1", [1], np.int64),
+        _const("shape_n1s", [0, 1, S], np.int64), _const("shape_n11s", [0, 1, 1, S], np.int64),
+        _const("shape_ns", [0, S], np.int64),
+        _const("p_start", [0], np.int64), _const("p_end", [S - 1], np.int64),
+        _const("pads", [0, 0, 0, 0, DET_ROWS - MULTI_ROWS, 0], np.int64),
+    ]
+    nodes = [
+        n("Slice", ["images", "ch_start", "ch_end", "ch_axis"], ["blue"]),  # [N,1,S,S]
+        n("ReduceMax", ["blue"], ["colmax"], axes=[1, 2], keepdims=0),  # [N,S]
+        n("Greater", ["colmax", "thr"], ["col_on"]),
+        n("Where", ["col_on", "one", "zero"], ["act"]),
+        # Close small gaps between a person's own blob columns (a 1-D max-pool).
+        n("Reshape", ["act", "shape_n1s"], ["act3"]),
+        n("MaxPool", ["act3"], ["dil3"], kernel_shape=[MULTI_GAP], pads=[MULTI_GAP // 2, MULTI_GAP // 2], strides=[1]),
+        n("Reshape", ["dil3", "shape_ns"], ["dil"]),
+        # Run starts: on here, off in the column before; their running count numbers the runs.
+        n("Slice", ["dil", "p_start", "p_end", "ax1"], ["dil_head"]),
+        n("Mul", ["act", "zero"], ["zcol_full"]),
+        n("Slice", ["zcol_full", "p_start", "ax1", "ax1"], ["zcol"]),  # [N,1] zeros
+        n("Concat", ["zcol", "dil_head"], ["prev"], axis=1),
+        n("Sub", ["one", "prev"], ["not_prev"]),
+        n("Mul", ["dil", "not_prev"], ["starts"]),
+        n("CumSum", ["starts", "ax1_scalar"], ["runs_all"]),
+        n("Mul", ["runs_all", "dil"], ["run_id"]),
+    ]
+    inits.append(_const("ax1_scalar", 1, np.int64))
+    rows = []
+    for k in range(1, MULTI_ROWS + 1):
+        p = f"r{k}_"
+        inits.append(_const(p + "k", float(k)))
+        nodes += [
+            n("Equal", ["run_id", p + "k"], [p + "eq"]),
+            n("Where", [p + "eq", "act", "zero"], [p + "col_act"]),  # [N,S] this person's columns
+            n("Reshape", [p + "col_act", "shape_n11s"], [p + "cmask"]),
+            n("Mul", ["blue", p + "cmask"], [p + "blue"]),
+            n("ReduceMax", [p + "blue"], [p + "rowmax"], axes=[1, 3], keepdims=0),
+            n("Greater", [p + "rowmax", "thr"], [p + "row_on"]),
+            n("Where", [p + "row_on", "one", "zero"], [p + "row_act"]),
+        ]
+        for prof, lo, hi in (("col", "x1", "x2"), ("row", "y1", "y2")):
+            q = p + prof
+            nodes += [
+                n("Mul", [q + "_act", "idx"], [q + "_i"]),
+                n("ReduceMax", [q + "_i"], [p + hi + "_last"], axes=[1], keepdims=1),
+                n("Mul", [q + "_act", "ridx"], [q + "_ri"]),
+                n("ReduceMax", [q + "_ri"], [p + lo + "_rfirst"], axes=[1], keepdims=1),
+                n("Sub", ["last", p + lo + "_rfirst"], [p + lo + "_first"]),
+                n("Add", [p + lo + "_first", "pad_lo"], [p + lo + "_p"]),
+                n("Add", [p + hi + "_last", "pad_hi"], [p + hi + "_p"]),
+            ]
+        nodes += [n("ReduceMax", [p + "col_act"], [p + "any"], axes=[1], keepdims=1)]
+        for c in ("x1", "y1", "x2", "y2"):
+            nodes += [n("Clip", [p + c + "_p", "zero", "size"], [p + c + "_c"]), n("Mul", [p + c + "_c", p + "any"], [p + c])]
+        nodes += [
+            n("Mul", [p + "any", "score"], [p + "sc"]),
+            n("Mul", [p + "any", "zero"], [p + "cls"]),
+            n("Concat", [p + "x1", p + "y1", p + "x2", p + "y2", p + "sc", p + "cls"], [p + "row"], axis=1),
+            n("Unsqueeze", [p + "row", "ax1"], [p + "row3"]),
+        ]
+        rows.append(p + "row3")
+    nodes += [n("Concat", rows, ["many"], axis=1), n("Pad", ["many", "pads"], ["output0"])]
+    inp = helper.make_tensor_value_info("images", TensorProto.FLOAT, [batch, 3, S, S])
+    out = helper.make_tensor_value_info("output0", TensorProto.FLOAT, [batch, DET_ROWS, 6])
+    return _model(nodes, [inp], [out], inits, "testkit_det_multi_person")
 
 
 def _pool_matrix(n_in: int, n_out: int, taps) -> np.ndarray:
@@ -496,7 +581,8 @@ def build_test_models(out_dir: str | os.PathLike | None = None, fp16: bool = Tru
 
     Returns {key: path} with keys: "det" (YOLOv10 signature, dynamic batch), "det_b1" (batch 1),
     "det_v8" (YOLOv8 signature, dynamic batch), "pose" (dynamic batch), "pose_b1" (batch 1),
-    "det_fp16" / "pose_fp16" (float16 inputs and outputs, dynamic batch),
+    "det_two" (two people: one box per half), "det_multi" (up to four
+    people side by side, :func:`make_multi_person_detector`), "det_fp16" / "pose_fp16" (float16 inputs and outputs, dynamic batch),
     "det_fp16_keepio" / "pose_fp16_keepio" (float16 inside, float32 inputs/outputs) and
     "not_onnx" (a text file with an .onnx suffix). The fp16 keys are missing (with a warning)
     when onnxconverter-common is not installed, or not asked for (``fp16=False``, no warning).
@@ -532,6 +618,7 @@ def build_test_models(out_dir: str | os.PathLike | None = None, fp16: bool = Tru
         "pose": pose,
         "pose_b1": make_pose(1, scale),
         "det_two": make_two_person_detector("batch"),
+        "det_multi": make_multi_person_detector("batch"),
     }
     if want16:
         built["det_fp16"] = to_fp16(det)
@@ -551,6 +638,7 @@ __all__ = [
     "default_cache_dir",
     "make_detector",
     "make_two_person_detector",
+    "make_multi_person_detector",
     "make_pose",
     "make_torch_vit_pose",
     "export_torch_vit_pose",

@@ -386,6 +386,97 @@ def make_two_person_clip(
     return clip, torch.from_numpy(kb.astype(np.float32))
 
 
+@dataclass
+class PeopleClip:
+    """A rendered clip of several people with ground truth per person.
+
+    frames: (T, H, W, 3) float32 RGB in [0, 1]; keypoints: (P, T, 133, 2) frame pixels;
+    visible: (P, T, 133) bool (drawn and inside the frame); present: (P, T) bool, the person
+    counts as in view (at least ``PRESENT_BODY`` of the 17 body points visible); height: (P,)
+    person heights in px. People are listed in the order they were specified.
+    """
+
+    frames: torch.Tensor
+    keypoints: torch.Tensor
+    visible: torch.Tensor
+    present: torch.Tensor
+    height: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.frames.shape[0])
+
+
+PRESENT_BODY = 9  # of the 17 body points: a person "in view" for the accuracy figures
+
+
+def make_people_clip(
+    centers, heights, hidden=(), H: int = 480, W: int = 1280, background: bool = True, seed: int = 0
+) -> PeopleClip:
+    """Render several synthetic people (side by side; the test kit's multi-person detector
+    separates them by the columns they cover).
+
+    Args:
+        centers: (P, T, 2) each person's centre per frame, frame pixels (off-frame is allowed).
+        heights: (P,) person heights (keypoint extent) in px.
+        hidden: P iterables of frame indices where that person is not drawn (occluded or absent).
+        background: a static textured scene behind the people.
+    """
+    centers = np.asarray(centers, dtype=np.float64)
+    heights = np.asarray(heights, dtype=np.float64)
+    P, T = centers.shape[:2]
+    hidden = list(hidden) + [()] * (P - len(hidden))
+    kps = centers[:, :, None, :] + TEMPLATE[None, None].astype(np.float64) * heights[:, None, None, None]
+    visible = np.ones((P, T, NUM_KEYPOINTS), dtype=bool)
+    for p, frames_off in enumerate(hidden):
+        for i in frames_off:
+            if 0 <= i < T:
+                visible[p, i] = False
+    visible &= (kps[..., 0] >= 0) & (kps[..., 0] < W) & (kps[..., 1] >= 0) & (kps[..., 1] < H)
+    frames = np.zeros((T, H, W, 3), dtype=np.float32)
+    bg = background_texture(H, W, seed) if background else None
+    for i in range(T):
+        for p in range(P):
+            one = np.zeros((H, W, 3), dtype=np.float32)
+            _render_into(one, kps[p, i], visible[p, i], SIGMA_PER_HEIGHT * heights[p])
+            frames[i] += one
+        np.clip(frames[i], 0.0, 1.0, out=frames[i])
+        if bg is not None:
+            _over_background(frames[i], bg)
+    present = visible[:, :, :17].sum(-1) >= PRESENT_BODY
+    return PeopleClip(
+        frames=torch.from_numpy(frames),
+        keypoints=torch.from_numpy(kps.astype(np.float32)),
+        visible=torch.from_numpy(visible),
+        present=torch.from_numpy(present),
+        height=torch.from_numpy(heights.astype(np.float32)),
+    )
+
+
+def make_crowd_clip(
+    T: int = 32, H: int = 480, W: int = 1280, hidden=range(8, 16), enter: int = 16, seed: int = 0, background: bool = True
+) -> PeopleClip:
+    """Three people at 0.6*H on a textured scene: person 0 walks right along the left third
+    (~10 px/frame), person 1 stands in the middle drifting slowly and is hidden (occluded) on
+    ``hidden`` frames, person 2 walks in from beyond the right edge from frame ``enter`` (not
+    in view before) and stops on the right third. They never overlap: the multi-person
+    detector and the tracker see three separate people. ``background=False``: black behind
+    them (for clips that go through a lossy codec, whose chroma would bleed into the blobs)."""
+    rng = np.random.default_rng(seed)
+    h = 0.6 * H
+    half_w = (_TEMPLATE_HI[0] - _TEMPLATE_LO[0]) * h / 2
+    t = np.arange(T, dtype=np.float64)
+    walk = np.stack([0.12 * W + 0.2 * W * t / max(T - 1, 1), H / 2 + 4.0 * np.sin(0.3 * t)], axis=1)
+    stand = np.stack([0.53 * W + 3.0 * np.sin(0.2 * t + rng.uniform(0, 6)), np.full(T, H / 2)], axis=1)
+    stop = 0.84 * W
+    x = W - 0.1 * half_w - 28.0 * (t - enter)
+    x = np.where(t < enter, W + 4 * half_w, np.maximum(x, stop))
+    come = np.stack([x, np.full(T, H / 2 + 2.0)], axis=1)
+    not_yet = range(0, enter)
+    return make_people_clip(
+        np.stack([walk, stand, come]), [h, h, h], hidden=[(), hidden, not_yet], H=H, W=W, background=background, seed=seed
+    )
+
+
 def pose_crop_window(box, aspect: float = 192 / 256, padding: float = 1.25, out_h: int = 256):
     """Pose crop for a person box (x1, y1, x2, y2): returns (x0, y0, s) such that crop pixel
     (u, v) samples the frame at (x0 + u*s, y0 + v*s) -- the convention the test models assume.
@@ -414,7 +505,10 @@ __all__ = [
     "HIDDEN_WHEN_TURNED",
     "TEMPLATE",
     "SyntheticClip",
+    "PeopleClip",
     "make_clip",
+    "make_people_clip",
+    "make_crowd_clip",
     "render_frame",
     "pose_crop_window",
     "template_min_distance",
