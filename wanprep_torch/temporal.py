@@ -164,7 +164,8 @@ class NoiseEstimator:
     the median: with frames skipped, the residuals of triples spanning a change of motion (a
     start, a stop) are curvature, not noise. For the same reason triples spanning at most 2
     frames (the gate's warm-up, checks split down to neighbours, every frame with the gate off)
-    are used alone once there are ``min_samples`` of them. Residuals can also be given directly
+    give an estimate of their own, and the lower of the two is taken (each can only be
+    inflated: the wide triples by curvature, the few short ones by their crops' differing bias). Residuals can also be given directly
     (:meth:`add_residuals`).
     """
 
@@ -249,9 +250,10 @@ class NoiseEstimator:
 
     @staticmethod
     def _estimate(short: torch.Tensor, every: torch.Tensor, min_samples: int) -> float | None:
-        """From the short triples once there are enough of them, else from all."""
-        s = short if short.numel() >= min_samples else every
-        return float(torch.quantile(s, 0.25)) / 0.3186 if s.numel() >= min_samples else None
+        """The lower of the estimates from the short triples and from all (once each has
+        enough): curvature inflates the second, a few crops' differing bias the first."""
+        est = [float(torch.quantile(s, 0.25)) / 0.3186 for s in (short, every) if s.numel() >= min_samples]
+        return min(est) if est else None
 
     def per_keypoint(self, num_keypoints: int, default: float) -> torch.Tensor:
         """(K,) float64 sigma of each keypoint's group (``default`` where unknown)."""
