@@ -254,12 +254,9 @@ def test_read_frames_as_the_run_reads_them(video):
 
 
 def test_default_cache_dir(monkeypatch, tmp_path):
-    monkeypatch.setenv("WANPREP_INT8_CACHE", str(tmp_path / "c"))
-    assert int8_cache.default_cache_dir() == tmp_path / "c"
-    monkeypatch.delenv("WANPREP_INT8_CACHE")
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "x"))
-    if sys.platform.startswith("linux"):
-        assert int8_cache.default_cache_dir() == tmp_path / "x" / "wanprep_torch" / "int8"
+    """The INT8 copies live in the user cache's int8/ folder, beside the FP16 copies."""
+    monkeypatch.setenv("WANPREP_CACHE", str(tmp_path / "c"))
+    assert int8_cache.default_cache_dir() == tmp_path / "c" / "int8"
 
 
 @pytest.mark.parametrize("scene", [dict(T=12, motion="slow", face_hidden=range(5, 8), seed=1),
@@ -319,7 +316,7 @@ def test_converter_cli_subprocess(models, video, tmp_path):
 
 
 def test_run_int8(models, video, tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv("WANPREP_INT8_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("WANPREP_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "out"
     args = ["run", str(video), "--det", str(models["det"]), "--pose", str(models["pose"]), "--out", str(out),
             "--gate", "off", "--int8"]
@@ -327,7 +324,7 @@ def test_run_int8(models, video, tmp_path, monkeypatch, capsys):
     o = capsys.readouterr()
     assert "INT8 pose model:" in o.out and "PASS" in o.out
     assert "INT8 detector model not used, running FP32" in o.err  # the kit's detector: nothing to quantize
-    assert len(list((tmp_path / "cache").glob("pose_dyn-*.int8.onnx"))) == 1
+    assert len(list((tmp_path / "cache" / "int8").glob("pose_dyn-*.int8.onnx"))) == 1
     rec = json.loads((out / "int8.json").read_text())  # the choice and the numbers, kept with the outputs
     assert rec["pose"]["int8"] and rec["pose"]["validation"]["ok"] and not rec["detector"]["int8"]
     assert set(rec["pose"]["validation"]["groups"]) == {"body", "face", "hands"}
@@ -358,7 +355,7 @@ def test_run_int8_option_errors(models, video, tmp_path, capsys):
 def test_batch_int8_converts_once(models, tmp_path, monkeypatch, capsys):
     from conftest import write_clip
 
-    monkeypatch.setenv("WANPREP_INT8_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("WANPREP_CACHE", str(tmp_path / "cache"))
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "0-broken.mp4").write_text("not a video")  # sorted first: the check moves on
     write_clip(tmp_path / "in" / "a.mp4", 6, 0)
