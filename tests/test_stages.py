@@ -7,6 +7,7 @@ import torch
 
 from wanprep_torch import PersonDetector, PoseEstimator, Preprocessor, Result
 from wanprep_torch.runtime import ModelError, model_kind
+from wanprep_torch.testkit import make_clip
 
 
 def make(models, **kw):
@@ -62,12 +63,15 @@ def test_model_kind_is_one_rule():
         assert output_kind(np.zeros(shape, np.float32)) == model_kind(shape)
 
 
-@pytest.mark.parametrize("gate", ["off", "safe"])
-def test_stream_parts_concat_to_the_whole_run(models, clip, gate):
-    pre = make(models, gate=gate, chunk_size=5)
+@pytest.mark.parametrize("gate, smooth, frames", [("off", "auto", 12), ("safe", "off", 12), ("safe", "auto", 40)])
+def test_stream_parts_concat_to_the_whole_run(models, gate, smooth, frames):
+    """Parts come out before the end (the gate's lookahead, and with smoothing its 16 frames
+    more, delay them), and joined they equal the whole run."""
+    clip = make_clip(frames, motion="slow", face_hidden=range(5, 8), seed=1)
+    pre = make(models, gate=gate, smooth=smooth, chunk_size=5)
     whole = pre(clip.frames)
     parts = list(pre.stream(clip.frames))
-    assert len(parts) >= 2  # 12 frames in chunks of 5: results come out before the end
+    assert len(parts) >= 2  # in chunks of 5: results come out before the end
     assert [p.start for p in parts] == [sum(len(q) for q in parts[:i]) for i in range(len(parts))]
     joined = Result.concat(parts)
     for f in dataclasses.fields(Result):
@@ -80,7 +84,7 @@ def test_stream_parts_concat_to_the_whole_run(models, clip, gate):
             assert all(all((x[k] == y[k]).all() if hasattr(x[k], "all") else x[k] == y[k] for k in x) for x, y in zip(a, b))
         else:
             assert a == b, f.name
-    assert set(parts[-1].timings) >= {"total", "wall", "frames"} and parts[-1].timings["frames"] == 12
+    assert set(parts[-1].timings) >= {"total", "wall", "frames"} and parts[-1].timings["frames"] == frames
 
 
 def test_stream_of_a_chunk_iterable_yields_as_it_goes(models, clip):
