@@ -452,7 +452,9 @@ def test_ctrl_c_during_start_up(clip8, models, tmp_path, capsys, monkeypatch):
 def test_ctrl_c_subprocess_no_traceback(models, tmp_path):
     """SIGINT while the command starts (imports, model loading) or runs: exit 130, no
     KeyboardInterrupt traceback."""
-    path = encode(tmp_path / "v.mp4", clip_u8(48)[1])
+    # 240 frames (the clip five times over): long enough that the run is still going at the
+    # later signal on a quiet machine, where 48 frames were done before 2.5 s.
+    path = encode(tmp_path / "v.mp4", clip_u8(48)[1].repeat(5, 1, 1, 1))
     for delay in (1.0, 2.5):  # after the signal handler is installed (~0.1-0.3 s): imports, then models
         out = tmp_path / f"out{delay}"
         p = subprocess.Popen([sys.executable, "-m", "wanprep_torch", *run_args(path, models, out, "--gate", "off")],
