@@ -27,7 +27,7 @@ from .frames import FrameBatch
 from .gate import GateConfig, MotionGate, interpolate_boxes, interpolate_keypoints, interpolation_error
 from .pose import PoseEstimator
 from .runtime import run_in_batches
-from .schedule import CPU_WORK_BATCH, PlannedFrame, PlannedKey, Scheduler, stack_frames
+from .schedule import CPU_WORK_BATCH, PlannedFrame, PlannedKey, Scheduler, fill_gap, stack_frames
 from .skeleton import BODY
 from .timing import NULL_TIMER
 from .track import PeopleConfig, PeopleTracker, assign, association_cost, pose_candidates
@@ -230,25 +230,17 @@ class CrowdScheduler(Scheduler):
     def _fill(self, seg: _Segment, done: dict) -> list[CrowdRecord]:
         """The gap's frames then its end: checked frames as run, the others interpolated per
         identity seen on both sides (someone seen on one side only is not in view there)."""
-        known = [seg.a] + [done[f.index] for f in seg.gap if f.index in done] + [seg.b]
-        recs = []
-        j = 0
+
+        def between(f, a, b) -> CrowdRecord:
+            people = {}
+            for tid in sorted(set(a.people) & set(b.people)):
+                pa, pb = a.people[tid], b.people[tid]
+                k = interpolate_keypoints(pa.keypoints, pb.keypoints, a.index, b.index, [f.index], self.cfg.track_kp_score)[0]
+                people[tid] = PersonObs(k, interpolate_boxes(pa.box, pb.box, a.index, b.index, [f.index])[0])
+            return CrowdRecord(f.index, f.chunk, f.local, people, False, False, f.distance, f.cut)
+
         with self.timer("gate"):
-            for f in seg.gap:
-                if f.index in done:
-                    recs.append(done[f.index])
-                    continue
-                while known[j + 1].index < f.index:
-                    j += 1
-                a, b = known[j], known[j + 1]
-                people = {}
-                for tid in sorted(set(a.people) & set(b.people)):
-                    pa, pb = a.people[tid], b.people[tid]
-                    k = interpolate_keypoints(pa.keypoints, pb.keypoints, a.index, b.index, [f.index], self.cfg.track_kp_score)[0]
-                    people[tid] = PersonObs(k, interpolate_boxes(pa.box, pb.box, a.index, b.index, [f.index])[0])
-                recs.append(CrowdRecord(f.index, f.chunk, f.local, people, False, False, f.distance, f.cut))
-        recs.append(seg.b)
-        return recs
+            return fill_gap(seg.gap, seg.a, seg.b, done, between) + [seg.b]
 
 
 def _expected(seg: _Segment, t: int) -> dict:

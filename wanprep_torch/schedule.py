@@ -29,7 +29,7 @@ from .temporal import NoiseEstimator
 from .timing import NULL_TIMER
 from .track import SubjectTracker
 
-__all__ = ["FrameRecord", "Scheduler", "PlannedFrame", "PlannedKey", "stack_frames", "CPU_WORK_BATCH"]
+__all__ = ["FrameRecord", "Scheduler", "PlannedFrame", "PlannedKey", "fill_gap", "stack_frames", "CPU_WORK_BATCH"]
 
 # On the CPU the models run at batch 1 (fastest per frame there) but pre/post-processing runs
 # on groups of frames, so per-op dispatch overhead is paid once per group. Only ungated runs
@@ -279,22 +279,14 @@ class Scheduler:
     def _fill(self, seg: _Segment, done: dict) -> list[FrameRecord]:
         """The gap's frames then its end, in order: checked frames as run, the others
         interpolated between the processed frames on either side."""
-        known = [seg.a] + [done[f.index] for f in seg.gap if f.index in done] + [seg.b]
-        recs = []
-        j = 0
+
+        def between(f, a, b) -> FrameRecord:
+            k = interpolate_keypoints(a.keypoints, b.keypoints, a.index, b.index, [f.index], self.cfg.track_kp_score)[0]
+            box = interpolate_boxes(a.box, b.box, a.index, b.index, [f.index])[0]
+            return FrameRecord(f.index, f.chunk, f.local, k, box, a.others, False, False, f.distance, f.cut)
+
         with self.timer("gate"):
-            for f in seg.gap:
-                if f.index in done:
-                    recs.append(done[f.index])
-                    continue
-                while known[j + 1].index < f.index:
-                    j += 1
-                a, b = known[j], known[j + 1]
-                k = interpolate_keypoints(a.keypoints, b.keypoints, a.index, b.index, [f.index], self.cfg.track_kp_score)[0]
-                box = interpolate_boxes(a.box, b.box, a.index, b.index, [f.index])[0]
-                recs.append(FrameRecord(f.index, f.chunk, f.local, k, box, a.others, False, False, f.distance, f.cut))
-        recs.append(seg.b)
-        return recs
+            return fill_gap(seg.gap, seg.a, seg.b, done, between) + [seg.b]
 
     def _infer(self, frames: torch.Tensor, force: list[bool], cuts: list[bool]) -> list["_Inferred"]:
         """Boxes and keypoints for consecutive frames (n, 3, H, W), in order.
@@ -410,6 +402,22 @@ class _Inferred:
 
 
 _FROM_DETECTION = object()  # planning marker: the box comes from this group's latest detection
+
+
+def fill_gap(gap, start, end, done: dict, between) -> list:
+    """The records of a gap's frames, in order: a frame in ``done`` (frame index -> record, the
+    checked ones) as run, any other ``between(frame, before, after)`` from the processed records
+    on either side of it (``start`` and ``end`` bound the gap; ``end`` is not included)."""
+    known = [start] + [done[f.index] for f in gap if f.index in done] + [end]
+    recs, j = [], 0
+    for f in gap:
+        if f.index in done:
+            recs.append(done[f.index])
+            continue
+        while known[j + 1].index < f.index:
+            j += 1
+        recs.append(between(f, known[j], known[j + 1]))
+    return recs
 
 
 def _at_window_edge(
