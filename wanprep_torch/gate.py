@@ -163,7 +163,9 @@ class MotionGate:
                 self.ref, self.gap = prev, 0  # the frame before is a keyframe (the caller plans it)
         cut = correlation(self.ref, sig) < self.cfg.cut_correlation
         dist = region_motion(self.ref, sig, self.frame_width, region)
-        warmup = self.seen <= self.cfg.noise_warmup
+        # The warm-up measures the noise before the first gap is checked; a still start needs
+        # none (a hold is accepted unchecked), so it is skipped there.
+        warmup = self.seen <= self.cfg.noise_warmup and not (self.still and self.cfg.hold_px > 0)
         process = cut or warmup or dist >= self.cfg.motion_px or self.gap + 1 >= self.cfg.max_gap
         if process:
             self.ref, self.gap = sig, 0

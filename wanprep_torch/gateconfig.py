@@ -26,7 +26,8 @@ class GateConfig:
     verify_p: how rarely noise alone may fail either test (a needless split).
     hold_px: a gap whose estimated motion stays under this is a hold, accepted unchecked.
     noise_warmup: the first this many frames are all keyframes, so the measurement noise is
-        known (from three consecutive measurements) before the first gap is checked.
+        known (from three consecutive measurements) before the first gap is checked; not
+        where the picture starts still (a hold is accepted unchecked).
     motion_px: a frame is a keyframe once the picture moved this far (estimated, frame px)
         since the last keyframe.
     cut_correlation: a frame whose signature correlates less than this with the last

@@ -11,8 +11,10 @@ stream's frame is final once those frames have been seen.
   ``min_score`` it is no measurement at all.
 - Adaptive: each step predicts with a small process noise (``accel_px``, steady holds and smooth
   motion); when the measurement falls outside what that prediction explains (normalised
-  innovation over ``maneuver_chi2``) the step uses a large one (``maneuver_px``), so a turn or a
-  fast bounce is followed without lag.
+  innovation over ``maneuver_chi2``, of the point or of its group's mean: a body that starts
+  or stops moves all its points at once) the step's process noise grows to what the innovation
+  shows (up to ``maneuver_px``), so a start, a stop, a turn or a fast bounce is followed
+  without lag and without rounding the corner into the frames beside it.
 - Cuts: the filter restarts at a scene cut and the backward pass never crosses one; a point
   missing on more than ``bridge`` frames in a row restarts the same way (a long gap stays gone).
 - Dropouts: a point missing on at most ``bridge`` frames between two confident measurements
@@ -64,7 +66,8 @@ class SmoothConfig:
     lookahead: frames after a frame that its smoothed position uses (the stream's delay).
     min_score: measurements scored under this are missing.
     accel_px: process noise (px/frame^2 standard deviation of the acceleration) of a steady step.
-    maneuver_px: the same for a maneuver step (a turn, a bounce, a sudden start).
+    maneuver_px: the largest for a maneuver step (a turn, a bounce, a sudden start); a step
+        takes the squared innovation as its acceleration variance, between accel_px^2 and this^2.
     maneuver_chi2: a step is a maneuver when the squared innovation over its variance (x and y:
         2 degrees of freedom) exceeds this (9.21: 1% of steady steps under the noise model).
     jump_chi2: beyond this (20 standard deviations) the point jumped (a cut the picture did not
@@ -75,7 +78,7 @@ class SmoothConfig:
         bridged; longer gaps stay gone.
     bridge_score: a bridged point's score, times the lower of its neighbours' scores.
     interp_weight: a frame the gate interpolated counts as a measurement with this many times
-        the noise variance (the frames of a gap of that length together weigh about one).
+        the noise variance (it carries the noise of the two measurements it lies between).
     """
 
     enabled: bool = True
@@ -89,7 +92,7 @@ class SmoothConfig:
     min_noise_px: float = 0.05
     bridge: int = 4
     bridge_score: float = 0.9
-    interp_weight: float = 8.0
+    interp_weight: float = 2.0
 
     def __post_init__(self):
         if self.lookahead < 0 or self.bridge < 0:
@@ -312,7 +315,9 @@ def _predict(mean: np.ndarray, cov: np.ndarray, q: np.ndarray) -> tuple[np.ndarr
     return m, p
 
 
-def kalman_forward(state: ForwardState, z: np.ndarray, r: np.ndarray, t: int, restart: np.ndarray, cfg: SmoothConfig) -> ForwardState:
+def kalman_forward(
+    state: ForwardState, z: np.ndarray, r: np.ndarray, t: int, restart: np.ndarray, cfg: SmoothConfig, groups=()
+) -> ForwardState:
     """One frame of the forward filter for K points.
 
     Args:
@@ -321,6 +326,10 @@ def kalman_forward(state: ForwardState, z: np.ndarray, r: np.ndarray, t: int, re
         r: (K,) measurement variance (px^2); inf where there is no measurement.
         t: the frame number.
         restart: (K,) bool: forget the past before this frame (a cut, a long gap).
+        groups: row selections (slices) of points that move together (a body): when their
+            mean innovation is more than the noise explains of a mean, every tracked point of
+            the group makes a maneuver step (a start or stop of the whole body shows on the
+            mean a frame before any single point's test sees it).
     """
     rs = restart[:, None, None]
     mean = np.where(rs, 0.0, state.mean)
@@ -336,10 +345,21 @@ def kalman_forward(state: ForwardState, z: np.ndarray, r: np.ndarray, t: int, re
     tracked = seen & np.isfinite(last)
     jump = tracked & (nis > cfg.jump_chi2) & ~restart
     if jump.any():
-        return kalman_forward(state, z, r, t, restart | jump, cfg)
+        return kalman_forward(state, z, r, t, restart | jump, cfg, groups)
     maneuver = tracked & (nis > cfg.maneuver_chi2)
+    for rows in groups:
+        sel = tracked[rows]
+        n = int(sel.sum())
+        if n >= 3:
+            shared = innov[rows][sel].mean(axis=0)
+            var = (pp[rows, 0, 0][sel] + rr[rows][sel]).mean() / n
+            if float((shared**2).sum() / var) > cfg.maneuver_chi2:
+                maneuver[rows] |= tracked[rows]
     if maneuver.any():
-        mp, pp = _predict(mean, cov, np.where(maneuver, cfg.maneuver_px**2, q_lo))
+        # A maneuver frees the velocity by about what the innovation shows (a slow start:
+        # a little, keeping the position continuous; a bounce: up to maneuver_px).
+        q_man = np.clip((innov**2).sum(-1), cfg.accel_px**2, cfg.maneuver_px**2)
+        mp, pp = _predict(mean, cov, np.where(maneuver, q_man, q_lo))
     s = pp[:, 0, 0] + rr
     gain = pp[:, :, 0] / s[:, None]  # (K, 2): position and velocity gains
     upd_mean = mp + gain[:, None, :] * innov[:, :, None]
@@ -471,6 +491,7 @@ class TrackSmoother:
             raise ValueError(f"keypoints must be (K, 3), got {tuple(raw.shape)}")
         if self.state is None:
             self.k = raw.shape[0]
+            self.groups = tuple(GROUPS.values()) if self.k == NUM_WHOLEBODY else (slice(0, self.k),)
             self.state = initial_state(self.k)
             self.missing = np.zeros(self.k, dtype=np.int64)
         host = raw.to("cpu", torch.float64)
@@ -483,8 +504,8 @@ class TrackSmoother:
         conf = z[:, 2] >= cfg.min_score
         sigma = self._sigma()
         # An interpolated frame (the gate's line between two measurements) weighs 1/interp_weight
-        # of a measurement: the frames of a gap together about one, and the smoothed track
-        # cannot drift from the line the gate verified (e.g. extrapolating a velocity).
+        # of a measurement: the smoothed track cannot drift from the line the gate verified
+        # (e.g. extrapolating a velocity), but it still averages the measurements' noise.
         weight = 1.0 if measured else cfg.interp_weight
         r = np.where(conf, weight * sigma**2 / np.maximum(z[:, 2], cfg.min_score), math.inf)
         # Measured frames on which the point was missing, in a row: past ``bridge`` the track
@@ -493,7 +514,7 @@ class TrackSmoother:
         if measured:
             self.missing = np.where(conf, 0, self.missing + 1)
         restart = (np.full(self.k, bool(cut)) | long_gap) if self.t else np.ones(self.k, dtype=bool)
-        self.state = kalman_forward(self.state, z, r, self.t, restart, cfg)
+        self.state = kalman_forward(self.state, z, r, self.t, restart, cfg, self.groups)
         self.out_like = raw
         self.buf_raw.append(z)
         self.buf_fw.append(self.state)
