@@ -235,7 +235,7 @@ class SubjectSmoothing:
             if records:
                 host = torch.stack([r.keypoints for r in records]).cpu()  # one device read
                 for r, k in zip(records, host):
-                    self.track.push(k, r.pose_ran, r.cut)
+                    self.track.push(k, r.pose_ran, r.cut, still=r.still)
                     self.pending.append(r)
             return self._out(self.track.take())
 

@@ -46,6 +46,8 @@ class FrameRecord:
     host (-1: full-frame fallback); others: other persons counted; det_ran, pose_ran: which
     models ran on it (pose_ran False: interpolated); distance: the gate's motion estimate;
     cut: the frame starts a new scene (known with the gate on, or when cuts are asked for).
+    still: a processed frame whose picture did not move since the processed frame before it
+    (the end of a hold): the difference of their keypoints is measurement noise alone.
     """
 
     index: int
@@ -58,6 +60,7 @@ class FrameRecord:
     pose_ran: bool
     distance: float
     cut: bool = False
+    still: bool = False
 
     @property
     def view(self) -> torch.Tensor:
@@ -238,7 +241,8 @@ class Scheduler:
             segments.append((seg, seg is not None and max(g.distance for g in k.gap + [f]) < self.cfg.hold_px))
             prev = rec
         done = {r.index: r for r in self._check([seg for seg, hold in segments if seg is not None and not hold])}
-        for rec, (seg, _hold) in zip(recs, segments):
+        for rec, (seg, hold) in zip(recs, segments):
+            rec.still = hold
             self._hand_out(self._fill(seg, done) if seg is not None else [rec], out)
         self.anchor = prev
 
@@ -389,7 +393,7 @@ class Scheduler:
                         if r.cut:
                             self.noise.reset()
                         if r.pose_ran:
-                            self.noise.add(k, r.index)
+                            self.noise.add(k, r.index, still=r.still)
         if self.on_frames is not None:
             self.on_frames(len(recs))
 

@@ -66,8 +66,10 @@ class SmoothConfig:
     lookahead: frames after a frame that its smoothed position uses (the stream's delay).
     min_score: measurements scored under this are missing.
     accel_px: process noise (px/frame^2 standard deviation of the acceleration) of a steady step.
-    maneuver_px: the largest for a maneuver step (a turn, a bounce, a sudden start); a step
-        takes the squared innovation as its acceleration variance, between accel_px^2 and this^2.
+    maneuver_px: the largest for a maneuver step (a turn, a bounce, a sudden start).
+    maneuver_gain: a maneuver step's acceleration variance is this times its squared
+        innovation (clipped to accel_px^2 .. maneuver_px^2): free enough to follow the change
+        the innovation shows, not so free that one step forgets the track.
     maneuver_chi2: a step is a maneuver when the squared innovation over its variance (x and y:
         2 degrees of freedom) exceeds this (9.21: 1% of steady steps under the noise model).
     jump_chi2: beyond this (20 standard deviations) the point jumped (a cut the picture did not
@@ -87,6 +89,7 @@ class SmoothConfig:
     accel_px: float = 0.05
     maneuver_px: float = 8.0
     maneuver_chi2: float = 9.21
+    maneuver_gain: float = 8.0
     jump_chi2: float = 400.0
     noise_px: float = 1.0
     min_noise_px: float = 0.05
@@ -97,8 +100,8 @@ class SmoothConfig:
     def __post_init__(self):
         if self.lookahead < 0 or self.bridge < 0:
             raise ValueError("lookahead and bridge must be >= 0")
-        if min(self.accel_px, self.maneuver_px, self.min_noise_px) <= 0 or self.noise_px < 0 or self.maneuver_chi2 <= 0:
-            raise ValueError("accel_px, maneuver_px, min_noise_px and maneuver_chi2 must be > 0, noise_px >= 0")
+        if min(self.accel_px, self.maneuver_px, self.min_noise_px, self.maneuver_gain) <= 0 or self.noise_px < 0 or self.maneuver_chi2 <= 0:
+            raise ValueError("accel_px, maneuver_px, maneuver_gain, min_noise_px and maneuver_chi2 must be > 0, noise_px >= 0")
 
 
 SMOOTH_PRESETS = {"off": SmoothConfig(enabled=False), "on": SmoothConfig()}
@@ -192,12 +195,16 @@ class NoiseEstimator:
         self.last.fill_(float("nan"))
         self.frames = (float("nan"), float("nan"))
 
-    def add(self, keypoints: torch.Tensor, t: int) -> None:
-        """One measured frame's keypoints (K, 3) at frame ``t``."""
+    def add(self, keypoints: torch.Tensor, t: int, still: bool = False) -> None:
+        """One measured frame's keypoints (K, 3) at frame ``t``; ``still``: the picture did not
+        move since the measured frame before (a hold): the two differ by noise alone, however
+        far apart (a clean sample where the gate measures holds at their ends only)."""
         k = keypoints.detach().to("cpu", torch.float64)
         ok = k[:, 2] >= self.min_score
         cur = torch.cat([k[:, :2], torch.full_like(k[:, :1], float(t))], dim=1)
         p0, p1 = self.last[0], self.last[1]
+        if still:
+            self._add_pair(p1, cur, ok, t)
         have = ok & ~p0[:, 2].isnan() & ~p1[:, 2].isnan()
         if bool(have.any()):
             r = triple_residuals(p0[:, :2], p1[:, :2], cur[:, :2], p0[:, 2], p1[:, 2], cur[:, 2])
@@ -223,6 +230,24 @@ class NoiseEstimator:
         # A point not confident now keeps its last two (a dropout does not end its triples).
         self.last[0] = torch.where(ok[:, None], p1, p0)
         self.last[1] = torch.where(ok[:, None], cur, p1)
+
+    def _add_pair(self, prev: torch.Tensor, cur: torch.Tensor, ok: torch.Tensor, t: int) -> None:
+        """Residuals of a held point's two measurements, (cur - prev) / sqrt(2): N(0, sigma^2)
+        per coordinate under pure noise (both only at the previous measured frame)."""
+        have = ok & (prev[:, 2] == self.frames[1])
+        if not bool(have.any()):
+            return
+        r = (cur[:, :2] - prev[:, :2]) / math.sqrt(2.0)
+        for name, rows in self.groups.items():
+            sel = have[rows]
+            if bool(sel.any()):
+                self.add_residuals(name, r[rows][sel].flatten(), short=True)
+        body = self.groups.get("body")
+        if body is not None and int(have[body].sum()) >= 3:
+            mean = r[body][have[body]].mean(dim=0).abs()
+            self.mean_samples = torch.cat([self.mean_samples, mean])[-self.capacity :]
+            self.mean_short = torch.cat([self.mean_short, mean])[-self.capacity :]
+            self._cache = None
 
     def add_residuals(self, group: str, residuals: torch.Tensor, short: bool = False) -> None:
         """Residuals (any shape) that are N(0, sigma^2) under pure noise; ``short``: from three
@@ -356,9 +381,9 @@ def kalman_forward(
             if float((shared**2).sum() / var) > cfg.maneuver_chi2:
                 maneuver[rows] |= tracked[rows]
     if maneuver.any():
-        # A maneuver frees the velocity by about what the innovation shows (a slow start:
+        # A maneuver frees the velocity by a few times what the innovation shows (a slow start:
         # a little, keeping the position continuous; a bounce: up to maneuver_px).
-        q_man = np.clip((innov**2).sum(-1), cfg.accel_px**2, cfg.maneuver_px**2)
+        q_man = np.clip(cfg.maneuver_gain * (innov**2).sum(-1), cfg.accel_px**2, cfg.maneuver_px**2)
         mp, pp = _predict(mean, cov, np.where(maneuver, q_man, q_lo))
     s = pp[:, 0, 0] + rr
     gain = pp[:, :, 0] / s[:, None]  # (K, 2): position and velocity gains
@@ -482,9 +507,10 @@ class TrackSmoother:
             s = np.broadcast_to(torch.as_tensor(self.noise, dtype=torch.float64).numpy(), (self.k,))
         return np.maximum(s, self.cfg.min_noise_px)
 
-    def push(self, keypoints: torch.Tensor, measured: bool, cut: bool) -> None:
+    def push(self, keypoints: torch.Tensor, measured: bool, cut: bool, still: bool = False) -> None:
         """The next frame: keypoints (K, 3); ``measured``: the pose model ran on it (else the
-        gate interpolated it: a weak measurement); ``cut``: it starts a new scene."""
+        gate interpolated it: a weak measurement); ``cut``: it starts a new scene; ``still``:
+        the picture did not move since the measured frame before (for the noise estimate)."""
         cfg = self.cfg
         raw = keypoints.detach()
         if raw.dim() != 2 or raw.shape[-1] != 3:
@@ -499,7 +525,7 @@ class TrackSmoother:
             if cut:
                 self.noise.reset()
             if measured:
-                self.noise.add(host, self.t)
+                self.noise.add(host, self.t, still=still)
         z = host.numpy()
         conf = z[:, 2] >= cfg.min_score
         sigma = self._sigma()
