@@ -455,3 +455,19 @@ def crowd_slice(clip, a, b):
     from types import SimpleNamespace
 
     return SimpleNamespace(keypoints=clip.keypoints[:, a:b], visible=clip.visible[:, a:b], present=clip.present[:, a:b])
+
+
+def test_each_identity_checks_its_gaps_against_its_own_noise(models):
+    """Two people holding still, their discs jittered by 0.5 px per frame: each identity's gaps
+    are checked with the noise measured on its own track (the single subject's statistical
+    test), so skipping survives the noise (11 of 32 frames measured; 32 of 32 with the fixed
+    ``verify_px`` test that was here before), and the noise is reported per person and for
+    the video (the median over them)."""
+    T, H, W = 32, 240, 640
+    centers = np.stack([np.tile([[0.25 * W, H / 2]], (T, 1)), np.tile([[0.72 * W, H / 2]], (T, 1))])
+    clip = make_people_clip(centers, [0.6 * H, 0.6 * H], H=H, W=W, seed=1, noise_px=0.5)
+    res = run(models, clip.frames, people=2, gate="safe")
+    assert len(res.people) == 2
+    assert int(res.pose_ran.sum()) <= 16, res.pose_ran.int().tolist()
+    for noise in [res.noise] + [p.noise for p in res.people]:
+        assert noise["body"] == pytest.approx(0.5, rel=0.3), noise

@@ -6,8 +6,9 @@ keyframe (people entering are found there), and the pose model runs once per gro
 on every chosen person together (one batched call, ``frame_index`` naming each crop's frame).
 What is per person: the identity (:class:`~wanprep_torch.track.PersonTrack`, associated by box
 overlap and keypoint similarity against a constant-velocity prediction or the last place
-seen), and the gate's check of each gap: a gap is interpolated per identity seen at both ends, and its midpoint check must agree
-for every one of them. A gap whose ends see different people is split until the frame where
+seen), the measurement noise (:class:`PeopleNoise`), and the gate's check of each gap: a gap is
+interpolated per identity seen at both ends, and its midpoint check must agree for every one of
+them within what that identity's measured noise explains (:func:`~wanprep_torch.gate.gap_accepted`). A gap whose ends see different people is split until the frame where
 someone appeared or left is found (its midpoints run the detector as well).
 
 Limits (also in the README): two people who overlap on screen are told apart only by their
@@ -24,15 +25,16 @@ import torch
 
 from .detect import DetectConfig, PersonDetector, count_others, largest_person
 from .frames import FrameBatch
-from .gate import GateConfig, MotionGate, interpolate_boxes, interpolate_keypoints, interpolation_error
+from .gate import GateConfig, MotionGate, gap_accepted, interpolate_boxes, interpolate_keypoints
 from .pose import PoseEstimator
 from .runtime import run_in_batches
 from .schedule import CPU_WORK_BATCH, PlannedFrame, PlannedKey, Scheduler, fill_gap, stack_frames
 from .skeleton import BODY
+from .temporal import NoiseEstimator
 from .timing import NULL_TIMER
 from .track import PeopleConfig, PeopleTracker, assign, association_cost, pose_candidates
 
-__all__ = ["PersonObs", "CrowdRecord", "CrowdScheduler", "PrimaryChooser"]
+__all__ = ["PersonObs", "CrowdRecord", "CrowdScheduler", "PeopleNoise", "PrimaryChooser"]
 
 
 @dataclass
@@ -78,6 +80,41 @@ class _Segment:
     gap: list
 
 
+class PeopleNoise:
+    """The measurement noise of each identity's keypoints: one
+    :class:`~wanprep_torch.temporal.NoiseEstimator` per identity, fed with the measured frames
+    in order (a triple of measurements belongs to one person's track)."""
+
+    def __init__(self, min_score: float = 0.3):
+        self.min_score = min_score
+        self.by_id: dict[int, NoiseEstimator] = {}
+
+    def of(self, track_id: int) -> NoiseEstimator:
+        if track_id not in self.by_id:
+            self.by_id[track_id] = NoiseEstimator(min_score=self.min_score)
+        return self.by_id[track_id]
+
+    def add(self, record: "CrowdRecord") -> None:
+        """A measured frame: every identity in it (a cut first forgets the frames before)."""
+        for est in self.by_id.values() if record.cut else ():
+            est.reset()
+        for tid, p in record.people.items():
+            self.of(tid).add(p.keypoints, record.index)
+
+    def sigmas(self, track_id: int | None = None) -> dict:
+        """{group: sigma or None} of one identity; with None, per group the median over the
+        identities with an estimate (the video's noise level, as ``Result.noise`` reports it)."""
+        if track_id is not None:
+            est = self.by_id.get(track_id)
+            return est.sigmas() if est is not None else {}
+        per = [e.sigmas() for e in self.by_id.values()]
+        out = {}
+        for group in sorted({g for p in per for g in p}):
+            vals = sorted(v for p in per if (v := p.get(group)) is not None)
+            out[group] = vals[len(vals) // 2] if vals else None
+        return out
+
+
 class CrowdScheduler(Scheduler):
     """:class:`~wanprep_torch.schedule.Scheduler` for several people: the same keyframe
     planning (its ``feed``/``finish`` stream), with keyframes, checks and interpolation done
@@ -95,8 +132,9 @@ class CrowdScheduler(Scheduler):
         on_frames=None,
         cuts: bool = False,
     ):
-        # No shared noise estimate: it follows one track (the smoothing keeps one per identity).
+        # No shared noise estimate: it follows one track; each identity has its own.
         super().__init__(detector, estimator, gate, workspace, timer, on_oom, on_frames, noise=None, cuts=cuts)
+        self.people_noise = PeopleNoise(gate.track_kp_score)
         self.people_cfg = people
         self.people = PeopleTracker(people)
         self.tracker = self.people  # Scheduler.feed builds a SubjectTracker only when this is None
@@ -213,19 +251,29 @@ class CrowdScheduler(Scheduler):
         return checked
 
     def _disagrees(self, s: _Segment, mid: CrowdRecord) -> bool:
-        """A same-people gap's check: someone missing at the midpoint, or further than
-        ``verify_px`` from their interpolation."""
+        """A same-people gap's check: someone missing at the midpoint, or someone's keypoints
+        off their interpolation by more than their measured noise explains (the single
+        subject's test, :func:`~wanprep_torch.gate.gap_accepted`, with that identity's noise)."""
         ids = sorted(s.a.people)
         if set(mid.people) != set(ids):
             return True
-        t = lambda v: torch.tensor([v] * len(ids), dtype=torch.float64)  # noqa: E731
-        err = interpolation_error(
-            torch.stack([mid.people[i].keypoints for i in ids]),
-            torch.stack([s.a.people[i].keypoints for i in ids]),
-            torch.stack([s.b.people[i].keypoints for i in ids]),
-            t(s.a.index), t(s.b.index), t(mid.index), self.cfg.track_kp_score,
-        )
-        return bool((err > self.cfg.verify_px).any())
+        t = lambda v: torch.tensor([v], dtype=torch.float64)  # noqa: E731
+        for i in ids:
+            est = self.people_noise.of(i)
+            sigma = est.sigma("body")
+            ok = gap_accepted(
+                mid.people[i].keypoints[None], s.a.people[i].keypoints[None], s.b.people[i].keypoints[None],
+                t(s.a.index), t(s.b.index), t(mid.index), self.cfg, sigma or 0.0, est.sigma_mean() if sigma is not None else None,
+            )
+            if not bool(ok[0]):
+                return True
+        return False
+
+    def _hand_out(self, recs: list, out) -> None:
+        for r in recs:  # each identity's noise, from the measured frames in order
+            if r.pose_ran:
+                self.people_noise.add(r)
+        super()._hand_out(recs, out)
 
     def _fill(self, seg: _Segment, done: dict) -> list[CrowdRecord]:
         """The gap's frames then its end: checked frames as run, the others interpolated per

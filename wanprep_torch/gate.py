@@ -49,7 +49,6 @@ __all__ = [
     "interpolate",
     "interpolate_keypoints",
     "interpolate_boxes",
-    "interpolation_error",
     "rayleigh_max_quantile",
     "gap_accepted",
 ]
@@ -219,31 +218,6 @@ def interpolate_boxes(a: torch.Tensor, b: torch.Tensor, t0: int, t1: int, ts: li
     if float(a[4]) >= 0 and float(b[4]) >= 0:
         return interpolate(a, b, t0, t1, ts)
     return torch.stack([a if t - t0 <= t1 - t else b for t in ts])
-
-
-def interpolation_error(
-    got: torch.Tensor, a: torch.Tensor, b: torch.Tensor, t0: torch.Tensor, t1: torch.Tensor, t: torch.Tensor, min_score: float
-) -> torch.Tensor:
-    """How far the keypoints verification runs found at frames t lie from the interpolation
-    between keyframes t0 and t1: the largest distance (frame px) over the body keypoints (rows
-    0-16) confident at both ends. A body point confident at both ends but not at t counts as
-    infinitely far (something the interpolation does not know happened); no point confident at
-    both ends: 0 (nothing to check). Batched, so a level of checks reads the host once.
-
-    Args:
-        got, a, b: (L, 133, 3) keypoints at t, t0 and t1; t0, t1, t: (L,) frame numbers.
-
-    Returns:
-        (L,) float32 on the keypoints' device.
-    """
-    w = ((t - t0).float() / (t1 - t0).float()).to(got.device).view(-1, 1, 1)
-    ka, kb, kg = a[:, BODY], b[:, BODY], got[:, BODY]
-    ok_a, ok_b = ka[..., 2] >= min_score, kb[..., 2] >= min_score
-    want = ka[..., :2] + (kb[..., :2] - ka[..., :2]) * w
-    both = ok_a & ok_b
-    d = (kg[..., :2] - want).norm(dim=-1)
-    d = torch.where(kg[..., 2] >= min_score, d, torch.full_like(d, float("inf")))
-    return torch.where(both, d, torch.zeros_like(d)).amax(dim=1)
 
 
 def rayleigh_max_quantile(n: int, p: float) -> float:

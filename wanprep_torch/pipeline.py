@@ -24,7 +24,7 @@ from .progress import Progress
 from .reference import ReferencePose, RetargetStream, estimate_reference
 from .runtime import RuntimeConfig, open_models, resolve_batch_size
 from .assembly import CrowdAssembly, CrowdFrames, CrowdSmoothing, SubjectAssembly, SubjectSmoothing, flushed, smoothed
-from .crowd import CrowdScheduler
+from .crowd import CrowdScheduler, PeopleNoise
 from .schedule import Scheduler
 from .temporal import NoiseEstimator, resolve_smooth
 from .timing import NULL_TIMER, StageTimer
@@ -404,7 +404,7 @@ class Preprocessor:
             )
             smoother = CrowdSmoothing(self.smooth, timer) if smooth else None
             wan_out = CrowdAssembly(assembler, self.detector.config, timer)
-            noise = None
+            noise = sched.people_noise
         state = _PartState(timer, self.providers, noise)
         if reference_image is not None and reference_size is not None:
             state.set_reference(self.reference_pose(reference_image, reference_size))  # bad input fails first
@@ -444,7 +444,7 @@ class Preprocessor:
 class _PartState:
     """Makes :class:`Result` parts from final Wan frames."""
 
-    def __init__(self, timer, providers: dict, noise: NoiseEstimator | None = None):
+    def __init__(self, timer, providers: dict, noise: NoiseEstimator | PeopleNoise | None = None):
         self.noise = noise
         self.timer = timer
         self.providers = providers
@@ -467,6 +467,8 @@ class _PartState:
             res.noise = self.noise.sigmas() if self.noise is not None else {}
             if people is not None:
                 res.people = [_person_result(tid, d, res) for tid, d in people]
+                for p in res.people:  # each identity's own; res.noise: the median over them
+                    p.noise = self.noise.sigmas(p.track_id)
             if self.reference is not None:
                 res.reference_meta = self.reference.meta
                 res.reference_image = self.reference.image

@@ -410,7 +410,7 @@ PRESENT_BODY = 9  # of the 17 body points: a person "in view" for the accuracy f
 
 
 def make_people_clip(
-    centers, heights, hidden=(), H: int = 480, W: int = 1280, background: bool = True, seed: int = 0
+    centers, heights, hidden=(), H: int = 480, W: int = 1280, background: bool = True, seed: int = 0, noise_px: float = 0.0
 ) -> PeopleClip:
     """Render several synthetic people (side by side; the test kit's multi-person detector
     separates them by the columns they cover).
@@ -420,6 +420,9 @@ def make_people_clip(
         heights: (P,) person heights (keypoint extent) in px.
         hidden: P iterables of frame indices where that person is not drawn (occluded or absent).
         background: a static textured scene behind the people.
+        noise_px: each drawn blob sits off its true position by Gaussian noise of this
+            standard deviation per coordinate, drawn afresh every frame (as in
+            :func:`make_clip`; the ground truth stays the smooth motion).
     """
     centers = np.asarray(centers, dtype=np.float64)
     heights = np.asarray(heights, dtype=np.float64)
@@ -432,12 +435,15 @@ def make_people_clip(
             if 0 <= i < T:
                 visible[p, i] = False
     visible &= (kps[..., 0] >= 0) & (kps[..., 0] < W) & (kps[..., 1] >= 0) & (kps[..., 1] < H)
+    drawn = kps
+    if noise_px > 0:  # its own generator, as make_clip's
+        drawn = kps + np.random.default_rng([seed, 7919]).normal(0.0, float(noise_px), kps.shape)
     frames = np.zeros((T, H, W, 3), dtype=np.float32)
     bg = background_texture(H, W, seed) if background else None
     for i in range(T):
         for p in range(P):
             one = np.zeros((H, W, 3), dtype=np.float32)
-            _render_into(one, kps[p, i], visible[p, i], SIGMA_PER_HEIGHT * heights[p])
+            _render_into(one, drawn[p, i], visible[p, i], SIGMA_PER_HEIGHT * heights[p])
             frames[i] += one
         np.clip(frames[i], 0.0, 1.0, out=frames[i])
         if bg is not None:
@@ -453,7 +459,8 @@ def make_people_clip(
 
 
 def make_crowd_clip(
-    T: int = 32, H: int = 480, W: int = 1280, hidden=range(8, 16), enter: int = 16, seed: int = 0, background: bool = True
+    T: int = 32, H: int = 480, W: int = 1280, hidden=range(8, 16), enter: int = 16, seed: int = 0, background: bool = True,
+    noise_px: float = 0.0,
 ) -> PeopleClip:
     """Three people at 0.6*H on a textured scene: person 0 walks right along the left third
     (~10 px/frame), person 1 stands in the middle drifting slowly and is hidden (occluded) on
@@ -473,7 +480,8 @@ def make_crowd_clip(
     come = np.stack([x, np.full(T, H / 2 + 2.0)], axis=1)
     not_yet = range(0, enter)
     return make_people_clip(
-        np.stack([walk, stand, come]), [h, h, h], hidden=[(), hidden, not_yet], H=H, W=W, background=background, seed=seed
+        np.stack([walk, stand, come]), [h, h, h], hidden=[(), hidden, not_yet], H=H, W=W, background=background, seed=seed,
+        noise_px=noise_px,
     )
 
 
