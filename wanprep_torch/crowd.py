@@ -8,8 +8,9 @@ What is per person: the identity (:class:`~wanprep_torch.track.PersonTrack`, ass
 overlap and keypoint similarity against a constant-velocity prediction or the last place
 seen), the measurement noise (:class:`PeopleNoise`), and the gate's check of each gap: a gap is
 interpolated per identity seen at both ends, and its midpoint check must agree for every one of
-them within what that identity's measured noise explains (:func:`~wanprep_torch.gate.gap_accepted`). A gap whose ends see different people is split until the frame where
-someone appeared or left is found (its midpoints run the detector as well).
+them within what that identity's measured noise explains
+(:func:`~wanprep_torch.gate.gap_accepted`). A gap whose ends see different people is split
+until the frame where someone appeared or left is found (its midpoints run the detector too).
 
 Limits (also in the README): two people who overlap on screen are told apart only by their
 predicted boxes and keypoints, so identical-looking people crossing can swap ids; a person
@@ -96,8 +97,9 @@ class PeopleNoise:
 
     def add(self, record: "CrowdRecord") -> None:
         """A measured frame: every identity in it (a cut first forgets the frames before)."""
-        for est in self.by_id.values() if record.cut else ():
-            est.reset()
+        if record.cut:
+            for est in self.by_id.values():
+                est.reset()
         for tid, p in record.people.items():
             self.of(tid).add(p.keypoints, record.index)
 

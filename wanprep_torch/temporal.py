@@ -204,7 +204,7 @@ class NoiseEstimator:
         cur = torch.cat([k[:, :2], torch.full_like(k[:, :1], float(t))], dim=1)
         p0, p1 = self.last[0], self.last[1]
         if still:
-            self._add_pair(p1, cur, ok, t)
+            self._add_pair(p1, cur, ok)
         have = ok & ~p0[:, 2].isnan() & ~p1[:, 2].isnan()
         if bool(have.any()):
             r = triple_residuals(p0[:, :2], p1[:, :2], cur[:, :2], p0[:, 2], p1[:, 2], cur[:, 2])
@@ -221,19 +221,16 @@ class NoiseEstimator:
                 same = have & (p0[:, 2] == self.frames[0]) & (p1[:, 2] == self.frames[1])
                 sel = same[body]
                 if int(sel.sum()) >= 3:
-                    mean = r[body][sel].mean(dim=0).abs()
-                    self.mean_samples = torch.cat([self.mean_samples, mean])[-self.capacity :]
-                    if float(t) - self.frames[0] <= _SHORT:
-                        self.mean_short = torch.cat([self.mean_short, mean])[-self.capacity :]
-                    self._cache = None
+                    self._add_mean(r[body][sel], short=float(t) - self.frames[0] <= _SHORT)
         self.frames = (self.frames[1], float(t))
         # A point not confident now keeps its last two (a dropout does not end its triples).
         self.last[0] = torch.where(ok[:, None], p1, p0)
         self.last[1] = torch.where(ok[:, None], cur, p1)
 
-    def _add_pair(self, prev: torch.Tensor, cur: torch.Tensor, ok: torch.Tensor, t: int) -> None:
-        """Residuals of a held point's two measurements, (cur - prev) / sqrt(2): N(0, sigma^2)
-        per coordinate under pure noise (both only at the previous measured frame)."""
+    def _add_pair(self, prev: torch.Tensor, cur: torch.Tensor, ok: torch.Tensor) -> None:
+        """Residuals of held points' two measurements (points confident now and at the
+        previous measured frame), (cur - prev) / sqrt(2): N(0, sigma^2) per coordinate under
+        pure noise, with no curvature in them (they count as short)."""
         have = ok & (prev[:, 2] == self.frames[1])
         if not bool(have.any()):
             return
@@ -244,10 +241,15 @@ class NoiseEstimator:
                 self.add_residuals(name, r[rows][sel].flatten(), short=True)
         body = self.groups.get("body")
         if body is not None and int(have[body].sum()) >= 3:
-            mean = r[body][have[body]].mean(dim=0).abs()
-            self.mean_samples = torch.cat([self.mean_samples, mean])[-self.capacity :]
+            self._add_mean(r[body][have[body]], short=True)
+
+    def _add_mean(self, residuals: torch.Tensor, short: bool) -> None:
+        """The body's mean residual (x and y) over the points (n, 2) of one frame's sample."""
+        mean = residuals.mean(dim=0).abs()
+        self.mean_samples = torch.cat([self.mean_samples, mean])[-self.capacity :]
+        if short:
             self.mean_short = torch.cat([self.mean_short, mean])[-self.capacity :]
-            self._cache = None
+        self._cache = None
 
     def add_residuals(self, group: str, residuals: torch.Tensor, short: bool = False) -> None:
         """Residuals (any shape) that are N(0, sigma^2) under pure noise; ``short``: from three
