@@ -378,8 +378,8 @@ def test_a_body_that_starts_and_stops_keeps_its_corners():
     """Holds and slow moves of the whole body (0.6 px/frame) under 0.3 px noise: the start and
     stop show on the body's mean innovation at once, and the maneuver frees the velocity by
     about that much, so the smoother averages each hold and move without rounding the corners
-    into them. Measured: 0.47-0.48 of the raw error; 0.51-0.54 with a fixed large maneuver
-    noise, 0.63-0.65 without the group test (deterministic: fixed seeds)."""
+    into them. Body points, mean over three noise draws (deterministic): 0.45 of the raw error;
+    0.49 with a fixed large maneuver noise, 0.65 without the group test."""
     v = torch.zeros(40, dtype=torch.float64)
     v[10:20], v[30:40] = 0.6, -0.6
     x = torch.cumsum(torch.cat([torch.zeros(1, dtype=torch.float64), v[1:]]), 0)
@@ -390,8 +390,9 @@ def test_a_body_that_starts_and_stops_keeps_its_corners():
         noise = 0.3 * torch.randn(truth.shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
         kp = torch.cat([truth + noise, torch.full((40, 133, 1), 0.9, dtype=torch.float64)], -1)
         out = smooth_track(kp, noise=0.3)
-        ratios.append(float((out[..., :2] - truth).norm(dim=-1).mean() / (kp[..., :2] - truth).norm(dim=-1).mean()))
-    assert sum(ratios) / 3 <= 0.50, ratios
+        err = lambda k: (k[:, :23, :2] - truth[:, :23]).norm(dim=-1).mean()  # noqa: E731
+        ratios.append(float(err(out) / err(kp)))
+    assert sum(ratios) / 3 <= 0.47, ratios
 
 
 def test_a_hold_gives_a_clean_noise_sample_however_long():

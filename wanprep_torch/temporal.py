@@ -519,7 +519,9 @@ class TrackSmoother:
             raise ValueError(f"keypoints must be (K, 3), got {tuple(raw.shape)}")
         if self.state is None:
             self.k = raw.shape[0]
-            self.groups = tuple(GROUPS.values()) if self.k == NUM_WHOLEBODY else (slice(0, self.k),)
+            # The body starts and stops as a whole; the face's and hands' points share their
+            # crop's jitter, which their mean would take for motion.
+            self.groups = (GROUPS["body"],) if self.k == NUM_WHOLEBODY else (slice(0, self.k),)
             self.state = initial_state(self.k)
             self.missing = np.zeros(self.k, dtype=np.int64)
         host = raw.to("cpu", torch.float64)
