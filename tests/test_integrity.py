@@ -581,15 +581,3 @@ def test_out_checked_and_locked_before_any_work(clip8, models, tmp_path, capsys,
     f.write_text("x")
     assert cli.main(run_args(clip8, models, f)) == 2
     assert events == []
-
-
-def test_gate_names_match_the_presets():
-    from wanprep_torch.gate import PRESETS
-
-    assert runner.GATES == tuple(PRESETS)
-
-
-def test_smoothing_names_match_the_presets():
-    from wanprep_torch.temporal import SMOOTH_PRESETS
-
-    assert set(runner.SMOOTHING) == {"auto"} | set(SMOOTH_PRESETS)
