@@ -7,6 +7,33 @@ import torch
 
 torch.set_num_threads(2)
 
+
+# The default run leaves out the tests marked slow (a quick loop while working); --slow runs
+# everything, as CI does (.ci/run, the README's test command). A -m expression, or a test named
+# by its id, selects by itself.
+def pytest_addoption(parser):
+    parser.addoption("--slow", action="store_true", help="also run the tests marked slow (CI does)")
+
+
+def _named(item, args) -> bool:
+    return any("::" in a and (item.nodeid == a or item.nodeid.startswith(a + "[")) for a in args)
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--slow") or config.option.markexpr:
+        return
+    args = [os.path.relpath(a.split("::")[0], config.rootpath).replace(os.sep, "/") + a[len(a.split("::")[0]):] for a in config.args]
+    slow = [it for it in items if it.get_closest_marker("slow") and not _named(it, args)]
+    if slow:
+        config.hook.pytest_deselected(items=slow)
+        left_out = {id(it) for it in slow}
+        items[:] = [it for it in items if id(it) not in left_out]
+
+
+def pytest_report_header(config):
+    if not (config.getoption("--slow") or config.option.markexpr):
+        return "tests marked slow are left out: add --slow to run them (CI runs everything)"
+
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
 
