@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-torch.set_num_threads(2)
+torch.set_num_threads(int(os.environ.get("WANPREP_TEST_THREADS", "2")))
 
 
 # The default run leaves out the tests marked slow (a quick loop while working); --slow runs
