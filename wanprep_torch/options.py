@@ -82,7 +82,16 @@ def _is_count(v, least: int) -> bool:
 @dataclass(frozen=True, kw_only=True)
 class PipelineOptions:
     """The Preprocessor's options that a front end sets (the defaults of `wanprep run` and of
-    the Pose and Face Detection node's inputs)."""
+    the Pose and Face Detection node's inputs).
+
+    >>> opts = PipelineOptions(gate="fast", people=2).check()
+    >>> {k: v for k, v in opts.preprocessor_kwargs().items() if k in ("gate", "smooth", "people")}
+    {'gate': 'fast', 'smooth': 'auto', 'people': 2}
+    >>> PipelineOptions(smooth="strong").check(node_input)
+    Traceback (most recent call last):
+    ...
+    wanprep_torch.options.OptionError: smooth: 'strong' is not one of auto, on, off
+    """
 
     device: str = "cpu"  # "cpu", "cuda", "cuda:N" ("auto" only where the caller allows it)
     batch: int | str = "auto"  # frames per model run, or "auto"
