@@ -9,20 +9,25 @@ torch.set_num_threads(int(os.environ.get("WANPREP_TEST_THREADS", "2")))
 
 
 # The default run leaves out the tests marked slow (a quick loop while working); --slow runs
-# everything, as CI does (.ci/run, the README's test command). A -m expression, or a test named
-# by its id, selects by itself.
+# everything, as CI does (.ci/run, the README's test command). A -m expression selects by itself,
+# and a test file or test named on the command line runs whatever its marks.
 def pytest_addoption(parser):
     parser.addoption("--slow", action="store_true", help="also run the tests marked slow (CI does)")
 
 
 def _named(item, args) -> bool:
-    return any("::" in a and (item.nodeid == a or item.nodeid.startswith(a + "[")) for a in args)
+    """Whether ``item`` was named on the command line: its file, itself, or its parametrisation."""
+    return any(item.nodeid == a or item.nodeid.startswith(a + ("[" if "::" in a else "::")) for a in args)
 
 
 def pytest_collection_modifyitems(config, items):
     if config.getoption("--slow") or config.option.markexpr:
         return
-    args = [os.path.relpath(a.split("::")[0], config.rootpath).replace(os.sep, "/") + a[len(a.split("::")[0]):] for a in config.args]
+    args = []
+    for a in config.args:
+        path, _, rest = a.partition("::")
+        if path.endswith(".py"):  # a file or a test in one, as pytest names it: relative to the root
+            args.append(os.path.relpath(os.path.abspath(path), config.rootpath).replace(os.sep, "/") + (f"::{rest}" if rest else ""))
     slow = [it for it in items if it.get_closest_marker("slow") and not _named(it, args)]
     if slow:
         config.hook.pytest_deselected(items=slow)
