@@ -5,7 +5,39 @@ from pathlib import Path
 import pytest
 import torch
 
-torch.set_num_threads(2)
+torch.set_num_threads(int(os.environ.get("WANPREP_TEST_THREADS", "2")))
+
+
+# The default run leaves out the tests marked slow (a quick loop while working); --slow runs
+# everything, as CI does (.ci/run, the README's test command). A -m expression selects by itself,
+# and a test file or test named on the command line runs whatever its marks.
+def pytest_addoption(parser):
+    parser.addoption("--slow", action="store_true", help="also run the tests marked slow (CI does)")
+
+
+def _named(item, args) -> bool:
+    """Whether ``item`` was named on the command line: its file, itself, or its parametrisation."""
+    return any(item.nodeid == a or item.nodeid.startswith(a + ("[" if "::" in a else "::")) for a in args)
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--slow") or config.option.markexpr:
+        return
+    args = []
+    for a in config.args:
+        path, _, rest = a.partition("::")
+        if path.endswith(".py"):  # a file or a test in one, as pytest names it: relative to the root
+            args.append(os.path.relpath(os.path.abspath(path), config.rootpath).replace(os.sep, "/") + (f"::{rest}" if rest else ""))
+    slow = [it for it in items if it.get_closest_marker("slow") and not _named(it, args)]
+    if slow:
+        config.hook.pytest_deselected(items=slow)
+        left_out = {id(it) for it in slow}
+        items[:] = [it for it in items if id(it) not in left_out]
+
+
+def pytest_report_header(config):
+    if not (config.getoption("--slow") or config.option.markexpr):
+        return "tests marked slow are left out: add --slow to run them (CI runs everything)"
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 

@@ -185,6 +185,7 @@ except KeyboardInterrupt:
 """
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 def test_pool_ctrl_c(tmp_path):
     """Ctrl-C (SIGINT to the process group) stops the workers at their next progress beat: the
@@ -293,6 +294,7 @@ def test_progress_display(tmp_path, capsys):
     assert lines[0].startswith("ok") and "one: 5 frames in" in lines[0] and "two" in lines[1]
 
 
+@pytest.mark.slow
 def test_batch_fp16_converts_once(batch_clips, models, tmp_path):
     pytest.importorskip("onnxconverter_common")
     out = tmp_path / "out"

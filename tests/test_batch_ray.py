@@ -17,7 +17,7 @@ from wanprep_torch import batch, cli  # noqa: E402
 from wanprep_torch.batch import rayengine  # noqa: E402
 from wanprep_torch.runner import RunOptions  # noqa: E402
 
-pytestmark = pytest.mark.ray
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 
 def batch_args(inputs, models, out, *extra):

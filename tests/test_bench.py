@@ -14,6 +14,7 @@ def bench():
     return load_script("bench")
 
 
+@pytest.mark.slow
 def test_tiny_suite_prints_wall_time_ratio_spread_and_stages(bench, models, tmp_path, capsys):
     (tmp_path / "tiny").symlink_to(Path(models["det"]).parent, target_is_directory=True)
     assert bench.main(["--suite", "tiny", "--frames", "2", "--repeats", "3", "--models-dir", str(tmp_path)]) == 0

@@ -237,12 +237,6 @@ def test_interrupt_mid_run(fake_comfy, loaded, images):
     assert calls["n"] == 3 and len(fake_comfy.bars) == bars_before + 1
 
 
-def test_gate_options():
-    assert nodes._gate_options("fast") == {"gate": "fast"}
-    with pytest.raises(ValueError):
-        nodes._gate_options("turbo")
-
-
 def test_custom_nodes_shim():
     spec = importlib.util.spec_from_file_location("wanprep_custom_nodes_shim", REPO / "comfyui" / "__init__.py")
     mod = importlib.util.module_from_spec(spec)

@@ -76,7 +76,7 @@ def test_detection_inputs(fake_comfy, loaded, images, monkeypatch):
             assert len(fake_comfy.bars) == bars, "checked before any work"
     # The frames' values are scanned as the pipeline reads them: a NaN past the first chunk is
     # reported with its frame index in the batch.
-    monkeypatch.setattr(loaded.preprocessor(**nodes._default_options(gate="off")), "chunk_size", 2)
+    monkeypatch.setattr(loaded.preprocessor(loaded.options(gate="off")), "chunk_size", 2)
     msg = raises(ValueError, "images", nodes.PoseAndFaceDetection().process, loaded, nan_at(images[:5], 3), 416, 240, gate="off")
     assert msg == "images: frame 3 contains NaN values"
     # Whole-number floats (a value linked from a FLOAT output) and NumPy integers are fine.

@@ -207,6 +207,7 @@ def test_fp16_detector_roundtrip(models, tmp_path):
     assert rep.ok and rep.box_iou >= 0.9, rep.summary()
 
 
+@pytest.mark.slow
 def test_fp16_falls_back_to_the_next_converter_when_onnxruntime_rejects_the_result(models, tmp_path, monkeypatch):
     real = fp16._float16_backends()
     assert [name for name, _, _ in real] == ["onnxconverter-common", "onnxruntime.transformers"]
@@ -232,6 +233,7 @@ def test_fp16_block_list_keeps_converter_defaults():
     assert "Softmax" in ops and "TopK" in ops and "Resize" in ops
 
 
+@pytest.mark.slow
 def test_fp16_user_npy_inputs(models, tmp_path):
     out = fp16.convert_fp16(models["pose"], tmp_path / "p.onnx")
     x = np.random.default_rng(0).standard_normal((3, 3, 256, 192)).astype(np.float32)  # batch 3 -> 3 runs of 1
@@ -243,6 +245,7 @@ def test_fp16_user_npy_inputs(models, tmp_path):
         fp16.validate(models["pose"], out, inputs=[tmp_path / "bad.npy"], samples=0)
 
 
+@pytest.mark.slow
 def test_fp16_auto_block(models, tmp_path, capsys):
     out = tmp_path / "ln16.onnx"
     with pytest.raises(fp16.ValidationFailed) as ei:
@@ -366,6 +369,7 @@ def test_fp16_existing_output_needs_force(models, tmp_path, capsys):
     assert _input_type(out) == "tensor(float16)"
 
 
+@pytest.mark.slow
 def test_fp16_cli_subprocess(models, tmp_path):
     out = tmp_path / "det16.onnx"
     r = subprocess.run(
@@ -435,6 +439,7 @@ def test_dynamic_batch_bad_requests(models, tmp_path, capsys):
     assert existing.read_bytes() == b"x"
 
 
+@pytest.mark.slow
 def test_dynamic_batch_cli_subprocess_failure(models, tmp_path):
     out = tmp_path / "u.onnx"
     r = subprocess.run([sys.executable, "-m", "converters.dynamic_batch", str(models["unfixable"]), str(out)],
@@ -519,7 +524,7 @@ def test_testkit_dynamic_batch(kit_models, tmp_path, key):
 # ----------------------------------------------------------------------------- fp16: ordinary torch exports
 
 
-@pytest.fixture(scope="module", params=["torchscript", pytest.param("dynamo", marks=pytest.mark.slow)])
+@pytest.fixture(scope="module", params=[pytest.param("torchscript", marks=pytest.mark.slow), pytest.param("dynamo", marks=pytest.mark.slow)])
 def torch_vit(request, tmp_path_factory) -> Path:
     """The test kit's small nn.TransformerEncoderLayer ViT (pose signature), exported with
     torch.onnx.export(opset_version=17) by the TorchScript (dynamo=False) or dynamo exporter."""

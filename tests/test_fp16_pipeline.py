@@ -84,6 +84,7 @@ def _keypoint_error(res, ref, clip) -> torch.Tensor:
     return (res.keypoints[..., :2] - ref.keypoints[..., :2]).norm(dim=-1)[seen]
 
 
+@pytest.mark.slow
 def test_validate_on_scene(models, converted, scene):
     rep = fp16.validate(models["pose"], converted["pose"], inputs=scene["pose"], samples=0)
     assert rep.kind == "pose" and rep.runs >= 1, rep.summary()  # dynamic batch: all crops in one run

@@ -314,6 +314,7 @@ def test_converters_usage_lists_int8(capsys):
     assert main([]) == 0 and "python -m converters.int8" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_converter_cli_subprocess(models, video, tmp_path):
     cmd = [sys.executable, "-m", "converters", "int8", str(models["pose"]), str(tmp_path / "p.onnx"),
            "--video", str(video), "--det", str(models["det"]), "--frames", "6"]

@@ -376,6 +376,7 @@ sys.exit(cli.main(sys.argv[1:]))
 """
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RLIMIT_FSIZE")
 def test_disk_full_subprocess(models, tmp_path):
     """A real write error (a file-size limit: EFBIG, as a full disk gives ENOSPC): exit 74, one
@@ -449,6 +450,7 @@ def test_ctrl_c_during_start_up(clip8, models, tmp_path, capsys, monkeypatch):
     assert not (tmp_path / "new").exists()  # nothing left behind
 
 
+@pytest.mark.slow
 def test_ctrl_c_subprocess_no_traceback(models, tmp_path):
     """SIGINT while the command starts (imports, model loading) or runs: exit 130, no
     KeyboardInterrupt traceback."""
@@ -581,15 +583,3 @@ def test_out_checked_and_locked_before_any_work(clip8, models, tmp_path, capsys,
     f.write_text("x")
     assert cli.main(run_args(clip8, models, f)) == 2
     assert events == []
-
-
-def test_gate_names_match_the_presets():
-    from wanprep_torch.gate import PRESETS
-
-    assert runner.GATES == tuple(PRESETS)
-
-
-def test_smoothing_names_match_the_presets():
-    from wanprep_torch.temporal import SMOOTH_PRESETS
-
-    assert set(runner.SMOOTHING) == {"auto"} | set(SMOOTH_PRESETS)

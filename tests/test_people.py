@@ -39,7 +39,7 @@ def crowd_safe(models, crowd):
 # -- the done-when ----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("gate", ["safe", "off", "fast"])
+@pytest.mark.parametrize("gate", ["safe", pytest.param("off", marks=pytest.mark.slow), pytest.param("fast", marks=pytest.mark.slow)])
 def test_three_people_keep_three_identities(models, crowd, crowd_safe, gate):
     res = crowd_safe if gate == "safe" else run(models, crowd.frames, people=3, gate=gate)
     assert [p.track_id for p in res.people] == [1, 2, 3]
@@ -413,6 +413,7 @@ def test_score_people_counts_switches_and_misses(crowd):
     assert s[2].body_error == pytest.approx(0.0, abs=1e-6)
 
 
+@pytest.mark.slow
 def test_bench_people_smoke(capsys):
     from conftest import load_script
 

@@ -60,7 +60,7 @@ from pathlib import Path
 from .config import CHUNK_SIZE
 from .errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_USER, RunError, one_line
 from .interrupt import SignalStop
-from .runner import GATES, SMOOTHING
+from .options import GATES, SMOOTHING
 
 __all__ = ["main", "build_parser", "run_options"]
 

@@ -41,7 +41,7 @@ import torch
 
 from . import wan
 from .frames import MIN_SIDE, as_tchw
-from .gate import PRESETS
+from .options import GATES, SMOOTHING, OptionError, PipelineOptions, node_input
 from .posemeta import PoseMeta, check_wan_meta
 from .progress import Progress
 from .retargeting import retarget
@@ -64,8 +64,8 @@ log = logging.getLogger("wanprep_torch")
 CATEGORY = "WanAnimatePreprocess"
 MODELS_ENV = "WANPREP_COMFY_MODELS"
 ONNX_DEVICES = ["CUDAExecutionProvider", "CPUExecutionProvider"]
-GATE_PRESETS = list(PRESETS)
-SMOOTH_CHOICES = ["auto", "on", "off"]
+GATE_PRESETS = list(GATES)  # the command line's --gate and --smooth choices (options.py)
+SMOOTH_CHOICES = list(SMOOTHING)
 MAX_PEOPLE = 16  # Pose and Face Detection's "people" input
 _MODEL_TIP = "These models are loaded from the 'ComfyUI/models/detection' folder"
 _DRAW_CHUNK = 64  # pose frames drawn per step, then moved to the CPU: bounds device memory
@@ -294,33 +294,32 @@ class PoseModel:
                 return name
         return "vitpose_model / yolo_model"
 
-    def preprocessor(self, **options):
-        from .pipeline import Preprocessor
+    def options(self, **inputs) -> PipelineOptions:
+        """The Preprocessor's options (:class:`~wanprep_torch.options.PipelineOptions`, as the
+        command line's) from node inputs of the same names (gate, smooth, face_padding, people;
+        the rest at the defaults) on this model's device, checked by the shared validation:
+        a ValueError whose message starts with the node input at fault."""
+        try:
+            return PipelineOptions(device=str(self.device), **inputs).check(node_input)
+        except OptionError as exc:
+            raise ValueError(str(exc)) from None
 
-        key = (str(self.device), tuple(sorted((k, repr(v)) for k, v in options.items())))
-        pre = self._cache.get(key)
+    def preprocessor(self, options: PipelineOptions):
+        """The Preprocessor of ``options`` (from :meth:`options`) on this model's sessions,
+        built once per option set. What the nodes add, their own: face crops as float32 on the
+        CPU (ComfyUI IMAGEs; long videos' crops stay off the GPU), progress through the relay
+        (each run's ComfyUI bar)."""
+        if torch.device(options.device) != self.device:
+            raise ValueError(f"options for {options.device}, but the model runs on {self.device}")
+        pre = self._cache.get(options)
         if pre is None:
             det, pose = self.sessions()
-            pre = Preprocessor(det, pose, device=self.device, progress_callback=self.relay, **options)
-            self._cache[key] = pre
+            pre = options.preprocessor(det, pose, face_dtype=torch.float32, face_device="cpu", progress_callback=self.relay)
+            self._cache[options] = pre
         return pre
 
     def __repr__(self) -> str:
         return f"PoseModel(det={self.det_path.name}, pose={self.pose_path.name}, device={self.device})"
-
-
-def _gate_options(gate: str) -> dict:
-    return {"gate": _choice_input("gate", gate, GATE_PRESETS)}
-
-
-def _default_options(face_padding: int = 0, gate: str = "safe", smooth: str = "auto") -> dict:
-    return dict(
-        face_padding=face_padding,
-        face_dtype=torch.float32,  # ComfyUI IMAGE
-        face_device="cpu",  # outputs live on the CPU; keeps long videos' crops off the GPU
-        smooth=_choice_input("smooth", smooth, SMOOTH_CHOICES),
-        **_gate_options(gate),
-    )
 
 
 # ----------------------------------------------------------------------------- nodes
@@ -357,7 +356,7 @@ class OnnxDetectionModelLoader:
         if paths["vitpose_model"].resolve() == paths["yolo_model"].resolve():
             raise ValueError(f"vitpose_model and yolo_model: both name {vitpose_model!r}; pick the pose model and the detector")
         model = PoseModel(paths["yolo_model"], paths["vitpose_model"], torch_device(onnx_device), onnx_device)
-        model.preprocessor(**_default_options())  # load now: a wrong file fails here, not mid-workflow
+        model.preprocessor(model.options())  # load now: a wrong file fails here, not mid-workflow
         return (model,)
 
 
@@ -412,10 +411,8 @@ class PoseAndFaceDetection:
             raise ValueError(f"person: {person} names a tracked identity, which needs people > 1 (person 0 is the subject)")
         if retarget_image is not None:
             _image_input("retarget_image", retarget_image, first_only=True)
-        options = _default_options(_int_input(type(self), "face_padding", face_padding), gate, smooth)
-        if people > 1:
-            options["people"] = people
-        pre = model.preprocessor(**options)
+        face_padding = _int_input(type(self), "face_padding", face_padding)
+        pre = model.preprocessor(model.options(gate=gate, smooth=smooth, face_padding=face_padding, people=people))
         progress = _Progress(images.shape[0])
         progress.check_interrupt()
         model.relay.target = progress
@@ -760,7 +757,7 @@ class PoseDetectionOneToAllAnimation:
         _choice_input("draw_face_points", draw_face_points, ONETOALL_CHOICES)
         _choice_input("draw_head", draw_head, ONETOALL_CHOICES)
         ref = None if ref_image is None else _image_input("ref_image", ref_image, first_only=True)[:1]
-        pre = model.preprocessor(**_default_options(gate="off"))
+        pre = model.preprocessor(model.options(gate="off"))  # keypoints on every frame
         progress = _Progress(images.shape[0])
         kps = _person_keypoints(pre, images, progress)
         ref_kps = None if ref is None else _person_keypoints(pre, ref)[0]

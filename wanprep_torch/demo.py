@@ -28,8 +28,9 @@ def run_demo(out_dir: Path, frames: int = 24, device: str = "cpu", models_dir: P
     """Build the tiny test models and a synthetic clip of ``frames`` frames (>= 1), run the
     pipeline, write the outputs into ``out_dir``. Returns a summary dict (also summary.json).
     Bad options raise RunError (exit 2)."""
+    from .options import check_device
     from .outputs import prepare_out
-    from .runner import check_device, format_timings
+    from .runner import format_timings
 
     if not isinstance(frames, int) or frames < 1:
         raise RunError(f"--frames must be >= 1, got {frames}")

@@ -1,8 +1,9 @@
 """One video file through the Preprocessor into an output folder: what `wanprep run` does, and
 what `wanprep batch` does per video (the command line only parses and calls).
 
-- :class:`RunOptions`: the run's options, one frozen record shared by the command line, batch
-  and the ComfyUI nodes; :meth:`RunOptions.check` validates them (RunError, exit 2).
+- :class:`RunOptions`: the run's options, one frozen record shared by the command line and
+  batch; it extends :class:`~wanprep_torch.options.PipelineOptions`, the Preprocessor's part
+  the ComfyUI nodes build too. :meth:`RunOptions.check` validates them (RunError, exit 2).
 - :func:`run_video` -> :class:`RunSummary`: checks and locks the output folder first, then
   decodes, processes and writes (staged, committed atomically: :mod:`~wanprep_torch.outputs`).
 - :func:`load_preprocessor`, :func:`resolve_models` (FP16 copies): the model side, shared with
@@ -22,87 +23,42 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import CHUNK_SIZE
 from .errors import EXIT_INCOMPLETE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USER, RunError, one_line
-from .gateconfig import PRESETS
 from .interrupt import StopFlag, StopRequested, checkpoint
+from .options import PipelineOptions, cli_flag
 
 __all__ = ["RunOptions", "RunSummary", "run_video", "load_preprocessor", "resolve_models", "resolve_int8",
-           "check_device", "format_timings"]
-
-GATES = tuple(PRESETS)  # from the torch-free gateconfig: start-up stays without torch
-SMOOTHING = ("auto", "on", "off")  # temporal.resolve_smooth's names, restated to keep torch out of start-up (a test checks)
-
-
-def check_device(device, allow_auto: bool = False) -> str:
-    """The device name if torch can run on it, else RunError listing the accepted values."""
-    import torch
-
-    accepted = "cpu, cuda, cuda:N" + (", auto" if allow_auto else "")
-    name = "auto" if device is None and allow_auto else str(device)
-    if allow_auto and name == "auto":
-        return name
-    try:
-        dev = torch.device(name)
-    except (RuntimeError, ValueError):
-        raise RunError(f"unknown --device {name!r}; accepted: {accepted}") from None
-    if dev.type == "cpu":
-        return name
-    if dev.type != "cuda":
-        raise RunError(f"unsupported --device {name!r}; accepted: {accepted}")
-    if not torch.cuda.is_available():
-        raise RunError(f"--device {name}: torch sees no CUDA device (this torch build or machine has none); use --device cpu")
-    if dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise RunError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) visible (cuda:0 ...)")
-    return name
-
+           "format_timings"]
 
 @dataclass(frozen=True)
-class RunOptions:
-    """The options of one run (defaults as `wanprep run`'s)."""
+class RunOptions(PipelineOptions):
+    """The options of one run (defaults as `wanprep run`'s): the model files and what a run
+    adds (size, time range, outputs, model conversions) to the Preprocessor's options, which
+    it inherits from :class:`~wanprep_torch.options.PipelineOptions` (keyword-only there)."""
 
     det: str
     pose: str
     width: int | None = None
     height: int | None = None
-    gate: str = "safe"
-    smooth: str = "auto"
-    device: str = "cpu"
     fp16: bool = False
     int8: bool = False
-    batch: int | str = "auto"
-    chunk: int = CHUNK_SIZE
-    face_padding: int = 0
     overwrite: bool = False
     overlay: bool = False  # also overlay.mp4: the result drawn on the source frames
     start: str | None = None  # --start as written (video.parse_time): seconds, [H:]M:S or frames (30f)
     duration: str | None = None  # --duration, the same forms
-    people: int | str = 1  # several people: N or "all" (person-<id>/ folders)
 
     # The options a result depends on: a change re-runs a video under `batch --resume`.
     RESULT_FIELDS = ("det", "pose", "width", "height", "gate", "smooth", "fp16", "face_padding", "overlay", "start", "duration", "people")
 
     def check(self, allow_auto_device: bool = False) -> "RunOptions":
-        """RunError (exit 2) naming the first bad option; returns self."""
-        if self.chunk < 1:
-            raise RunError(f"--chunk must be >= 1, got {self.chunk}")
+        """RunError (exit 2) naming the first bad option (as its command-line flag); returns self."""
         for name, v in (("--width", self.width), ("--height", self.height)):
             if v is not None and v < 1:
                 raise RunError(f"{name} must be >= 1, got {v}")
-        if self.gate not in GATES:
-            raise RunError(f"unknown --gate {self.gate!r}; choose one of {', '.join(GATES)}")
-        if self.smooth not in SMOOTHING:
-            raise RunError(f"unknown --smooth {self.smooth!r}; choose one of {', '.join(SMOOTHING)}")
-        if self.batch != "auto" and (not isinstance(self.batch, int) or self.batch < 1):
-            raise RunError(f"--batch must be 'auto' or a positive integer, got {self.batch!r}")
-        if self.face_padding < 0:
-            raise RunError(f"--face-padding must be >= 0, got {self.face_padding}")
-        if self.people != "all" and (isinstance(self.people, bool) or not isinstance(self.people, int) or self.people < 1):
-            raise RunError(f"--people must be a positive integer or 'all', got {self.people!r}")
+        super().check(cli_flag, allow_auto_device=allow_auto_device)
         self.time_range()
         if self.int8 and self.fp16:
             raise RunError("--int8 and --fp16 exclude each other: INT8 is for the CPU, FP16 for CUDA")
-        check_device(self.device, allow_auto=allow_auto_device)
         return self
 
     def time_range(self):
@@ -285,19 +241,18 @@ def resolve_int8(options: RunOptions, video, log=print, err=None, device: str | 
 
 
 def load_preprocessor(options: RunOptions, progress_callback=None, threads: int | None = None):
-    """The Preprocessor a run uses: face crops kept as uint8 on the CPU (4x smaller than float
-    while they wait for the encoder), the options' device, batch, chunk and gate. Bad values
+    """The Preprocessor a run uses: the options' own settings
+    (:meth:`~wanprep_torch.options.PipelineOptions.preprocessor`, as the ComfyUI nodes), plus
+    what a run adds: face crops kept as uint8 on the CPU (4x smaller than float while they wait
+    for the encoder), its one progress report instead of the Preprocessor's bar. Bad values
     raise RunError; bad model files ModelError."""
     import torch
 
-    from .pipeline import Preprocessor
     from .runtime import ModelError
 
     try:
-        return Preprocessor(options.det, options.pose, device=options.device, batch_size=options.batch,
-                            face_padding=options.face_padding, face_dtype=torch.uint8, face_device="cpu",
-                            chunk_size=options.chunk, progress=False, progress_callback=progress_callback,
-                            gate=options.gate, smooth=options.smooth, intra_op_threads=threads, people=options.people)
+        return options.preprocessor(options.det, options.pose, face_dtype=torch.uint8, face_device="cpu",
+                                    progress=False, progress_callback=progress_callback, intra_op_threads=threads)
     except ModelError:
         raise
     except (ValueError, TypeError) as exc:
