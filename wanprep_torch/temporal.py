@@ -353,10 +353,12 @@ def kalman_forward(
         r: (K,) measurement variance (px^2); inf where there is no measurement.
         t: the frame number.
         restart: (K,) bool: forget the past before this frame (a cut, a long gap).
-        groups: row selections (slices) of points that move together (a body): when their
-            mean innovation is more than the noise explains of a mean, every tracked point of
-            the group makes a maneuver step (a start or stop of the whole body shows on the
-            mean a frame before any single point's test sees it).
+        groups: (rows, shared) pairs: row selections (slices) of points that move together (a
+            body, a face, a hand) and the fraction of a point's noise variance that all of them
+            share (a crop that jitters moves them together; it does not average out of their
+            mean). When their mean innovation is more than the noise explains of a mean, every
+            tracked point of the group makes a maneuver step (a start or stop of the whole body
+            shows on the mean a frame before any single point's test sees it).
     """
     rs = restart[:, None, None]
     mean = np.where(rs, 0.0, state.mean)
@@ -374,13 +376,13 @@ def kalman_forward(
     if jump.any():
         return kalman_forward(state, z, r, t, restart | jump, cfg, groups)
     maneuver = tracked & (nis > cfg.maneuver_chi2)
-    for rows in groups:
+    for rows, shared in groups:
         sel = tracked[rows]
         n = int(sel.sum())
         if n >= 3:
-            shared = innov[rows][sel].mean(axis=0)
-            var = (pp[rows, 0, 0][sel] + rr[rows][sel]).mean() / n
-            if float((shared**2).sum() / var) > cfg.maneuver_chi2:
+            common = innov[rows][sel].mean(axis=0)
+            var = (pp[rows, 0, 0][sel] + rr[rows][sel]).mean() * (shared + (1.0 - shared) / n)
+            if float((common**2).sum() / var) > cfg.maneuver_chi2:
                 maneuver[rows] |= tracked[rows]
     if maneuver.any():
         # A maneuver frees the velocity by a few times what the innovation shows (a slow start:
@@ -509,6 +511,22 @@ class TrackSmoother:
             s = np.broadcast_to(torch.as_tensor(self.noise, dtype=torch.float64).numpy(), (self.k,))
         return np.maximum(s, self.cfg.min_noise_px)
 
+    def _groups(self) -> tuple:
+        """The (rows, shared) groups of the maneuver test: the body's points taken as
+        independent (spread over the whole crop, their mean shows a start or stop at once);
+        the face's and each hand's, packed in a corner of the crop, sharing what the body's
+        noise and that of its mean say the crop's jitter shares (else their mean takes that
+        jitter for motion). Another layout: all points one group, independent."""
+        if self.k != NUM_WHOLEBODY:
+            return ((slice(0, self.k), 0.0),)
+        shared = 0.0
+        if isinstance(self.noise, NoiseEstimator):
+            sigma, sigma_mean = self.noise.sigma("body"), self.noise.sigma_mean()
+            if sigma and sigma_mean is not None:
+                n = GROUPS["body"].stop - GROUPS["body"].start
+                shared = float(min(max((sigma_mean**2 / sigma**2 - 1.0 / n) / (1.0 - 1.0 / n), 0.0), 1.0))
+        return tuple((rows, 0.0 if name == "body" else shared) for name, rows in GROUPS.items())
+
     def push(self, keypoints: torch.Tensor, measured: bool, cut: bool, still: bool = False) -> None:
         """The next frame: keypoints (K, 3); ``measured``: the pose model ran on it (else the
         gate interpolated it: a weak measurement); ``cut``: it starts a new scene; ``still``:
@@ -519,9 +537,6 @@ class TrackSmoother:
             raise ValueError(f"keypoints must be (K, 3), got {tuple(raw.shape)}")
         if self.state is None:
             self.k = raw.shape[0]
-            # The body starts and stops as a whole; the face's and hands' points share their
-            # crop's jitter, which their mean would take for motion.
-            self.groups = (GROUPS["body"],) if self.k == NUM_WHOLEBODY else (slice(0, self.k),)
             self.state = initial_state(self.k)
             self.missing = np.zeros(self.k, dtype=np.int64)
         host = raw.to("cpu", torch.float64)
@@ -544,7 +559,7 @@ class TrackSmoother:
         if measured:
             self.missing = np.where(conf, 0, self.missing + 1)
         restart = (np.full(self.k, bool(cut)) | long_gap) if self.t else np.ones(self.k, dtype=bool)
-        self.state = kalman_forward(self.state, z, r, self.t, restart, cfg, self.groups)
+        self.state = kalman_forward(self.state, z, r, self.t, restart, cfg, self._groups())
         self.out_like = raw
         self.buf_raw.append(z)
         self.buf_fw.append(self.state)
