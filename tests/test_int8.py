@@ -434,4 +434,5 @@ def test_yolov10m_standin_static_keeps_the_head_float(tmp_path):
     x = torch.from_numpy(inputs.det[:1])
     ref = OrtModel(src, "cpu", role="detector").run(x).numpy().astype(np.float64)
     out = OrtModel(tmp_path / "y8.onnx", "cpu", role="detector").run(x).numpy()
-    assert 10 * np.log10((ref ** 2).sum() / ((ref - out) ** 2).sum()) > 30  # dB; 2.5 with the head quantized
+    noise = ((ref - out) ** 2).sum()  # 0: the outputs agree exactly (infinite dB)
+    assert noise == 0 or 10 * np.log10((ref ** 2).sum() / noise) > 30  # dB; 2.5 with the head quantized
