@@ -514,7 +514,7 @@ class TrackSmoother:
     def _groups(self) -> tuple:
         """The (rows, shared) groups of the maneuver test: the body's points taken as
         independent (spread over the whole crop, their mean shows a start or stop at once);
-        the face's and each hand's, packed in a corner of the crop, sharing what the body's
+        the face's and the hands', packed in small parts of the crop, sharing what the body's
         noise and that of its mean say the crop's jitter shares (else their mean takes that
         jitter for motion). Another layout: all points one group, independent."""
         if self.k != NUM_WHOLEBODY:
