@@ -306,3 +306,10 @@ def run(sess, feed: dict) -> list[np.ndarray]:
 
 def print_err(msg: str) -> None:
     print(f"error: {msg}", file=sys.stderr, flush=True)
+
+
+def report_failure(e: ConversionError) -> int:
+    """A converter command's failure: the one-line error on stderr, and its exit status (2 for
+    bad input, 1 for a conversion that failed)."""
+    print_err(str(e))
+    return 2 if isinstance(e, InputError) else 1

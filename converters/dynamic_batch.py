@@ -21,7 +21,6 @@ from onnx import numpy_helper
 from ._common import (
     EXTERNAL_DATA_THRESHOLD,
     ConversionError,
-    InputError,
     Log,
     Staging,
     check_data_file_not_input,
@@ -32,8 +31,8 @@ from ._common import (
     load_skeleton,
     make_session,
     no_log,
-    print_err,
     random_feed,
+    report_failure,
     run,
     save_model,
     stdout_log,
@@ -287,12 +286,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         out = make_dynamic_batch(args.input, args.output, force=args.force, test_batch=args.test_batch,
                                  atol=args.atol, seed=args.seed, log=log)
-    except InputError as e:
-        print_err(str(e))
-        return 2
     except ConversionError as e:
-        print_err(str(e))
-        return 1
+        return report_failure(e)
     data = out.parent / data_file_name(out)
     print(f"OK: wrote {out} with symbolic batch axis '{BATCH}'" + (f" (+ {data.name})" if data.exists() else ""))
     return 0

@@ -38,6 +38,7 @@ from ._common import (
     make_session,
     no_log,
     print_err,
+    report_failure,
     random_feed,
     run,
     save_model,
@@ -754,12 +755,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             inputs=_parse_inputs(args.inputs), samples=args.samples, seed=args.seed, tolerance=args.tolerance,
             validate_output=not args.skip_validation, force=args.force, providers=PROVIDERS[args.provider], log=log,
         )
-    except InputError as e:
-        print_err(str(e))
-        return 2
     except ConversionError as e:
-        print_err(str(e))
-        return 1
+        return report_failure(e)
     src_size, dst_size = _human(_size(Path(args.input))), _human(_size(res.path))
     io = "float32" if args.keep_io_types else "float16"
     blocked = ", ".join(res.op_block_list) or "defaults only"

@@ -51,6 +51,7 @@ from ._common import (
     load_skeleton,
     no_log,
     print_err,
+    report_failure,
     stdout_log,
     weight_bytes,
 )
@@ -490,12 +491,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         res = convert_int8(args.input, args.output, args.video, det_path=args.det, settings=settings,
                            thresholds=thresholds, count=args.frames, size=size, force=args.force,
                            overwrite=args.overwrite, log=log)
-    except InputError as e:
-        print_err(str(e))
-        return 2
     except ConversionError as e:
-        print_err(str(e))
-        return 1
+        return report_failure(e)
     s = res.info.settings
     msg = (f"OK: wrote {res.path} ({res.kind}, {s.mode}; kept in float: {', '.join(s.keep_float) or 'nothing'}; "
            f"{res.info.int8_ops} INT8 ops)")
