@@ -154,6 +154,48 @@ def make_detector(batch: int | str = "batch", kind: str = "yolov10") -> onnx.Mod
     return _model(nodes, [inp], [out], inits, f"testkit_det_{kind}")
 
 
+def _box_row_consts() -> list:
+    """The constants :func:`_box_row_nodes` reads (and the blue-channel slice's bounds)."""
+    S = DET_SIZE
+    idx = np.arange(S, dtype=np.float32)
+    return [
+        _const("ch_start", [2], np.int64), _const("ch_end", [3], np.int64), _const("ch_axis", [1], np.int64),
+        _const("thr", DET_THRESHOLD), _const("one", 1.0), _const("zero", 0.0),
+        _const("idx", idx), _const("ridx", (S - 1) - idx), _const("last", float(S - 1)),
+        _const("pad_lo", -DET_PAD), _const("pad_hi", 1.0 + DET_PAD), _const("size", float(S)),
+        _const("score", DET_SCORE), _const("ax1", [1], np.int64),
+    ]
+
+
+def _box_row_nodes(p: str) -> list:
+    """One person's output row from their activity profiles: ``{p}col_act`` and ``{p}row_act``
+    ([N, S], 1 where a blob of theirs reaches that input column / row) -> ``{p}row3`` [N, 1, 6],
+    the box spanning the active columns and rows padded by DET_PAD and clipped to the input,
+    score DET_SCORE, class 0; all zero when no column is active."""
+    n = helper.make_node
+    nodes = []
+    for prof, lo, hi in (("col", "x1", "x2"), ("row", "y1", "y2")):
+        q = p + prof
+        nodes += [
+            n("Mul", [q + "_act", "idx"], [q + "_i"]),
+            n("ReduceMax", [q + "_i"], [p + hi + "_last"], axes=[1], keepdims=1),
+            n("Mul", [q + "_act", "ridx"], [q + "_ri"]),
+            n("ReduceMax", [q + "_ri"], [p + lo + "_rfirst"], axes=[1], keepdims=1),
+            n("Sub", ["last", p + lo + "_rfirst"], [p + lo + "_first"]),
+            n("Add", [p + lo + "_first", "pad_lo"], [p + lo + "_p"]),
+            n("Add", [p + hi + "_last", "pad_hi"], [p + hi + "_p"]),
+        ]
+    nodes += [n("ReduceMax", [p + "col_act"], [p + "any"], axes=[1], keepdims=1)]
+    for c in ("x1", "y1", "x2", "y2"):
+        nodes += [n("Clip", [p + c + "_p", "zero", "size"], [p + c + "_c"]), n("Mul", [p + c + "_c", p + "any"], [p + c])]
+    return nodes + [
+        n("Mul", [p + "any", "score"], [p + "sc"]),
+        n("Mul", [p + "any", "zero"], [p + "cls"]),
+        n("Concat", [p + "x1", p + "y1", p + "x2", p + "y2", p + "sc", p + "cls"], [p + "row"], axis=1),
+        n("Unsqueeze", [p + "row", "ax1"], [p + "row3"]),
+    ]
+
+
 def make_two_person_detector(batch: int | str = "batch") -> onnx.ModelProto:
     """YOLOv10-signature detector for two people: row 0 boxes the blobs in the left half of the
     input, row 1 those in the right half (each an all-zero row when its half is empty). For
@@ -161,12 +203,7 @@ def make_two_person_detector(batch: int | str = "batch") -> onnx.ModelProto:
     n = helper.make_node
     S = DET_SIZE
     idx = np.arange(S, dtype=np.float32)
-    inits = [
-        _const("ch_start", [2], np.int64), _const("ch_end", [3], np.int64), _const("ch_axis", [1], np.int64),
-        _const("thr", DET_THRESHOLD), _const("one", 1.0), _const("zero", 0.0),
-        _const("idx", idx), _const("ridx", (S - 1) - idx), _const("last", float(S - 1)),
-        _const("pad_lo", -DET_PAD), _const("pad_hi", 1.0 + DET_PAD), _const("size", float(S)),
-        _const("score", DET_SCORE), _const("ax1", [1], np.int64),
+    inits = _box_row_consts() + [
         _const("left", (idx < S // 2).astype(np.float32).reshape(1, 1, 1, S)),
         _const("right", (idx >= S // 2).astype(np.float32).reshape(1, 1, 1, S)),
         _const("pads", [0, 0, 0, 0, DET_ROWS - 2, 0], np.int64),
@@ -180,28 +217,10 @@ def make_two_person_detector(batch: int | str = "batch") -> onnx.ModelProto:
             n("ReduceMax", [p + "blue"], [p + "colmax"], axes=[1, 2], keepdims=0),
             n("ReduceMax", [p + "blue"], [p + "rowmax"], axes=[1, 3], keepdims=0),
         ]
-        for prof, lo, hi in (("col", "x1", "x2"), ("row", "y1", "y2")):
+        for prof in ("col", "row"):
             q = p + prof
-            nodes += [
-                n("Greater", [q + "max", "thr"], [q + "_on"]),
-                n("Where", [q + "_on", "one", "zero"], [q + "_act"]),
-                n("Mul", [q + "_act", "idx"], [q + "_i"]),
-                n("ReduceMax", [q + "_i"], [p + hi + "_last"], axes=[1], keepdims=1),
-                n("Mul", [q + "_act", "ridx"], [q + "_ri"]),
-                n("ReduceMax", [q + "_ri"], [p + lo + "_rfirst"], axes=[1], keepdims=1),
-                n("Sub", ["last", p + lo + "_rfirst"], [p + lo + "_first"]),
-                n("Add", [p + lo + "_first", "pad_lo"], [p + lo + "_p"]),
-                n("Add", [p + hi + "_last", "pad_hi"], [p + hi + "_p"]),
-            ]
-        nodes += [n("ReduceMax", [p + "col_act"], [p + "any"], axes=[1], keepdims=1)]
-        for c in ("x1", "y1", "x2", "y2"):
-            nodes += [n("Clip", [p + c + "_p", "zero", "size"], [p + c + "_c"]), n("Mul", [p + c + "_c", p + "any"], [p + c])]
-        nodes += [
-            n("Mul", [p + "any", "score"], [p + "sc"]),
-            n("Mul", [p + "any", "zero"], [p + "cls"]),
-            n("Concat", [p + "x1", p + "y1", p + "x2", p + "y2", p + "sc", p + "cls"], [p + "row"], axis=1),
-            n("Unsqueeze", [p + "row", "ax1"], [p + "row3"]),
-        ]
+            nodes += [n("Greater", [q + "max", "thr"], [q + "_on"]), n("Where", [q + "_on", "one", "zero"], [q + "_act"])]
+        nodes += _box_row_nodes(p)
         rows.append(p + "row3")
     nodes += [n("Concat", rows, ["two"], axis=1), n("Pad", ["two", "pads"], ["output0"])]
     inp = helper.make_tensor_value_info("images", TensorProto.FLOAT, [batch, 3, S, S])
@@ -221,13 +240,7 @@ def make_multi_person_detector(batch: int | str = "batch") -> onnx.ModelProto:
     a real detector's NMS can merge two people crossing."""
     n = helper.make_node
     S = DET_SIZE
-    idx = np.arange(S, dtype=np.float32)
-    inits = [
-        _const("ch_start", [2], np.int64), _const("ch_end", [3], np.int64), _const("ch_axis", [1], np.int64),
-        _const("thr", DET_THRESHOLD), _const("one", 1.0), _const("zero", 0.0),
-        _const("idx", idx), _const("ridx", (S - 1) - idx), _const("last", float(S - 1)),
-        _const("pad_lo", -DET_PAD), _const("pad_hi", 1.0 + DET_PAD), _const("size", float(S)),
-        _const("score", DET_SCORE), _const("ax1", [1], np.int64),
+    inits = _box_row_consts() + [
         _const("shape_n1s", [0, 1, S], np.int64), _const("shape_n11s", [0, 1, 1, S], np.int64),
         _const("shape_ns", [0, S], np.int64),
         _const("p_start", [0], np.int64), _const("p_end", [S - 1], np.int64),
@@ -266,26 +279,7 @@ def make_multi_person_detector(batch: int | str = "batch") -> onnx.ModelProto:
             n("Greater", [p + "rowmax", "thr"], [p + "row_on"]),
             n("Where", [p + "row_on", "one", "zero"], [p + "row_act"]),
         ]
-        for prof, lo, hi in (("col", "x1", "x2"), ("row", "y1", "y2")):
-            q = p + prof
-            nodes += [
-                n("Mul", [q + "_act", "idx"], [q + "_i"]),
-                n("ReduceMax", [q + "_i"], [p + hi + "_last"], axes=[1], keepdims=1),
-                n("Mul", [q + "_act", "ridx"], [q + "_ri"]),
-                n("ReduceMax", [q + "_ri"], [p + lo + "_rfirst"], axes=[1], keepdims=1),
-                n("Sub", ["last", p + lo + "_rfirst"], [p + lo + "_first"]),
-                n("Add", [p + lo + "_first", "pad_lo"], [p + lo + "_p"]),
-                n("Add", [p + hi + "_last", "pad_hi"], [p + hi + "_p"]),
-            ]
-        nodes += [n("ReduceMax", [p + "col_act"], [p + "any"], axes=[1], keepdims=1)]
-        for c in ("x1", "y1", "x2", "y2"):
-            nodes += [n("Clip", [p + c + "_p", "zero", "size"], [p + c + "_c"]), n("Mul", [p + c + "_c", p + "any"], [p + c])]
-        nodes += [
-            n("Mul", [p + "any", "score"], [p + "sc"]),
-            n("Mul", [p + "any", "zero"], [p + "cls"]),
-            n("Concat", [p + "x1", p + "y1", p + "x2", p + "y2", p + "sc", p + "cls"], [p + "row"], axis=1),
-            n("Unsqueeze", [p + "row", "ax1"], [p + "row3"]),
-        ]
+        nodes += _box_row_nodes(p)
         rows.append(p + "row3")
     nodes += [n("Concat", rows, ["many"], axis=1), n("Pad", ["many", "pads"], ["output0"])]
     inp = helper.make_tensor_value_info("images", TensorProto.FLOAT, [batch, 3, S, S])
