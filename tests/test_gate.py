@@ -17,6 +17,7 @@ from wanprep_torch.gate import (
     motion_distance,
     resolve_gate,
     signatures,
+    translation,
 )
 from wanprep_torch.testkit import make_clip, make_two_person_clip
 
@@ -107,6 +108,46 @@ def test_correlation_marks_cuts():
     assert correlation(a, a) == pytest.approx(1.0)
     assert correlation(a, a * 0.5 + 0.2) == pytest.approx(1.0, abs=1e-5)  # blind to brightness/contrast
     assert abs(correlation(a, b)) < 0.2
+
+
+def _subject_box(clip, pad=40.0):
+    kp = clip.keypoints[0, :23]
+    return [float(kp[:, 0].min()) - pad, float(kp[:, 1].min()) - pad, float(kp[:, 0].max()) + pad, float(kp[:, 1].max()) + pad]
+
+
+def test_translation_is_a_signed_shift_that_jitter_averages_out_of():
+    yy, xx = torch.meshgrid(torch.arange(40.0), torch.arange(60.0), indexing="ij")
+    pattern = lambda dx, dy: torch.sin(0.3 * (xx - dx)) + torch.cos(0.25 * (yy - dy))  # noqa: E731
+    shift = translation(pattern(0.0, 0.0), pattern(0.15, -0.1), 120)  # 2 frame px per signature px
+    assert torch.allclose(shift, torch.tensor([0.3, -0.2], dtype=torch.float64), atol=0.01)
+    # A held pose whose points each jitter by 0.5 px: the magnitude adds it up, the signed
+    # shift averages it out.
+    clip = make_clip(2, H=480, W=832, motion="hold", background=True, seed=2, noise_px=0.5)
+    frames, box = clip.frames.permute(0, 3, 1, 2), _subject_box(clip)
+    fine, coarse = signatures(frames, 256), signatures(frames, 64)
+    assert float(translation(fine[0], fine[1], 832, box).norm()) < 0.25
+    assert motion_distance(coarse[0], coarse[1], 832, box) > 1.0
+    assert torch.equal(translation(torch.ones(8, 8), torch.ones(8, 8), 64), torch.zeros(2, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("seed", [3, 4])
+def test_velocity_changes_mark_starts_and_stops_under_jitter(seed):
+    """Holds and slow moves (0.5-0.9 px/frame) with every point jittered by 0.5 px: the
+    distance's hold hysteresis sees motion everywhere (the frame before each start or stop is
+    no keyframe), the signed velocity finds each start and stop on its frame."""
+    clip = make_clip(40, H=480, W=832, motion="holdslow", background=True, seed=seed, noise_px=0.5)
+    frames, box = clip.frames.permute(0, 3, 1, 2), _subject_box(clip)
+    sig, fine = signatures(frames, 64), signatures(frames, 256)
+    moving = [False] + ((clip.keypoints[1:, 0] - clip.keypoints[:-1, 0]).norm(dim=-1) > 1e-6).tolist()
+    changes = [t for t in range(1, 40) if moving[t] != moving[t - 1]]
+    found = {}
+    for use_fine in (True, False):
+        gate = MotionGate(PRESETS["safe"], 832)
+        # Frame 1: the hysteresis turns to "moving" at once under jitter (the frame before is
+        # the first frame, a keyframe anyway).
+        found[use_fine] = [t for t in range(40) if gate.step(sig[t], box, fine[t] if use_fine else None).boundary and t > 1]
+    assert len(changes) >= 5 and found[True] == changes, (changes, found)
+    assert found[False] == []
 
 
 def test_motion_gate_bounds():
@@ -384,6 +425,19 @@ def test_exact_holds_are_not_checked(models):
     res = run(models, clip.frames, "safe")
     # frames 0, 8, 16, 24 and the last: no checks, and no noise warm-up on a still start
     assert res.pose_ran.nonzero().flatten().tolist() == [0, 8, 16, 24, 31]
+
+
+def test_a_noisy_still_start_needs_no_warm_up(models):
+    """A held pose with every point jittered by 0.5 px: the signed velocity shows the picture
+    starts still, so there is no warm-up, and the first gap's check takes the noise from its
+    ends' difference (the body did not move between them); without the velocity test the
+    jitter looks like motion and the first three frames are keyframes."""
+    clip = make_clip(40, H=240, W=416, motion="hold", seed=2, background=True, noise_px=0.5)
+    res = run(models, clip.frames, "safe")
+    assert res.pose_ran.nonzero().flatten().tolist() == [0, 4, 8, 12, 16, 20, 24, 28, 32, 36, 39]
+    assert res.noise["body"] == pytest.approx(0.5, rel=0.25)
+    warm = run(models, clip.frames, {"preset": "safe", "velocity_width": 0})
+    assert warm.pose_ran[:3].all() and int(warm.pose_ran.sum()) == 13
 
 
 # -- tracked boxes stay sane --------------------------------------------------------------------

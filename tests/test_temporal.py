@@ -3,6 +3,7 @@ the pipeline's smoothing on noisy test scenes."""
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -12,6 +13,8 @@ from wanprep_torch.temporal import (
     NoiseEstimator,
     SmoothConfig,
     TrackSmoother,
+    common_measurement,
+    motion_groups,
     one_euro,
     resolve_smooth,
     smooth_track,
@@ -187,6 +190,85 @@ def test_streaming_equals_whole():
     assert bool((whole[12:14, 2, 2] > 0.3).all())
 
 
+def test_streaming_with_the_videos_noise_equals_whole_and_waits_at_most_lookahead():
+    """With the noise measured as the frames come (an estimator fed by the smoother), the first
+    frames wait for its estimate (at most ``lookahead`` of them: no later output than
+    without the wait), and how the stream is split does not change the result."""
+    truth = ramp(T=40, K=133, v=0.8)
+    kp = track(truth, 0.5, seed=3)
+    cfg = SmoothConfig(lookahead=6)
+    outs = []
+    for part in (1, 7, 40):
+        sm = TrackSmoother(cfg, NoiseEstimator(), feed=True)
+        got = []
+        for i in range(40):
+            sm.push(kp[i], True, i == 0)
+            if (i + 1) % part == 0:
+                got += sm.take()
+                assert len(got) == max(0, i + 1 - 6), "a frame is final once lookahead more were seen"
+        got += sm.finish()
+        outs.append(torch.stack(got))
+    assert torch.equal(outs[0], outs[1]) and torch.equal(outs[0], outs[2])
+
+
+def test_the_first_frames_wait_for_the_noise_estimate():
+    """A noise-free hold then a move, the noise measured from the track: the first frames
+    filtered with the prior's 1 px noise would weigh too little to hold the start against the
+    move after it; waiting for the estimate keeps them."""
+    v = torch.zeros(24, dtype=torch.float64)
+    v[6:] = 0.6
+    x = torch.cumsum(v, 0)
+    base = torch.rand(133, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64) * 200
+    truth = base[None] + torch.stack([x, 0.5 * x], -1)[:, None, :]
+    kp = torch.cat([truth, torch.full((24, 133, 1), 0.9, dtype=torch.float64)], -1)
+    waited = TrackSmoother(SmoothConfig(), NoiseEstimator(), feed=True)
+    prior = TrackSmoother(SmoothConfig(), torch.tensor(1.0))
+    for i in range(24):
+        waited.push(kp[i], True, i == 0)
+        prior.push(kp[i], True, i == 0)
+    err = lambda out: float((torch.stack(out)[:6, :23, :2] - truth[:6, :23]).norm(dim=-1).max())  # noqa: E731
+    assert err(waited.finish()) < 0.05
+    assert err(prior.finish()) > 0.2
+
+
+def test_common_measurement_takes_the_points_less_their_offsets():
+    z = np.array([[10.0, 20.0, 0.9], [14.0, 20.0, 0.9], [50.0, 50.0, 0.1]])
+    r = np.array([1.0, 1.0, math.inf])  # the third is not measured
+    shape = np.array([[-2.0, 0.0], [2.0, 0.0], [3.0, 3.0]])
+    shape_var = np.array([0.5, 0.5, 0.5])
+    mean, var = common_measurement(z, r, shape, shape_var, np.array([True, True, True]))
+    # The offsets about their mean (1, 1): the shape's centre is the common position.
+    assert np.allclose(mean, [13.0, 21.0]) and var == pytest.approx((1.5 + 1.5) / 4)
+    # A new point (no offset yet) does not count while points with one are measured.
+    z[2], r[2] = (100.0, 100.0, 0.9), 1.0
+    mean, _ = common_measurement(z, r, shape, shape_var, np.array([True, True, False]))
+    assert np.allclose(mean, [12.0, 20.0])
+    # None with an offset: the plain (inverse-variance weighted) mean of the positions.
+    r[2] = 2.0
+    mean, var = common_measurement(z, r, shape, shape_var, np.zeros(3, dtype=bool))
+    assert np.allclose(mean, (z[0, :2] + z[1, :2] + 0.5 * z[2, :2]) / 2.5) and var == pytest.approx(0.4)
+    mean, var = common_measurement(z, np.full(3, math.inf), shape, shape_var, np.ones(3, dtype=bool))
+    assert var == math.inf
+
+
+def test_motion_groups():
+    groups = motion_groups(133)
+    assert [(g.start, g.stop) for g in groups] == [(0, 23), (23, 91), (91, 112), (112, 133)]
+    assert motion_groups(17) == (slice(0, 17),)
+
+
+def test_noise_from_pairs_counts_held_pairs_only():
+    g = torch.Generator().manual_seed(2)
+    base = torch.rand(133, 2, generator=g, dtype=torch.float64) * 300
+    noisy = lambda shift: torch.cat([base + shift + 0.4 * torch.randn(base.shape, generator=g, dtype=torch.float64), torch.full((133, 1), 0.9, dtype=torch.float64)], 1)  # noqa: E731
+    held = [(noisy(0.0), noisy(0.0)) for _ in range(2)]
+    est = NoiseEstimator.from_pairs(held)
+    assert est is not None and est.sigma("body") == pytest.approx(0.4, rel=0.25)
+    # The whole body moved by 1 px between them: not a sample of the noise.
+    assert NoiseEstimator.from_pairs([(noisy(0.0), noisy(1.0))]) is None
+    assert NoiseEstimator.from_pairs([]) is None
+
+
 # -- noise ------------------------------------------------------------------------------------
 
 
@@ -317,9 +399,18 @@ def run(models, frames, **kw):
     return Preprocessor(models["det"], models["pose"], progress=False, **kw)(frames)
 
 
-@pytest.mark.parametrize("motion, noise", [("hold", 0.5), ("holdslow", 0.7)])
-def test_default_preset_on_noisy_scenes(models, motion, noise):
-    clip = make_clip(40, motion=motion, background=True, seed=2, noise_px=noise, **SIZE)
+@pytest.mark.parametrize(
+    "motion, noise, seed, size",
+    [
+        ("hold", 0.5, 2, SIZE),
+        ("holdslow", 0.7, 2, SIZE),
+        # The starts and stops of slow motion under low noise (this seed: 47% pose runs and
+        # 0.81x the error with each point smoothed on its own and no velocity test).
+        ("holdslow", 0.3, 4, dict(H=480, W=832)),
+    ],
+)
+def test_default_preset_on_noisy_scenes(models, motion, noise, seed, size):
+    clip = make_clip(40, motion=motion, background=True, seed=seed, noise_px=noise, **size)
     off = run(models, clip.frames, gate="off")
     safe = run(models, clip.frames)  # the default: gate "safe", smoothing on
     truth, vis = clip.keypoints, clip.visible
@@ -339,6 +430,19 @@ def test_smoothing_off_and_auto_with_gate_off_are_the_same_run(models):
     assert torch.equal(auto.keypoints, off.keypoints) and torch.equal(auto.face_images, off.face_images)
     assert not torch.equal(on.keypoints, off.keypoints)
     assert on.pose_ran.all()
+
+
+def test_the_common_motion_and_the_offsets_stay_apart(models):
+    """Every frame measured (gate off, smoothing on) on a noisy hold: the common motion is
+    measured about the offsets' own centre, so the offsets' mean does not drift into it and
+    back (taking it from the offsets as predicted a frame on, with their young velocities, made
+    the two tracks trade it: 0.16x `off`'s body accel on an 832x480 hold at 0.3 px; here now
+    0.02x)."""
+    clip = make_clip(40, motion="hold", background=True, seed=2, noise_px=0.5, **SIZE)
+    off = run(models, clip.frames, gate="off")
+    on = run(models, clip.frames, gate="off", smooth="on")
+    assert body_accel(on.keypoints) <= 0.05 * body_accel(off.keypoints)
+    assert body_error(on.keypoints, clip.keypoints, clip.visible) <= 0.4 * body_error(off.keypoints, clip.keypoints, clip.visible)
 
 
 def test_fast_motion_and_cut_under_noise(models):
@@ -375,11 +479,12 @@ def test_pipeline_bridges_a_dropout(models):
 
 
 def test_a_body_that_starts_and_stops_keeps_its_corners():
-    """Holds and slow moves of the whole body (0.6 px/frame) under 0.3 px noise: the start and
-    stop show on the body's mean innovation at once, and the maneuver frees the velocity by
-    about that much, so the smoother averages each hold and move without rounding the corners
-    into them. Body points, mean over three noise draws (deterministic): 0.45 of the raw error;
-    0.49 with a fixed large maneuver noise, 0.65 without the group test."""
+    """Holds and slow moves of the whole body (0.6 px/frame) under 0.3 px noise: the body's
+    common motion (the mean of its points, its noise averaged over 23 of them) shows each start
+    and stop at once and follows it, while each point's offset from it stays put and is averaged
+    over the whole window. Body points, mean over three noise draws (deterministic): 0.33 of the
+    raw error; 0.38 with the offsets as free as the common motion (shape_accel_px 0.05), 0.45
+    with each point tracked on its own (the smoother before the common motion)."""
     v = torch.zeros(40, dtype=torch.float64)
     v[10:20], v[30:40] = 0.6, -0.6
     x = torch.cumsum(torch.cat([torch.zeros(1, dtype=torch.float64), v[1:]]), 0)
@@ -392,7 +497,7 @@ def test_a_body_that_starts_and_stops_keeps_its_corners():
         out = smooth_track(kp, noise=0.3)
         err = lambda k: (k[:, :23, :2] - truth[:, :23]).norm(dim=-1).mean()  # noqa: E731
         ratios.append(float(err(out) / err(kp)))
-    assert sum(ratios) / 3 <= 0.47, ratios
+    assert sum(ratios) / 3 <= 0.36, ratios
 
 
 def test_a_hold_gives_a_clean_noise_sample_however_long():
@@ -416,37 +521,36 @@ def test_a_hold_gives_a_clean_noise_sample_however_long():
 def test_noise_free_holds_and_slow_motion_measure_no_noise(models):
     """The gate measures a noise-free clip's holds at their ends (no warm-up on a still start):
     the noise comes from those hold pairs (0.03 px), not from triples spanning a start or stop
-    (0.075 px without them), so the smoother leaves the noise-free track nearly alone (1.36x
-    the error without smoothing; 3.4x without the hold pairs)."""
+    (0.075 px without them), and the smoother's first frames wait for that estimate instead of
+    weighing as the prior's 1 px noise, so it leaves the noise-free track nearly alone (1.12x
+    the error without smoothing; 2.18x filtering the first frames with the prior)."""
     clip = make_clip(40, H=240, W=416, motion="holdslow", background=True, seed=2)
     res = Preprocessor(models["det"], models["pose"], progress=False, gate="safe")(clip.frames)
     raw = Preprocessor(models["det"], models["pose"], progress=False, gate="safe", smooth="off")(clip.frames)
     assert res.noise["body"] is not None and res.noise["body"] < 0.05, res.noise
-    assert body_error(res.keypoints, clip.keypoints, clip.visible) <= 1.5 * body_error(raw.keypoints, clip.keypoints, clip.visible)
+    assert body_error(res.keypoints, clip.keypoints, clip.visible) <= 1.3 * body_error(raw.keypoints, clip.keypoints, clip.visible)
 
 
 def test_face_and_hands_follow_the_body_starting_without_noise(models):
-    """Noise-free, a hold then slow moves: before the noise is known the first frames weigh
-    little, so a face or hand point's own test misses the start and the smoother would carry
-    the move's velocity back into the hold (up to 3.5 px at the first frame); the face's and
-    hands' mean innovation catches it. All points: 1.11x the error without smoothing (2.15x
-    with the group test on the body only)."""
+    """Noise-free, a hold then slow moves: the face's and each hand's common motion follows
+    each start and stop (all points: 1.01x the error without smoothing; 2.15x when only the
+    body's mean was tested for them, before the common motion)."""
     clip = make_clip(32, H=240, W=416, motion="holdslow", seed=4, background=True)
     errs = {}
     for smooth in ("auto", "off"):
         res = Preprocessor(models["det"], models["pose"], progress=False, gate="safe", smooth=smooth)(clip.frames)
         errs[smooth] = float((res.keypoints[..., :2] - clip.keypoints).norm(dim=-1)[clip.visible].mean())
-    assert errs["auto"] <= 1.3 * errs["off"], errs
+    assert errs["auto"] <= 1.05 * errs["off"], errs
 
 
-def test_the_face_test_allows_for_the_crops_shared_jitter(models):
-    """Under noise the face's points share their crop's jitter (measured on the body: its
-    mean's noise against a point's), which their mean must not take for motion: face error
-    0.77x that without smoothing (0.87x testing the face's mean as independent points)."""
+def test_the_face_is_steadied_with_the_body_under_noise(models):
+    """Under 0.7 px noise the face's 68 points share one common motion, their noise averaged
+    out of it, and each keeps its offset (the face's shape): face error 0.62x that without
+    smoothing (0.77x with each point tracked on its own)."""
     clip = make_clip(48, H=240, W=416, motion="holdslow", seed=4, background=True, noise_px=0.7)
     face = {}
     for smooth in ("auto", "off"):
         res = Preprocessor(models["det"], models["pose"], progress=False, gate="safe", smooth=smooth)(clip.frames)
         d = (res.keypoints[:, 23:91, :2] - clip.keypoints[:, 23:91]).norm(dim=-1)
         face[smooth] = float(d[clip.visible[:, 23:91]].mean())
-    assert face["auto"] <= 0.82 * face["off"], face
+    assert face["auto"] <= 0.7 * face["off"], face

@@ -9,9 +9,10 @@ test with the noise measured from the video, plus ``verify_px``) the gap is acce
 it is split at the midpoint and each half checked the same way. A checked frame keeps its real keypoints. A
 gap in which the picture did not move (estimated motion under ``hold_px``) is a hold: accepted
 without a check. Where the picture stops or starts moving (the motion from the previous frame
-falls under half of ``hold_px`` or rises to ``hold_px``), the frame before is a keyframe too: a hold
-then is a gap of its own, accepted unchecked, and the motion beside it a gap that
-interpolates well, instead of one gap mixing both that checks split.
+falls under half of ``hold_px`` or rises to ``hold_px``, or its signed velocity changes by more
+than its noise explains: :meth:`MotionGate.step`), the frame before is a keyframe too: a hold
+then is a gap of its own, and the motion beside it a gap that interpolates well, instead of
+one gap mixing both that checks split.
 
 The pixel-based motion estimate: a frame's signature is its grayscale image (kornia) shrunk to
 about 64 px wide; the distance to the last keyframe, inside the subject's last box, is the mean
@@ -20,7 +21,9 @@ gradient; for a small shift d, |I(x + d) - I(x)| ~ |grad I| d), scaled back to f
 That estimate only holds for motion smaller than the picture's structures, so a frame whose
 signature lost its correlation with the last keyframe's (normalised cross-correlation, blind
 to brightness and contrast) is a scene cut, or motion too large to estimate: it is a keyframe,
-the frame before it too, and the detector runs. Knows nothing of ONNX.
+the frame before it too, and the detector runs. The velocity is one Lucas-Kanade step on a
+finer thumbnail (:func:`translation`, ``velocity_width``): signed, so the jitter of a noisy
+picture averages out of it where it adds up in the distance. Knows nothing of ONNX.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ __all__ = [
     "signatures",
     "correlation",
     "motion_distance",
+    "translation",
     "region_motion",
     "Decision",
     "MotionGate",
@@ -86,6 +90,20 @@ def correlation(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((da * db).sum() / den)
 
 
+def _crop(a: torch.Tensor, b: torch.Tensor, frame_width: int, region) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """The two signatures cut to ``region`` (frame px; whole when None or under 2x2 signature
+    pixels) and the frame px per signature pixel."""
+    scale = frame_width / a.shape[-1]
+    if region is not None:
+        h, w = a.shape
+        x1, y1, x2, y2 = (v / scale for v in region)
+        c0, c1 = max(int(x1) - 1, 0), min(int(x2) + 2, w)
+        r0, r1 = max(int(y1) - 1, 0), min(int(y2) + 2, h)
+        if c1 - c0 >= 2 and r1 - r0 >= 2:
+            a, b = a[r0:r1, c0:c1], b[r0:r1, c0:c1]
+    return a, b, scale
+
+
 def motion_distance(
     a: torch.Tensor, b: torch.Tensor, frame_width: int, region: tuple[float, float, float, float] | None = None
 ) -> float:
@@ -96,20 +114,40 @@ def motion_distance(
         region: (x1, y1, x2, y2) in frame pixels to measure in (the subject's box); whole
             signature when None or when it covers under 2x2 signature pixels.
     """
-    scale = frame_width / a.shape[-1]
-    if region is not None:
-        h, w = a.shape
-        x1, y1, x2, y2 = (v / scale for v in region)
-        c0, c1 = max(int(x1) - 1, 0), min(int(x2) + 2, w)
-        r0, r1 = max(int(y1) - 1, 0), min(int(y2) + 2, h)
-        if c1 - c0 >= 2 and r1 - r0 >= 2:
-            a, b = a[r0:r1, c0:c1], b[r0:r1, c0:c1]
+    a, b, scale = _crop(a, b, frame_width, region)
     mad = (a - b).abs().mean()
     # kornia's unnormalised "diff" gradient is the central difference x[i+1] - x[i-1], twice
     # the per-pixel slope; the border (replicate-padded) is left out where there is an inside.
     g = spatial_gradient(a[None, None], mode="diff", order=1, normalized=False)[0, 0].abs()  # (2, h, w)
     grad = 0.5 * (g[:, 1:-1, 1:-1].mean() if min(a.shape) > 2 else g.mean())
     return float(mad / grad.clamp_min(1e-4) * scale)
+
+
+def translation(
+    a: torch.Tensor, b: torch.Tensor, frame_width: int, region: tuple[float, float, float, float] | None = None
+) -> torch.Tensor:
+    """The picture's shift from signature a to b (one Lucas-Kanade step: the least-squares
+    shift that the brightness change shows against the gradient), in frame pixels. Signed, so
+    jitter in different directions (each point of a pose, pixel noise) averages out of it where
+    a magnitude (:func:`motion_distance`) adds it up; for shifts well under a signature pixel.
+
+    Args:
+        a, b: (h, w) signatures; region as in :func:`motion_distance`.
+
+    Returns:
+        (2,) float64 dx, dy; zeros where the picture has no structure to tell.
+    """
+    a, b, scale = _crop(a, b, frame_width, region)
+    if min(a.shape) < 3:
+        return torch.zeros(2, dtype=torch.float64)
+    mid = 0.5 * (a.double() + b.double())
+    g = 0.5 * spatial_gradient(mid[None, None], mode="diff", order=1, normalized=False)[0, 0, :, 1:-1, 1:-1]  # (2, h-2, w-2)
+    it = (b.double() - a.double())[1:-1, 1:-1]
+    gram = torch.einsum("ihw,jhw->ij", g, g)
+    rhs = -torch.einsum("ihw,hw->i", g, it)
+    if float(torch.linalg.det(gram)) <= 1e-12 * float(gram.trace()) ** 2 + 1e-300:
+        return torch.zeros(2, dtype=torch.float64)
+    return torch.linalg.solve(gram, rhs) * scale
 
 
 def region_motion(a: torch.Tensor, b: torch.Tensor, frame_width: int, region) -> float:
@@ -133,8 +171,26 @@ class Decision:
     boundary: bool = False
 
 
+_VELOCITY_SAMPLES = 6  # velocity changes seen before the change test trusts its noise scale
+# The picture's velocity from thumbnails is good to about half of it where the picture moves
+# (the person crosses a textured background, changes shape): smaller changes are not tested.
+_VELOCITY_REL = 0.5
+# How often noise alone may pass for a change of velocity: a needless boundary costs a
+# keyframe, a missed start or stop a failed check and its split (two more).
+_VELOCITY_P = 0.01
+
+
 class MotionGate:
-    """Decides, frame by frame, which frames are keyframes (streaming: state across chunks)."""
+    """Decides, frame by frame, which frames are keyframes (streaming: state across chunks).
+
+    Two measures of the picture's motion in the subject's box: the distance (a magnitude,
+    :func:`motion_distance`, on the coarse signature) for holds, strides and cuts, and the
+    velocity (signed, :func:`translation`, on the finer thumbnail) for where the motion
+    changes: a start, a stop or a turn makes the frame before a keyframe (a boundary), so the
+    gaps on either side are each a straight line. Jitter (a pose's points, pixel noise) adds
+    up in a magnitude but averages out of a signed velocity, so the second still sees starts
+    and stops where the first is lost in the noise.
+    """
 
     def __init__(self, cfg: GateConfig, frame_width: int):
         self.cfg = cfg
@@ -143,14 +199,22 @@ class MotionGate:
         self.gap = 0  # frames since the last keyframe
         self.seen = 0  # frames seen
         self.prev = None  # signature of the previous frame
+        self.prev_fine = None  # its finer thumbnail
         self.still = True  # the picture is holding still (hysteresis: moving from hold_px, still under half)
+        self.calm = True  # the velocity stayed under hold_px since the last keyframe
+        self.velocity = None  # (n, 2) the picture's mean velocity per region box since it last changed
+        self.stretch = 0  # frames in that mean
+        self.last_velocity = None  # (n, 2) the previous frame's
+        self.changes: list[float] = []  # recent frame-to-frame velocity changes: their noise scale
 
-    def step(self, sig: torch.Tensor, region=None) -> Decision:
+    def step(self, sig: torch.Tensor, region=None, fine: torch.Tensor | None = None) -> Decision:
         """The plan for the next frame; ``region`` is the subject's last box (x1, y1, x2, y2)
         in frame pixels, if known, or a list of boxes (several people: the motion is the
-        largest measured in any of them)."""
+        largest measured in any of them); ``fine`` its finer thumbnail (None: no velocity
+        test, and no frame counts as calm)."""
         self.seen += 1
         prev, self.prev = self.prev, sig
+        prev_fine, self.prev_fine = self.prev_fine, fine
         if self.ref is None:
             self.ref, self.gap = sig, 0
             return Decision(True, True, 0.0)
@@ -159,18 +223,62 @@ class MotionGate:
             step = region_motion(prev, sig, self.frame_width, region)
             if self.still and step >= self.cfg.hold_px or not self.still and step < 0.5 * self.cfg.hold_px:
                 self.still, boundary = not self.still, True
+            calm_now = False
+            if fine is not None and prev_fine is not None:
+                changed, calm_now = self._velocity_changed(prev_fine, fine, region)
+                boundary |= changed
+            if boundary:
                 self.ref, self.gap = prev, 0  # the frame before is a keyframe (the caller plans it)
+                self.calm = calm_now  # the new gap is this frame's step
+            else:
+                self.calm = self.calm and calm_now
+        else:
+            self.calm = False
         cut = correlation(self.ref, sig) < self.cfg.cut_correlation
+        if cut:
+            self.velocity = self.last_velocity = None
+            self.calm = False
         dist = region_motion(self.ref, sig, self.frame_width, region)
         # The warm-up measures the noise before the first gap is checked; a still start needs
-        # none (a hold is accepted unchecked), so it is skipped there.
-        warmup = self.seen <= self.cfg.noise_warmup and not (self.still and self.cfg.hold_px > 0)
+        # none (a hold is accepted unchecked; a gap the body held still through, in a picture
+        # too noisy to show the hold, is checked with its ends' difference as the noise).
+        warmup = self.seen <= self.cfg.noise_warmup and not ((self.still or self.calm) and self.cfg.hold_px > 0)
         process = cut or warmup or dist >= self.cfg.motion_px or self.gap + 1 >= self.cfg.max_gap
         if process:
-            self.ref, self.gap = sig, 0
+            self.ref, self.gap, self.calm = sig, 0, True
         else:
             self.gap += 1
         return Decision(process, cut, dist, boundary)
+
+    def _velocity_changed(self, prev: torch.Tensor, fine: torch.Tensor, region) -> tuple[bool, bool]:
+        """Did the picture's velocity (:func:`translation` in each region box) change from its
+        mean since it last changed by more than ``hold_px``, than half of it (the estimate's
+        own error in motion) and than its noise explains (a start, a stop, a turn)? The noise
+        scale: the median of recent frame-to-frame changes (starts and stops are rare among
+        them). Returns (changed, the velocity is under ``hold_px``)."""
+        boxes = region if isinstance(region, list) and region and isinstance(region[0], (list, tuple)) else [region]
+        v = torch.stack([translation(prev, fine, self.frame_width, r) for r in boxes])
+        speed = v.norm(dim=-1)
+        calm = bool((speed < self.cfg.hold_px).all())
+        last, self.last_velocity = self.last_velocity, v
+        if last is not None and last.shape == v.shape:
+            self.changes = (self.changes + [float((v - last).norm(dim=-1).max())])[-32:]
+        if self.velocity is None or self.velocity.shape != v.shape:
+            self.velocity, self.stretch = v, 1
+            return False, calm
+        changed = False
+        if len(self.changes) >= _VELOCITY_SAMPLES:
+            # Changes of two noisy velocities: Rayleigh with scale sqrt(2) sigma, median 1.665 sigma.
+            sigma = sorted(self.changes)[len(self.changes) // 2] / 1.665
+            noise = sigma * math.sqrt(1 + 1 / self.stretch) * rayleigh_max_quantile(1, _VELOCITY_P)
+            limit = torch.clamp(_VELOCITY_REL * torch.maximum(speed, self.velocity.norm(dim=-1)), min=max(self.cfg.hold_px, noise))
+            changed = bool(((v - self.velocity).norm(dim=-1) > limit).any())
+        if changed:
+            self.velocity, self.stretch = v, 1
+        else:
+            self.velocity = (self.velocity * self.stretch + v) / (self.stretch + 1)
+            self.stretch += 1
+        return changed, calm
 
 
 def interpolate_keypoints(

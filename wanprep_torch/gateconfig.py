@@ -48,6 +48,9 @@ class GateConfig:
         is lost for more than ``subject_grace`` keyframes.
     subject_min_iou: a detection at least this overlapping the last box is the same person.
     signature_width: width of the grayscale signature.
+    velocity_width: width of the finer grayscale thumbnail the picture's velocity is measured
+        on (the test of its changes, :meth:`~wanprep_torch.gate.MotionGate.step`); 0: no
+        velocity test.
     """
 
     enabled: bool = True
@@ -69,10 +72,11 @@ class GateConfig:
     subject_min_iou: float = 0.3
     subject_grace: int = 2
     signature_width: int = 64
+    velocity_width: int = 256
 
     def __post_init__(self):
-        if self.max_gap < 1 or self.det_every < 0 or self.signature_width < 8 or self.noise_warmup < 0:
-            raise ValueError("max_gap must be >= 1, det_every >= 0, signature_width >= 8, noise_warmup >= 0")
+        if self.max_gap < 1 or self.det_every < 0 or self.signature_width < 8 or self.noise_warmup < 0 or 0 < self.velocity_width < 8:
+            raise ValueError("max_gap must be >= 1, det_every >= 0, signature_width >= 8, velocity_width 0 or >= 8, noise_warmup >= 0")
         if self.verify_mean_px < 0 or not 0 < self.verify_p < 1:
             raise ValueError("verify_mean_px must be >= 0, verify_p in (0, 1)")
         if self.verify_px < 0 or self.hold_px < 0 or self.motion_px <= 0 or not -1 <= self.cut_correlation <= 1:

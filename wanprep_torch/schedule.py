@@ -194,11 +194,12 @@ class Scheduler:
         with self.timer("gate"):
             # One host copy per chunk: the gate's per-frame decisions then read no device memory.
             sig = signatures(chunk, self.cfg.signature_width).cpu()
+            fine = signatures(chunk, self.cfg.velocity_width).cpu() if self.cfg.velocity_width else None
         for i in range(chunk.shape[0]):
             with self.timer("gate"):
                 # The motion is measured in the subject's newest box.
                 region = None if self.anchor is None else self.anchor.motion_region()
-                d = self.motion.step(sig[i], region)
+                d = self.motion.step(sig[i], region, None if fine is None else fine[i])
             f = PlannedFrame(self.index + i, chunk, i, d.distance, d.cut)
             if (d.cut or d.boundary) and self.waiting:
                 # The frame before a cut ends the old scene: a keyframe too, so no frame is
@@ -242,16 +243,33 @@ class Scheduler:
             prev = rec
         done = {r.index: r for r in self._check([seg for seg, hold in segments if seg is not None and not hold])}
         for rec, (seg, hold) in zip(recs, segments):
-            rec.still = hold
+            # The end of a hold, or of a stretch the body held still through in a picture too
+            # noisy to show it: its difference from the measured frame before is noise.
+            before = self._measured_before(seg, done) if seg is not None else None
+            rec.still = hold or (before is not None and NoiseEstimator.held_still(before.keypoints, rec.keypoints, self.cfg.track_kp_score))
             self._hand_out(self._fill(seg, done) if seg is not None else [rec], out)
         self.anchor = prev
+
+    @staticmethod
+    def _measured_before(seg: _Segment, done: dict) -> FrameRecord:
+        """The last frame the pose model ran on before the segment's end: its last check, or its start."""
+        checked = [done[g.index] for g in seg.gap if g.index in done]
+        return checked[-1] if checked else seg.a
 
     def _check(self, segments: list[_Segment]) -> list[FrameRecord]:
         """Verify interpolated gaps, level by level (each level one batch of pose runs): the
         midpoint's real keypoints against the interpolation; a gap that disagrees is split."""
         checked: list[FrameRecord] = []
         level = [s for s in segments if s.gap]
+        # Before the video's noise is known (no warm-up where the picture starts still), the
+        # ends of gaps the body held still through are a sample of it (a split adds its halves).
+        known = self.noise.sigma("body") if self.noise is not None else None
+        pairs: list = []
+        first = None
         while level:
+            if known is None:
+                pairs += [(s.a.keypoints, s.b.keypoints) for s in level]
+                first = NoiseEstimator.from_pairs(pairs, self.cfg.track_kp_score)
             mids = [s.gap[len(s.gap) // 2] for s in level]
             boxes = torch.stack([interpolate_boxes(s.a.box, s.b.box, s.a.index, s.b.index, [m.index])[0] for s, m in zip(level, mids)])
             kps: list = []
@@ -264,8 +282,9 @@ class Scheduler:
             nxt = []
             with self.timer("gate"):
                 idx = lambda v: torch.tensor(v, dtype=torch.float64)  # noqa: E731
-                sigma = self.noise.sigma("body") if self.noise is not None else None
-                sigma_mean = self.noise.sigma_mean() if self.noise is not None and sigma is not None else None
+                est = self.noise if known is not None else first
+                sigma = est.sigma("body") if est is not None else None
+                sigma_mean = est.sigma_mean() if est is not None and sigma is not None else None
                 accepted = gap_accepted(
                     torch.stack(kps), torch.stack([s.a.keypoints for s in level]), torch.stack([s.b.keypoints for s in level]),
                     idx([s.a.index for s in level]), idx([s.b.index for s in level]), idx([m.index for m in mids]), self.cfg,

@@ -1,24 +1,30 @@
 """A temporal model of keypoint tracks: zero-lag smoothing and the measurement noise level.
 
-One person's track is (T, K, 3) x, y, score per keypoint over time. Each keypoint's x and y
-follow a constant-velocity Kalman filter (state: position and velocity; x and y share one
-covariance, since they share the noise model) run forward, then a Rauch-Tung-Striebel pass
-backward over a bounded look-ahead: a frame's smoothed position uses the frames up to
-``lookahead`` after it, so it does not lag as a causal filter (One Euro, MediaPipe) does, and a
-stream's frame is final once those frames have been seen.
+One person's track is (T, K, 3) x, y, score per keypoint over time. Each group of points that
+moves together (the body, the face, each hand: :func:`motion_groups`) is tracked as its common
+motion plus each point's offset from it: a body that starts, stops or turns moves all its
+points at once, which their mean (its noise averaged over the points) shows at once, while a
+point's offset (a limb against the body, the shape of the face) changes slowly and is averaged
+over many frames. Each of those tracks' x and y follow a constant-velocity Kalman filter
+(state: position and velocity; x and y share one covariance, since they share the noise model)
+run forward, then a Rauch-Tung-Striebel pass backward over a bounded look-ahead: a frame's
+smoothed position uses the frames up to ``lookahead`` after it, so it does not lag as a causal
+filter (One Euro, MediaPipe) does, and a stream's frame is final once those frames have been
+seen.
 
 - Confidence-aware: a measurement scored s counts with variance sigma^2 / s; under
   ``min_score`` it is no measurement at all.
-- Adaptive: each step predicts with a small process noise (``accel_px``, steady holds and smooth
-  motion); when the measurement falls outside what that prediction explains (normalised
-  innovation over ``maneuver_chi2``, of the point or of its group's mean: a body that starts
-  or stops moves all its points at once) the step's process noise grows to what the innovation
-  shows (up to ``maneuver_px``), so a start, a stop, a turn or a fast bounce is followed
-  without lag and without rounding the corner into the frames beside it.
+- Adaptive: each step predicts with a small process noise (``accel_px`` for a group's common
+  motion, ``shape_accel_px`` for an offset: steady holds and smooth motion); when the
+  measurement falls outside what that prediction explains (normalised innovation over
+  ``maneuver_chi2``) the step's process noise grows to what the innovation shows (up to
+  ``maneuver_px``), so a start, a stop, a turn or a fast bounce is followed without lag and
+  without rounding the corner into the frames beside it.
 - Cuts: the filter restarts at a scene cut and the backward pass never crosses one; a point
   missing on more than ``bridge`` frames in a row restarts the same way (a long gap stays gone).
 - Dropouts: a point missing on at most ``bridge`` frames between two confident measurements
-  is bridged: the smoothed position, scored ``bridge_score`` x the lower neighbour score.
+  is bridged: its smoothed offset from its group's common motion (which the other points
+  still measure), scored ``bridge_score`` x the lower neighbour score.
 - Frames the gate interpolated count as weak measurements (``interp_weight``): the smoothed
   track follows the line the gate verified, rounded at its keyframes.
 
@@ -42,7 +48,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from .skeleton import GROUPS, NUM_WHOLEBODY
+from .skeleton import FACE, GROUPS, LEFT_HAND, NUM_WHOLEBODY, RIGHT_HAND
 
 __all__ = [
     "SmoothConfig",
@@ -54,6 +60,8 @@ __all__ = [
     "kalman_forward",
     "rts_window",
     "smooth_track",
+    "motion_groups",
+    "common_measurement",
     "TrackSmoother",
     "one_euro",
 ]
@@ -65,7 +73,10 @@ class SmoothConfig:
 
     lookahead: frames after a frame that its smoothed position uses (the stream's delay).
     min_score: measurements scored under this are missing.
-    accel_px: process noise (px/frame^2 standard deviation of the acceleration) of a steady step.
+    accel_px: process noise (px/frame^2 standard deviation of the acceleration) of a steady
+        step of a group's common motion.
+    shape_accel_px: the same for a point's motion relative to its group (a limb against the
+        body, the shape of the face): steadier than the group as a whole.
     maneuver_px: the largest for a maneuver step (a turn, a bounce, a sudden start).
     maneuver_gain: a maneuver step's acceleration variance is this times its squared
         innovation (clipped to accel_px^2 .. maneuver_px^2): free enough to follow the change
@@ -87,6 +98,7 @@ class SmoothConfig:
     lookahead: int = 16
     min_score: float = 0.3
     accel_px: float = 0.05
+    shape_accel_px: float = 0.02
     maneuver_px: float = 8.0
     maneuver_chi2: float = 9.21
     maneuver_gain: float = 8.0
@@ -100,8 +112,8 @@ class SmoothConfig:
     def __post_init__(self):
         if self.lookahead < 0 or self.bridge < 0:
             raise ValueError("lookahead and bridge must be >= 0")
-        if min(self.accel_px, self.maneuver_px, self.min_noise_px, self.maneuver_gain) <= 0 or self.noise_px < 0 or self.maneuver_chi2 <= 0:
-            raise ValueError("accel_px, maneuver_px, maneuver_gain, min_noise_px and maneuver_chi2 must be > 0, noise_px >= 0")
+        if min(self.accel_px, self.shape_accel_px, self.maneuver_px, self.min_noise_px, self.maneuver_gain) <= 0 or self.noise_px < 0 or self.maneuver_chi2 <= 0:
+            raise ValueError("accel_px, shape_accel_px, maneuver_px, maneuver_gain, min_noise_px and maneuver_chi2 must be > 0, noise_px >= 0")
 
 
 SMOOTH_PRESETS = {"off": SmoothConfig(enabled=False), "on": SmoothConfig()}
@@ -189,6 +201,35 @@ class NoiseEstimator:
         self.frames = (float("nan"), float("nan"))  # the last two measured frames
         self.last = torch.full((2, num_keypoints, 3), float("nan"), dtype=torch.float64)  # x, y, t of the last two
         self._cache: dict | None = None
+
+    @staticmethod
+    def held_still(a: torch.Tensor, b: torch.Tensor, min_score: float = 0.3, p: float = 1e-3) -> bool:
+        """Did the body hold still between two measurements (a, b: (133, 3) keypoints)? Its
+        points' mean moved less than their scatter explains (a held pair fails this with
+        probability ``p``); then their difference is noise, but for a limb that moved (one of
+        the few a low quantile leaves out). False with under 3 body points confident in both."""
+        ka, kb = (k.detach().to("cpu", torch.float64) for k in (a, b))
+        body = GROUPS["body"] if ka.shape[0] == NUM_WHOLEBODY else slice(None)
+        ok = ((ka[:, 2] >= min_score) & (kb[:, 2] >= min_score))[body]
+        n = int(ok.sum())
+        if n < 3:
+            return False
+        r = ((kb[body, :2] - ka[body, :2]) / math.sqrt(2.0))[ok]
+        mean = r.mean(dim=0)
+        sigma = float(torch.quantile((r - mean).abs().flatten(), 0.25)) / 0.3186
+        return float(mean.norm()) <= math.sqrt(-2.0 * math.log(p)) * sigma / math.sqrt(n)
+
+    @classmethod
+    def from_pairs(cls, pairs, min_score: float = 0.3) -> "NoiseEstimator | None":
+        """An estimate from the pairs of measurements (a, b: (133, 3) keypoints) between which
+        the body held still (:meth:`held_still`); None where no pair did."""
+        est = cls(min_score=min_score)
+        for a, b in pairs:
+            if cls.held_still(a, b, min_score):
+                est.reset()
+                est.add(a, 0)
+                est.add(b, 1, still=True)
+        return est if est.sigma("body") is not None else None
 
     def reset(self) -> None:
         """A scene cut: no triple spans it."""
@@ -342,9 +383,7 @@ def _predict(mean: np.ndarray, cov: np.ndarray, q: np.ndarray) -> tuple[np.ndarr
     return m, p
 
 
-def kalman_forward(
-    state: ForwardState, z: np.ndarray, r: np.ndarray, t: int, restart: np.ndarray, cfg: SmoothConfig, groups=()
-) -> ForwardState:
+def kalman_forward(state: ForwardState, z: np.ndarray, r: np.ndarray, t: int, restart: np.ndarray, cfg: SmoothConfig) -> ForwardState:
     """One frame of the forward filter for K points.
 
     Args:
@@ -353,12 +392,6 @@ def kalman_forward(
         r: (K,) measurement variance (px^2); inf where there is no measurement.
         t: the frame number.
         restart: (K,) bool: forget the past before this frame (a cut, a long gap).
-        groups: (rows, shared) pairs: row selections (slices) of points that move together (a
-            body, a face, a hand) and the fraction of a point's noise variance that all of them
-            share (a crop that jitters moves them together; it does not average out of their
-            mean). When their mean innovation is more than the noise explains of a mean, every
-            tracked point of the group makes a maneuver step (a start or stop of the whole body
-            shows on the mean a frame before any single point's test sees it).
     """
     rs = restart[:, None, None]
     mean = np.where(rs, 0.0, state.mean)
@@ -374,16 +407,8 @@ def kalman_forward(
     tracked = seen & np.isfinite(last)
     jump = tracked & (nis > cfg.jump_chi2) & ~restart
     if jump.any():
-        return kalman_forward(state, z, r, t, restart | jump, cfg, groups)
+        return kalman_forward(state, z, r, t, restart | jump, cfg)
     maneuver = tracked & (nis > cfg.maneuver_chi2)
-    for rows, shared in groups:
-        sel = tracked[rows]
-        n = int(sel.sum())
-        if n >= 3:
-            common = innov[rows][sel].mean(axis=0)
-            var = (pp[rows, 0, 0][sel] + rr[rows][sel]).mean() * (shared + (1.0 - shared) / n)
-            if float((common**2).sum() / var) > cfg.maneuver_chi2:
-                maneuver[rows] |= tracked[rows]
     if maneuver.any():
         # A maneuver frees the velocity by a few times what the innovation shows (a slow start:
         # a little, keeping the position continuous; a bounce: up to maneuver_px).
@@ -474,8 +499,58 @@ def _apply(raw: np.ndarray, t: np.ndarray, fw_last: np.ndarray, fw_score: np.nda
     return out
 
 
+def motion_groups(num_keypoints: int) -> tuple[slice, ...]:
+    """Row ranges of the points that move together, each with a common motion of its own: the
+    body (with the feet), the face, each hand; another layout: all points one group."""
+    if num_keypoints == NUM_WHOLEBODY:
+        return (GROUPS["body"], FACE, LEFT_HAND, RIGHT_HAND)
+    return (slice(0, num_keypoints),)
+
+
+def common_measurement(
+    z: np.ndarray, r: np.ndarray, shape: np.ndarray, shape_var: np.ndarray, known: np.ndarray
+) -> tuple[np.ndarray, float]:
+    """A group's common position in one frame and its variance.
+
+    Args:
+        z: (n, 3) the group's measurements x, y, score; r: (n,) their variances (inf: none).
+        shape: (n, 2) each point's offset from the common position as last estimated;
+            shape_var: (n,) its variance.
+        known: (n,) bool, the point has an offset (else it is new).
+
+    Returns:
+        ((2,) the inverse-variance weighted mean of the points' positions less their offsets
+        (the plain weighted mean of the positions when no measured point has an offset), its
+        variance from the measurements' and the offsets' as independent terms; inf when no
+        point is measured). A jitter all points share (their crop's) does not average out: the
+        common track follows it rather than rounding a start or stop (smoothing it, measured,
+        cost more there).
+    """
+    seen = np.isfinite(r)
+    if not seen.any():
+        return np.zeros(2), math.inf
+    use = seen & known if (seen & known).any() else seen
+    # Weighted by the measurements' variance alone: weights that also followed the offsets'
+    # (unequal where some offsets just moved) would let those offsets lean on the common
+    # position, and the two tracks trade it back and forth.
+    w = np.where(use, 1.0 / np.where(use, r, 1.0), 0.0)
+    # The offsets are taken about their own mean over every point that has one: the common
+    # position is where the shape's centre is, so the offsets' mean cannot drift into it.
+    centre = shape[known].mean(axis=0) if known.any() else np.zeros(2)
+    base = z[:, :2] - np.where(known[:, None], shape - centre, 0.0)
+    var = np.where(use & known, r + shape_var, r)
+    return (w[:, None] * base).sum(0) / w.sum(), float((w**2 * np.where(use, var, 0.0)).sum() / w.sum() ** 2)
+
+
 class TrackSmoother:
     """Streaming smoother of one track: :meth:`push` frames in order, take the final ones.
+
+    Each group of points (:func:`motion_groups`) is tracked as a common motion plus each
+    point's offset from it, each a constant-velocity track of :func:`kalman_forward` and
+    :func:`rts_window`: a body that starts, stops or turns moves all its points at once, which
+    the common track (the points' mean: their noise averages out of it) sees and follows at
+    once, while each point's offset, its limb or face shape, changes slowly and is averaged
+    over many frames (``shape_accel_px``). A point's output is the two added.
 
     A frame is final once ``lookahead`` later frames were pushed (or at :meth:`finish`); its
     output depends only on the frames pushed, not on how they were grouped, so a stream in
@@ -493,16 +568,23 @@ class TrackSmoother:
 
     def __init__(self, cfg: SmoothConfig, noise, feed: bool = False):
         self.cfg, self.noise = cfg, noise
+        self.shape_cfg = dataclasses.replace(cfg, accel_px=cfg.shape_accel_px)
         self.feed = bool(feed) and isinstance(noise, NoiseEstimator)
         self.k = 0  # keypoints per frame, from the first frame
-        self.state: ForwardState | None = None
+        self.groups: tuple[slice, ...] = ()
+        self.group_of: np.ndarray | None = None  # (K,) each point's group
+        self.state: ForwardState | None = None  # the points' offsets from their group
+        self.common: ForwardState | None = None  # the groups' common motion
         self.missing: np.ndarray | None = None  # measured frames missed in a row, per point
         self.out_like: torch.Tensor | None = None  # the outputs take the input's dtype and device
         self.buf_raw: list[np.ndarray] = []
         self.buf_fw: list[ForwardState] = []
+        self.buf_common: list[ForwardState] = []
         self.buf_meas: list[np.ndarray] = []
+        self.buf_common_meas: list[np.ndarray] = []
         self.buf_t: list[int] = []
-        self.t = 0
+        self.waiting: list[tuple] = []  # (z, measured, cut) of frames not filtered yet
+        self.t = 0  # frames filtered
 
     def _sigma(self) -> np.ndarray:
         if isinstance(self.noise, NoiseEstimator):
@@ -511,41 +593,46 @@ class TrackSmoother:
             s = np.broadcast_to(torch.as_tensor(self.noise, dtype=torch.float64).numpy(), (self.k,))
         return np.maximum(s, self.cfg.min_noise_px)
 
-    def _groups(self) -> tuple:
-        """The (rows, shared) groups of the maneuver test: the body's points taken as
-        independent (spread over the whole crop, their mean shows a start or stop at once);
-        the face's and the hands', packed in small parts of the crop, sharing what the body's
-        noise and that of its mean say the crop's jitter shares (else their mean takes that
-        jitter for motion). Another layout: all points one group, independent."""
-        if self.k != NUM_WHOLEBODY:
-            return ((slice(0, self.k), 0.0),)
-        shared = 0.0
-        if isinstance(self.noise, NoiseEstimator):
-            sigma, sigma_mean = self.noise.sigma("body"), self.noise.sigma_mean()
-            if sigma and sigma_mean is not None:
-                n = GROUPS["body"].stop - GROUPS["body"].start
-                shared = float(min(max((sigma_mean**2 / sigma**2 - 1.0 / n) / (1.0 - 1.0 / n), 0.0), 1.0))
-        return tuple((rows, 0.0 if name == "body" else shared) for name, rows in GROUPS.items())
-
     def push(self, keypoints: torch.Tensor, measured: bool, cut: bool, still: bool = False) -> None:
         """The next frame: keypoints (K, 3); ``measured``: the pose model ran on it (else the
         gate interpolated it: a weak measurement); ``cut``: it starts a new scene; ``still``:
         the picture did not move since the measured frame before (for the noise estimate)."""
-        cfg = self.cfg
         raw = keypoints.detach()
         if raw.dim() != 2 or raw.shape[-1] != 3:
             raise ValueError(f"keypoints must be (K, 3), got {tuple(raw.shape)}")
         if self.state is None:
             self.k = raw.shape[0]
+            self.groups = motion_groups(self.k)
+            self.group_of = np.zeros(self.k, dtype=np.int64)
+            for g, rows in enumerate(self.groups):
+                self.group_of[rows] = g
             self.state = initial_state(self.k)
+            self.common = initial_state(len(self.groups))
             self.missing = np.zeros(self.k, dtype=np.int64)
         host = raw.to("cpu", torch.float64)
         if self.feed:
             if cut:
                 self.noise.reset()
             if measured:
-                self.noise.add(host, self.t, still=still)
-        z = host.numpy()
+                self.noise.add(host, self.t + len(self.waiting), still=still)
+        self.out_like = raw
+        # The first frames wait (at most ``lookahead`` of them: no later output) until the
+        # video's noise is known: filtered with the prior's noise they would weigh too little
+        # to hold the track's start against the motion after it.
+        self.waiting.append((host.numpy(), bool(measured), bool(cut)))
+        if self.waiting_for_noise() and len(self.waiting) <= self.cfg.lookahead:
+            return
+        waiting, self.waiting = self.waiting, []
+        for z, m, c in waiting:
+            self._step(z, m, c)
+
+    def waiting_for_noise(self) -> bool:
+        """No frame was filtered yet and the noise estimator has no estimate of the body."""
+        return self.t == 0 and isinstance(self.noise, NoiseEstimator) and self.noise.sigma("body") is None
+
+    def _step(self, z: np.ndarray, measured: bool, cut: bool) -> None:
+        """The forward filters over one frame (K, 3) float64."""
+        cfg = self.cfg
         conf = z[:, 2] >= cfg.min_score
         sigma = self._sigma()
         # An interpolated frame (the gate's line between two measurements) weighs 1/interp_weight
@@ -558,12 +645,31 @@ class TrackSmoother:
         long_gap = conf & (self.missing > cfg.bridge)
         if measured:
             self.missing = np.where(conf, 0, self.missing + 1)
-        restart = (np.full(self.k, bool(cut)) | long_gap) if self.t else np.ones(self.k, dtype=bool)
-        self.state = kalman_forward(self.state, z, r, self.t, restart, cfg, self._groups())
-        self.out_like = raw
+        restart = (np.full(self.k, cut) | long_gap) if self.t else np.ones(self.k, dtype=bool)
+        # The common position of each group: the points' positions less their offsets.
+        known = np.isfinite(self.state.last) & ~restart
+        # The offsets as last filtered (they change slowly; a velocity known from two frames
+        # at a track's start would only add its noise).
+        offset, offset_var = self.state.mean[..., 0], self.state.cov[:, 0, 0]  # (K, 2), (K,)
+        cz, cr = np.zeros((len(self.groups), 3)), np.full(len(self.groups), math.inf)
+        c_restart = np.zeros(len(self.groups), dtype=bool)
+        for g, rows in enumerate(self.groups):
+            # Measured points but none with an offset (the start, a cut, all back from a long
+            # gap): the group starts afresh, every offset with it (they meant the old origin).
+            if conf[rows].any() and not (conf[rows] & known[rows]).any():
+                c_restart[g] = True
+                restart[rows], known[rows] = True, False
+            cz[g, :2], cr[g] = common_measurement(z[rows], r[rows], offset[rows], offset_var[rows], known[rows])
+            cz[g, 2] = 1.0
+        self.common = kalman_forward(self.common, cz, cr, self.t, c_restart, cfg)
+        d = z.copy()
+        d[:, :2] -= cz[self.group_of, :2]
+        self.state = kalman_forward(self.state, d, r, self.t, restart, self.shape_cfg)
         self.buf_raw.append(z)
         self.buf_fw.append(self.state)
+        self.buf_common.append(self.common)
         self.buf_meas.append(conf)
+        self.buf_common_meas.append(np.isfinite(cr))
         self.buf_t.append(self.t)
         self.t += 1
 
@@ -573,20 +679,28 @@ class TrackSmoother:
 
     def finish(self) -> list[torch.Tensor]:
         """End of the track: every remaining frame."""
+        waiting, self.waiting = self.waiting, []
+        for z, m, c in waiting:
+            self._step(z, m, c)
         return self._emit(len(self.buf_t))
 
     def _emit(self, n: int) -> list[torch.Tensor]:
         if n <= 0:
             return []
         fw = ForwardState(*(np.stack(v) for v in zip(*self.buf_fw)))
+        common = ForwardState(*(np.stack(v) for v in zip(*self.buf_common)))
         raw = np.stack(self.buf_raw)
         targets = np.arange(n)
         ends = np.minimum(targets + self.cfg.lookahead, len(self.buf_t) - 1)
         times = np.asarray(self.buf_t, dtype=np.float64)
         sm = rts_window(fw, np.stack(self.buf_meas), raw[..., 2], times, targets, ends)
+        c_meas = np.stack(self.buf_common_meas)
+        csm = rts_window(common, c_meas, c_meas.astype(np.float64), times, targets, ends)
+        sm = sm._replace(mean=sm.mean + csm.mean[:, self.group_of])
         out = _apply(raw[:n], times[:n], fw.last[:n], fw.last_score[:n], sm, self.cfg)
         res = list(torch.from_numpy(out).to(device=self.out_like.device, dtype=self.out_like.dtype).unbind(0))  # one copy
-        del self.buf_raw[:n], self.buf_fw[:n], self.buf_meas[:n], self.buf_t[:n]
+        for buf in (self.buf_raw, self.buf_fw, self.buf_common, self.buf_meas, self.buf_common_meas, self.buf_t):
+            del buf[:n]
         return res
 
 
