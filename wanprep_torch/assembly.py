@@ -15,8 +15,9 @@ from . import wan
 from .crowd import CrowdRecord, PrimaryChooser
 from .detect import DetectConfig, full_frame_box
 from .frames import quantize_u8
+from .noise import NoiseEstimator
 from .schedule import FrameRecord
-from .temporal import NoiseEstimator, TrackSmoother
+from .temporal import TrackSmoother
 
 __all__ = [
     "FrameExtra",

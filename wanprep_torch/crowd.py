@@ -27,11 +27,11 @@ import torch
 from .detect import DetectConfig, PersonDetector, count_others, largest_person
 from .frames import FrameBatch
 from .gate import GateConfig, MotionGate, gap_accepted, interpolate_boxes, interpolate_keypoints
+from .noise import NoiseEstimator
 from .pose import PoseEstimator
 from .runtime import run_in_batches
 from .schedule import CPU_WORK_BATCH, PlannedFrame, PlannedKey, Scheduler, fill_gap, stack_frames
 from .skeleton import BODY
-from .temporal import NoiseEstimator
 from .timing import NULL_TIMER
 from .track import PeopleConfig, PeopleTracker, assign, association_cost, pose_candidates
 
@@ -262,6 +262,11 @@ class CrowdScheduler(Scheduler):
         t = lambda v: torch.tensor([v], dtype=torch.float64)  # noqa: E731
         for i in ids:
             est = self.people_noise.of(i)
+            if est.sigma("body") is None:
+                # Before this identity's noise is known (no warm-up where the picture starts
+                # still): the gap's ends, where it held still between them.
+                pair = [(s.a.people[i].keypoints, s.b.people[i].keypoints)]
+                est = NoiseEstimator.from_pairs(pair, self.cfg.track_kp_score) or est
             sigma = est.sigma("body")
             ok = gap_accepted(
                 mid.people[i].keypoints[None], s.a.people[i].keypoints[None], s.b.people[i].keypoints[None],

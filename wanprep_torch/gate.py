@@ -162,8 +162,8 @@ def region_motion(a: torch.Tensor, b: torch.Tensor, frame_width: int, region) ->
 class Decision:
     """The gate's plan for one frame: it is a keyframe (``process``: the pose model runs), it
     starts a new scene (``cut``), the estimated motion ``distance`` (frame px) since the last
-    keyframe, and ``boundary``: the picture stopped or started moving here, so the frame
-    before is a keyframe too."""
+    keyframe, and ``boundary``: the picture's motion changed here (it stopped, started, turned
+    or changed speed), so the frame before is a keyframe too."""
 
     process: bool
     cut: bool
@@ -236,7 +236,9 @@ class MotionGate:
             self.calm = False
         cut = correlation(self.ref, sig) < self.cfg.cut_correlation
         if cut:
+            # The velocity across a cut is meaningless, and the new scene has its own noise.
             self.velocity = self.last_velocity = None
+            self.changes = []
             self.calm = False
         dist = region_motion(self.ref, sig, self.frame_width, region)
         # The warm-up measures the noise before the first gap is checked; a still start needs

@@ -50,7 +50,7 @@ class GateConfig:
     signature_width: width of the grayscale signature.
     velocity_width: width of the finer grayscale thumbnail the picture's velocity is measured
         on (the test of its changes, :meth:`~wanprep_torch.gate.MotionGate.step`); 0: no
-        velocity test.
+        velocity test (nor with ``hold_px`` 0, which turns off every hold and boundary).
     """
 
     enabled: bool = True

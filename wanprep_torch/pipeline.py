@@ -13,20 +13,21 @@ from typing import Callable
 import torch
 
 from . import wan
+from .assembly import CrowdAssembly, CrowdFrames, CrowdSmoothing, SubjectAssembly, SubjectSmoothing, flushed, smoothed
 from .buffers import Workspace
 from .config import CHUNK_SIZE, override
+from .crowd import CrowdScheduler, PeopleNoise
 from .detect import DetectConfig, PersonDetector
 from .frames import FrameBatch, as_tchw, iter_chunks
 from .gate import resolve_gate
 from .interrupt import StopRequested
+from .noise import NoiseEstimator
 from .pose import PoseEstimator
 from .progress import Progress
 from .reference import ReferencePose, RetargetStream, estimate_reference
 from .runtime import RuntimeConfig, open_models, resolve_batch_size
-from .assembly import CrowdAssembly, CrowdFrames, CrowdSmoothing, SubjectAssembly, SubjectSmoothing, flushed, smoothed
-from .crowd import CrowdScheduler, PeopleNoise
 from .schedule import Scheduler
-from .temporal import NoiseEstimator, resolve_smooth
+from .temporal import resolve_smooth
 from .timing import NULL_TIMER, StageTimer
 from .track import PeopleConfig
 from .wan import FaceConfig

@@ -22,10 +22,10 @@ from .detect import PersonDetector
 from .frames import FrameBatch
 from .gate import GateConfig, MotionGate, correlation, gap_accepted, interpolate_boxes, interpolate_keypoints, signatures
 from .interrupt import StopRequested
+from .noise import NoiseEstimator
 from .pose import PoseEstimator, box_to_center_window
 from .runtime import run_in_batches
 from .skeleton import BODY
-from .temporal import NoiseEstimator
 from .timing import NULL_TIMER
 from .track import SubjectTracker
 
@@ -47,7 +47,9 @@ class FrameRecord:
     models ran on it (pose_ran False: interpolated); distance: the gate's motion estimate;
     cut: the frame starts a new scene (known with the gate on, or when cuts are asked for).
     still: a processed frame whose picture did not move since the processed frame before it
-    (the end of a hold): the difference of their keypoints is measurement noise alone.
+    (the end of a hold), or whose person held still since then by their keypoints
+    (:meth:`~wanprep_torch.temporal.NoiseEstimator.held_still`, where noise hides a hold in
+    the picture): the difference of their keypoints is measurement noise alone.
     """
 
     index: int
@@ -242,11 +244,15 @@ class Scheduler:
             segments.append((seg, seg is not None and max(g.distance for g in k.gap + [f]) < self.cfg.hold_px))
             prev = rec
         done = {r.index: r for r in self._check([seg for seg, hold in segments if seg is not None and not hold])}
+        # The end of a hold, or of a stretch the person held still through in a picture too
+        # noisy to show it: its difference from the measured frame before is noise.
+        ends = [(i, self._measured_before(seg, done)) for i, (seg, hold) in enumerate(segments) if seg is not None and not hold]
+        if ends:
+            host = torch.stack([torch.stack([b.keypoints, recs[i].keypoints]) for i, b in ends]).cpu()  # one host read
+            for (i, _), pair in zip(ends, host):
+                recs[i].still = NoiseEstimator.held_still(pair[0], pair[1], self.cfg.track_kp_score)
         for rec, (seg, hold) in zip(recs, segments):
-            # The end of a hold, or of a stretch the body held still through in a picture too
-            # noisy to show it: its difference from the measured frame before is noise.
-            before = self._measured_before(seg, done) if seg is not None else None
-            rec.still = hold or (before is not None and NoiseEstimator.held_still(before.keypoints, rec.keypoints, self.cfg.track_kp_score))
+            rec.still = rec.still or hold
             self._hand_out(self._fill(seg, done) if seg is not None else [rec], out)
         self.anchor = prev
 
@@ -268,7 +274,8 @@ class Scheduler:
         first = None
         while level:
             if known is None:
-                pairs += [(s.a.keypoints, s.b.keypoints) for s in level]
+                ends = torch.stack([torch.stack([s.a.keypoints, s.b.keypoints]) for s in level]).cpu()  # one host read
+                pairs += [(e[0], e[1]) for e in ends]
                 first = NoiseEstimator.from_pairs(pairs, self.cfg.track_kp_score)
             mids = [s.gap[len(s.gap) // 2] for s in level]
             boxes = torch.stack([interpolate_boxes(s.a.box, s.b.box, s.a.index, s.b.index, [m.index])[0] for s, m in zip(level, mids)])

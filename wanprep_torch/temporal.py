@@ -5,7 +5,8 @@ moves together (the body, the face, each hand: :func:`motion_groups`) is tracked
 motion plus each point's offset from it: a body that starts, stops or turns moves all its
 points at once, which their mean (its noise averaged over the points) shows at once, while a
 point's offset (a limb against the body, the shape of the face) changes slowly and is averaged
-over many frames. Each of those tracks' x and y follow a constant-velocity Kalman filter
+over many frames; where points leave or join a group, the reference of its common position
+moves with them, so no other point moves. Each of those tracks' x and y follow a constant-velocity Kalman filter
 (state: position and velocity; x and y share one covariance, since they share the noise model)
 run forward, then a Rauch-Tung-Striebel pass backward over a bounded look-ahead: a frame's
 smoothed position uses the frames up to ``lookahead`` after it, so it does not lag as a causal
@@ -28,11 +29,8 @@ seen.
 - Frames the gate interpolated count as weak measurements (``interp_weight``): the smoothed
   track follows the line the gate verified, rounded at its keyframes.
 
-The noise level sigma (px, per keypoint group of :data:`~wanprep_torch.skeleton.GROUPS`) is
-measured from the video itself (:class:`NoiseEstimator`): on three consecutive measurements
-of a point, the middle one's distance from the line through the outer two is noise plus
-curvature; a low quantile over many (robust to motion: up to 3/4 of them may be curvature)
-gives sigma.
+The noise level sigma (px, per keypoint group) is measured from the video itself
+(:class:`~wanprep_torch.noise.NoiseEstimator`, re-exported here).
 
 Pure functions on batched tensors (:func:`kalman_forward`, :func:`rts_window`) and two small
 stage objects (:class:`NoiseEstimator`, :class:`TrackSmoother`). Knows nothing of the models.
@@ -48,6 +46,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from .noise import NoiseEstimator, triple_residuals
 from .skeleton import FACE, GROUPS, LEFT_HAND, NUM_WHOLEBODY, RIGHT_HAND
 
 __all__ = [
@@ -142,197 +141,6 @@ def resolve_smooth(smooth, gate_enabled: bool = True) -> SmoothConfig:
             raise ValueError(f"unknown smooth fields {sorted(bad)}; known: {sorted(known)}")
         return dataclasses.replace(base, **fields)
     raise TypeError(f"smooth must be 'auto', 'on', 'off', a bool, a SmoothConfig or a dict, got {type(smooth).__name__}")
-
-
-# -- the noise level -------------------------------------------------------------------------
-
-
-def triple_residuals(z0: torch.Tensor, z1: torch.Tensor, z2: torch.Tensor, t0, t1, t2) -> torch.Tensor:
-    """How far the middle of three measurements lies from the line through the outer two, scaled
-    so that under pure noise of sigma per coordinate each value is N(0, sigma^2).
-
-    Args:
-        z0, z1, z2: (..., 2) positions at times t0 < t1 < t2 (numbers or tensors broadcasting
-            against the leading dims).
-
-    Returns:
-        (..., 2) residuals per coordinate.
-    """
-    t0, t1, t2 = (torch.as_tensor(v, dtype=torch.float64) for v in (t0, t1, t2))
-    w = ((t1 - t0) / (t2 - t0)).unsqueeze(-1)
-    r = z1.double() - ((1 - w) * z0.double() + w * z2.double())
-    return r / (1 + w.square() + (1 - w).square()).sqrt()
-
-
-_MEAN = "body mean"
-_SHORT = 2  # a triple spanning at most this many frames: its residual is (almost) pure noise
-
-
-class NoiseEstimator:
-    """The measurement noise of each keypoint group (``groups``: name -> rows; by default
-    :data:`~wanprep_torch.skeleton.GROUPS` for 133 points, else one group "all"), from the
-    video itself.
-
-    Feed the measured frames in order (:meth:`add`); each point confident on three consecutive
-    measured frames (no reset between) gives a residual (:func:`triple_residuals`);
-    sigma = the 25th percentile of the absolute residuals over the latest ``capacity`` of the
-    group / 0.3186 (that percentile of |N(0, 1)|), once it has ``min_samples`` of them (None
-    before). The same for the mean residual of the body points of each triple of frames
-    (:meth:`sigma_mean`: the gate tests the body's mean error with it). A low quantile, not
-    the median: with frames skipped, the residuals of triples spanning a change of motion (a
-    start, a stop) are curvature, not noise. For the same reason triples spanning at most 2
-    frames (the gate's warm-up, checks split down to neighbours, every frame with the gate off)
-    give an estimate of their own, and the lower of the two is taken (each can only be
-    inflated: the wide triples by curvature, the few short ones by their crops' differing bias). Residuals can also be given directly
-    (:meth:`add_residuals`).
-    """
-
-    def __init__(
-        self, num_keypoints: int = NUM_WHOLEBODY, min_score: float = 0.3, min_samples: int = 24, capacity: int = 8192, groups: dict | None = None
-    ):
-        if groups is None:  # the wholebody groups, or one group for another layout
-            groups = dict(GROUPS) if num_keypoints == NUM_WHOLEBODY else {"all": slice(0, num_keypoints)}
-        self.groups = groups
-        self.min_score, self.min_samples, self.capacity = min_score, min_samples, capacity
-        self.samples = {name: torch.empty(0, dtype=torch.float64) for name in self.groups}
-        self.short = {name: torch.empty(0, dtype=torch.float64) for name in self.groups}  # spans <= _SHORT
-        self.mean_samples = torch.empty(0, dtype=torch.float64)  # the body's mean residuals
-        self.mean_short = torch.empty(0, dtype=torch.float64)
-        self.frames = (float("nan"), float("nan"))  # the last two measured frames
-        self.last = torch.full((2, num_keypoints, 3), float("nan"), dtype=torch.float64)  # x, y, t of the last two
-        self._cache: dict | None = None
-
-    @staticmethod
-    def held_still(a: torch.Tensor, b: torch.Tensor, min_score: float = 0.3, p: float = 1e-3) -> bool:
-        """Did the body hold still between two measurements (a, b: (133, 3) keypoints)? Its
-        points' mean moved less than their scatter explains (a held pair fails this with
-        probability ``p``); then their difference is noise, but for a limb that moved (one of
-        the few a low quantile leaves out). False with under 3 body points confident in both."""
-        ka, kb = (k.detach().to("cpu", torch.float64) for k in (a, b))
-        body = GROUPS["body"] if ka.shape[0] == NUM_WHOLEBODY else slice(None)
-        ok = ((ka[:, 2] >= min_score) & (kb[:, 2] >= min_score))[body]
-        n = int(ok.sum())
-        if n < 3:
-            return False
-        r = ((kb[body, :2] - ka[body, :2]) / math.sqrt(2.0))[ok]
-        mean = r.mean(dim=0)
-        sigma = float(torch.quantile((r - mean).abs().flatten(), 0.25)) / 0.3186
-        return float(mean.norm()) <= math.sqrt(-2.0 * math.log(p)) * sigma / math.sqrt(n)
-
-    @classmethod
-    def from_pairs(cls, pairs, min_score: float = 0.3) -> "NoiseEstimator | None":
-        """An estimate from the pairs of measurements (a, b: (133, 3) keypoints) between which
-        the body held still (:meth:`held_still`); None where no pair did."""
-        est = cls(min_score=min_score)
-        for a, b in pairs:
-            if cls.held_still(a, b, min_score):
-                est.reset()
-                est.add(a, 0)
-                est.add(b, 1, still=True)
-        return est if est.sigma("body") is not None else None
-
-    def reset(self) -> None:
-        """A scene cut: no triple spans it."""
-        self.last.fill_(float("nan"))
-        self.frames = (float("nan"), float("nan"))
-
-    def add(self, keypoints: torch.Tensor, t: int, still: bool = False) -> None:
-        """One measured frame's keypoints (K, 3) at frame ``t``; ``still``: the picture did not
-        move since the measured frame before (a hold): the two differ by noise alone, however
-        far apart (a clean sample where the gate measures holds at their ends only)."""
-        k = keypoints.detach().to("cpu", torch.float64)
-        ok = k[:, 2] >= self.min_score
-        cur = torch.cat([k[:, :2], torch.full_like(k[:, :1], float(t))], dim=1)
-        p0, p1 = self.last[0], self.last[1]
-        if still:
-            self._add_pair(p1, cur, ok)
-        have = ok & ~p0[:, 2].isnan() & ~p1[:, 2].isnan()
-        if bool(have.any()):
-            r = triple_residuals(p0[:, :2], p1[:, :2], cur[:, :2], p0[:, 2], p1[:, 2], cur[:, 2])
-            short = (float(t) - p0[:, 2]) <= _SHORT
-            for name, rows in self.groups.items():
-                for kind in (True, False):
-                    sel = (have & (short == kind))[rows]
-                    if bool(sel.any()):
-                        self.add_residuals(name, r[rows][sel].flatten(), short=kind)
-            # The body's mean residual over points of one triple of frames: the noise common to
-            # all points (a crop that jitters moves them together) does not average out.
-            body = self.groups.get("body")
-            if body is not None:
-                same = have & (p0[:, 2] == self.frames[0]) & (p1[:, 2] == self.frames[1])
-                sel = same[body]
-                if int(sel.sum()) >= 3:
-                    self._add_mean(r[body][sel], short=float(t) - self.frames[0] <= _SHORT)
-        self.frames = (self.frames[1], float(t))
-        # A point not confident now keeps its last two (a dropout does not end its triples).
-        self.last[0] = torch.where(ok[:, None], p1, p0)
-        self.last[1] = torch.where(ok[:, None], cur, p1)
-
-    def _add_pair(self, prev: torch.Tensor, cur: torch.Tensor, ok: torch.Tensor) -> None:
-        """Residuals of held points' two measurements (points confident now and at the
-        previous measured frame), (cur - prev) / sqrt(2): N(0, sigma^2) per coordinate under
-        pure noise, with no curvature in them (they count as short)."""
-        have = ok & (prev[:, 2] == self.frames[1])
-        if not bool(have.any()):
-            return
-        r = (cur[:, :2] - prev[:, :2]) / math.sqrt(2.0)
-        for name, rows in self.groups.items():
-            sel = have[rows]
-            if bool(sel.any()):
-                self.add_residuals(name, r[rows][sel].flatten(), short=True)
-        body = self.groups.get("body")
-        if body is not None and int(have[body].sum()) >= 3:
-            self._add_mean(r[body][have[body]], short=True)
-
-    def _add_mean(self, residuals: torch.Tensor, short: bool) -> None:
-        """The body's mean residual (x and y) over the points (n, 2) of one frame's sample."""
-        mean = residuals.mean(dim=0).abs()
-        self.mean_samples = torch.cat([self.mean_samples, mean])[-self.capacity :]
-        if short:
-            self.mean_short = torch.cat([self.mean_short, mean])[-self.capacity :]
-        self._cache = None
-
-    def add_residuals(self, group: str, residuals: torch.Tensor, short: bool = False) -> None:
-        """Residuals (any shape) that are N(0, sigma^2) under pure noise; ``short``: from three
-        measurements within ``_SHORT`` frames (curvature hardly enters)."""
-        r = residuals.detach().to("cpu", torch.float64).abs().flatten()
-        self.samples[group] = torch.cat([self.samples[group], r])[-self.capacity :]
-        if short:
-            self.short[group] = torch.cat([self.short[group], r])[-self.capacity :]
-        self._cache = None
-
-    def sigma(self, group: str = "body") -> float | None:
-        """The group's noise (px per coordinate), or None before ``min_samples`` residuals."""
-        return self.sigmas().get(group)
-
-    def sigmas(self) -> dict:
-        """{group: sigma or None}."""
-        if self._cache is None:
-            self._cache = {name: self._estimate(self.short[name], s, self.min_samples) for name, s in self.samples.items()}
-            self._cache[_MEAN] = self._estimate(self.mean_short, self.mean_samples, self.min_samples // 3)
-        return {k: v for k, v in self._cache.items() if k != _MEAN}
-
-    def sigma_mean(self) -> float | None:
-        """The noise (px per coordinate) of the mean of the body points of a frame, or None
-        before enough frames: with independent points sigma / sqrt(n), with a jitter common to
-        all points (the crop) up to sigma."""
-        self.sigmas()
-        return self._cache[_MEAN]
-
-    @staticmethod
-    def _estimate(short: torch.Tensor, every: torch.Tensor, min_samples: int) -> float | None:
-        """The lower of the estimates from the short triples and from all (once each has
-        enough): curvature inflates the second, a few crops' differing bias the first."""
-        est = [float(torch.quantile(s, 0.25)) / 0.3186 for s in (short, every) if s.numel() >= min_samples]
-        return min(est) if est else None
-
-    def per_keypoint(self, num_keypoints: int, default: float) -> torch.Tensor:
-        """(K,) float64 sigma of each keypoint's group (``default`` where unknown)."""
-        out = torch.full((num_keypoints,), float(default), dtype=torch.float64)
-        for name, value in self.sigmas().items():
-            if value is not None:
-                out[self.groups[name]] = value
-        return out
 
 
 # -- the Kalman filter and the RTS smoother ----------------------------------------------------
@@ -534,10 +342,11 @@ def common_measurement(
     # (unequal where some offsets just moved) would let those offsets lean on the common
     # position, and the two tracks trade it back and forth.
     w = np.where(use, 1.0 / np.where(use, r, 1.0), 0.0)
-    # The offsets are taken about their own mean over every point that has one: the common
-    # position is where the shape's centre is, so the offsets' mean cannot drift into it.
-    centre = shape[known].mean(axis=0) if known.any() else np.zeros(2)
-    base = z[:, :2] - np.where(known[:, None], shape - centre, 0.0)
+    # The offsets are taken about their own mean over the points used: the common position is
+    # where their shape's centre is, so the offsets' mean cannot drift into it (the caller
+    # moves the reference where that set changes: TrackSmoother._keep_centre).
+    centre = shape[use & known].mean(axis=0) if (use & known).any() else np.zeros(2)
+    base = np.where(use[:, None], z[:, :2] - np.where(known[:, None], shape - centre, 0.0), 0.0)
     var = np.where(use & known, r + shape_var, r)
     return (w[:, None] * base).sum(0) / w.sum(), float((w**2 * np.where(use, var, 0.0)).sum() / w.sum() ** 2)
 
@@ -559,8 +368,9 @@ class TrackSmoother:
     Args:
         cfg: the smoothing settings.
         noise: the measurement noise (px) per keypoint: a number or (K,) tensor, or a
-            :class:`NoiseEstimator` read at each frame (its prior ``cfg.noise_px`` until it
-            has an estimate).
+            :class:`NoiseEstimator` read at each frame as it is filtered (the first frames wait,
+            at most ``lookahead`` of them, until it has an estimate; then its prior
+            ``cfg.noise_px`` where it has none).
         feed: the smoother adds the measured frames to that estimator itself, as it pushes
             them (so the noise used at a frame depends on the frames before it only, not on
             how the stream was split).
@@ -576,6 +386,7 @@ class TrackSmoother:
         self.state: ForwardState | None = None  # the points' offsets from their group
         self.common: ForwardState | None = None  # the groups' common motion
         self.missing: np.ndarray | None = None  # measured frames missed in a row, per point
+        self.centre_set: np.ndarray | None = None  # (K,) the points each group's centre was last taken over
         self.out_like: torch.Tensor | None = None  # the outputs take the input's dtype and device
         self.buf_raw: list[np.ndarray] = []
         self.buf_fw: list[ForwardState] = []
@@ -609,6 +420,7 @@ class TrackSmoother:
             self.state = initial_state(self.k)
             self.common = initial_state(len(self.groups))
             self.missing = np.zeros(self.k, dtype=np.int64)
+            self.centre_set = np.zeros(self.k, dtype=bool)
         host = raw.to("cpu", torch.float64)
         if self.feed:
             if cut:
@@ -627,13 +439,13 @@ class TrackSmoother:
             self._step(z, m, c)
 
     def waiting_for_noise(self) -> bool:
-        """No frame was filtered yet and the noise estimator has no estimate of the body."""
-        return self.t == 0 and isinstance(self.noise, NoiseEstimator) and self.noise.sigma("body") is None
+        """No frame was filtered yet and the noise estimator has no estimate of any group."""
+        return self.t == 0 and isinstance(self.noise, NoiseEstimator) and all(v is None for v in self.noise.sigmas().values())
 
     def _step(self, z: np.ndarray, measured: bool, cut: bool) -> None:
         """The forward filters over one frame (K, 3) float64."""
         cfg = self.cfg
-        conf = z[:, 2] >= cfg.min_score
+        conf = (z[:, 2] >= cfg.min_score) & np.isfinite(z).all(axis=1)  # a NaN is no measurement
         sigma = self._sigma()
         # An interpolated frame (the gate's line between two measurements) weighs 1/interp_weight
         # of a measurement: the smoothed track cannot drift from the line the gate verified
@@ -646,19 +458,25 @@ class TrackSmoother:
         if measured:
             self.missing = np.where(conf, 0, self.missing + 1)
         restart = (np.full(self.k, cut) | long_gap) if self.t else np.ones(self.k, dtype=bool)
-        # The common position of each group: the points' positions less their offsets.
+        # The common position of each group: the measured points' positions less their offsets.
         known = np.isfinite(self.state.last) & ~restart
+        c_restart = np.zeros(len(self.groups), dtype=bool)
+        for g, rows in enumerate(self.groups):
+            cur = conf[rows] & known[rows]
+            if conf[rows].any() and not cur.any():
+                # Measured points but none with an offset (the start, a cut, all back from a
+                # long gap): the group starts afresh, every offset with it.
+                c_restart[g] = True
+                restart[rows], known[rows] = True, False
+                self.centre_set[rows] = conf[rows]
+            elif cur.any():
+                self._keep_centre(g, rows, cur, known[rows])
+                self.centre_set[rows] = cur
         # The offsets as last filtered (they change slowly; a velocity known from two frames
         # at a track's start would only add its noise).
         offset, offset_var = self.state.mean[..., 0], self.state.cov[:, 0, 0]  # (K, 2), (K,)
         cz, cr = np.zeros((len(self.groups), 3)), np.full(len(self.groups), math.inf)
-        c_restart = np.zeros(len(self.groups), dtype=bool)
         for g, rows in enumerate(self.groups):
-            # Measured points but none with an offset (the start, a cut, all back from a long
-            # gap): the group starts afresh, every offset with it (they meant the old origin).
-            if conf[rows].any() and not (conf[rows] & known[rows]).any():
-                c_restart[g] = True
-                restart[rows], known[rows] = True, False
             cz[g, :2], cr[g] = common_measurement(z[rows], r[rows], offset[rows], offset_var[rows], known[rows])
             cz[g, 2] = 1.0
         self.common = kalman_forward(self.common, cz, cr, self.t, c_restart, cfg)
@@ -672,6 +490,25 @@ class TrackSmoother:
         self.buf_common_meas.append(np.isfinite(cr))
         self.buf_t.append(self.t)
         self.t += 1
+
+    def _keep_centre(self, g: int, rows: slice, cur: np.ndarray, known: np.ndarray) -> None:
+        """The group's common position is measured about the centre of the offsets of its
+        measured points (``cur``); where that set differs from the last frame's (a point lost
+        or back, a new one), the centre moves by the difference of the two sets' offsets. A
+        change of reference: the common position (and its track, buffered frames included:
+        the backward pass compares them) moves by that much and every offset by minus that
+        much, so no output moves and the common track sees no jump."""
+        prev = self.centre_set[rows] & known
+        if not prev.any() or np.array_equal(prev, cur):
+            return
+        off = self.state.mean[rows, :, 0]
+        delta = off[cur].mean(axis=0) - off[prev].mean(axis=0)
+        for fw in {id(f): f for f in self.buf_fw + [self.state]}.values():
+            fw.mean[rows, :, 0] -= delta
+            fw.pred_mean[rows, :, 0] -= delta
+        for fw in {id(f): f for f in self.buf_common + [self.common]}.values():
+            fw.mean[g, :, 0] += delta
+            fw.pred_mean[g, :, 0] += delta
 
     def take(self) -> list[torch.Tensor]:
         """The frames now final, in order: keypoints (K, 3) each, in the input's dtype/device."""
