@@ -83,7 +83,7 @@ class _Segment:
 
 class PeopleNoise:
     """The measurement noise of each identity's keypoints: one
-    :class:`~wanprep_torch.temporal.NoiseEstimator` per identity, fed with the measured frames
+    :class:`~wanprep_torch.noise.NoiseEstimator` per identity, fed with the measured frames
     in order (a triple of measurements belongs to one person's track)."""
 
     def __init__(self, min_score: float = 0.3):

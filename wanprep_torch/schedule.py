@@ -48,7 +48,7 @@ class FrameRecord:
     cut: the frame starts a new scene (known with the gate on, or when cuts are asked for).
     still: a processed frame whose picture did not move since the processed frame before it
     (the end of a hold), or whose person held still since then by their keypoints
-    (:meth:`~wanprep_torch.temporal.NoiseEstimator.held_still`, where noise hides a hold in
+    (:meth:`~wanprep_torch.noise.NoiseEstimator.held_still`, where noise hides a hold in
     the picture): the difference of their keypoints is measurement noise alone.
     """
 
