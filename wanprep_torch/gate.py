@@ -150,12 +150,16 @@ def translation(
     return torch.linalg.solve(gram, rhs) * scale
 
 
+def _boxes(region) -> list:
+    """A motion region as a list of boxes: one box (or None: the whole picture) alone, a list
+    of boxes (several people) as it is."""
+    return region if isinstance(region, list) and region and isinstance(region[0], (list, tuple)) else [region]
+
+
 def region_motion(a: torch.Tensor, b: torch.Tensor, frame_width: int, region) -> float:
     """:func:`motion_distance` in ``region``: one box, or a list of boxes (several people: the
     largest motion in any of them)."""
-    if isinstance(region, list) and region and isinstance(region[0], (list, tuple)):
-        return max(motion_distance(a, b, frame_width, r) for r in region)
-    return motion_distance(a, b, frame_width, region)
+    return max(motion_distance(a, b, frame_width, r) for r in _boxes(region))
 
 
 @dataclass(frozen=True)
@@ -258,8 +262,7 @@ class MotionGate:
         own error in motion) and than its noise explains (a start, a stop, a turn)? The noise
         scale: the median of recent frame-to-frame changes (starts and stops are rare among
         them). Returns (changed, the velocity is under ``hold_px``)."""
-        boxes = region if isinstance(region, list) and region and isinstance(region[0], (list, tuple)) else [region]
-        v = torch.stack([translation(prev, fine, self.frame_width, r) for r in boxes])
+        v = torch.stack([translation(prev, fine, self.frame_width, r) for r in _boxes(region)])
         speed = v.norm(dim=-1)
         calm = bool((speed < self.cfg.hold_px).all())
         last, self.last_velocity = self.last_velocity, v

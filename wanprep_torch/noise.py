@@ -41,6 +41,12 @@ _MEAN = "body mean"
 _SHORT = 2  # a triple spanning at most this many frames: its residual is (almost) pure noise
 
 
+def _layout_groups(num_keypoints: int) -> dict:
+    """The noise groups of a layout: :data:`~wanprep_torch.skeleton.GROUPS` for the 133
+    wholebody points, one group "all" for another layout."""
+    return dict(GROUPS) if num_keypoints == NUM_WHOLEBODY else {"all": slice(0, num_keypoints)}
+
+
 def _mean_held(r: torch.Tensor, p: float = 1e-3) -> bool:
     """Did points whose two measurements differ by r (n, 2) (scaled to the noise of one
     measurement) hold still: their mean difference within what their scatter explains (noise
@@ -72,9 +78,7 @@ class NoiseEstimator:
     def __init__(
         self, num_keypoints: int = NUM_WHOLEBODY, min_score: float = 0.3, min_samples: int = 24, capacity: int = 8192, groups: dict | None = None
     ):
-        if groups is None:  # the wholebody groups, or one group for another layout
-            groups = dict(GROUPS) if num_keypoints == NUM_WHOLEBODY else {"all": slice(0, num_keypoints)}
-        self.groups = groups
+        self.groups = _layout_groups(num_keypoints) if groups is None else groups
         self.min_score, self.min_samples, self.capacity = min_score, min_samples, capacity
         self.samples = {name: torch.empty(0, dtype=torch.float64) for name in self.groups}
         self.short = {name: torch.empty(0, dtype=torch.float64) for name in self.groups}  # spans <= _SHORT
@@ -93,22 +97,29 @@ class NoiseEstimator:
         and hands' points are tested again as a pair is added). False with under 3 body points
         confident in both."""
         ka, kb = (k.detach().to("cpu", torch.float64) for k in (a, b))
-        body = GROUPS["body"] if ka.shape[0] == NUM_WHOLEBODY else slice(None)
+        body = _layout_groups(ka.shape[0]).get("body", slice(None))
         ok = ((ka[:, 2] >= min_score) & (kb[:, 2] >= min_score))[body]
         return int(ok.sum()) >= 3 and _mean_held(((kb[body, :2] - ka[body, :2]) / math.sqrt(2.0))[ok], p)
+
+    def add_held(self, a: torch.Tensor, b: torch.Tensor) -> bool:
+        """Two measurements (a, b: (K, 3) keypoints) out of the frame order, taken as a noise
+        sample where the person held still between them (:meth:`held_still`); True if so."""
+        if not self.held_still(a, b, self.min_score):
+            return False
+        self.reset()
+        self.add(a, 0)
+        self.add(b, 1, still=True)
+        return True
 
     @classmethod
     def from_pairs(cls, pairs, min_score: float = 0.3) -> "NoiseEstimator | None":
         """An estimate from the pairs of measurements (a, b: (K, 3) keypoints) between which the
-        person held still (:meth:`held_still`); None where no pair did."""
+        person held still (:meth:`add_held`); None where no pair did."""
         if not pairs:
             return None
         est = cls(pairs[0][0].shape[0], min_score=min_score)
         for a, b in pairs:
-            if cls.held_still(a, b, min_score):
-                est.reset()
-                est.add(a, 0)
-                est.add(b, 1, still=True)
+            est.add_held(a, b)
         return est if any(v is not None for v in est.sigmas().values()) else None
 
     def reset(self) -> None:

@@ -270,13 +270,12 @@ class Scheduler:
         # Before the video's noise is known (no warm-up where the picture starts still), the
         # ends of gaps the body held still through are a sample of it (a split adds its halves).
         known = self.noise.sigma("body") if self.noise is not None else None
-        pairs: list = []
-        first = None
+        first = NoiseEstimator(min_score=self.cfg.track_kp_score) if known is None else None
         while level:
-            if known is None:
+            if first is not None:
                 ends = torch.stack([torch.stack([s.a.keypoints, s.b.keypoints]) for s in level]).cpu()  # one host read
-                pairs += [(e[0], e[1]) for e in ends]
-                first = NoiseEstimator.from_pairs(pairs, self.cfg.track_kp_score)
+                for a, b in ends:
+                    first.add_held(a, b)
             mids = [s.gap[len(s.gap) // 2] for s in level]
             boxes = torch.stack([interpolate_boxes(s.a.box, s.b.box, s.a.index, s.b.index, [m.index])[0] for s, m in zip(level, mids)])
             kps: list = []
